@@ -1,0 +1,250 @@
+"""The one settings module: every operator setting comes from the environment.
+
+Each ``PVE_*`` variable is documented in README.md (section "Configuration"); values are
+validated here, at import, so a bad value stops every process with a clear message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+_NODE_NAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def _env_int(name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ImproperlyConfigured(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = _env(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be 0 or 1, got {raw!r}")
+
+
+def database_from_url(url: str, *, setting: str) -> dict:
+    """Turn ``sqlite:////abs/path.db`` or ``postgresql://user:pw@host:port/name`` into a DATABASES entry."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = unquote(parts.path)
+        if not path.startswith("/"):
+            raise ImproperlyConfigured(f"{setting}: SQLite path must be absolute, got {url!r}")
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": path,
+            "OPTIONS": {
+                # WAL lets readers run beside the replicator; FULL fsyncs every commit, so an
+                # acknowledged write survives power loss.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
+                "timeout": 30,
+            },
+            "TEST": {"NAME": path},
+        }
+    if parts.scheme in ("postgres", "postgresql"):
+        name = parts.path.lstrip("/")
+        if not name:
+            raise ImproperlyConfigured(f"{setting}: PostgreSQL URL needs a database name: {url!r}")
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(name),
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname or "",
+            "PORT": str(parts.port or ""),
+            "TEST": {"NAME": unquote(name)},
+        }
+    raise ImproperlyConfigured(f"{setting}: unsupported database URL scheme {parts.scheme!r} in {url!r}")
+
+
+# --- Operator settings -------------------------------------------------------------------
+
+PVE_DATA_DIR = Path(_env("PVE_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+PVE_ETC_DIR = Path(_env("PVE_ETC_DIR", str(PVE_DATA_DIR / "etc" / "pve"))).resolve()
+PVE_NODE_NAME = _env("PVE_NODE_NAME", socket.gethostname().split(".")[0])
+if not _NODE_NAME_RE.match(PVE_NODE_NAME or ""):
+    raise ImproperlyConfigured(
+        f"PVE_NODE_NAME {PVE_NODE_NAME!r} is not a valid node name (a DNS label: letters, digits, '-')"
+    )
+PVE_HTTPS_PORT = _env_int("PVE_HTTPS_PORT", 8006, 1, 65535)
+PVE_BIND_ADDRESS = _env("PVE_BIND_ADDRESS", "0.0.0.0")
+PVE_NODE_ADDRESS = _env("PVE_NODE_ADDRESS")
+PVE_CLUSTER_DATABASE_URL = _env("PVE_CLUSTER_DATABASE_URL", f"sqlite:///{PVE_DATA_DIR / 'cluster.db'}")
+PVE_LOCAL_DATABASE_URL = _env("PVE_LOCAL_DATABASE_URL", f"sqlite:///{PVE_DATA_DIR / 'local.db'}")
+REDIS_URL = _env("REDIS_URL")
+PVE_REDIS_SOCKET = PVE_DATA_DIR / "redis.sock"
+PVE_REPLICATOR_SOCKET = Path(_env("PVE_REPLICATOR_SOCKET", str(PVE_DATA_DIR / "replicator.sock")))
+PVE_ROOT_PASSWORD = _env("PVE_ROOT_PASSWORD")
+PVE_MAX_CHANGESET_BYTES = _env_int("PVE_MAX_CHANGESET_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024)
+PVE_CHANGELOG_RETAIN = _env_int("PVE_CHANGELOG_RETAIN", 100_000, 100, 10_000_000)
+PVE_REPLICATOR_TIMEOUT = _env_int("PVE_REPLICATOR_TIMEOUT", 30, 1, 3600)
+PVE_LOCAL_STORAGE_PATH = Path(_env("PVE_LOCAL_STORAGE_PATH", str(PVE_DATA_DIR / "vz"))).resolve()
+PVE_LOG_DIR = Path(_env("PVE_LOG_DIR", str(PVE_DATA_DIR / "log"))).resolve()
+PVE_LOG_LEVEL = (_env("PVE_LOG_LEVEL", "INFO") or "INFO").upper()
+if PVE_LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+    raise ImproperlyConfigured(f"PVE_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {PVE_LOG_LEVEL!r}")
+DEBUG = _env_bool("PVE_DEBUG", False)
+
+if REDIS_URL is None:
+    _redis_url = f"unix://{PVE_REDIS_SOCKET}"
+    CELERY_BROKER_URL = f"redis+socket://{PVE_REDIS_SOCKET}"
+else:
+    _redis_url = REDIS_URL
+    CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = f"node.{PVE_NODE_NAME}"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+
+def _secret_key() -> str:
+    """A per-node key for Django's own signing (messages cookie); tickets use cluster keys."""
+    explicit = _env("PVE_SECRET_KEY")
+    if explicit:
+        return explicit
+    path = PVE_DATA_DIR / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        PVE_DATA_DIR.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key)
+        return key
+
+
+SECRET_KEY = _secret_key()
+
+# --- Django --------------------------------------------------------------------------------
+
+ALLOWED_HOSTS = ["*"]
+APPEND_SLASH = False
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "channels",
+    "replicator",
+    "portal",
+    "authz",
+    "cluster",
+    "vms",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "authz.middleware.TicketAuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+ASGI_APPLICATION = "portal.asgi.application"
+AUTH_USER_MODEL = "authz.User"
+AUTHENTICATION_BACKENDS = ["authz.backends.RealmBackend"]
+MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"
+CSRF_COOKIE_SECURE = True
+CSRF_COOKIE_SAMESITE = "Lax"
+LOGIN_URL = "/admin/login/"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "portal" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": database_from_url(PVE_LOCAL_DATABASE_URL, setting="PVE_LOCAL_DATABASE_URL"),
+    "cluster": database_from_url(PVE_CLUSTER_DATABASE_URL, setting="PVE_CLUSTER_DATABASE_URL"),
+}
+DATABASE_ROUTERS = ["replicator.routers.ClusterRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = PVE_DATA_DIR / "static"
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [_redis_url]},
+    }
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["portal.api.renderers.PVEJSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "portal.api.parsers.PVEFormParser",
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "authz.api.authentication.TicketAuthentication",
+        "authz.api.authentication.APITokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "EXCEPTION_HANDLER": "portal.api.errors.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": None,
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["stderr"], "level": PVE_LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
