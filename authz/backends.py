@@ -1,0 +1,29 @@
+"""Django authentication backend over the realms (used by the admin login form)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+
+from authz import services
+from authz.exceptions import AuthenticationFailed
+from authz.models import User
+
+
+class RealmBackend:
+    """Authenticates ``name@realm`` with the realm's method."""
+
+    def authenticate(self, request: HttpRequest | None, username: str | None = None, password: str | None = None, **kwargs: Any) -> User | None:
+        if not username or password is None:
+            return None
+        try:
+            return services.authenticate_password(username, password)
+        except AuthenticationFailed:
+            return None
+
+    def get_user(self, user_id: str) -> User | None:
+        try:
+            return services.active_user(user_id)
+        except AuthenticationFailed:
+            return None

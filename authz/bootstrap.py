@@ -1,0 +1,51 @@
+"""First start: the built-in realms and ``root@pam`` with its initial password."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sys
+
+from django.conf import settings
+from django.db.models import Model
+
+from authz.models import SUPERUSER, Realm, User
+from replicator import bootstrap
+
+log = logging.getLogger(__name__)
+
+BUILTIN_REALMS = {
+    "pam": ("pam", "Linux PAM standard authentication"),
+    "pve": ("pve", "Proxmox VE authentication server"),
+}
+
+
+@bootstrap.register
+def builtin_access(node_name: str) -> list[Model]:
+    """Create the pam and pve realms and root@pam when missing."""
+    wanted: list[Model] = []
+    existing = set(Realm.objects.using("cluster").values_list("realm", flat=True))
+    for realm, (type_, comment) in BUILTIN_REALMS.items():
+        if realm not in existing:
+            wanted.append(Realm(realm=realm, type=type_, comment=comment, default=(realm == "pve")))
+    if not User.objects.using("cluster").filter(userid=SUPERUSER).exists():
+        password = settings.PVE_ROOT_PASSWORD
+        if not password:
+            password = secrets.token_urlsafe(12)
+            _announce_generated_password(password)
+        root = User(userid=SUPERUSER, realm_id="pam", email="root@localhost", comment="Superuser")
+        root.set_password(password)
+        wanted.append(root)
+    return wanted
+
+
+def _announce_generated_password(password: str) -> None:
+    """Print the generated password once and keep it in a 0600 file for the operator."""
+    path = settings.PVE_DATA_DIR / "initial-root-password"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
+    message = f"generated password for root@pam: {password} (also in {path}; change it after the first login)"
+    log.warning(message)
+    print(message, file=sys.stderr, flush=True)

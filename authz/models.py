@@ -1,0 +1,113 @@
+"""Replicated access-control models: realms, users (the AUTH_USER_MODEL), pools, key material."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+from django.db import models
+
+from replicator.models import ReplicatedModel, ReplicatedQuerySet
+
+SUPERUSER = "root@pam"
+
+
+class Realm(ReplicatedModel):
+    """An authentication domain (``domains.cfg``); ``pam`` and ``pve`` always exist."""
+
+    TYPES = [("pam", "Linux PAM"), ("pve", "Proxmox VE authentication server"), ("ldap", "LDAP"), ("ad", "Active Directory")]
+
+    realm = models.CharField(max_length=32, primary_key=True)
+    type = models.CharField(max_length=16, choices=TYPES)
+    comment = models.CharField(max_length=4096, blank=True, default="")
+    default = models.BooleanField(default=False)
+    options = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["realm"]
+
+    def __str__(self) -> str:
+        return self.realm
+
+
+class UserManager(BaseUserManager.from_queryset(ReplicatedQuerySet)):  # type: ignore[misc]
+    """Looks users up by userid (``name@realm``)."""
+
+    def get_by_natural_key(self, username: str) -> User:
+        return self.get(userid=username)
+
+
+class User(ReplicatedModel, AbstractBaseUser):
+    """``name@realm``; password hashes are kept for the ``pve`` realm and ``root@pam``."""
+
+    userid = models.CharField(max_length=64, primary_key=True)
+    realm = models.ForeignKey(Realm, on_delete=models.PROTECT, related_name="users")
+    enable = models.BooleanField(default=True)
+    expire = models.BigIntegerField(default=0, help_text="Epoch seconds; 0 means never.")
+    firstname = models.CharField(max_length=255, blank=True, default="")
+    lastname = models.CharField(max_length=255, blank=True, default="")
+    email = models.CharField(max_length=255, blank=True, default="")
+    comment = models.CharField(max_length=4096, blank=True, default="")
+    keys = models.CharField(max_length=4096, blank=True, default="")
+    last_login = None  # type: ignore[assignment]  # a login is not a cluster-wide write
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "userid"
+    REQUIRED_FIELDS: list[str] = []
+
+    class Meta:
+        ordering = ["userid"]
+
+    def __str__(self) -> str:
+        return self.userid
+
+    @property
+    def is_superuser(self) -> bool:
+        return self.userid == SUPERUSER
+
+    @property
+    def is_active(self) -> bool:  # type: ignore[override]
+        return self.enable and (self.expire == 0 or self.expire > time.time())
+
+    @property
+    def is_staff(self) -> bool:
+        return self.is_active
+
+    def has_perm(self, perm: str, obj: Any = None) -> bool:
+        """Django-admin permission hook; ACL-based checks replace this in the access-control issue."""
+        return self.is_active and self.is_superuser
+
+    def has_perms(self, perms: Any, obj: Any = None) -> bool:
+        return all(self.has_perm(perm, obj) for perm in perms)
+
+    def has_module_perms(self, app_label: str) -> bool:
+        return self.is_active and self.is_superuser
+
+
+class Pool(ReplicatedModel):
+    """A resource pool grouping VMs and storages (``pool:`` lines in user.cfg)."""
+
+    poolid = models.CharField(max_length=64, primary_key=True)
+    comment = models.CharField(max_length=4096, blank=True, default="")
+
+    class Meta:
+        ordering = ["poolid"]
+
+    def __str__(self) -> str:
+        return self.poolid
+
+
+class KeyMaterial(ReplicatedModel):
+    """A key or certificate kept in the replicated state and rendered at ``path`` in the tree."""
+
+    path = models.CharField(max_length=255, primary_key=True)
+    content = models.TextField()
+
+    class Meta:
+        ordering = ["path"]
+        verbose_name_plural = "key material"
+
+    def __str__(self) -> str:
+        return self.path

@@ -1,0 +1,78 @@
+"""Authentication services: passwords, cluster-signed tickets and CSRF prevention tokens."""
+
+from __future__ import annotations
+
+import time
+
+from django.contrib.auth.hashers import check_password, make_password
+
+from authz import tickets
+from authz.exceptions import AuthenticationFailed
+from authz.models import KeyMaterial, User
+
+AUTHKEY = "priv/authkey.key"
+AUTHKEY_PUB = "authkey.pub"
+AUTHKEY_PUB_OLD = "authkey.pub.old"
+WWW_KEY = "pve-www.key"
+_DUMMY_HASH = make_password("not-a-real-password-used-for-timing")
+_LOCAL_REALMS = ("pam", "pve")
+
+
+def _key(path: str) -> bytes | None:
+    content = KeyMaterial.objects.filter(path=path).values_list("content", flat=True).first()
+    return content.encode() if content is not None else None
+
+
+def _require_key(path: str) -> bytes:
+    key = _key(path)
+    if key is None:
+        raise AuthenticationFailed("cluster keys not initialised yet")
+    return key
+
+
+def active_user(userid: str) -> User:
+    """The enabled, unexpired user ``userid``, or AuthenticationFailed."""
+    user = User.objects.filter(userid=userid).first()
+    if user is None or not user.is_active:
+        raise AuthenticationFailed()
+    return user
+
+
+def authenticate_password(username: str, password: str, realm: str | None = None) -> User:
+    """Check a password for the local realms (``pam`` root and ``pve``); one error for every failure."""
+    userid = username if realm is None or "@" in username else f"{username}@{realm}"
+    user = User.objects.filter(userid=userid).first()
+    if user is None or user.realm_id not in _LOCAL_REALMS or not user.password:
+        check_password(password, _DUMMY_HASH)  # same work for unknown users
+        raise AuthenticationFailed()
+    if not check_password(password, user.password) or not user.is_active:
+        raise AuthenticationFailed()
+    return user
+
+
+def issue_ticket(user: User, *, now: int | None = None) -> tuple[str, str]:
+    """A ticket and CSRF prevention token for ``user``, valid on every node of the cluster."""
+    now = int(time.time()) if now is None else now
+    ticket = tickets.create_ticket(user.userid, _require_key(AUTHKEY), now=now)
+    csrf = tickets.create_csrf_token(user.userid, csrf_secret(), now=now)
+    return ticket, csrf
+
+
+def csrf_secret() -> bytes:
+    return tickets.csrf_secret(_require_key(WWW_KEY))
+
+
+def user_from_ticket(ticket: str, *, now: int | None = None) -> User:
+    """Verify a ticket against the cluster's public keys and return its active user."""
+    now = int(time.time()) if now is None else now
+    keys = [key for key in (_key(AUTHKEY_PUB), _key(AUTHKEY_PUB_OLD)) if key is not None]
+    try:
+        userid = tickets.verify_ticket(ticket, keys, now=now)
+    except tickets.TicketError:
+        raise AuthenticationFailed("invalid ticket") from None
+    return active_user(userid)
+
+
+def check_csrf(token: str, userid: str, *, now: int | None = None) -> bool:
+    now = int(time.time()) if now is None else now
+    return tickets.verify_csrf_token(token, userid, csrf_secret(), now=now)

@@ -1,0 +1,47 @@
+"""Admin for cluster settings, nodes and the (read-only) cluster log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from cluster.models import ClusterLogEntry, ClusterSettings, Node
+from portal.admin import AuditedModelAdmin
+
+
+@admin.register(ClusterSettings)
+class ClusterSettingsAdmin(AuditedModelAdmin):
+    list_display = ("id",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Node)
+class NodeAdmin(AuditedModelAdmin):
+    list_display = ("name", "nodeid", "address", "votes", "ssl_fingerprint")
+    readonly_fields = ("ssl_fingerprint",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # nodes join with pvecm
+
+
+@admin.register(ClusterLogEntry)
+class ClusterLogAdmin(admin.ModelAdmin):
+    list_display = ("time", "node", "user", "tag", "msg")
+    list_filter = ("node",)
+    search_fields = ("msg", "user")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

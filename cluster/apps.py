@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class ClusterConfig(AppConfig):
+    name = "cluster"
+    verbose_name = "Cluster"
+
+    def ready(self) -> None:
+        from cluster import bootstrap, renderers, services  # noqa: F401  (registration side effects)
+        from portal import audit
+
+        audit.set_sink(lambda user, message: services.log_cluster_message(message, user=user))
+        audit.set_recent(services.recent_cluster_log)

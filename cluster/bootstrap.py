@@ -1,0 +1,77 @@
+"""First start: datacenter options, this node's row, the cluster keys and its certificate."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.db.models import Max, Model
+
+from authz.models import KeyMaterial
+from cluster.models import ClusterSettings, Node
+from replicator import bootstrap
+
+AUTHKEY = "priv/authkey.key"
+AUTHKEY_PUB = "authkey.pub"
+WWW_KEY = "pve-www.key"
+CA_CERT = "pve-root-ca.pem"
+CA_KEY = "priv/pve-root-ca.key"
+
+
+def node_cert_path(node: str) -> str:
+    return f"nodes/{node}/pve-ssl.pem"
+
+
+def node_key_path(node: str) -> str:
+    """Private keys stay under a private directory (0600), unlike Proxmox's ``nodes/<n>/pve-ssl.key``."""
+    return f"nodes/{node}/priv/pve-ssl.key"
+
+
+def local_address() -> str:
+    """The address other nodes reach this node on: PVE_NODE_ADDRESS, else the host name's."""
+    if settings.PVE_NODE_ADDRESS:
+        return settings.PVE_NODE_ADDRESS
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+@bootstrap.register
+def cluster_identity(node_name: str) -> list[Model]:
+    """Create whatever of the cluster's and this node's identity is missing."""
+    from cluster import keys  # cryptography is only needed the first time
+    wanted: list[Model] = []
+    now = datetime.now(UTC)
+    present = dict(KeyMaterial.objects.using("cluster").values_list("path", "content"))
+    if not ClusterSettings.objects.using("cluster").filter(id="datacenter").exists():
+        wanted.append(ClusterSettings(id="datacenter", options={"keyboard": "en-us"}))
+    if AUTHKEY not in present:
+        private = keys.generate_rsa_key()
+        wanted.append(KeyMaterial(path=AUTHKEY, content=private.decode()))
+        wanted.append(KeyMaterial(path=AUTHKEY_PUB, content=keys.public_key_pem(private).decode()))
+    if WWW_KEY not in present:
+        wanted.append(KeyMaterial(path=WWW_KEY, content=keys.generate_www_key().decode()))
+    if CA_CERT not in present:
+        ca_cert, ca_key = keys.generate_ca(node_name, now=now)
+        present[CA_CERT], present[CA_KEY] = ca_cert.decode(), ca_key.decode()
+        wanted.append(KeyMaterial(path=CA_CERT, content=present[CA_CERT]))
+        wanted.append(KeyMaterial(path=CA_KEY, content=present[CA_KEY]))
+    address = local_address()
+    node = Node.objects.using("cluster").filter(name=node_name).first()
+    fingerprint = None
+    if node_cert_path(node_name) not in present:
+        cert, key = keys.issue_node_certificate(
+            present[CA_CERT].encode(), present[CA_KEY].encode(), node_name, [address], now=now
+        )
+        wanted.append(KeyMaterial(path=node_cert_path(node_name), content=cert.decode()))
+        wanted.append(KeyMaterial(path=node_key_path(node_name), content=key.decode()))
+        fingerprint = keys.certificate_fingerprint(cert)
+    if node is None:
+        highest = Node.objects.using("cluster").aggregate(m=Max("nodeid"))["m"] or 0
+        wanted.append(Node(name=node_name, nodeid=highest + 1, address=address, ssl_fingerprint=fingerprint or ""))
+    elif fingerprint is not None:
+        node.ssl_fingerprint = fingerprint
+        wanted.append(node)
+    return wanted

@@ -1,0 +1,59 @@
+"""Replicated cluster models: datacenter options, nodes and the cluster log."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+from replicator.models import ReplicatedModel
+
+
+class ClusterSettings(ReplicatedModel):
+    """Cluster-wide options rendered as ``datacenter.cfg`` (one row, id ``datacenter``)."""
+
+    id = models.CharField(max_length=16, primary_key=True, default="datacenter")
+    options = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        verbose_name = "cluster settings"
+        verbose_name_plural = "cluster settings"
+
+    def __str__(self) -> str:
+        return "datacenter.cfg"
+
+
+class Node(ReplicatedModel):
+    """A cluster member; the directory ``nodes/<name>`` of the tree belongs to it."""
+
+    name = models.CharField(max_length=63, primary_key=True)
+    nodeid = models.PositiveIntegerField(unique=True)
+    address = models.CharField(max_length=255, blank=True, default="")
+    votes = models.PositiveSmallIntegerField(default=1)
+    ssl_fingerprint = models.CharField(max_length=128, blank=True, default="")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ClusterLogEntry(ReplicatedModel):
+    """One entry of the cluster-wide log (``/cluster/log``); the admin audit trail too."""
+
+    uid = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    time = models.BigIntegerField(help_text="Epoch seconds, from the writer's clock.")
+    pri = models.PositiveSmallIntegerField(default=6)
+    tag = models.CharField(max_length=64, default="")
+    pid = models.PositiveIntegerField(default=0)
+    node = models.CharField(max_length=63)
+    user = models.CharField(max_length=128, default="")
+    msg = models.CharField(max_length=4096)
+
+    class Meta:
+        ordering = ["-time", "uid"]
+        verbose_name_plural = "cluster log"
+
+    def __str__(self) -> str:
+        return self.msg

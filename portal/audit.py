@@ -1,0 +1,35 @@
+"""Audit hook: admin actions are recorded in the replicated cluster log.
+
+portal imports no app, so the cluster app registers the sink (``set_sink``) and the source of
+recent entries (``set_recent``) when it is ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Sink = Callable[[str, str], None]
+_sink: Sink | None = None
+_recent: Callable[[int], list[Any]] | None = None
+
+
+def set_sink(sink: Sink) -> None:
+    global _sink
+    _sink = sink
+
+
+def set_recent(recent: Callable[[int], list[Any]]) -> None:
+    global _recent
+    _recent = recent
+
+
+def record(user: str, message: str) -> None:
+    """Append ``message`` by ``user`` to the cluster log (no-op until a sink is registered)."""
+    if _sink is not None:
+        _sink(user, message)
+
+
+def recent(count: int) -> list[Any]:
+    """The newest cluster log entries, for the admin index."""
+    return _recent(count) if _recent is not None else []

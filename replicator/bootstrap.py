@@ -1,0 +1,30 @@
+"""First-start content: apps register functions returning rows this node needs and lacks.
+
+Run by the replicator at every start; each function returns unsaved or changed instances
+(the built-in realms, ``root@pam``, the node's own row and certificate, key material), and the
+replicator submits them as one change set through the ordinary write path, so they enter
+the history like any other write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.db.models import Model
+
+BootstrapFunction = Callable[[str], list[Model]]
+_functions: list[BootstrapFunction] = []
+
+
+def register(function: BootstrapFunction) -> BootstrapFunction:
+    """Decorator: ``function(node_name)`` returns instances to save."""
+    _functions.append(function)
+    return function
+
+
+def collect(node_name: str) -> list[Model]:
+    """Everything every registered function wants saved, in registration order."""
+    instances: list[Model] = []
+    for function in _functions:
+        instances.extend(function(node_name))
+    return instances

@@ -1,0 +1,168 @@
+"""The writer's side: submit change sets to the local replicator and refresh instances.
+
+Outside a transaction each ``save()``/``delete()`` is one change set. Inside
+``transaction.atomic(using="cluster")`` ops are buffered and submitted together when the
+outermost block commits (ops of a rolled-back savepoint are dropped), so a block is
+all-or-nothing; an error is raised from the block's exit.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+from django.conf import settings
+from django.db import connections
+from django.db.models import Model
+
+from replicator import changeset, protocol
+from replicator.exceptions import (
+    ERRORS_BY_CODE,
+    ReplicationError,
+    ReplicatorUnavailableError,
+)
+
+CLUSTER = "cluster"
+_local = threading.local()
+
+
+class _Connection:
+    """One persistent socket per thread; requests on it are strictly sequential."""
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+
+    def request(self, message: dict[str, Any] | bytes, *, timeout: float) -> dict[str, Any]:
+        sent = False
+        try:
+            if self.sock is None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(timeout)
+                sock.connect(str(settings.PVE_REPLICATOR_SOCKET))
+                self.sock = sock
+            self.sock.settimeout(timeout)
+            sent = True
+            if isinstance(message, bytes):
+                protocol.send_raw(self.sock, message)
+            else:
+                protocol.send_message(self.sock, message)
+            return protocol.recv_message(self.sock)
+        except (OSError, protocol.ProtocolError) as exc:
+            self.close()
+            where = settings.PVE_REPLICATOR_SOCKET
+            if sent:
+                raise ReplicatorUnavailableError(
+                    f"no answer from the replicator at {where} ({exc}); the change may or may not "
+                    "have been applied - reload before retrying"
+                ) from None
+            raise ReplicatorUnavailableError(f"replicator not reachable at {where}: {exc}") from None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None
+
+
+def _connection() -> _Connection:
+    conn = getattr(_local, "conn", None)
+    if conn is None:
+        conn = _local.conn = _Connection()
+    return conn
+
+
+def request(message: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+    """Send a request to the replicator and return its answer, raising its error."""
+    answer = _connection().request(message, timeout=timeout or settings.PVE_REPLICATOR_TIMEOUT)
+    return _check(answer)
+
+
+def _check(answer: dict[str, Any]) -> dict[str, Any]:
+    if answer.get("ok"):
+        return answer
+    error_class = ERRORS_BY_CODE.get(str(answer.get("code")), ReplicationError)
+    raise error_class(str(answer.get("error", "replicator error")))
+
+
+def status() -> dict[str, Any]:
+    """Version, hash, quorum and mirror progress of the local replicator."""
+    return request({"op": "status"})
+
+
+def send_changeset(ops: list[changeset.Op]) -> dict[str, Any]:
+    """Submit ops as one change set; returns the replicator's answer (``version``)."""
+    cs = changeset.new_changeset(ops)
+    data = changeset.encode(cs)
+    envelope = b'{"op":"submit","changeset":' + data + b"}"
+    answer = _connection().request(envelope, timeout=settings.PVE_REPLICATOR_TIMEOUT)
+    return _check(answer)
+
+
+def _refresh(instances: list[Model], ops: list[changeset.Op], version: int) -> None:
+    for instance, op in zip(instances, ops, strict=True):
+        if op["o"] == "delete":
+            instance.pk = None
+            instance._state.adding = True
+        else:
+            instance.version = version
+            instance._state.adding = False
+            instance._state.db = CLUSTER
+
+
+class _Pending:
+    """Ops buffered by the current thread's outermost cluster transaction."""
+
+    def __init__(self) -> None:
+        self.confirmed: list[tuple[changeset.Op, Model]] = []
+
+
+class _Keep:
+    """on_commit marker of one buffered op: dropped by Django if its savepoint rolls back."""
+
+    def __init__(self, pending: _Pending, op: changeset.Op, instance: Model) -> None:
+        self.pending, self.op, self.instance = pending, op, instance
+
+    def __call__(self) -> None:
+        self.pending.confirmed.append((self.op, self.instance))
+
+
+class _Flush:
+    """Always the last on_commit entry: submits the surviving ops as one change set."""
+
+    def __init__(self, pending: _Pending) -> None:
+        self.pending = pending
+
+    def __call__(self) -> None:
+        _local.pending = None
+        items = self.pending.confirmed
+        if not items:
+            return
+        ops = [op for op, _ in items]
+        answer = send_changeset(ops)
+        _refresh([instance for _, instance in items], ops, int(answer["version"]))
+
+
+def submit_ops(ops: list[changeset.Op], instances: list[Model]) -> None:
+    """Submit now, or buffer into the current ``atomic(using="cluster")`` block."""
+    db = connections[CLUSTER]
+    if not db.in_atomic_block:
+        answer = send_changeset(ops)
+        _refresh(instances, ops, int(answer["version"]))
+        return
+    pending = getattr(_local, "pending", None)
+    if pending is None or not any(entry[1] is pending.flush for entry in db.run_on_commit):
+        pending = _Pending()
+        pending.flush = _Flush(pending)  # type: ignore[attr-defined]
+        _local.pending = pending
+    for op, instance in zip(ops, instances, strict=True):
+        db.on_commit(_Keep(pending, op, instance))
+    # Keep the flush last and outside every savepoint so it survives partial rollbacks.
+    db.run_on_commit = [entry for entry in db.run_on_commit if entry[1] is not pending.flush]  # type: ignore[attr-defined]
+    db.run_on_commit.append((set(), pending.flush, False))  # type: ignore[attr-defined]
+
+
+def wait_mirror(version: int, timeout: float = 10.0) -> None:
+    """Block until the config tree mirror has rendered ``version`` (for tests and tools)."""
+    request({"op": "wait_mirror", "version": version, "timeout": timeout}, timeout=timeout + 5)

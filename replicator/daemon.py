@@ -1,0 +1,245 @@
+"""The replicator daemon: socket server, applier thread, mirror thread, transport.
+
+Threads: one per client connection (requests are small and sequential per connection), one
+applier (the only writer of the cluster database), one mirror renderer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import connections
+
+from replicator import bootstrap, changeset, protocol
+from replicator.applier import Applier
+from replicator.exceptions import NotQuorateError, ReplicationError
+from replicator.mirror import Mirror
+from replicator.state import enter_apply_mode
+from replicator.transport import LocalTransport, Transport
+
+log = logging.getLogger(__name__)
+
+
+class MirrorThread(threading.Thread):
+    """Renders the tree after applies, coalescing bursts; tracks the rendered version."""
+
+    def __init__(self, mirror: Mirror) -> None:
+        super().__init__(name="mirror", daemon=True)
+        self.mirror = mirror
+        self.queue: queue.Queue[tuple[int, set] | None] = queue.Queue()
+        self.version = 0
+        self.cond = threading.Condition()
+
+    def notify(self, version: int, changed: set) -> None:
+        self.queue.put((version, changed))
+
+    def run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            version, changed = item
+            while True:
+                try:
+                    more = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self.queue.put(None)
+                    break
+                version, changed = more[0], changed | more[1]
+            try:
+                self.mirror.render_changes(changed)
+            except Exception:
+                log.exception("rendering the config tree failed")
+            finally:
+                connections.close_all()
+            with self.cond:
+                self.version = version
+                self.cond.notify_all()
+
+    def wait(self, version: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.version < version:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.cond.wait(remaining)
+        return True
+
+
+class Replicator:
+    """Wires the transport, applier, mirror and IPC server of one node."""
+
+    def __init__(self, transport: Transport | None = None) -> None:
+        enter_apply_mode()
+        self.node = settings.PVE_NODE_NAME
+        self.socket_path = Path(settings.PVE_REPLICATOR_SOCKET)
+        self.transport = transport or LocalTransport(self.node)
+        self.mirror = Mirror(Path(settings.PVE_ETC_DIR), self.node)
+        self.mirror_thread = MirrorThread(self.mirror)
+        self.applier = Applier(retain=settings.PVE_CHANGELOG_RETAIN, on_applied=self.mirror_thread.notify)
+        self.stopping = threading.Event()
+        self.server: socket.socket | None = None
+
+    # --- write path ----------------------------------------------------------------------
+
+    def submit(self, payload: bytes, changeset_id: str, timeout: float) -> dict[str, Any]:
+        """Multicast a change set and wait for this node's own apply of it."""
+        if len(payload) > settings.PVE_MAX_CHANGESET_BYTES:
+            return {"ok": False, "code": "too_large", "error": f"change set of {len(payload)} bytes exceeds the limit"}
+        if not self.transport.quorate():
+            return {"ok": False, "code": "not_quorate", "error": str(NotQuorateError())}
+        future = self.applier.expect(changeset_id)
+        try:
+            self.transport.submit(payload)
+            return future.result(timeout=timeout)
+        except ReplicationError as exc:
+            return {"ok": False, "code": exc.code, "error": str(exc)}
+        except FutureTimeout:
+            return {"ok": False, "code": "unavailable", "error": "timed out waiting for the change set to be applied"}
+        finally:
+            self.applier.forget(changeset_id)
+
+    def handle(self, message: dict[str, Any]) -> dict[str, Any]:
+        op = message.get("op")
+        if op == "submit":
+            cs = message.get("changeset")
+            if not isinstance(cs, dict) or not isinstance(cs.get("id"), str) or not isinstance(cs.get("ops"), list):
+                return {"ok": False, "code": "invalid", "error": "malformed change set"}
+            payload = json.dumps(cs, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+            return self.submit(payload, cs["id"], settings.PVE_REPLICATOR_TIMEOUT)
+        if op == "status":
+            return {"ok": True, **self.status()}
+        if op == "wait_mirror":
+            done = self.mirror_thread.wait(int(message.get("version", 0)), float(message.get("timeout", 10)))
+            if not done:
+                return {"ok": False, "code": "unavailable", "error": "mirror did not catch up in time"}
+            return {"ok": True, "mirror_version": self.mirror_thread.version}
+        return {"ok": False, "code": "invalid", "error": f"unknown request {op!r}"}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "version": self.applier.version,
+            "hash": self.applier.hash,
+            "quorate": self.transport.quorate(),
+            "mirror_version": self.mirror_thread.version,
+            **self.transport.describe(),
+        }
+
+    # --- serving -------------------------------------------------------------------------
+
+    def _serve_connection(self, conn: socket.socket) -> None:
+        limit = settings.PVE_MAX_CHANGESET_BYTES + 4096
+        with conn:
+            while not self.stopping.is_set():
+                try:
+                    message = protocol.recv_message(conn, limit=limit)
+                except protocol.ProtocolError as exc:
+                    if "closed" not in str(exc):
+                        try:
+                            protocol.send_message(conn, {"ok": False, "code": "too_large", "error": str(exc)})
+                        except OSError:
+                            pass
+                    return
+                except OSError:
+                    return
+                try:
+                    answer = self.handle(message)
+                except Exception as exc:
+                    log.exception("request failed")
+                    answer = {"ok": False, "code": "error", "error": f"replicator error: {exc}"}
+                try:
+                    protocol.send_message(conn, answer)
+                except OSError:
+                    return
+
+    def _listen(self) -> socket.socket:
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.socket_path.with_name(self.socket_path.name + ".new")
+        if tmp.exists():
+            tmp.unlink()
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(tmp))
+        os.chmod(tmp, 0o600)
+        server.listen(128)
+        os.replace(tmp, self.socket_path)
+        return server
+
+    def _accept_loop(self, server: socket.socket) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                if self.stopping.is_set():
+                    return
+                raise
+            threading.Thread(target=self._serve_connection, args=(conn,), name="client", daemon=True).start()
+
+    def start(self) -> None:
+        """Start every thread, bootstrap first-start content, then accept clients."""
+        self.transport.start(self.applier.deliver)
+        threading.Thread(target=self._run_applier, name="applier", daemon=True).start()
+        self.mirror.render_all()
+        self.mirror_thread.version = self.applier.version
+        self.mirror_thread.start()
+        self._bootstrap()
+        self.server = self._listen()
+        threading.Thread(target=self._accept_loop, args=(self.server,), name="accept", daemon=True).start()
+        log.info("replicator of node %s ready at version %d on %s", self.node, self.applier.version, self.socket_path)
+
+    def _run_applier(self) -> None:
+        try:
+            self.applier.run()
+        finally:
+            connections.close_all()
+
+    def _bootstrap(self) -> None:
+        instances = bootstrap.collect(self.node)
+        if not instances:
+            return
+        ops = [changeset.save_op(instance) for instance in instances]
+        cs = changeset.new_changeset(ops)
+        result = self.submit(changeset.encode(cs), cs["id"], settings.PVE_REPLICATOR_TIMEOUT)
+        if not result["ok"]:
+            raise ReplicationError(f"bootstrap change set refused: {result['error']}")
+        log.info("bootstrap: created %d objects (version %d)", len(ops), result["version"])
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.server is not None:
+            self.server.close()
+        try:
+            self.socket_path.unlink()
+        except FileNotFoundError:
+            pass
+        self.transport.stop()
+        self.applier.stop()
+        self.mirror_thread.queue.put(None)
+
+    def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT."""
+        done = threading.Event()
+
+        def _stop(signum: int, _frame: object) -> None:
+            log.info("replicator stopping (signal %d)", signum)
+            done.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        self.start()
+        done.wait()
+        self.stop()

@@ -1,0 +1,14 @@
+"""``manage.py replicator``: the process that owns every write to the cluster database."""
+
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Run the replicator: apply change sets, keep the version and hash chain, render /etc/pve."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from replicator.daemon import Replicator
+
+        Replicator().serve_forever()

@@ -1,0 +1,76 @@
+"""Test set-up: one node's environment for the whole session, Django configured for it.
+
+``PVE_TEST_DATABASE=postgresql`` runs the session against fresh PostgreSQL databases on
+127.0.0.1:5432 instead of SQLite files (``make test`` runs the ``postgres_too`` tests so).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import (
+    ReplicatorProcess,
+    create_postgres_databases,
+    drop_postgres_databases,
+    manage,
+    node_environment,
+)
+
+DATABASE = os.environ.get("PVE_TEST_DATABASE", "sqlite")
+if DATABASE not in ("sqlite", "postgresql"):
+    raise RuntimeError(f"PVE_TEST_DATABASE must be sqlite or postgresql, got {DATABASE!r}")
+
+_DATA_DIR = Path(tempfile.mkdtemp(prefix="pve-test-"))
+_DB_PREFIX = f"pvetest_{os.getpid()}"
+NODE_ENV = node_environment(_DATA_DIR, database=DATABASE, db_prefix=_DB_PREFIX)
+os.environ.update(NODE_ENV)
+if DATABASE == "postgresql":
+    create_postgres_databases(_DB_PREFIX)
+
+import django  # noqa: E402
+
+django.setup()
+from django.core.management import call_command  # noqa: E402
+
+call_command("migrate", database="default", verbosity=0)
+call_command("migrate", database="cluster", verbosity=0)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from django.db import connections
+
+    connections.close_all()
+    if DATABASE == "postgresql":
+        drop_postgres_databases(_DB_PREFIX)
+    shutil.rmtree(_DATA_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def node_env() -> dict[str, str]:
+    """The environment of the session's node (data dir, node name, databases)."""
+    return dict(NODE_ENV)
+
+
+@pytest.fixture(scope="session")
+def replicator() -> Iterator[ReplicatorProcess]:
+    """The session node's real replicator process, started once and shared."""
+    process = ReplicatorProcess(NODE_ENV)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def etc_dir() -> Path:
+    from django.conf import settings
+
+    return Path(settings.PVE_ETC_DIR)
+
+
+__all__ = ["manage"]

@@ -1,0 +1,121 @@
+"""Process harness for tests and benchmarks: a node's environment and its replicator process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def node_environment(data_dir: Path, *, node: str = "testnode", database: str = "sqlite", db_prefix: str = "") -> dict[str, str]:
+    """Environment variables of one node rooted at ``data_dir``."""
+    env = {
+        "PVE_DATA_DIR": str(data_dir),
+        "PVE_NODE_NAME": node,
+        "PVE_ROOT_PASSWORD": "test-root-password",
+        "PVE_NODE_ADDRESS": "127.0.0.1",
+        "PVE_LOG_LEVEL": "WARNING",
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+    }
+    if database == "postgresql":
+        base = "postgresql://postgres@127.0.0.1:5432/"
+        env["PVE_CLUSTER_DATABASE_URL"] = base + f"{db_prefix}_cluster"
+        env["PVE_LOCAL_DATABASE_URL"] = base + f"{db_prefix}_local"
+    return env
+
+
+def create_postgres_databases(prefix: str) -> None:
+    """Fresh databases for one test node (dropped first if a previous run left them)."""
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        for suffix in ("cluster", "local"):
+            conn.execute(f'DROP DATABASE IF EXISTS "{prefix}_{suffix}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{prefix}_{suffix}"')
+
+
+def drop_postgres_databases(prefix: str) -> None:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        for suffix in ("cluster", "local"):
+            conn.execute(f'DROP DATABASE IF EXISTS "{prefix}_{suffix}" WITH (FORCE)')
+
+
+def manage(env: dict[str, str], *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``manage.py`` with a node's environment."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "manage.py"), *args],
+        env={**os.environ, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=timeout,
+    )
+
+
+class ReplicatorProcess:
+    """A real ``manage.py replicator`` child process."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.socket_path = Path(env["PVE_DATA_DIR"]) / "replicator.sock"
+        self.log_path = Path(env["PVE_DATA_DIR"]) / "replicator-test.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115  (owned by the child)
+        self.process = subprocess.Popen(
+            [sys.executable, str(REPO / "manage.py"), "replicator"],
+            env={**os.environ, **self.env},
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"replicator exited with {self.process.returncode}: {self.log_tail()}")
+            if self.reachable():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"replicator did not come up: {self.log_tail()}")
+
+    def reachable(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(str(self.socket_path))
+            except OSError:
+                return False
+        return True
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()

@@ -1,0 +1,102 @@
+"""``manage.py qm``: Proxmox's VM CLI (config verbs) writing through the replicated path."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from replicator.exceptions import ReplicationError
+from vms import services
+from vms.config import ConfigError, format_config
+from vms.exceptions import VMError
+from vms.models import VM
+
+ACTOR = "root@pam"
+
+
+def _options(extra: list[str]) -> dict[str, str]:
+    """``--key value`` pairs after the verb's own arguments (config keys are open-ended)."""
+    options: dict[str, str] = {}
+    i = 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise CommandError(f"unexpected argument {arg!r} (expected --<option> <value>)")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(extra):
+                raise CommandError(f"option --{key} needs a value")
+            value = extra[i + 1]
+            i += 1
+        if key in options:
+            raise CommandError(f"option --{key} given twice")
+        options[key] = value
+        i += 1
+    return options
+
+
+class Command(BaseCommand):
+    help = "Manage QEMU VM configurations: create, set, config, list, destroy."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("verb", choices=["create", "set", "config", "list", "destroy"])
+        parser.add_argument("vmid", nargs="?")
+        parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        verb, vmid, rest = opts["verb"], opts["vmid"], opts["rest"]
+        try:
+            if verb == "list":
+                self._list()
+                return
+            if vmid is None:
+                raise CommandError(f"qm {verb} needs a VMID")
+            getattr(self, f"_{verb}")(vmid, _options(rest))
+        except ConfigError as exc:
+            details = "\n".join(f"{key}: {msg}" for key, msg in sorted(exc.errors.items()))
+            raise CommandError(f"400 Parameter verification failed.\n{details}") from None
+        except (VMError, ReplicationError) as exc:
+            raise CommandError(str(exc)) from None
+
+    def _vm(self, vmid: str) -> VM:
+        from vms.config import validate_vmid
+
+        return services.get_vm(validate_vmid(vmid))
+
+    def _create(self, vmid: str, options: dict[str, str]) -> None:
+        vm = services.create_vm(vmid, options, node=settings.PVE_NODE_NAME, actor=ACTOR)
+        self.stdout.write(f"VM {vm.vmid} created on node '{vm.node_id}'")
+
+    def _set(self, vmid: str, options: dict[str, str]) -> None:
+        delete = options.pop("delete", None)
+        digest = options.pop("digest", None)
+        skiplock = options.pop("skiplock", "0") == "1"
+        services.update_vm_config(self._vm(vmid), set_=options, delete=delete, digest=digest, skiplock=skiplock)
+
+    def _config(self, vmid: str, options: dict[str, str]) -> None:
+        if options:
+            raise CommandError(f"qm config takes no options but {', '.join(sorted(options))}")
+        vm = self._vm(vmid)
+        config = dict(vm.config)
+        if vm.lock:
+            config["lock"] = vm.lock
+        self.stdout.write(format_config(config), ending="")
+
+    def _destroy(self, vmid: str, options: dict[str, str]) -> None:
+        skiplock = options.pop("skiplock", "0") == "1"
+        options.pop("purge", None)
+        if options:
+            raise CommandError(f"unknown options: {', '.join(sorted(options))}")
+        vm = self._vm(vmid)
+        services.destroy_vm(vm, actor=ACTOR, skiplock=skiplock)
+        self.stdout.write(f"VM {vm.vmid} destroyed")
+
+    def _list(self) -> None:
+        self.stdout.write(f"{'VMID':>10} {'NAME':<20} {'STATUS':<10} {'MEM(MB)':>10} {'BOOTDISK(GB)':>12} {'PID':>10}")
+        for vm in VM.objects.filter(node_id=settings.PVE_NODE_NAME):
+            name = str(vm.config.get("name", f"VM {vm.vmid}"))
+            memory = str(vm.config.get("memory", "512")).removeprefix("current=")
+            self.stdout.write(f"{vm.vmid:>10} {name:<20} {'stopped':<10} {memory:>10} {0:>12.2f} {0:>10}")
