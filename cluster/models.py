@@ -57,3 +57,24 @@ class ClusterLogEntry(ReplicatedModel):
 
     def __str__(self) -> str:
         return self.msg
+
+
+class Task(models.Model):
+    """Node-local task index (``default`` database): one row per UPID of this node."""
+
+    upid = models.CharField(max_length=255, primary_key=True)
+    node = models.CharField(max_length=63)
+    type = models.CharField(max_length=64)
+    vmid = models.CharField(max_length=64, blank=True, default="")
+    user = models.CharField(max_length=128)
+    starttime = models.BigIntegerField()
+    endtime = models.BigIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=16, default="running")
+    exitstatus = models.CharField(max_length=4096, blank=True, default="")
+
+    class Meta:
+        ordering = ["-starttime"]
+        indexes = [models.Index(fields=["starttime"])]
+
+    def __str__(self) -> str:
+        return self.upid

@@ -3,7 +3,7 @@
 Group commit: the applier takes every change set waiting in its queue (up to a cap), applies
 each inside its own savepoint (a failed one rolls back alone, with the same verdict on every
 node), then commits once. Answers go out only after the commit, so an acknowledged write is
-durable.
+durable. Apply is deterministic: everything it writes comes from the change set.
 """
 
 from __future__ import annotations
@@ -18,16 +18,11 @@ from concurrent.futures import Future
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, IntegrityError, connections, models, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 
 from replicator.exceptions import ConflictError, InvalidChangeSetError, ReplicationError
-from replicator.models import (
-    REPLICATED_MODELS,
-    ChangeLogEntry,
-    ReplicatedModel,
-    ReplicationState,
-)
-from replicator.routers import is_cluster_model
+from replicator.models import REPLICATED_MODELS, ChangeLogEntry, ReplicatedModel, ReplicationState
+from replicator.rowsql import ModelSQL
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +31,7 @@ GENESIS_HASH = "0" * 64
 MAX_BATCH = 512
 ChangedKeys = set[tuple[str, Any]]
 Result = dict[str, Any]
+Delivered = tuple[str, bytes]
 
 
 def chain_hash(previous: str, payload: bytes) -> str:
@@ -43,18 +39,8 @@ def chain_hash(previous: str, payload: bytes) -> str:
     return hashlib.sha256(previous.encode() + b"\n" + payload).hexdigest()
 
 
-def _related_tables(model: type[models.Model]) -> list[str]:
-    related = [rel.related_model for rel in model._meta.related_objects]
-    related += [f.related_model for f in model._meta.concrete_fields if f.is_relation and f.related_model]
-    tables = {model._meta.db_table} | {m._meta.db_table for m in related if is_cluster_model(m)}
-    return sorted(tables)
-
-
-def _changeset_id(payload: bytes) -> str | None:
-    try:
-        return str(json.loads(payload)["id"])
-    except (ValueError, KeyError, TypeError):
-        return None
+class CorruptHistoryError(ReplicationError):
+    """The stored history does not verify; the node must not serve this database."""
 
 
 class Applier:
@@ -63,13 +49,33 @@ class Applier:
     def __init__(self, *, retain: int, on_applied: Callable[[int, ChangedKeys], None] | None = None) -> None:
         self.retain = retain
         self.on_applied = on_applied
-        self.queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
+        self.queue: queue.Queue[Delivered | None] = queue.Queue()
         self.waiters: dict[str, Future[Result]] = {}
         self.waiters_lock = threading.Lock()
         state, _ = ReplicationState.objects.get_or_create(id=1, defaults={"version": 0, "hash": GENESIS_HASH})
         self.version = state.version
         self.hash = state.hash
-        self._tables: dict[type[models.Model], list[str]] = {}
+        self._sql: dict[type[ReplicatedModel], ModelSQL] = {}
+        self.verify_history()
+
+    def verify_history(self, window: int = 10_000) -> None:
+        """Refuse to start on a database whose change log does not chain up to its head."""
+        entries = ChangeLogEntry.objects.filter(version__gt=self.version - window).order_by("version")
+        previous: ChangeLogEntry | None = None
+        for entry in entries.iterator(chunk_size=1000):
+            payload = bytes(entry.payload)
+            if previous is None:
+                broken = entry.version == 1 and entry.hash != chain_hash(GENESIS_HASH, payload)
+            else:
+                broken = entry.version != previous.version + 1 or entry.hash != chain_hash(previous.hash, payload)
+            if broken:
+                raise CorruptHistoryError(f"change log broken at version {entry.version}")
+            previous = entry
+        head = (previous.version, previous.hash) if previous is not None else (0, GENESIS_HASH)
+        if head != (self.version, self.hash) and (previous is not None or self.version != 0):
+            raise CorruptHistoryError(
+                f"cluster database head (version {self.version}) does not match its change log (version {head[0]})"
+            )
 
     # --- delivery side -------------------------------------------------------------------
 
@@ -111,135 +117,170 @@ class Applier:
                 self.apply_batch(batch)
             except Exception as exc:  # the applier must outlive any single bad batch
                 log.exception("applying a batch failed")
-                self._fail(batch, f"replicator error: {exc}")
-
-    def _fail(self, batch: list[tuple[str, bytes]], message: str) -> None:
-        for _, payload in batch:
-            cs_id = _changeset_id(payload)
-            with self.waiters_lock:
-                future = self.waiters.pop(cs_id, None) if cs_id else None
-            if future is not None and not future.done():
-                future.set_result({"ok": False, "code": "error", "error": message})
+                self._answer([_parse(payload)[0] for _, payload in batch], [_failure("error", f"replicator error: {exc}")] * len(batch))
 
     # --- apply ---------------------------------------------------------------------------
 
-    def apply_batch(self, batch: list[tuple[str, bytes]]) -> list[Result]:
+    def apply_batch(self, batch: list[Delivered]) -> list[Result]:
         """Apply a batch; returns one result per change set, in order."""
+        parsed = [_parse(payload) for _, payload in batch]
         version, head = self.version, self.hash
         results: list[Result] = []
-        ids = [_changeset_id(payload) for _, payload in batch]
         changed: ChangedKeys = set()
+        connection = connections[CLUSTER]
         try:
-            with transaction.atomic(using=CLUSTER):
-                for origin, payload in batch:
-                    result, keys = self._apply_one(origin, payload, version + 1, head)
+            with transaction.atomic(using=CLUSTER), connection.cursor() as cursor:
+                # A lone change set needs no savepoint: its failure rolls back the whole transaction.
+                savepoint = len(batch) > 1
+                for (origin, payload), (cs_id, cs) in zip(batch, parsed, strict=True):
+                    result, keys = self._apply_one(cursor, origin, payload, cs_id, cs, version + 1, head, savepoint)
                     results.append(result)
                     if result["ok"]:
                         version, head = version + 1, result["hash"]
                         changed |= keys
                 if version != self.version:
-                    ReplicationState.objects.filter(id=1).update(version=version, hash=head)
+                    cursor.execute("UPDATE replicator_replicationstate SET version = %s, hash = %s WHERE id = 1", [version, head])
                     if version // 1000 != self.version // 1000:
-                        ChangeLogEntry.objects.filter(version__lte=version - self.retain).delete()
+                        cursor.execute("DELETE FROM replicator_changelogentry WHERE version <= %s", [version - self.retain])
         except DatabaseError as exc:
             log.error("commit of %d change sets failed: %s", len(batch), exc)
-            connections[CLUSTER].close()
-            failure = {"ok": False, "code": "error", "error": f"cluster database write failed: {exc}"}
-            results = [dict(failure) for _ in batch]
+            connection.close()
+            results = [_failure("error", f"cluster database write failed: {exc}") for _ in batch]
             changed, version, head = set(), self.version, self.hash
         self.version, self.hash = version, head
+        self._answer([cs_id for cs_id, _ in parsed], results)
+        if changed and self.on_applied is not None:
+            self.on_applied(version, changed)
+        return results
+
+    def _answer(self, ids: list[str | None], results: list[Result]) -> None:
         for cs_id, result in zip(ids, results, strict=True):
             if cs_id is None:
                 continue
             with self.waiters_lock:
                 future = self.waiters.pop(cs_id, None)
-            if future is not None:
+            if future is not None and not future.done():
                 future.set_result(result)
-        if changed and self.on_applied is not None:
-            self.on_applied(version, changed)
-        return results
 
-    def _apply_one(self, origin: str, payload: bytes, version: int, head: str) -> tuple[Result, ChangedKeys]:
+    def _apply_one(
+        self, cursor: Any, origin: str, payload: bytes, cs_id: str | None, cs: Any, version: int, head: str, savepoint: bool
+    ) -> tuple[Result, ChangedKeys]:
         try:
-            cs = json.loads(payload)
-            cs_id = str(cs["id"])
-            ops = cs["ops"]
+            if cs_id is None or not isinstance(cs, dict):
+                raise InvalidChangeSetError("malformed change set")
+            ops = cs.get("ops")
             if not isinstance(ops, list) or not ops:
                 raise InvalidChangeSetError("change set has no ops")
             keys: ChangedKeys = set()
-            with transaction.atomic(using=CLUSTER):
-                touched: set[type[models.Model]] = set()
+            with transaction.atomic(using=CLUSTER, savepoint=savepoint):
+                saved: list[tuple[ModelSQL, Any, dict[str, Any]]] = []
+                deleted: list[tuple[ModelSQL, Any, Any]] = []
                 for op in ops:
-                    model, pk = self._apply_op(op, version)
-                    touched.add(model)
-                    keys.add((model._meta.label_lower, pk))
-                self._check_constraints(touched)
+                    self._apply_op(cursor, op, version, saved, deleted, keys)
+                self._check_references(cursor, saved, deleted)
                 new_hash = chain_hash(head, payload)
-                ChangeLogEntry(version=version, changeset_id=cs_id, origin=origin, hash=new_hash, payload=payload).save(
-                    force_insert=True, using=CLUSTER
+                cursor.execute(
+                    "INSERT INTO replicator_changelogentry (version, changeset_id, origin, hash, payload) "
+                    "VALUES (%s, %s, %s, %s, %s)",
+                    [version, cs_id, origin, new_hash, payload],
                 )
             return {"ok": True, "version": version, "hash": new_hash}, keys
         except ReplicationError as exc:
-            return {"ok": False, "code": exc.code, "error": str(exc)}, set()
+            return _failure(exc.code, str(exc)), set()
         except IntegrityError as exc:
-            return {"ok": False, "code": "conflict", "error": f"constraint violated: {exc}"}, set()
+            return _failure("conflict", f"constraint violated: {exc}"), set()
         except (ValueError, KeyError, TypeError, ValidationError) as exc:
-            return {"ok": False, "code": "invalid", "error": f"malformed change set: {exc!r}"}, set()
+            return _failure("invalid", f"malformed change set: {exc!r}"), set()
 
-    def _apply_op(self, op: dict[str, Any], version: int) -> tuple[type[ReplicatedModel], Any]:
-        model = REPLICATED_MODELS.get(str(op.get("m")))
+    def _model_sql(self, label: object) -> ModelSQL:
+        model = REPLICATED_MODELS.get(str(label))
         if model is None:
-            raise InvalidChangeSetError(f"unknown replicated model {op.get('m')!r}")
-        pk = model._meta.pk.to_python(op["k"])
+            raise InvalidChangeSetError(f"unknown replicated model {label!r}")
+        sql = self._sql.get(model)
+        if sql is None:
+            sql = self._sql[model] = ModelSQL(model, connections[CLUSTER])
+        return sql
+
+    def _apply_op(
+        self,
+        cursor: Any,
+        op: dict[str, Any],
+        version: int,
+        saved: list[tuple[ModelSQL, Any, dict[str, Any]]],
+        deleted: list[tuple[ModelSQL, Any, Any]],
+        keys: ChangedKeys,
+    ) -> None:
+        sql = self._model_sql(op.get("m"))
+        pk, db_pk = sql.pk_value(op["k"])
         base = op["v"]
-        if not isinstance(base, int) or base < 0:
+        if not isinstance(base, int) or isinstance(base, bool) or base < 0:
             raise InvalidChangeSetError(f"bad base version {base!r}")
-        rows = model._base_manager.using(CLUSTER).filter(pk=pk)
-        if op["o"] == "delete":
-            if rows.filter(version=base)._raw_delete(CLUSTER) == 0:
-                self._conflict(model, pk, base)
-            return model, pk
-        if op["o"] != "save":
-            raise InvalidChangeSetError(f"unknown op {op['o']!r}")
-        values = self._values(model, op["f"])
+        keys.add((sql.model._meta.label_lower, pk))
+        kind = op["o"]
+        if kind == "delete":
+            cursor.execute(sql.delete_sql, [db_pk, base])
+            if cursor.rowcount != 1:
+                self._conflict(cursor, sql, pk, db_pk, base)
+            deleted.append((sql, pk, db_pk))
+            return
+        if kind != "save":
+            raise InvalidChangeSetError(f"unknown op {kind!r}")
+        values = sql.values(op["f"], create=base == 0)
+        attnames = tuple(values)
         if base == 0:
-            if rows.exists():
-                raise ConflictError(f"{model.describe(pk)} already exists")
-            values[model._meta.pk.attname] = pk
-            instance = model(**values)
-            instance.version = version
-            instance.save_base(raw=True, force_insert=True, using=CLUSTER)
-        elif rows.filter(version=base).update(**values, version=version) == 0:
-            self._conflict(model, pk, base)
-        return model, pk
+            cursor.execute(sql.insert_sql(attnames), [db_pk, version, *sql.db_values(values)])
+            if cursor.rowcount != 1:
+                raise ConflictError(f"{sql.model.describe(pk)} already exists")
+        else:
+            cursor.execute(sql.update_sql(attnames), [*sql.db_values(values), version, db_pk, base])
+            if cursor.rowcount != 1:
+                self._conflict(cursor, sql, pk, db_pk, base)
+        saved.append((sql, pk, values))
 
     @staticmethod
-    def _values(model: type[ReplicatedModel], fields: dict[str, Any]) -> dict[str, Any]:
-        by_attname = {f.attname: f for f in model._meta.concrete_fields}
-        values: dict[str, Any] = {}
-        for attname, raw in fields.items():
-            field = by_attname.get(attname)
-            if field is None or attname == "version":
-                raise InvalidChangeSetError(f"{model._meta.label_lower} has no field {attname!r}")
-            if field.primary_key:
-                continue
-            values[attname] = field.to_python(raw)
-        return values
-
-    @staticmethod
-    def _conflict(model: type[ReplicatedModel], pk: Any, base: int) -> None:
-        current = model._base_manager.using(CLUSTER).filter(pk=pk).values_list("version", flat=True).first()
-        if current is None:
-            raise ConflictError(f"{model.describe(pk)} does not exist (deleted by another writer?)")
+    def _conflict(cursor: Any, sql: ModelSQL, pk: Any, db_pk: Any, base: int) -> None:
+        cursor.execute(sql.version_sql, [db_pk])
+        row = cursor.fetchone()
+        if row is None:
+            raise ConflictError(f"{sql.model.describe(pk)} does not exist (deleted by another writer?)")
         raise ConflictError(
-            f"{model.describe(pk)} was changed by another writer (now version {current}, "
+            f"{sql.model.describe(pk)} was changed by another writer (now version {row[0]}, "
             f"you read version {base}); reload and retry"
         )
 
-    def _check_constraints(self, models_touched: set[type[models.Model]]) -> None:
-        tables: set[str] = set()
-        for model in models_touched:
-            if model not in self._tables:
-                self._tables[model] = _related_tables(model)
-            tables.update(self._tables[model])
-        connections[CLUSTER].check_constraints(table_names=sorted(tables))
+    @staticmethod
+    def _check_references(
+        cursor: Any, saved: list[tuple[ModelSQL, Any, dict[str, Any]]], deleted: list[tuple[ModelSQL, Any, Any]]
+    ) -> None:
+        """Foreign keys after the whole change set: targets of saved rows exist, deleted rows are unreferenced.
+
+        Indexed lookups per touched row, so the cost does not grow with the table sizes.
+        """
+        for sql, pk, values in saved:
+            for field, exists_sql in sql.foreign_keys:
+                value = values.get(field.attname)
+                if value is None:
+                    continue
+                cursor.execute(exists_sql, [field.target_field.get_db_prep_value(value, sql.connection)])
+                if cursor.fetchone() is None:
+                    raise ConflictError(f"{sql.model.describe(pk)}: {field.verbose_name} '{value}' does not exist")
+        for sql, pk, db_pk in deleted:
+            for referrer, referenced_sql in sql.referrers:
+                cursor.execute(referenced_sql, [db_pk])
+                if cursor.fetchone() is not None:
+                    raise ConflictError(
+                        f"{sql.model.describe(pk)} is still referenced by {referrer._meta.verbose_name_plural}"
+                    )
+
+
+def _parse(payload: bytes) -> tuple[str | None, Any]:
+    """(change set id, decoded change set); (None, None) when it is not JSON with an id."""
+    try:
+        cs = json.loads(payload)
+        return str(cs["id"]), cs
+    except (ValueError, KeyError, TypeError):
+        return None, None
+
+
+def _failure(code: str, error: str) -> Result:
+    return {"ok": False, "code": code, "error": error}

@@ -31,7 +31,11 @@ def model_label(model: type[models.Model]) -> str:
 
 def _encode_value(field: models.Field, instance: models.Model) -> Any:
     value = field.value_from_object(instance)
-    if value is None or is_protected_type(value) or isinstance(value, (dict, list, bool)):
+    if (
+        value is None
+        or is_protected_type(value)
+        or isinstance(value, (dict, list, bool))
+    ):
         return value
     return field.value_to_string(instance)
 
@@ -40,7 +44,12 @@ def _payload_fields(model: type[models.Model]) -> list[models.Field]:
     return [f for f in model._meta.concrete_fields if f.name != "version"]
 
 
-def save_op(instance: models.Model, *, update_fields: Iterable[str] | None = None, create: bool | None = None) -> Op:
+def save_op(
+    instance: models.Model,
+    *,
+    update_fields: Iterable[str] | None = None,
+    create: bool | None = None,
+) -> Op:
     """The op that stores ``instance``; runs the fields' ``pre_save`` hooks (auto_now) on the writer."""
     adding = instance._state.adding if create is None else create
     fields = _payload_fields(type(instance))
@@ -62,7 +71,9 @@ def save_op(instance: models.Model, *, update_fields: Iterable[str] | None = Non
     }
 
 
-def delete_ops(instances: Iterable[models.Model], using: str = "cluster") -> tuple[list[Op], list[models.Model]]:
+def delete_ops(
+    instances: Iterable[models.Model], using: str = "cluster"
+) -> tuple[list[Op], list[models.Model]]:
     """Ops deleting ``instances`` and everything Django's cascade rules reach from them.
 
     The cascade is computed on the writer, so every node deletes exactly the same rows; apply
@@ -101,12 +112,19 @@ def _delete_op(instance: models.Model) -> Op:
 
 def new_changeset(ops: list[Op]) -> dict[str, Any]:
     """Wrap ops with an id, the origin node and the writer's clock (recorded, never used to order)."""
-    return {"id": uuid.uuid4().hex, "origin": settings.PVE_NODE_NAME, "time": time.time(), "ops": ops}
+    return {
+        "id": uuid.uuid4().hex,
+        "origin": settings.PVE_NODE_NAME,
+        "time": time.time(),
+        "ops": ops,
+    }
 
 
 def encode(changeset: dict[str, Any]) -> bytes:
     """Canonical bytes, checked against the size cap before anything is sent."""
-    data = json.dumps(changeset, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    data = json.dumps(
+        changeset, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode()
     limit = settings.PVE_MAX_CHANGESET_BYTES
     if len(data) > limit:
         raise ChangeSetTooLargeError(

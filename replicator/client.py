@@ -8,6 +8,7 @@ all-or-nothing; an error is raised from the block's exit.
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 from typing import Any
@@ -33,9 +34,11 @@ class _Connection:
     def __init__(self) -> None:
         self.sock: socket.socket | None = None
 
-    def request(self, message: dict[str, Any] | bytes, *, timeout: float) -> dict[str, Any]:
+    def request(self, message: dict[str, Any], *, timeout: float, payload: bytes | None = None) -> dict[str, Any]:
         sent = False
         try:
+            if self.sock is not None and _peer_closed(self.sock):
+                self.close()
             if self.sock is None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.settimeout(timeout)
@@ -43,10 +46,9 @@ class _Connection:
                 self.sock = sock
             self.sock.settimeout(timeout)
             sent = True
-            if isinstance(message, bytes):
-                protocol.send_raw(self.sock, message)
-            else:
-                protocol.send_message(self.sock, message)
+            protocol.send_message(self.sock, message)
+            if payload is not None:
+                protocol.send_raw(self.sock, payload)
             return protocol.recv_message(self.sock)
         except (OSError, protocol.ProtocolError) as exc:
             self.close()
@@ -56,7 +58,9 @@ class _Connection:
                     f"no answer from the replicator at {where} ({exc}); the change may or may not "
                     "have been applied - reload before retrying"
                 ) from None
-            raise ReplicatorUnavailableError(f"replicator not reachable at {where}: {exc}") from None
+            raise ReplicatorUnavailableError(
+                f"replicator not reachable at {where}: {exc}"
+            ) from None
 
     def close(self) -> None:
         if self.sock is not None:
@@ -64,6 +68,15 @@ class _Connection:
                 self.sock.close()
             finally:
                 self.sock = None
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """A kept-alive socket whose replicator went away (restart): reconnect instead of sending."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def _connection() -> _Connection:
@@ -75,7 +88,9 @@ def _connection() -> _Connection:
 
 def request(message: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
     """Send a request to the replicator and return its answer, raising its error."""
-    answer = _connection().request(message, timeout=timeout or settings.PVE_REPLICATOR_TIMEOUT)
+    answer = _connection().request(
+        message, timeout=timeout or settings.PVE_REPLICATOR_TIMEOUT
+    )
     return _check(answer)
 
 
@@ -95,8 +110,9 @@ def send_changeset(ops: list[changeset.Op]) -> dict[str, Any]:
     """Submit ops as one change set; returns the replicator's answer (``version``)."""
     cs = changeset.new_changeset(ops)
     data = changeset.encode(cs)
-    envelope = b'{"op":"submit","changeset":' + data + b"}"
-    answer = _connection().request(envelope, timeout=settings.PVE_REPLICATOR_TIMEOUT)
+    answer = _connection().request(
+        {"op": "submit", "id": cs["id"]}, payload=data, timeout=settings.PVE_REPLICATOR_TIMEOUT
+    )
     return _check(answer)
 
 
@@ -152,17 +168,24 @@ def submit_ops(ops: list[changeset.Op], instances: list[Model]) -> None:
         _refresh(instances, ops, int(answer["version"]))
         return
     pending = getattr(_local, "pending", None)
-    if pending is None or not any(entry[1] is pending.flush for entry in db.run_on_commit):
+    if pending is None or not any(
+        entry[1] is pending.flush for entry in db.run_on_commit
+    ):
         pending = _Pending()
         pending.flush = _Flush(pending)  # type: ignore[attr-defined]
         _local.pending = pending
     for op, instance in zip(ops, instances, strict=True):
         db.on_commit(_Keep(pending, op, instance))
     # Keep the flush last and outside every savepoint so it survives partial rollbacks.
-    db.run_on_commit = [entry for entry in db.run_on_commit if entry[1] is not pending.flush]  # type: ignore[attr-defined]
+    db.run_on_commit = [
+        entry for entry in db.run_on_commit if entry[1] is not pending.flush
+    ]  # type: ignore[attr-defined]
     db.run_on_commit.append((set(), pending.flush, False))  # type: ignore[attr-defined]
 
 
 def wait_mirror(version: int, timeout: float = 10.0) -> None:
     """Block until the config tree mirror has rendered ``version`` (for tests and tools)."""
-    request({"op": "wait_mirror", "version": version, "timeout": timeout}, timeout=timeout + 5)
+    request(
+        {"op": "wait_mirror", "version": version, "timeout": timeout},
+        timeout=timeout + 5,
+    )

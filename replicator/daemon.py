@@ -6,7 +6,6 @@ applier (the only writer of the cluster database), one mirror renderer.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -63,7 +62,6 @@ class MirrorThread(threading.Thread):
                 self.mirror.render_changes(changed)
             except Exception:
                 log.exception("rendering the config tree failed")
-            finally:
                 connections.close_all()
             with self.cond:
                 self.version = version
@@ -90,16 +88,24 @@ class Replicator:
         self.transport = transport or LocalTransport(self.node)
         self.mirror = Mirror(Path(settings.PVE_ETC_DIR), self.node)
         self.mirror_thread = MirrorThread(self.mirror)
-        self.applier = Applier(retain=settings.PVE_CHANGELOG_RETAIN, on_applied=self.mirror_thread.notify)
+        self.applier = Applier(
+            retain=settings.PVE_CHANGELOG_RETAIN, on_applied=self.mirror_thread.notify
+        )
         self.stopping = threading.Event()
         self.server: socket.socket | None = None
 
     # --- write path ----------------------------------------------------------------------
 
-    def submit(self, payload: bytes, changeset_id: str, timeout: float) -> dict[str, Any]:
+    def submit(
+        self, payload: bytes, changeset_id: str, timeout: float
+    ) -> dict[str, Any]:
         """Multicast a change set and wait for this node's own apply of it."""
         if len(payload) > settings.PVE_MAX_CHANGESET_BYTES:
-            return {"ok": False, "code": "too_large", "error": f"change set of {len(payload)} bytes exceeds the limit"}
+            return {
+                "ok": False,
+                "code": "too_large",
+                "error": f"change set of {len(payload)} bytes exceeds the limit",
+            }
         if not self.transport.quorate():
             return {"ok": False, "code": "not_quorate", "error": str(NotQuorateError())}
         future = self.applier.expect(changeset_id)
@@ -109,24 +115,33 @@ class Replicator:
         except ReplicationError as exc:
             return {"ok": False, "code": exc.code, "error": str(exc)}
         except FutureTimeout:
-            return {"ok": False, "code": "unavailable", "error": "timed out waiting for the change set to be applied"}
+            return {
+                "ok": False,
+                "code": "unavailable",
+                "error": "timed out waiting for the change set to be applied",
+            }
         finally:
             self.applier.forget(changeset_id)
 
-    def handle(self, message: dict[str, Any]) -> dict[str, Any]:
+    def handle(self, message: dict[str, Any], payload: bytes | None = None) -> dict[str, Any]:
         op = message.get("op")
         if op == "submit":
-            cs = message.get("changeset")
-            if not isinstance(cs, dict) or not isinstance(cs.get("id"), str) or not isinstance(cs.get("ops"), list):
+            cs_id = message.get("id")
+            if not isinstance(cs_id, str) or payload is None:
                 return {"ok": False, "code": "invalid", "error": "malformed change set"}
-            payload = json.dumps(cs, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-            return self.submit(payload, cs["id"], settings.PVE_REPLICATOR_TIMEOUT)
+            return self.submit(payload, cs_id, settings.PVE_REPLICATOR_TIMEOUT)
         if op == "status":
             return {"ok": True, **self.status()}
         if op == "wait_mirror":
-            done = self.mirror_thread.wait(int(message.get("version", 0)), float(message.get("timeout", 10)))
+            done = self.mirror_thread.wait(
+                int(message.get("version", 0)), float(message.get("timeout", 10))
+            )
             if not done:
-                return {"ok": False, "code": "unavailable", "error": "mirror did not catch up in time"}
+                return {
+                    "ok": False,
+                    "code": "unavailable",
+                    "error": "mirror did not catch up in time",
+                }
             return {"ok": True, "mirror_version": self.mirror_thread.version}
         return {"ok": False, "code": "invalid", "error": f"unknown request {op!r}"}
 
@@ -147,21 +162,29 @@ class Replicator:
         with conn:
             while not self.stopping.is_set():
                 try:
-                    message = protocol.recv_message(conn, limit=limit)
+                    message = protocol.recv_message(conn, limit=4096)
+                    payload = protocol.recv_raw(conn, limit=limit) if message.get("op") == "submit" else None
                 except protocol.ProtocolError as exc:
                     if "closed" not in str(exc):
                         try:
-                            protocol.send_message(conn, {"ok": False, "code": "too_large", "error": str(exc)})
+                            protocol.send_message(
+                                conn,
+                                {"ok": False, "code": "too_large", "error": str(exc)},
+                            )
                         except OSError:
                             pass
                     return
                 except OSError:
                     return
                 try:
-                    answer = self.handle(message)
+                    answer = self.handle(message, payload)
                 except Exception as exc:
                     log.exception("request failed")
-                    answer = {"ok": False, "code": "error", "error": f"replicator error: {exc}"}
+                    answer = {
+                        "ok": False,
+                        "code": "error",
+                        "error": f"replicator error: {exc}",
+                    }
                 try:
                     protocol.send_message(conn, answer)
                 except OSError:
@@ -187,7 +210,9 @@ class Replicator:
                 if self.stopping.is_set():
                     return
                 raise
-            threading.Thread(target=self._serve_connection, args=(conn,), name="client", daemon=True).start()
+            threading.Thread(
+                target=self._serve_connection, args=(conn,), name="client", daemon=True
+            ).start()
 
     def start(self) -> None:
         """Start every thread, bootstrap first-start content, then accept clients."""
@@ -198,8 +223,15 @@ class Replicator:
         self.mirror_thread.start()
         self._bootstrap()
         self.server = self._listen()
-        threading.Thread(target=self._accept_loop, args=(self.server,), name="accept", daemon=True).start()
-        log.info("replicator of node %s ready at version %d on %s", self.node, self.applier.version, self.socket_path)
+        threading.Thread(
+            target=self._accept_loop, args=(self.server,), name="accept", daemon=True
+        ).start()
+        log.info(
+            "replicator of node %s ready at version %d on %s",
+            self.node,
+            self.applier.version,
+            self.socket_path,
+        )
 
     def _run_applier(self) -> None:
         try:
@@ -213,10 +245,14 @@ class Replicator:
             return
         ops = [changeset.save_op(instance) for instance in instances]
         cs = changeset.new_changeset(ops)
-        result = self.submit(changeset.encode(cs), cs["id"], settings.PVE_REPLICATOR_TIMEOUT)
+        result = self.submit(
+            changeset.encode(cs), cs["id"], settings.PVE_REPLICATOR_TIMEOUT
+        )
         if not result["ok"]:
             raise ReplicationError(f"bootstrap change set refused: {result['error']}")
-        log.info("bootstrap: created %d objects (version %d)", len(ops), result["version"])
+        log.info(
+            "bootstrap: created %d objects (version %d)", len(ops), result["version"]
+        )
 
     def stop(self) -> None:
         self.stopping.set()

@@ -41,13 +41,19 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def recv_message(sock: socket.socket, limit: int = MAX_MESSAGE) -> dict[str, Any]:
-    """Receive one framed message; a length over ``limit`` is refused without reading it."""
+def recv_raw(sock: socket.socket, limit: int = MAX_MESSAGE) -> bytes:
+    """Receive one frame's bytes; a length over ``limit`` is refused without reading it."""
     (size,) = HEADER.unpack(_recv_exact(sock, HEADER.size))
     if size > limit:
         raise ProtocolError(f"message of {size} bytes exceeds the limit of {limit}")
+    return _recv_exact(sock, size)
+
+
+def recv_message(sock: socket.socket, limit: int = MAX_MESSAGE) -> dict[str, Any]:
+    """Receive one framed JSON object."""
+    data = recv_raw(sock, limit)
     try:
-        message = json.loads(_recv_exact(sock, size))
+        message = json.loads(data)
     except ValueError as exc:
         raise ProtocolError(f"malformed message: {exc}") from None
     if not isinstance(message, dict):

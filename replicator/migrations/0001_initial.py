@@ -4,35 +4,38 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ChangeLogEntry',
+            name="ChangeLogEntry",
             fields=[
-                ('version', models.BigIntegerField(primary_key=True, serialize=False)),
-                ('changeset_id', models.CharField(max_length=32, unique=True)),
-                ('origin', models.CharField(max_length=64)),
-                ('hash', models.CharField(max_length=64)),
-                ('payload', models.BinaryField()),
+                ("version", models.BigIntegerField(primary_key=True, serialize=False)),
+                ("changeset_id", models.CharField(max_length=32, unique=True)),
+                ("origin", models.CharField(max_length=64)),
+                ("hash", models.CharField(max_length=64)),
+                ("payload", models.BinaryField()),
             ],
             options={
-                'default_permissions': (),
+                "default_permissions": (),
             },
         ),
         migrations.CreateModel(
-            name='ReplicationState',
+            name="ReplicationState",
             fields=[
-                ('id', models.PositiveSmallIntegerField(default=1, primary_key=True, serialize=False)),
-                ('version', models.BigIntegerField(default=0)),
-                ('hash', models.CharField(max_length=64)),
+                (
+                    "id",
+                    models.PositiveSmallIntegerField(
+                        default=1, primary_key=True, serialize=False
+                    ),
+                ),
+                ("version", models.BigIntegerField(default=0)),
+                ("hash", models.CharField(max_length=64)),
             ],
             options={
-                'default_permissions': (),
+                "default_permissions": (),
             },
         ),
     ]

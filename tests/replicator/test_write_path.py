@@ -177,9 +177,21 @@ def test_protected_relation_refused_at_the_writer():
 def test_dangling_foreign_key_refused_at_apply():
     before = _version()
     vm = VM(vmid=118, node_id="no-such-node", config={})
-    with pytest.raises(ConflictError, match="constraint"):
+    with pytest.raises(ConflictError, match="VM 118: node 'no-such-node' does not exist"):
         vm.save()
     assert not VM.objects.filter(vmid=118).exists()
+    assert _version() == before
+
+
+def test_delete_of_referenced_row_refused_at_apply():
+    """A writer that skips Django's cascade collection still cannot orphan rows."""
+    _vm(120).save()
+    node = Node.objects.get(name="testnode")
+    before = _version()
+    op = {"m": "cluster.node", "k": "testnode", "o": "delete", "v": node.version}
+    with pytest.raises(ConflictError, match="still referenced by VMs"):
+        client.send_changeset([op])
+    assert Node.objects.filter(name="testnode").exists()
     assert _version() == before
 
 

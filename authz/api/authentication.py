@@ -1,0 +1,48 @@
+"""DRF authentication: the PVEAuthCookie ticket (cookie or Authorization header) with CSRF."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from authz import services, tickets
+from authz.exceptions import AuthenticationFailed
+from authz.middleware import COOKIE
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+CSRF_HEADER = "HTTP_CSRFPREVENTIONTOKEN"
+
+
+def ticket_from_request(request: Request) -> str | None:
+    """The ticket from the cookie, or from ``Authorization: PVEAuthCookie=<ticket>``."""
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    if header.startswith(f"{COOKIE}="):
+        return tickets.parse_cookie_value(header[len(COOKIE) + 1 :])
+    raw = request.COOKIES.get(COOKIE)
+    return tickets.parse_cookie_value(raw) if raw else None
+
+
+class TicketAuthentication(authentication.BaseAuthentication):
+    """Tickets are signed with the cluster key, so one issued by any node is valid on all."""
+
+    def authenticate(self, request: Request) -> tuple[Any, dict[str, str]] | None:
+        try:
+            ticket = ticket_from_request(request)
+        except tickets.TicketError:
+            raise exceptions.AuthenticationFailed("invalid ticket") from None
+        if not ticket:
+            return None
+        try:
+            user = services.user_from_ticket(ticket)
+        except AuthenticationFailed as exc:
+            raise exceptions.AuthenticationFailed(str(exc)) from None
+        if request.method not in SAFE_METHODS:
+            token = request.META.get(CSRF_HEADER, "")
+            if not token or not services.check_csrf(token, user.userid):
+                raise exceptions.AuthenticationFailed("Permission denied - invalid csrf token")
+        return user, {"type": "ticket", "ticket": ticket}
+
+    def authenticate_header(self, request: Request) -> str:
+        return COOKIE
