@@ -20,7 +20,10 @@ class RealmAdmin(AuditedModelAdmin):
 
 class UserForm(forms.ModelForm):
     new_password = forms.CharField(
-        label="Set password", required=False, widget=forms.PasswordInput, max_length=4096,
+        label="Set password",
+        required=False,
+        widget=forms.PasswordInput,
+        max_length=4096,
         help_text="pve realm and root@pam only; leave empty to keep the current password.",
     )
 

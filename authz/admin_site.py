@@ -56,7 +56,6 @@ class PVEAdminSite(admin.AdminSite):
             except AuthenticationFailed:
                 error = "Login failed: wrong user name or password."
             else:
-                audit.record(user.userid, f"successful auth for user '{user.userid}'")
                 response = HttpResponseRedirect(next_url)
                 set_ticket_cookie(response, ticket)
                 return response

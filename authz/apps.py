@@ -7,4 +7,7 @@ class AuthzConfig(AppConfig):
 
     def ready(self) -> None:
         from authz import bootstrap, renderers  # noqa: F401  (registration side effects)
+        from authz.permissions import PermissionDenied
+        from portal.api.errors import register_error
 
+        register_error(PermissionDenied, 403)

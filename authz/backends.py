@@ -14,7 +14,9 @@ from authz.models import User
 class RealmBackend:
     """Authenticates ``name@realm`` with the realm's method."""
 
-    def authenticate(self, request: HttpRequest | None, username: str | None = None, password: str | None = None, **kwargs: Any) -> User | None:
+    def authenticate(
+        self, request: HttpRequest | None, username: str | None = None, password: str | None = None, **kwargs: Any
+    ) -> User | None:
         if not username or password is None:
             return None
         try:

@@ -16,7 +16,12 @@ SUPERUSER = "root@pam"
 class Realm(ReplicatedModel):
     """An authentication domain (``domains.cfg``); ``pam`` and ``pve`` always exist."""
 
-    TYPES = [("pam", "Linux PAM"), ("pve", "Proxmox VE authentication server"), ("ldap", "LDAP"), ("ad", "Active Directory")]
+    TYPES = [
+        ("pam", "Linux PAM"),
+        ("pve", "Proxmox VE authentication server"),
+        ("ldap", "LDAP"),
+        ("ad", "Active Directory"),
+    ]
 
     realm = models.CharField(max_length=32, primary_key=True)
     type = models.CharField(max_length=16, choices=TYPES)

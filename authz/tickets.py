@@ -53,9 +53,7 @@ _USERID_RE = re.compile(r"[^\s:/]+@" + _REALM)
 _TOKEN_NAME_RE = re.compile(_REALM)
 _HEXTIME_RE = re.compile(r"[0-9A-F]{8}")
 # Standard base64 alphabet, with padding (tickets) or without (Digest::SHA).
-_B64_PADDED_RE = re.compile(
-    r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
-)
+_B64_PADDED_RE = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _B64_NOPAD_RE = re.compile(r"[A-Za-z0-9+/]+")
 
 _TOKEN_HASH_SCHEME = "pbkdf2_sha256"
@@ -69,11 +67,7 @@ class TicketError(ValueError):
 
 def is_valid_userid(userid: object) -> bool:
     """Return True if ``userid`` is a syntactically valid ``name@realm`` user id."""
-    return (
-        isinstance(userid, str)
-        and len(userid) <= USERID_MAX_LENGTH
-        and _USERID_RE.fullmatch(userid) is not None
-    )
+    return isinstance(userid, str) and len(userid) <= USERID_MAX_LENGTH and _USERID_RE.fullmatch(userid) is not None
 
 
 def is_valid_tokenid(tokenid: object) -> bool:
@@ -81,11 +75,7 @@ def is_valid_tokenid(tokenid: object) -> bool:
     if not isinstance(tokenid, str):
         return False
     userid, sep, name = tokenid.rpartition("!")
-    return (
-        bool(sep)
-        and is_valid_userid(userid)
-        and _TOKEN_NAME_RE.fullmatch(name) is not None
-    )
+    return bool(sep) and is_valid_userid(userid) and _TOKEN_NAME_RE.fullmatch(name) is not None
 
 
 def _hextime(now: int) -> str:
@@ -146,9 +136,7 @@ def _signed_bytes(plain: str, data: str | None) -> bytes:
     return _utf8(plain if data is None else f"{plain}:{data}")
 
 
-def create_ticket(
-    userid: str, private_key_pem: bytes, *, now: int, data: str | None = None
-) -> str:
+def create_ticket(userid: str, private_key_pem: bytes, *, now: int, data: str | None = None) -> str:
     """Create a signed ``PVE:<userid>:<HEXTIME>::<sig>`` ticket for a valid user id."""
     if not is_valid_userid(userid):
         raise TicketError("invalid user id")
@@ -156,9 +144,7 @@ def create_ticket(
         raise TicketError("data must be a string")
     plain = f"{TICKET_PREFIX}:{userid.replace(':', '%3A')}:{_hextime(now)}"
     key = _load_private_key(bytes(private_key_pem))
-    signature = key.sign(
-        _signed_bytes(plain, data), padding.PKCS1v15(), hashes.SHA256()
-    )
+    signature = key.sign(_signed_bytes(plain, data), padding.PKCS1v15(), hashes.SHA256())
     return f"{plain}::{base64.b64encode(signature).decode('ascii')}"
 
 
@@ -281,11 +267,7 @@ def verify_csrf_token(
     if not isinstance(token, str) or not isinstance(userid, str) or not userid:
         return False
     hextime, sep, sig = token.partition(":")
-    if (
-        not sep
-        or _HEXTIME_RE.fullmatch(hextime) is None
-        or _B64_NOPAD_RE.fullmatch(sig) is None
-    ):
+    if not sep or _HEXTIME_RE.fullmatch(hextime) is None or _B64_NOPAD_RE.fullmatch(sig) is None:
         return False
     try:
         expected = _csrf_signature(hextime, userid, secret)

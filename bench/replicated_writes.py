@@ -30,7 +30,7 @@ from tests.harness import ReplicatorProcess, manage, node_environment  # noqa: E
 
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def raw_sqlite_commits(path: Path, count: int) -> list[float]:
@@ -71,11 +71,16 @@ def single_writer(env: dict[str, str], count: int, first_vmid: int) -> list[floa
     return samples
 
 
-def _writer_process(env: dict[str, str], count: int, first_vmid: int, barrier: multiprocessing.Barrier, out: multiprocessing.Queue) -> None:
+def _writer_process(
+    env: dict[str, str], count: int, first_vmid: int, barrier: multiprocessing.Barrier, out: multiprocessing.Queue
+) -> None:
     _setup_django(env)
     from vms.models import VM
 
-    vms = [VM(vmid=first_vmid + i, node_id=env["PVE_NODE_NAME"], config={"name": f"w{i}", "memory": "512"}) for i in range(count)]
+    vms = [
+        VM(vmid=first_vmid + i, node_id=env["PVE_NODE_NAME"], config={"name": f"w{i}", "memory": "512"})
+        for i in range(count)
+    ]
     VM.objects.exists()  # open the read connection before the clock starts
     barrier.wait()
     start = time.perf_counter()
@@ -89,7 +94,8 @@ def concurrent_writers(env: dict[str, str], writers: int, count: int, first_vmid
     barrier = ctx.Barrier(writers)
     out: multiprocessing.Queue = ctx.Queue()
     procs = [
-        ctx.Process(target=_writer_process, args=(env, count, first_vmid + w * count, barrier, out)) for w in range(writers)
+        ctx.Process(target=_writer_process, args=(env, count, first_vmid + w * count, barrier, out))
+        for w in range(writers)
     ]
     for proc in procs:
         proc.start()

@@ -42,6 +42,7 @@ def local_address() -> str:
 def cluster_identity(node_name: str) -> list[Model]:
     """Create whatever of the cluster's and this node's identity is missing."""
     from cluster import keys  # cryptography is only needed the first time
+
     wanted: list[Model] = []
     now = datetime.now(UTC)
     present = dict(KeyMaterial.objects.using("cluster").values_list("path", "content"))

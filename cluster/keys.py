@@ -53,9 +53,7 @@ def generate_rsa_key(bits: int = AUTHKEY_BITS) -> bytes:
 def public_key_pem(private_pem: bytes) -> bytes:
     """Return the SubjectPublicKeyInfo PEM (``BEGIN PUBLIC KEY``) of a private key PEM."""
     key = _load_rsa_private_key(private_pem)
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _private_pem(key: rsa.RSAPrivateKey) -> bytes:
@@ -84,14 +82,10 @@ def _utc(now: datetime) -> datetime:
 
 def _public_der(key: rsa.RSAPublicKey) -> bytes:
     """Return the DER SubjectPublicKeyInfo of a public key."""
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def generate_ca(
-    cluster_name: str, *, now: datetime, key_bits: int = CA_KEY_BITS
-) -> tuple[bytes, bytes]:
+def generate_ca(cluster_name: str, *, now: datetime, key_bits: int = CA_KEY_BITS) -> tuple[bytes, bytes]:
     """Create the self-signed cluster CA and return (cert PEM, key PEM).
 
     The subject follows PVE (CN/OU=random uuid/O); ``cluster_name`` is only
@@ -142,9 +136,7 @@ def generate_ca(
     return cert.public_bytes(serialization.Encoding.PEM), _private_pem(key)
 
 
-def _subject_alt_names(
-    node_name: str, addresses: Sequence[str]
-) -> list[x509.GeneralName]:
+def _subject_alt_names(node_name: str, addresses: Sequence[str]) -> list[x509.GeneralName]:
     """Build the de-duplicated SAN list for a node certificate."""
     if isinstance(addresses, (str, bytes)):
         raise TypeError("addresses must be a sequence of strings")
@@ -194,17 +186,13 @@ def issue_node_certificate(
     key = rsa.generate_private_key(public_exponent=65537, key_size=NODE_KEY_BITS)
     subject = x509.Name(
         [
-            x509.NameAttribute(
-                NameOID.ORGANIZATIONAL_UNIT_NAME, NODE_ORGANIZATIONAL_UNIT
-            ),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, NODE_ORGANIZATIONAL_UNIT),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, NODE_ORGANIZATION),
             x509.NameAttribute(NameOID.COMMON_NAME, node_name),
         ]
     )
     try:
-        ca_ski = ca_cert.extensions.get_extension_for_class(
-            x509.SubjectKeyIdentifier
-        ).value
+        ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
     except x509.ExtensionNotFound:
         aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
@@ -231,16 +219,12 @@ def issue_node_certificate(
             ),
             critical=True,
         )
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
             x509.SubjectAlternativeName(_subject_alt_names(node_name, addresses)),
             critical=False,
         )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(aki, critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -250,11 +234,7 @@ def issue_node_certificate(
 def certificate_fingerprint(cert_pem: bytes) -> str:
     """Return the SHA-256 fingerprint of a PEM certificate as ``AA:BB:...`` (uppercase)."""
     cert = x509.load_pem_x509_certificate(bytes(cert_pem))
-    digest = (
-        hashlib.sha256(cert.public_bytes(serialization.Encoding.DER))
-        .hexdigest()
-        .upper()
-    )
+    digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 

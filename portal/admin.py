@@ -53,7 +53,9 @@ class AuditedModelAdmin(admin.ModelAdmin):
             obj.version = loaded  # type: ignore[attr-defined]
         obj.save()
 
-    def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context: Any = None) -> HttpResponse:
+    def changeform_view(
+        self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
         except ReplicationError as exc:

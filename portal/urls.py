@@ -2,7 +2,32 @@
 
 from django.contrib import admin
 from django.urls import path
+from django.views.generic import RedirectView
+
+from authz.api import views as access
+from cluster.api import views as cluster
+from portal.api.routing import api_path, api_urlpatterns
+from vms.api import views as qemu
+
+api = api_urlpatterns(
+    [
+        api_path("access/ticket", access.TicketView.as_view()),
+        api_path("version", cluster.VersionView.as_view()),
+        api_path("nodes", cluster.NodesView.as_view()),
+        api_path("cluster/status", cluster.ClusterStatusView.as_view()),
+        api_path("cluster/nextid", qemu.NextIdView.as_view()),
+        api_path("nodes/{node}/tasks", cluster.TaskListView.as_view()),
+        api_path("nodes/{node}/tasks/{upid}/status", cluster.TaskStatusView.as_view()),
+        api_path("nodes/{node}/tasks/{upid}/log", cluster.TaskLogView.as_view()),
+        api_path("nodes/{node}/qemu", qemu.QemuListView.as_view()),
+        api_path("nodes/{node}/qemu/{vmid}", qemu.QemuVMView.as_view()),
+        api_path("nodes/{node}/qemu/{vmid}/config", qemu.QemuConfigView.as_view()),
+        api_path("nodes/{node}/qemu/{vmid}/status/current", qemu.QemuStatusCurrentView.as_view()),
+    ]
+)
 
 urlpatterns = [
+    *api,
     path("admin/", admin.site.urls),
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]

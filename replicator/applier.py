@@ -117,7 +117,10 @@ class Applier:
                 self.apply_batch(batch)
             except Exception as exc:  # the applier must outlive any single bad batch
                 log.exception("applying a batch failed")
-                self._answer([_parse(payload)[0] for _, payload in batch], [_failure("error", f"replicator error: {exc}")] * len(batch))
+                self._answer(
+                    [_parse(payload)[0] for _, payload in batch],
+                    [_failure("error", f"replicator error: {exc}")] * len(batch),
+                )
 
     # --- apply ---------------------------------------------------------------------------
 
@@ -139,9 +142,13 @@ class Applier:
                         version, head = version + 1, result["hash"]
                         changed |= keys
                 if version != self.version:
-                    cursor.execute("UPDATE replicator_replicationstate SET version = %s, hash = %s WHERE id = 1", [version, head])
+                    cursor.execute(
+                        "UPDATE replicator_replicationstate SET version = %s, hash = %s WHERE id = 1", [version, head]
+                    )
                     if version // 1000 != self.version // 1000:
-                        cursor.execute("DELETE FROM replicator_changelogentry WHERE version <= %s", [version - self.retain])
+                        cursor.execute(
+                            "DELETE FROM replicator_changelogentry WHERE version <= %s", [version - self.retain]
+                        )
         except DatabaseError as exc:
             log.error("commit of %d change sets failed: %s", len(batch), exc)
             connection.close()
@@ -163,7 +170,15 @@ class Applier:
                 future.set_result(result)
 
     def _apply_one(
-        self, cursor: Any, origin: str, payload: bytes, cs_id: str | None, cs: Any, version: int, head: str, savepoint: bool
+        self,
+        cursor: Any,
+        origin: str,
+        payload: bytes,
+        cs_id: str | None,
+        cs: Any,
+        version: int,
+        head: str,
+        savepoint: bool,
     ) -> tuple[Result, ChangedKeys]:
         try:
             if cs_id is None or not isinstance(cs, dict):

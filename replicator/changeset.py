@@ -31,11 +31,7 @@ def model_label(model: type[models.Model]) -> str:
 
 def _encode_value(field: models.Field, instance: models.Model) -> Any:
     value = field.value_from_object(instance)
-    if (
-        value is None
-        or is_protected_type(value)
-        or isinstance(value, (dict, list, bool))
-    ):
+    if value is None or is_protected_type(value) or isinstance(value, (dict, list, bool)):
         return value
     return field.value_to_string(instance)
 
@@ -71,9 +67,7 @@ def save_op(
     }
 
 
-def delete_ops(
-    instances: Iterable[models.Model], using: str = "cluster"
-) -> tuple[list[Op], list[models.Model]]:
+def delete_ops(instances: Iterable[models.Model], using: str = "cluster") -> tuple[list[Op], list[models.Model]]:
     """Ops deleting ``instances`` and everything Django's cascade rules reach from them.
 
     The cascade is computed on the writer, so every node deletes exactly the same rows; apply
@@ -122,9 +116,7 @@ def new_changeset(ops: list[Op]) -> dict[str, Any]:
 
 def encode(changeset: dict[str, Any]) -> bytes:
     """Canonical bytes, checked against the size cap before anything is sent."""
-    data = json.dumps(
-        changeset, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    ).encode()
+    data = json.dumps(changeset, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     limit = settings.PVE_MAX_CHANGESET_BYTES
     if len(data) > limit:
         raise ChangeSetTooLargeError(

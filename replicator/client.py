@@ -58,9 +58,7 @@ class _Connection:
                     f"no answer from the replicator at {where} ({exc}); the change may or may not "
                     "have been applied - reload before retrying"
                 ) from None
-            raise ReplicatorUnavailableError(
-                f"replicator not reachable at {where}: {exc}"
-            ) from None
+            raise ReplicatorUnavailableError(f"replicator not reachable at {where}: {exc}") from None
 
     def close(self) -> None:
         if self.sock is not None:
@@ -88,9 +86,7 @@ def _connection() -> _Connection:
 
 def request(message: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
     """Send a request to the replicator and return its answer, raising its error."""
-    answer = _connection().request(
-        message, timeout=timeout or settings.PVE_REPLICATOR_TIMEOUT
-    )
+    answer = _connection().request(message, timeout=timeout or settings.PVE_REPLICATOR_TIMEOUT)
     return _check(answer)
 
 
@@ -168,18 +164,14 @@ def submit_ops(ops: list[changeset.Op], instances: list[Model]) -> None:
         _refresh(instances, ops, int(answer["version"]))
         return
     pending = getattr(_local, "pending", None)
-    if pending is None or not any(
-        entry[1] is pending.flush for entry in db.run_on_commit
-    ):
+    if pending is None or not any(entry[1] is pending.flush for entry in db.run_on_commit):
         pending = _Pending()
         pending.flush = _Flush(pending)  # type: ignore[attr-defined]
         _local.pending = pending
     for op, instance in zip(ops, instances, strict=True):
         db.on_commit(_Keep(pending, op, instance))
     # Keep the flush last and outside every savepoint so it survives partial rollbacks.
-    db.run_on_commit = [
-        entry for entry in db.run_on_commit if entry[1] is not pending.flush
-    ]  # type: ignore[attr-defined]
+    db.run_on_commit = [entry for entry in db.run_on_commit if entry[1] is not pending.flush]  # type: ignore[attr-defined]
     db.run_on_commit.append((set(), pending.flush, False))  # type: ignore[attr-defined]
 
 

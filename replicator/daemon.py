@@ -6,6 +6,7 @@ applier (the only writer of the cluster database), one mirror renderer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -88,17 +89,13 @@ class Replicator:
         self.transport = transport or LocalTransport(self.node)
         self.mirror = Mirror(Path(settings.PVE_ETC_DIR), self.node)
         self.mirror_thread = MirrorThread(self.mirror)
-        self.applier = Applier(
-            retain=settings.PVE_CHANGELOG_RETAIN, on_applied=self.mirror_thread.notify
-        )
+        self.applier = Applier(retain=settings.PVE_CHANGELOG_RETAIN, on_applied=self.mirror_thread.notify)
         self.stopping = threading.Event()
         self.server: socket.socket | None = None
 
     # --- write path ----------------------------------------------------------------------
 
-    def submit(
-        self, payload: bytes, changeset_id: str, timeout: float
-    ) -> dict[str, Any]:
+    def submit(self, payload: bytes, changeset_id: str, timeout: float) -> dict[str, Any]:
         """Multicast a change set and wait for this node's own apply of it."""
         if len(payload) > settings.PVE_MAX_CHANGESET_BYTES:
             return {
@@ -133,9 +130,7 @@ class Replicator:
         if op == "status":
             return {"ok": True, **self.status()}
         if op == "wait_mirror":
-            done = self.mirror_thread.wait(
-                int(message.get("version", 0)), float(message.get("timeout", 10))
-            )
+            done = self.mirror_thread.wait(int(message.get("version", 0)), float(message.get("timeout", 10)))
             if not done:
                 return {
                     "ok": False,
@@ -166,13 +161,11 @@ class Replicator:
                     payload = protocol.recv_raw(conn, limit=limit) if message.get("op") == "submit" else None
                 except protocol.ProtocolError as exc:
                     if "closed" not in str(exc):
-                        try:
+                        with contextlib.suppress(OSError):
                             protocol.send_message(
                                 conn,
                                 {"ok": False, "code": "too_large", "error": str(exc)},
                             )
-                        except OSError:
-                            pass
                     return
                 except OSError:
                     return
@@ -210,9 +203,7 @@ class Replicator:
                 if self.stopping.is_set():
                     return
                 raise
-            threading.Thread(
-                target=self._serve_connection, args=(conn,), name="client", daemon=True
-            ).start()
+            threading.Thread(target=self._serve_connection, args=(conn,), name="client", daemon=True).start()
 
     def start(self) -> None:
         """Start every thread, bootstrap first-start content, then accept clients."""
@@ -223,9 +214,7 @@ class Replicator:
         self.mirror_thread.start()
         self._bootstrap()
         self.server = self._listen()
-        threading.Thread(
-            target=self._accept_loop, args=(self.server,), name="accept", daemon=True
-        ).start()
+        threading.Thread(target=self._accept_loop, args=(self.server,), name="accept", daemon=True).start()
         log.info(
             "replicator of node %s ready at version %d on %s",
             self.node,
@@ -245,23 +234,17 @@ class Replicator:
             return
         ops = [changeset.save_op(instance) for instance in instances]
         cs = changeset.new_changeset(ops)
-        result = self.submit(
-            changeset.encode(cs), cs["id"], settings.PVE_REPLICATOR_TIMEOUT
-        )
+        result = self.submit(changeset.encode(cs), cs["id"], settings.PVE_REPLICATOR_TIMEOUT)
         if not result["ok"]:
             raise ReplicationError(f"bootstrap change set refused: {result['error']}")
-        log.info(
-            "bootstrap: created %d objects (version %d)", len(ops), result["version"]
-        )
+        log.info("bootstrap: created %d objects (version %d)", len(ops), result["version"])
 
     def stop(self) -> None:
         self.stopping.set()
         if self.server is not None:
             self.server.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
-        except FileNotFoundError:
-            pass
         self.transport.stop()
         self.applier.stop()
         self.mirror_thread.queue.put(None)

@@ -21,9 +21,7 @@ class NotQuorateError(ReplicationError):
     code = "not_quorate"
     http_status = 503
 
-    def __init__(
-        self, message: str = "cluster not quorate - configuration is read-only"
-    ) -> None:
+    def __init__(self, message: str = "cluster not quorate - configuration is read-only") -> None:
         super().__init__(message)
 
 

@@ -7,6 +7,7 @@ Paths under ``priv/`` or ``nodes/<node>/priv/`` are private: files 0600, directo
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import os
@@ -55,39 +56,25 @@ _object_renderers: list[ObjectRenderer] = []
 _tree_renderers: list[TreeRenderer] = []
 
 
-def register_object_renderer(
-    model: str, render: Callable[[Any], Files], cleanup_globs: Iterable[str] = ()
-) -> None:
+def register_object_renderer(model: str, render: Callable[[Any], Files], cleanup_globs: Iterable[str] = ()) -> None:
     """``render(instance)`` returns the files of that object; globs name what stale files look like."""
-    _object_renderers.append(
-        ObjectRenderer(model.lower(), render, tuple(cleanup_globs))
-    )
+    _object_renderers.append(ObjectRenderer(model.lower(), render, tuple(cleanup_globs)))
 
 
-def register_tree_renderer(
-    depends_on: Iterable[str], render: Callable[[], Files]
-) -> None:
+def register_tree_renderer(depends_on: Iterable[str], render: Callable[[], Files]) -> None:
     """``render()`` returns whole-tree files; re-run when a model in ``depends_on`` changes."""
-    _tree_renderers.append(
-        TreeRenderer(frozenset(m.lower() for m in depends_on), render)
-    )
+    _tree_renderers.append(TreeRenderer(frozenset(m.lower() for m in depends_on), render))
 
 
 def is_private(relpath: str) -> bool:
     """pmxcfs's rule: ``priv/...`` and ``nodes/<node>/priv/...`` are private."""
     parts = relpath.split("/")
-    return parts[0] == "priv" or (
-        len(parts) >= 3 and parts[0] == "nodes" and parts[2] == "priv"
-    )
+    return parts[0] == "priv" or (len(parts) >= 3 and parts[0] == "nodes" and parts[2] == "priv")
 
 
 def _safe_relpath(relpath: str) -> str:
     parts = relpath.split("/")
-    if (
-        relpath.startswith("/")
-        or any(p in ("", ".", "..") for p in parts)
-        or "\0" in relpath
-    ):
+    if relpath.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\0" in relpath:
         raise ValueError(f"refusing to render outside the tree: {relpath!r}")
     return relpath
 
@@ -140,10 +127,8 @@ class Mirror:
         return True
 
     def remove(self, relpath: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             (self.root / _safe_relpath(relpath)).unlink()
-        except FileNotFoundError:
-            pass
 
     def links(self) -> None:
         """``local`` and ``qemu-server`` point at this node's directory, as pmxcfs's link plugin does."""

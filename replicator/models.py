@@ -95,26 +95,18 @@ class ReplicatedModel(models.Model):
         if applying():
             return super().save(*args, **kwargs)
         update_fields = kwargs.get("update_fields")
-        create = (
-            True
-            if kwargs.get("force_insert")
-            else (False if kwargs.get("force_update") else None)
-        )
+        create = True if kwargs.get("force_insert") else (False if kwargs.get("force_update") else None)
         op = changeset.save_op(self, update_fields=update_fields, create=create)
         client.submit_ops([op], [self])
         return None
 
     save.alters_data = True  # type: ignore[attr-defined]
 
-    def delete(
-        self, using: str | None = None, keep_parents: bool = False
-    ) -> tuple[int, dict[str, int]]:
+    def delete(self, using: str | None = None, keep_parents: bool = False) -> tuple[int, dict[str, int]]:
         if applying():
             return super().delete(using=using, keep_parents=keep_parents)
         if self.pk is None:
-            raise ValueError(
-                f"{self._meta.object_name} object can't be deleted because its pk is None"
-            )
+            raise ValueError(f"{self._meta.object_name} object can't be deleted because its pk is None")
         ops, touched = changeset.delete_ops([self])
         client.submit_ops(ops, touched)
         return len(ops), {}
@@ -126,9 +118,7 @@ def register(model: type[ReplicatedModel]) -> None:
     """Called for every concrete subclass when apps are ready; checks the rules above."""
     pk = model._meta.pk
     if isinstance(pk, models.AutoField):
-        raise ImproperlyConfigured(
-            f"{model._meta.label}: replicated models need a writer-chosen primary key"
-        )
+        raise ImproperlyConfigured(f"{model._meta.label}: replicated models need a writer-chosen primary key")
     if model._meta.many_to_many:
         raise ImproperlyConfigured(
             f"{model._meta.label}: use an explicit replicated model instead of a ManyToManyField"

@@ -24,9 +24,7 @@ class ClusterRouter:
     def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> bool:
         return is_cluster_model(type(obj1)) == is_cluster_model(type(obj2))
 
-    def allow_migrate(
-        self, db: str, app_label: str, model_name: str | None = None, **hints: Any
-    ) -> bool:
+    def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints: Any) -> bool:
         if app_label == "admin":
             # The admin log is replaced by the replicated cluster log (an audit trail on every node).
             return False

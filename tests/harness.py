@@ -13,7 +13,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def node_environment(data_dir: Path, *, node: str = "testnode", database: str = "sqlite", db_prefix: str = "") -> dict[str, str]:
+def node_environment(
+    data_dir: Path, *, node: str = "testnode", database: str = "sqlite", db_prefix: str = ""
+) -> dict[str, str]:
     """Environment variables of one node rooted at ``data_dir``."""
     env = {
         "PVE_DATA_DIR": str(data_dir),

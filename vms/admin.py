@@ -20,7 +20,9 @@ class VMForm(forms.ModelForm):
     """The config is edited as Proxmox writes it: ``key: value`` lines."""
 
     config_text = forms.CharField(
-        label="Configuration", widget=forms.Textarea(attrs={"rows": 16, "cols": 80}), required=False,
+        label="Configuration",
+        widget=forms.Textarea(attrs={"rows": 16, "cols": 80}),
+        required=False,
         help_text="One 'key: value' per line, as in qemu-server/<vmid>.conf.",
     )
 

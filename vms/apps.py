@@ -6,4 +6,10 @@ class VmsConfig(AppConfig):
     verbose_name = "Virtual machines and storage"
 
     def ready(self) -> None:
+        from portal.api.errors import register_error
         from vms import bootstrap, renderers  # noqa: F401  (registration side effects)
+        from vms.config import ConfigError
+        from vms.exceptions import VMError
+
+        register_error(ConfigError, 400, lambda exc: "Parameter verification failed.")
+        register_error(VMError, lambda exc: exc.status)

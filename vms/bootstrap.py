@@ -13,4 +13,6 @@ from vms.models import Storage
 def local_storage(node_name: str) -> list[Model]:
     if Storage.objects.using("cluster").filter(storeid="local").exists():
         return []
-    return [Storage(storeid="local", type="dir", path=str(settings.PVE_LOCAL_STORAGE_PATH), content="iso,backup,images")]
+    return [
+        Storage(storeid="local", type="dir", path=str(settings.PVE_LOCAL_STORAGE_PATH), content="iso,backup,images")
+    ]

@@ -41,9 +41,7 @@ def keypair(label: str) -> tuple[bytes, bytes]:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    pub = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return priv, pub
 
 
@@ -63,9 +61,7 @@ def test_signature_is_pkcs1v15_sha256_over_plain() -> None:
     plain, sig = ticket.split("::")
     key = serialization.load_pem_public_key(pub)
     assert isinstance(key, rsa.RSAPublicKey)
-    key.verify(
-        base64.b64decode(sig), plain.encode(), padding.PKCS1v15(), hashes.SHA256()
-    )
+    key.verify(base64.b64decode(sig), plain.encode(), padding.PKCS1v15(), hashes.SHA256())
 
 
 def test_externally_signed_ticket_verifies() -> None:
@@ -151,9 +147,7 @@ def test_flipped_signature_bit_rejected() -> None:
     raw = bytearray(base64.b64decode(sig))
     raw[100] ^= 0x01
     with pytest.raises(TicketError):
-        verify_ticket(
-            f"{plain}::{base64.b64encode(bytes(raw)).decode()}", [pub], now=NOW
-        )
+        verify_ticket(f"{plain}::{base64.b64encode(bytes(raw)).decode()}", [pub], now=NOW)
 
 
 def test_truncated_tickets_rejected() -> None:
@@ -287,9 +281,7 @@ def test_bad_key_material() -> None:
     ec_pub = (
         ec.generate_private_key(ec.SECP256R1())
         .public_key()
-        .public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     for keys in ([b"garbage"], [ec_pub], pub, ["not bytes"]):
         with pytest.raises(TicketError):
@@ -310,13 +302,11 @@ def test_fuzz_random_input_only_raises_ticket_error() -> None:
     for i in range(600):
         kind = i % 4
         if kind == 0:
-            candidate = bytes(
-                rng.randrange(256) for _ in range(rng.randrange(0, 400))
-            ).decode("utf-8", errors="surrogateescape")
-        elif kind == 1:
-            candidate = "".join(
-                rng.choice(alphabet) for _ in range(rng.randrange(0, 80))
+            candidate = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 400))).decode(
+                "utf-8", errors="surrogateescape"
             )
+        elif kind == 1:
+            candidate = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 80)))
         elif kind == 2:
             chars = list(good)
             for _ in range(rng.randrange(1, 6)):
@@ -328,9 +318,7 @@ def test_fuzz_random_input_only_raises_ticket_error() -> None:
         if candidate == good:
             continue
         with pytest.raises(TicketError):
-            verify_ticket(
-                candidate, [pub], now=NOW, data=rng.choice([None, "x", "\udcff"])
-            )
+            verify_ticket(candidate, [pub], now=NOW, data=rng.choice([None, "x", "\udcff"]))
     for bad in (None, 42, b"PVE:root@pam", ["PVE"]):
         with pytest.raises(TicketError):
             verify_ticket(bad, [pub], now=NOW)  # type: ignore[arg-type]
@@ -339,12 +327,7 @@ def test_fuzz_random_input_only_raises_ticket_error() -> None:
 def test_parse_cookie_value() -> None:
     priv, pub = keypair("current")
     ticket = create_ticket("root@pam", priv, now=NOW)
-    quoted = (
-        ticket.replace("%", "%25")
-        .replace(":", "%3A")
-        .replace("+", "%2B")
-        .replace("/", "%2F")
-    )
+    quoted = ticket.replace("%", "%25").replace(":", "%3A").replace("+", "%2B").replace("/", "%2F")
     quoted = quoted.replace("=", "%3D").replace("@", "%40")
     assert parse_cookie_value(quoted) == ticket
     assert parse_cookie_value(ticket) == ticket
@@ -363,9 +346,7 @@ def test_parse_cookie_value() -> None:
 def test_csrf_secret_matches_digest_sha_semantics() -> None:
     www = b"-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n"
     secret = csrf_secret(www)
-    expected = base64.b64encode(hmac.new(b"", www, hashlib.sha256).digest()).rstrip(
-        b"="
-    )
+    expected = base64.b64encode(hmac.new(b"", www, hashlib.sha256).digest()).rstrip(b"=")
     assert secret == expected
     assert len(secret) == 43 and b"=" not in secret
     assert csrf_secret(www + b"x") != secret
@@ -395,9 +376,7 @@ def test_csrf_rejections() -> None:
     assert not verify_csrf_token(token, "root@pam", secret, now=NOW - 300)
     assert not verify_csrf_token(token + "=", "root@pam", secret, now=NOW)
     assert not verify_csrf_token(f"{NOW + 1:08X}:{sig}", "root@pam", secret, now=NOW)
-    assert not verify_csrf_token(
-        f"{hextime.lower()}:{sig}", "root@pam", secret, now=NOW
-    )
+    assert not verify_csrf_token(f"{hextime.lower()}:{sig}", "root@pam", secret, now=NOW)
     assert not verify_csrf_token(f"{hextime}:{sig[:27]}", "root@pam", secret, now=NOW)
     assert not verify_csrf_token(hextime, "root@pam", secret, now=NOW)
     assert not verify_csrf_token("", "root@pam", secret, now=NOW)
@@ -464,9 +443,7 @@ def test_parse_api_token_header_fuzz() -> None:
     rng = random.Random(99)
     base = "PVEAPIToken=root@pam!mon=1234"
     for _ in range(300):
-        candidate = "".join(
-            rng.choice(base + " =!@\t\udcff") for _ in range(rng.randrange(40))
-        )
+        candidate = "".join(rng.choice(base + " =!@\t\udcff") for _ in range(rng.randrange(40)))
         try:
             tokenid, secret = parse_api_token_header(candidate)
         except TicketError:

@@ -72,25 +72,17 @@ def test_rsa_key_rejects_weak_size() -> None:
 def test_authkey_pair_works_for_tickets() -> None:
     priv = generate_rsa_key()
     ticket = create_ticket("root@pam", priv, now=1_700_000_000)
-    assert (
-        verify_ticket(ticket, [public_key_pem(priv)], now=1_700_000_000) == "root@pam"
-    )
+    assert verify_ticket(ticket, [public_key_pem(priv)], now=1_700_000_000) == "root@pam"
 
 
 def test_ca_certificate_fields() -> None:
     cert_pem, key_pem = ca("a")
     cert = x509.load_pem_x509_certificate(cert_pem)
     subject = cert.subject
-    assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == (
-        "Proxmox Virtual Environment"
-    )
-    assert subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == (
-        "PVE Cluster Manager CA"
-    )
+    assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == ("Proxmox Virtual Environment")
+    assert subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == ("PVE Cluster Manager CA")
     ou = subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value
-    assert re.fullmatch(
-        r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}", str(ou)
-    )
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}", str(ou))
     assert cert.issuer == cert.subject
     bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
     assert bc.critical and bc.value.ca
@@ -128,12 +120,8 @@ def test_node_certificate_fields_and_sans() -> None:
     cert = x509.load_pem_x509_certificate(cert_pem)
     subject = cert.subject
     assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "pve1"
-    assert subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == (
-        "PVE Cluster Node"
-    )
-    assert subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[
-        0
-    ].value == ("PVE Cluster Node")
+    assert subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == ("PVE Cluster Node")
+    assert subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value == ("PVE Cluster Node")
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == [
         "pve1",
@@ -168,22 +156,16 @@ def test_node_certificate_serial_and_dedup() -> None:
     assert cert.serial_number == 0x1234
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["n2", "localhost"]
-    assert san.get_values_for_type(x509.IPAddress) == [
-        ipaddress.ip_address("127.0.0.1")
-    ]
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
 
 
 def test_node_certificate_never_outlives_ca() -> None:
     ca_cert, ca_key = ca("a")
     late = NOW + timedelta(days=3650 - 100)
-    cert = x509.load_pem_x509_certificate(
-        issue_node_certificate(ca_cert, ca_key, "pve1", [], now=late)[0]
-    )
+    cert = x509.load_pem_x509_certificate(issue_node_certificate(ca_cert, ca_key, "pve1", [], now=late)[0])
     assert cert.not_valid_after_utc == NOW + timedelta(days=3650)
     with pytest.raises(ValueError):
-        issue_node_certificate(
-            ca_cert, ca_key, "pve1", [], now=NOW + timedelta(days=3651)
-        )
+        issue_node_certificate(ca_cert, ca_key, "pve1", [], now=NOW + timedelta(days=3651))
 
 
 @pytest.mark.parametrize(
@@ -212,9 +194,7 @@ def test_certificate_fingerprint() -> None:
     cert_pem, _ = node("a")
     fp = certificate_fingerprint(cert_pem)
     assert re.fullmatch(r"(?:[0-9A-F]{2}:){31}[0-9A-F]{2}", fp)
-    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(
-        serialization.Encoding.DER
-    )
+    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
     digest = hashes.Hash(hashes.SHA256())
     digest.update(der)
     assert fp.replace(":", "") == digest.finalize().hex().upper()
@@ -225,15 +205,11 @@ def test_www_key() -> None:
     first = generate_www_key()
     second = generate_www_key()
     assert first != second
-    assert isinstance(
-        serialization.load_pem_private_key(first, password=None), rsa.RSAPrivateKey
-    )
+    assert isinstance(serialization.load_pem_private_key(first, password=None), rsa.RSAPrivateKey)
     assert csrf_secret(first) != csrf_secret(second)
 
 
-def _contexts(
-    tmp_path: Path, server_label: str, client_label: str
-) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+def _contexts(tmp_path: Path, server_label: str, client_label: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """Build a TLS 1.3 server context and a client context trusting a CA."""
     cert_pem, key_pem = node(server_label)
     (tmp_path / "pve-ssl.pem").write_bytes(cert_pem)
@@ -247,9 +223,7 @@ def _contexts(
     return server, client
 
 
-def _handshake(
-    server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, hostname: str
-) -> tuple[str | None, dict]:
+def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, hostname: str) -> tuple[str | None, dict]:
     """Run a real TLS handshake over a socketpair and echo one message."""
     server_sock, client_sock = socket.socketpair()
     server_sock.settimeout(10)
@@ -285,9 +259,7 @@ def test_tls_handshake_with_node_name(tmp_path: Path) -> None:
     assert ("commonName", "pve1") in [item for rdn in peer["subject"] for item in rdn]
 
 
-@pytest.mark.parametrize(
-    "hostname", ["localhost", "192.0.2.10", "2001:db8::10", "127.0.0.1"]
-)
+@pytest.mark.parametrize("hostname", ["localhost", "192.0.2.10", "2001:db8::10", "127.0.0.1"])
 def test_tls_handshake_with_san_addresses(tmp_path: Path, hostname: str) -> None:
     server, client = _contexts(tmp_path, "a", "a")
     assert _handshake(server, client, hostname)[0] == "TLSv1.3"

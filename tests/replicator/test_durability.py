@@ -73,7 +73,8 @@ def test_kill9_under_write_load_loses_no_acknowledged_write(replicator):
 
     vms = set(VM.objects.filter(vmid__gte=10_000, vmid__lt=40_000).values_list("vmid", flat=True))
     logged = {
-        int(msg.split()[1]) for msg in ClusterLogEntry.objects.filter(msg__startswith="kill9 ").values_list("msg", flat=True)
+        int(msg.split()[1])
+        for msg in ClusterLogEntry.objects.filter(msg__startswith="kill9 ").values_list("msg", flat=True)
     }
     assert set(acknowledged) <= vms
     assert vms == logged, "a change set was applied partially"
@@ -111,13 +112,16 @@ def test_tampered_history_is_refused_at_start(replicator, node_env):
     original = bytes(entry.payload)
     with connections["cluster"].cursor() as cursor:
         cursor.execute(
-            "UPDATE replicator_changelogentry SET payload = %s WHERE version = %s", [original.replace(b"40003", b"40004"), entry.version]
+            "UPDATE replicator_changelogentry SET payload = %s WHERE version = %s",
+            [original.replace(b"40003", b"40004"), entry.version],
         )
     try:
         with pytest.raises(RuntimeError, match="change log broken"):
             replicator.start(timeout=30)
     finally:
         with connections["cluster"].cursor() as cursor:
-            cursor.execute("UPDATE replicator_changelogentry SET payload = %s WHERE version = %s", [original, entry.version])
+            cursor.execute(
+                "UPDATE replicator_changelogentry SET payload = %s WHERE version = %s", [original, entry.version]
+            )
         replicator.start()
     assert client.status()["version"] == entry.version

@@ -1,0 +1,62 @@
+"""``/access`` endpoints: ticket login and renewal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from authz import services, tickets
+from authz.exceptions import AuthenticationFailed
+from authz.models import SUPERUSER
+from authz.permissions import has_privileges
+from portal.api import params
+from portal.api.errors import APIError
+from portal.api.views import PVEAPIView, ok
+
+PRIVILEGE_GROUPS: dict[str, tuple[str, ...]] = {
+    "vms": ("VM.Allocate", "VM.Audit", "VM.Config.Options", "VM.Console", "VM.Migrate", "VM.PowerMgmt"),
+    "storage": ("Datastore.Allocate", "Datastore.AllocateSpace", "Datastore.Audit"),
+    "access": ("User.Modify", "Group.Allocate", "Permissions.Modify"),
+    "nodes": ("Sys.Audit", "Sys.Console", "Sys.Modify", "Sys.PowerMgmt", "Sys.Syslog"),
+    "sdn": ("SDN.Allocate", "SDN.Audit", "SDN.Use"),
+    "dc": ("Sys.Audit", "Sys.Modify"),
+    "mapping": ("Mapping.Audit", "Mapping.Modify", "Mapping.Use"),
+}
+
+
+def capabilities(user: Any) -> dict[str, dict[str, int]]:
+    """The GUI's ``cap`` object: which privileges the user holds anywhere, by area."""
+    return {
+        area: {priv: 1 for priv in privs if has_privileges(user, "/", [priv])}
+        for area, privs in PRIVILEGE_GROUPS.items()
+    }
+
+
+class TicketView(PVEAPIView):
+    """``POST /access/ticket``: password login, or renewal with a valid ticket as password."""
+
+    public = True
+
+    def get(self, request: Request, **kwargs: Any) -> Response:
+        return ok(None)
+
+    def post(self, request: Request, **kwargs: Any) -> Response:
+        values = params.collect(request, kwargs)
+        username = params.string(values.get("username"), "username", max_length=64)
+        password = params.string(values.get("password"), "password", max_length=4096)
+        realm = values.get("realm")
+        try:
+            if password.startswith("PVE:"):
+                user = services.user_from_ticket(password)
+                if user.userid != username and user.userid != SUPERUSER:
+                    raise AuthenticationFailed()
+                if user.userid != username:
+                    user = services.active_user(username)
+            else:
+                user = services.authenticate_password(username, password, str(realm) if realm else None)
+            ticket, csrf = services.issue_ticket(user)
+        except (AuthenticationFailed, tickets.TicketError):
+            raise APIError(401, "authentication failure") from None
+        return ok({"username": user.userid, "ticket": ticket, "CSRFPreventionToken": csrf, "cap": capabilities(user)})

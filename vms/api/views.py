@@ -1,0 +1,191 @@
+"""``/nodes/{node}/qemu`` config endpoints and ``/cluster/nextid``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from authz.permissions import check, has_privileges
+from cluster.api.views import local_node_or_error
+from cluster.task_index import run_inline
+from portal.api import params
+from portal.api.errors import ParameterError
+from portal.api.views import PVEAPIView, ok
+from replicator.exceptions import ConflictError
+from vms import services
+from vms.config import ConfigError, validate_vmid
+from vms.models import VM
+
+# Parameters of the create/update calls that are not config keys.
+CREATE_CONTROL = ("vmid", "node", "start", "storage", "pool", "force", "unique", "archive", "bwlimit", "live-restore")
+UPDATE_CONTROL = ("vmid", "node", "delete", "digest", "skiplock", "revert", "background_delay")
+
+
+def _vmid(value: object) -> int:
+    try:
+        return validate_vmid(value)
+    except ConfigError as exc:
+        raise ParameterError(exc.errors) from None
+
+
+def _mebibytes(value: object, default: int) -> int:
+    text = str(value or default).removeprefix("current=").split(",")[0]
+    return int(text) if text.isdigit() else default
+
+
+def vm_summary(vm: VM) -> dict[str, Any]:
+    """The list/status fields clients read, with typed numbers (Terraform decodes into Go structs)."""
+    config = vm.config
+    cores = _mebibytes(config.get("cores"), 1) * _mebibytes(config.get("sockets"), 1)
+    entry: dict[str, Any] = {
+        "vmid": vm.vmid,
+        "name": config.get("name", f"VM{vm.vmid}"),
+        "status": "stopped",
+        "cpus": cores,
+        "cpu": 0,
+        "maxmem": _mebibytes(config.get("memory"), 512) * 1024 * 1024,
+        "mem": 0,
+        "maxdisk": 0,
+        "disk": 0,
+        "uptime": 0,
+        "netin": 0,
+        "netout": 0,
+        "diskread": 0,
+        "diskwrite": 0,
+    }
+    if vm.lock:
+        entry["lock"] = vm.lock
+    if config.get("tags"):
+        entry["tags"] = config["tags"]
+    if config.get("template") == "1":
+        entry["template"] = 1
+    return entry
+
+
+def _authorized_vm(request: Request, node: str, vmid: object, privileges: list[str]) -> VM:
+    """Check privileges on ``/vms/<vmid>`` before looking the VM up, so a denial reveals nothing."""
+    checked = _vmid(vmid)
+    check(request.user, f"/vms/{checked}", privileges)
+    local_node_or_error(node)
+    return services.get_vm(checked, node)
+
+
+class NextIdView(PVEAPIView):
+    def get(self, request: Request, **kwargs: Any) -> Response:
+        values = params.collect(request, kwargs)
+        if values.get("vmid") not in (None, ""):
+            vmid = _vmid(values["vmid"])
+            if VM.objects.filter(vmid=vmid).exists():
+                raise ParameterError({"vmid": f"VM {vmid} already exists"})
+            return ok(str(vmid))
+        return ok(str(services.next_free_vmid()))
+
+
+class QemuListView(PVEAPIView):
+    def get(self, request: Request, node: str, **kwargs: Any) -> Response:
+        local_node_or_error(node)
+        vms = [
+            vm
+            for vm in VM.objects.filter(node_id=node)
+            if has_privileges(request.user, f"/vms/{vm.vmid}", ["VM.Audit"])
+        ]
+        return ok([vm_summary(vm) for vm in vms])
+
+    def post(self, request: Request, node: str, **kwargs: Any) -> Response:
+        local_node_or_error(node)
+        values = params.collect(request, {"node": node})
+        if "vmid" not in values:
+            raise ParameterError({"vmid": "property is missing and it is not optional"})
+        vmid = _vmid(values["vmid"])
+        check(request.user, f"/vms/{vmid}", ["VM.Allocate"])
+        if values.get("archive"):
+            raise ParameterError({"archive": "restore is not supported yet"})
+        options = {k: v for k, v in values.items() if k not in CREATE_CONTROL}
+        try:
+            from vms.config import validate_options
+
+            validate_options(options, creating=True)
+        except ConfigError as exc:
+            raise ParameterError(exc.errors) from None
+        if VM.objects.filter(vmid=vmid).exists():
+            raise ParameterError({"vmid": f"VM {vmid} already exists"})
+        user = str(request.user.pk)
+
+        def create(task: Any) -> None:
+            try:
+                services.create_vm(vmid, options, node=node, actor=user)
+            except ConflictError as exc:
+                raise RuntimeError(f"unable to create VM {vmid} - {exc}") from None
+            task.log(f"VM {vmid} created")
+
+        return ok(run_inline("qmcreate", str(vmid), user, create))
+
+
+class QemuVMView(PVEAPIView):
+    def get(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
+        _authorized_vm(request, node, vmid, ["VM.Audit"])
+        return ok([{"subdir": name} for name in ("config", "pending", "status")])
+
+    def delete(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
+        vm = _authorized_vm(request, node, vmid, ["VM.Allocate"])
+        values = params.collect(request, {"node": node, "vmid": vmid})
+        skiplock = params.boolean(values.get("skiplock", 0), "skiplock")
+        for flag in ("purge", "destroy-unreferenced-disks"):
+            params.boolean(values.get(flag, 0), flag)
+        user = str(request.user.pk)
+
+        def destroy(task: Any) -> None:
+            services.destroy_vm(vm, actor=user, skiplock=bool(skiplock))
+            task.log(f"VM {vm.vmid} destroyed")
+
+        return ok(run_inline("qmdestroy", str(vm.vmid), user, destroy))
+
+
+class QemuConfigView(PVEAPIView):
+    def get(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
+        vm = _authorized_vm(request, node, vmid, ["VM.Audit"])
+        config: dict[str, Any] = dict(vm.config)
+        if vm.lock:
+            config["lock"] = vm.lock
+        for key in ("cores", "sockets", "vcpus"):
+            if key in config and str(config[key]).isdigit():
+                config[key] = int(config[key])
+        config["digest"] = vm.digest
+        return ok(config)
+
+    def _update(self, request: Request, node: str, vmid: str) -> VM:
+        vm = _authorized_vm(request, node, vmid, ["VM.Config.Options"])
+        values = params.collect(request, {"node": node, "vmid": vmid})
+        if values.get("revert"):
+            raise ParameterError({"revert": "pending changes are not supported yet"})
+        skiplock = params.boolean(values.get("skiplock", 0), "skiplock")
+        digest = values.get("digest")
+        options = {k: v for k, v in values.items() if k not in UPDATE_CONTROL}
+        if not options and not values.get("delete"):
+            raise ParameterError({"": "no options specified"})
+        try:
+            return services.update_vm_config(
+                vm,
+                set_=options,
+                delete=values.get("delete"),
+                digest=str(digest) if digest else None,
+                skiplock=bool(skiplock),
+            )
+        except ConfigError as exc:
+            raise ParameterError(exc.errors) from None
+
+    def put(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
+        self._update(request, node, vmid)
+        return ok(None)
+
+    def post(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
+        vm = self._update(request, node, vmid)
+        return ok(run_inline("qmconfig", str(vm.vmid), str(request.user.pk), lambda task: task.log("update VM config")))
+
+
+class QemuStatusCurrentView(PVEAPIView):
+    def get(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
+        vm = _authorized_vm(request, node, vmid, ["VM.Audit"])
+        return ok({**vm_summary(vm), "qmpstatus": "stopped", "ha": {"managed": 0}})
