@@ -116,7 +116,8 @@ if REDIS_URL is None:
     CELERY_BROKER_URL = f"redis+socket://{PVE_REDIS_SOCKET}"
 else:
     _redis_url = REDIS_URL
-    CELERY_BROKER_URL = REDIS_URL
+    # Kombu spells a unix socket redis+socket://, redis-py (the Channels layer) unix://.
+    CELERY_BROKER_URL = "redis+socket://" + REDIS_URL[len("unix://") :] if REDIS_URL.startswith("unix://") else REDIS_URL
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
