@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from django import forms
 from django.contrib import admin
@@ -29,7 +30,10 @@ class LoginForm(forms.Form):
 
 def set_ticket_cookie(response: HttpResponse, ticket: str) -> None:
     """The cookie Proxmox's GUI sets: secure, SameSite=Lax, path /."""
-    response.set_cookie(COOKIE, ticket, max_age=TICKET_LIFETIME, secure=True, httponly=True, samesite="Lax")
+    # URI-escaped as Proxmox does, so no cookie quoting is needed (':' '=' '+' '/' are in tickets).
+    response.set_cookie(
+        COOKIE, quote(ticket, safe=""), max_age=TICKET_LIFETIME, secure=True, httponly=True, samesite="Lax"
+    )
 
 
 class PVEAdminSite(admin.AdminSite):

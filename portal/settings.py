@@ -117,7 +117,9 @@ if REDIS_URL is None:
 else:
     _redis_url = REDIS_URL
     # Kombu spells a unix socket redis+socket://, redis-py (the Channels layer) unix://.
-    CELERY_BROKER_URL = "redis+socket://" + REDIS_URL[len("unix://") :] if REDIS_URL.startswith("unix://") else REDIS_URL
+    CELERY_BROKER_URL = (
+        "redis+socket://" + REDIS_URL[len("unix://") :] if REDIS_URL.startswith("unix://") else REDIS_URL
+    )
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

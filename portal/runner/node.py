@@ -61,8 +61,23 @@ def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -
         specs.append(
             ChildSpec(
                 "redis",
-                ["redis-server", "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700", "--save", "",
-                 "--appendonly", "no", "--dir", str(data), "--daemonize", "no"],
+                [
+                    "redis-server",
+                    "--port",
+                    "0",
+                    "--unixsocket",
+                    str(sock),
+                    "--unixsocketperm",
+                    "700",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(data),
+                    "--daemonize",
+                    "no",
+                ],
                 env,
                 ready=lambda: _redis_pings(sock),
             )
@@ -81,15 +96,36 @@ def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -
     if web:
         host = "127.0.0.1" if settings.PVE_BIND_ADDRESS in ("0.0.0.0", "::", "") else settings.PVE_BIND_ADDRESS
         specs.append(
-            ChildSpec("web", [python, "-m", "portal.runner.web"], env, ready=lambda: _tcp_accepts(host, settings.PVE_HTTPS_PORT))
+            ChildSpec(
+                "web",
+                [python, "-m", "portal.runner.web"],
+                env,
+                ready=lambda: _tcp_accepts(host, settings.PVE_HTTPS_PORT),
+            )
         )
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
     if worker:
         specs.append(
             ChildSpec(
                 "worker",
-                [python, "-m", "celery", "-A", "portal.celery", "worker", "-Q", queue, "-c", "2", "--pool", "prefork",
-                 "-n", f"{settings.PVE_NODE_NAME}@%h", "--loglevel", settings.PVE_LOG_LEVEL],
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "portal.celery",
+                    "worker",
+                    "-Q",
+                    queue,
+                    "-c",
+                    "2",
+                    "--pool",
+                    "prefork",
+                    "-n",
+                    f"{settings.PVE_NODE_NAME}@%h",
+                    "--loglevel",
+                    settings.PVE_LOG_LEVEL,
+                ],
                 env,
             )
         )
@@ -97,8 +133,18 @@ def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -
         specs.append(
             ChildSpec(
                 "beat",
-                [python, "-m", "celery", "-A", "portal.celery", "beat", "-s", str(data / "celerybeat-schedule"),
-                 "--loglevel", settings.PVE_LOG_LEVEL],
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "portal.celery",
+                    "beat",
+                    "-s",
+                    str(data / "celerybeat-schedule"),
+                    "--loglevel",
+                    settings.PVE_LOG_LEVEL,
+                ],
                 env,
             )
         )

@@ -87,7 +87,9 @@ class GiveUp(Exception):
 class Supervisor:
     """Starts children in order, waiting for each to be ready; stops them in reverse order."""
 
-    def __init__(self, specs: list[ChildSpec], log_dir: Path, *, max_restarts: int = MAX_RESTARTS, window: float = RESTART_WINDOW) -> None:
+    def __init__(
+        self, specs: list[ChildSpec], log_dir: Path, *, max_restarts: int = MAX_RESTARTS, window: float = RESTART_WINDOW
+    ) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.children = [Child(spec, log_dir) for spec in specs]
         self.max_restarts = max_restarts
@@ -130,7 +132,12 @@ class Supervisor:
             if len(child.restarts) >= self.max_restarts:
                 raise GiveUp(self._failure(child, f"died {len(child.restarts) + 1} times within {self.window:.0f} s"))
             delay = min(2 ** len(child.restarts) * 0.5, 10.0)
-            log.warning("%s exited with %s; restarting in %.1f s", child.spec.name, child.process.poll() if child.process else None, delay)
+            log.warning(
+                "%s exited with %s; restarting in %.1f s",
+                child.spec.name,
+                child.process.poll() if child.process else None,
+                delay,
+            )
             child.restarts.append(now)
             if self.stopping.wait(delay):
                 return
@@ -145,6 +152,7 @@ class Supervisor:
 
     def run(self, poll: float = 0.5) -> int:
         """Run until a signal (exit 0) or a child gives up (exit 1)."""
+
         def _signal(signum: int, _frame: object) -> None:
             log.info("received signal %d, stopping the node", signum)
             self.stopping.set()

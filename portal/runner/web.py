@@ -58,7 +58,9 @@ def main() -> None:
         if time.monotonic() > deadline:
             sys.exit(f"node certificate not found at {certfile} (is the replicator running?)")
         time.sleep(0.2)
-    config = build_config(settings.PVE_BIND_ADDRESS, settings.PVE_HTTPS_PORT, certfile, keyfile, settings.PVE_LOG_LEVEL.lower())
+    config = build_config(
+        settings.PVE_BIND_ADDRESS, settings.PVE_HTTPS_PORT, certfile, keyfile, settings.PVE_LOG_LEVEL.lower()
+    )
     uvicorn.Server(config).run()
 
 

@@ -23,7 +23,9 @@ class Command(BaseCommand):
         from portal.runner.node import run_node
 
         logging.basicConfig(level=settings.PVE_LOG_LEVEL, format="%(asctime)s runnode %(levelname)s: %(message)s")
-        self.stderr.write(f"node {settings.PVE_NODE_NAME}: https://127.0.0.1:{settings.PVE_HTTPS_PORT}/ (data in {settings.PVE_DATA_DIR})")
+        self.stderr.write(
+            f"node {settings.PVE_NODE_NAME}: https://127.0.0.1:{settings.PVE_HTTPS_PORT}/ (data in {settings.PVE_DATA_DIR})"
+        )
         code = run_node(
             web=not options["no_web"],
             worker=not options["no_worker"],
