@@ -1,0 +1,88 @@
+"""``manage.py qm`` against the session's real replicator: every verb, and bad input changing nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from replicator import client
+from tests.harness import manage
+from vms.models import VM
+
+pytestmark = [pytest.mark.usefixtures("replicator")]
+
+
+def qm(node_env, *args: str):
+    return manage(node_env, "qm", *args, check=False)
+
+
+def test_qm_create_set_config_list_destroy(node_env, etc_dir):
+    created = qm(
+        node_env,
+        "create",
+        "900",
+        "--name",
+        "cli-vm",
+        "--memory",
+        "1024",
+        "--net0",
+        "virtio,bridge=vmbr0",
+        "--description",
+        "line one\nline two",
+    )
+    assert created.returncode == 0, created.stderr
+    assert "VM 900 created" in created.stdout
+    assert qm(node_env, "set", "900", "--cores", "4", "--delete", "net0").returncode == 0
+    shown = qm(node_env, "config", "900")
+    assert shown.returncode == 0
+    assert "cores: 4\n" in shown.stdout and "memory: 1024\n" in shown.stdout and "net0" not in shown.stdout
+    assert shown.stdout.startswith("#line one\n#line two\n")
+    listed = qm(node_env, "list")
+    assert "cli-vm" in listed.stdout and "1024" in listed.stdout
+    vm = VM.objects.get(vmid=900)
+    client.wait_mirror(vm.version)
+    assert (etc_dir / "nodes/testnode/qemu-server/900.conf").read_text() == shown.stdout
+    destroyed = qm(node_env, "destroy", "900")
+    assert destroyed.returncode == 0 and not VM.objects.filter(vmid=900).exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--memory", "lots"], "memory: type check ('integer') failed - got 'lots'"),
+        (["--cores", "0"], "cores: value must be between 1 and 1024"),
+        (["--onboot", "True"], "onboot: type check ('boolean') failed - got 'True'"),
+        (["--bogus", "1"], "bogus: property is not defined in schema"),
+        (["--name", "evil\nlock: backup"], "name: value contains control"),
+        (["--net0", "virtio,tag=9999"], "tag must be between 1 and 4094"),
+        (["--scsi0", "local:../../etc/passwd"], "may not contain '..'"),
+        (["--cores", "2", "--delete", "cores"], "cores: conflicting (set and delete)"),
+    ],
+)
+def test_qm_set_bad_values_change_nothing(node_env, args, message):
+    if not VM.objects.filter(vmid=901).exists():
+        assert qm(node_env, "create", "901", "--name", "keep", "--memory", "512", "--cores", "1").returncode == 0
+    before = VM.objects.get(vmid=901)
+    version = client.status()["version"]
+    result = qm(node_env, "set", "901", *args)
+    assert result.returncode != 0
+    assert "Parameter verification failed" in result.stderr and message in result.stderr
+    after = VM.objects.get(vmid=901)
+    assert (after.version, after.config) == (before.version, before.config)
+    assert client.status()["version"] == version
+
+
+@pytest.mark.parametrize("vmid", ["99", "0100", "1000000000", "abc", "-5"])
+def test_qm_bad_vmid(node_env, vmid):
+    result = qm(node_env, "create", vmid, "--name", "x")
+    assert result.returncode != 0 and "vmid" in result.stderr
+    assert not VM.objects.filter(vmid=100).filter(config__name="x").exists()
+
+
+def test_qm_errors_are_clear(node_env):
+    assert qm(node_env, "create", "902").returncode == 0
+    duplicate = qm(node_env, "create", "902")
+    assert duplicate.returncode != 0 and "VM 902 already exists" in duplicate.stderr
+    missing = qm(node_env, "config", "99999")
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
+    stale = qm(node_env, "set", "902", "--memory", "600", "--digest", "0" * 40)
+    assert stale.returncode != 0 and "modified" in stale.stderr
