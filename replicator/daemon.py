@@ -32,7 +32,15 @@ log = logging.getLogger(__name__)
 
 
 class MirrorThread(threading.Thread):
-    """Renders the tree after applies, coalescing bursts; tracks the rendered version."""
+    """Renders the tree after applies, coalescing bursts; tracks the rendered version.
+
+    Rendering waits for a quiet moment (no apply for ``interval`` seconds, at most ``max_delay``
+    after the first pending change), so a stream of writes is rendered in a few batches and the
+    file system work does not compete with the commits that acknowledge writes.
+    """
+
+    interval = 0.02
+    max_delay = 1.0
 
     def __init__(self, mirror: Mirror) -> None:
         super().__init__(name="mirror", daemon=True)
@@ -50,13 +58,17 @@ class MirrorThread(threading.Thread):
             if item is None:
                 return
             version, changed = item
-            while True:
+            # Yield to a stream of writes: render once the applier has been quiet for
+            # ``interval``, or after ``max_delay`` at the latest.
+            deadline = time.monotonic() + self.max_delay
+            stop = False
+            while (remaining := deadline - time.monotonic()) > 0:
                 try:
-                    more = self.queue.get_nowait()
+                    more = self.queue.get(timeout=min(self.interval, remaining))
                 except queue.Empty:
                     break
                 if more is None:
-                    self.queue.put(None)
+                    stop = True
                     break
                 version, changed = more[0], changed | more[1]
             try:
@@ -67,6 +79,8 @@ class MirrorThread(threading.Thread):
             with self.cond:
                 self.version = version
                 self.cond.notify_all()
+            if stop:
+                return
 
     def wait(self, version: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -1,7 +1,10 @@
 """The config tree mirror: cluster state rendered into Proxmox's file formats under PVE_ETC_DIR.
 
 Apps register renderers in ``AppConfig.ready()``; the replicator calls them after applies.
-Files are replaced atomically (write, fsync, rename) and only when their content changed.
+Files are replaced atomically (write to a temporary file, rename) and only when their content
+changed. They are not fsynced: the database is the durable copy and the whole tree is rendered
+again at every start, so a file lost in a power cut is rewritten before anything reads it, and
+the fsyncs would compete with the commits that acknowledge writes.
 Paths under ``priv/`` or ``nodes/<node>/priv/`` are private: files 0600, directories 0700.
 """
 
@@ -115,15 +118,9 @@ class Mirror:
         try:
             os.fchmod(fd, mode)
             os.write(fd, data)
-            os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
         return True
 
     def remove(self, relpath: str) -> None:
