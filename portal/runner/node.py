@@ -54,7 +54,7 @@ def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -
     python = sys.executable
     manage = str(REPO / "manage.py")
     data = Path(settings.PVE_DATA_DIR)
-    env = dict(os.environ)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # logs reach the files even if a child is killed
     specs: list[ChildSpec] = []
     if settings.REDIS_URL is None:
         sock = Path(settings.PVE_REDIS_SOCKET)

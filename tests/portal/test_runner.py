@@ -184,6 +184,11 @@ def test_runnode_serves_admin_login_over_https_and_stops_cleanly(tmp_path):
         assert session.get(f"{base}/static/admin/css/base.css").status_code == 200
         api = session.get(f"{base}/api2/json/version")
         assert api.status_code == 200 and api.json()["data"]["release"]
+        worker_log = tmp_path / "node" / "log" / "worker.log"
+        deadline = time.monotonic() + 90
+        while "ready." not in worker_log.read_text(errors="replace") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "ready." in worker_log.read_text(errors="replace")  # the Celery worker reached the private redis
         children = [
             int(pid)
             for pid in subprocess.run(["pgrep", "-P", str(runner.pid)], capture_output=True, text=True).stdout.split()
@@ -197,5 +202,5 @@ def test_runnode_serves_admin_login_over_https_and_stops_cleanly(tmp_path):
             output.close()
     assert code == 0, (tmp_path / "runnode.out").read_text()[-3000:]
     assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
-    for name in ("replicator", "web", "worker", "beat", "redis"):
+    for name in ("replicator", "web", "worker", "redis"):
         assert (tmp_path / "node" / "log" / f"{name}.log").stat().st_size > 0
