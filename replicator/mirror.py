@@ -173,26 +173,30 @@ class Mirror:
             self.remove(stale)
         tree.owned = set(files)
 
+    def _render_object(self, renderer: ObjectRenderer, pk: Any, instance: Any) -> None:
+        files = renderer.render(instance) if instance is not None else {}
+        key = (renderer.model, pk)
+        for relpath, file in files.items():
+            self.write(relpath, file)
+        for stale in self.index.get(key, set()) - set(files):
+            self.remove(stale)
+        if files:
+            self.index[key] = set(files)
+        else:
+            self.index.pop(key, None)
+
     def render_changes(self, changed: Iterable[tuple[str, Any]]) -> None:
         """Re-render what the changed rows affect."""
         changed = set(changed)
         labels = {label for label, _ in changed}
         for renderer in _object_renderers:
             model: type[models.Model] = apps.get_model(renderer.model)
-            for label, pk in changed:
-                if label != renderer.model:
-                    continue
-                instance = model._base_manager.using("cluster").filter(pk=pk).first()
-                files = renderer.render(instance) if instance is not None else {}
-                old = self.index.get((label, pk), set())
-                for relpath, file in files.items():
-                    self.write(relpath, file)
-                for stale in old - set(files):
-                    self.remove(stale)
-                if files:
-                    self.index[(label, pk)] = set(files)
-                else:
-                    self.index.pop((label, pk), None)
+            pks = [pk for label, pk in changed if label == renderer.model]
+            for start in range(0, len(pks), 500):
+                chunk = pks[start : start + 500]
+                found = {obj.pk: obj for obj in model._base_manager.using("cluster").filter(pk__in=chunk).order_by()}
+                for pk in chunk:
+                    self._render_object(renderer, pk, found.get(pk))
         for tree in _tree_renderers:
             if tree.depends_on & labels:
                 self._render_tree(tree)
