@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
@@ -28,29 +27,10 @@ class AuditedModelAdmin(admin.ModelAdmin):
     rather than a silent overwrite; replication errors (conflict, no quorum) become messages.
     """
 
-    def get_form(self, request: HttpRequest, obj: Model | None = None, change: bool = False, **kwargs: Any) -> type:
-        form = super().get_form(request, obj, change=change, **kwargs)
-        if obj is None:
-            return form
-        loaded = int(getattr(obj, "version", 0))
-        return type(
-            form.__name__,
-            (form,),
-            {VERSION_FIELD: forms.IntegerField(widget=forms.HiddenInput, initial=loaded, required=False)},
-        )
-
-    def get_fieldsets(self, request: HttpRequest, obj: Model | None = None) -> Any:
-        fieldsets = super().get_fieldsets(request, obj)
-        if obj is None:
-            return fieldsets
-        *head, (name, options) = fieldsets
-        fields = [*options.get("fields", ()), VERSION_FIELD]
-        return [*head, (name, {**options, "fields": fields})]
-
     def save_model(self, request: HttpRequest, obj: Model, form: Any, change: bool) -> None:
-        loaded = form.cleaned_data.get(VERSION_FIELD) if change else None
-        if loaded is not None:
-            obj.version = loaded  # type: ignore[attr-defined]
+        loaded = request.POST.get(VERSION_FIELD, "") if change else ""
+        if loaded.isdigit():
+            obj.version = int(loaded)  # type: ignore[attr-defined]  # the version the operator saw
         obj.save()
 
     def changeform_view(
