@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from authz.models import KeyMaterial, Pool, Realm, User
-from portal.admin import AuditedModelAdmin
+from portal.admin import AuditedModelAdmin, ReadOnlyAdmin
 from replicator.mirror import is_private
 
 
@@ -54,7 +54,7 @@ class PoolAdmin(AuditedModelAdmin):
 
 
 @admin.register(KeyMaterial)
-class KeyMaterialAdmin(AuditedModelAdmin):
+class KeyMaterialAdmin(ReadOnlyAdmin):
     """Certificates and public keys can be read; private keys are never shown."""
 
     list_display = ("path", "private")
@@ -67,12 +67,3 @@ class KeyMaterialAdmin(AuditedModelAdmin):
 
     def public_content(self, obj: KeyMaterial) -> str:
         return "(private)" if self.private(obj) else obj.content
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

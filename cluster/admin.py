@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from cluster.models import ClusterLogEntry, ClusterSettings, Node
-from portal.admin import AuditedModelAdmin
+from portal.admin import AuditedModelAdmin, ReadOnlyAdmin
 
 
 @admin.register(ClusterSettings)
@@ -32,16 +32,7 @@ class NodeAdmin(AuditedModelAdmin):
 
 
 @admin.register(ClusterLogEntry)
-class ClusterLogAdmin(admin.ModelAdmin):
+class ClusterLogAdmin(ReadOnlyAdmin):
     list_display = ("time", "node", "user", "tag", "msg")
     list_filter = ("node",)
     search_fields = ("msg", "user")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -71,3 +71,16 @@ class AuditedModelAdmin(admin.ModelAdmin):
 
     def history_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
         raise PermissionDenied("object history is in the cluster log")
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Viewable, never written from the admin (the cluster log, key material)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
