@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import sys
@@ -12,8 +11,6 @@ from django.db.models import Model
 
 from authz.models import SUPERUSER, Realm, User
 from replicator import bootstrap
-
-log = logging.getLogger(__name__)
 
 BUILTIN_REALMS = {
     "pam": ("pam", "Linux PAM standard authentication"),
@@ -47,5 +44,4 @@ def _announce_generated_password(password: str) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.write(password + "\n")
     message = f"generated password for root@pam: {password} (also in {path}; change it after the first login)"
-    log.warning(message)
-    print(message, file=sys.stderr, flush=True)
+    print(message, file=sys.stderr, flush=True)  # whatever the log level: shown exactly once
