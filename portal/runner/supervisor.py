@@ -1,6 +1,9 @@
 """Supervise a node's processes: start in order, tee their output, restart with backoff, stop cleanly.
 
-Pure process management (no Django), so it is testable with any child commands.
+The :class:`Supervisor` is pure process management (no Django): it takes a list of
+:class:`ChildSpec` and is tested with tiny children. :func:`run_node` is the entry point of
+``manage.py runnode``; it builds the node's children (:mod:`portal.runner.node`, which needs Django)
+and supervises them.
 """
 
 from __future__ import annotations
@@ -19,20 +22,27 @@ from pathlib import Path
 
 log = logging.getLogger("runnode")
 
-MAX_RESTARTS = 5
+MAX_RESTARTS = 5  # restarts of one child within RESTART_WINDOW before the runner gives up
 RESTART_WINDOW = 60.0
-STOP_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0  # SIGTERM, then SIGKILL after this many seconds
+TAIL_LINES = 20
 
 
 @dataclass
 class ChildSpec:
-    """How to run one child; ``ready`` is polled after start until true (or the timeout)."""
+    """How to run one child.
+
+    ``ready`` is polled after every start until it returns true; ``waiting_for`` says what it
+    checks, for the timeout message. Children start in list order and stop in reverse order.
+    """
 
     name: str
     argv: list[str]
     env: dict[str, str] | None = None
+    cwd: Path | None = None
     ready: Callable[[], bool] | None = None
     ready_timeout: float = 60.0
+    waiting_for: str = "it to become ready"
 
 
 @dataclass
@@ -41,43 +51,77 @@ class Child:
     log_dir: Path
     process: subprocess.Popen | None = None
     restarts: deque[float] = field(default_factory=deque)
-    tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+    tee: threading.Thread | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"{self.spec.name}.log"
 
     def start(self) -> None:
+        # argv list, never a shell; a session of its own so a terminal's Ctrl-C reaches only the
+        # runner, which then stops the children in order.
         self.process = subprocess.Popen(
             self.spec.argv,
             env=self.spec.env,
+            cwd=self.spec.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        threading.Thread(target=self._tee, args=(self.process,), name=f"tee-{self.spec.name}", daemon=True).start()
+        self.tee = threading.Thread(
+            target=self._tee, args=(self.process,), name=f"tee-{self.spec.name}", daemon=True
+        )
+        self.tee.start()
 
     def _tee(self, process: subprocess.Popen) -> None:
-        """Copy the child's output to our stderr (prefixed) and to its own log file."""
+        """Copy the child's output to its own log file and to our stderr, prefixed with its name."""
         assert process.stdout is not None
-        with open(self.log_dir / f"{self.spec.name}.log", "ab") as logfile:
+        with open(self.log_path, "ab") as logfile:
             for line in process.stdout:
-                logfile.write(line)
-                logfile.flush()
-                text = line.decode(errors="replace").rstrip("\n")
+                text = line.decode(errors="replace").rstrip("\r\n")
                 self.tail.append(text)
-                sys.stderr.write(f"[{self.spec.name}] {text}\n")
+                try:
+                    logfile.write(line)
+                    logfile.flush()
+                except OSError:
+                    pass  # a full disk must not block the child on a full pipe
+                try:
+                    sys.stderr.write(f"[{self.spec.name}] {text}\n")
+                    sys.stderr.flush()
+                except (OSError, ValueError):
+                    pass  # our stderr went away; keep draining the pipe
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def exit_code(self) -> int | None:
+        return self.process.poll() if self.process is not None else None
+
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        if self.process is None or self.process.poll() is not None:
+        """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL the child's whole process group."""
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within %.0f s; killing it", self.spec.name, timeout)
+                self._kill_group()
+                self.process.wait()
+        # Leftovers of the child's session (a Celery pool process, say) must not outlive it.
+        self._kill_group()
+        if self.tee is not None:
+            self.tee.join(timeout=2)
+
+    def _kill_group(self) -> None:
+        assert self.process is not None
         try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop within %.0f s; killing it", self.spec.name, timeout)
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 class GiveUp(Exception):
@@ -88,31 +132,48 @@ class Supervisor:
     """Starts children in order, waiting for each to be ready; stops them in reverse order."""
 
     def __init__(
-        self, specs: list[ChildSpec], log_dir: Path, *, max_restarts: int = MAX_RESTARTS, window: float = RESTART_WINDOW
+        self,
+        specs: list[ChildSpec],
+        log_dir: Path,
+        *,
+        max_restarts: int = MAX_RESTARTS,
+        window: float = RESTART_WINDOW,
+        stop_timeout: float = STOP_TIMEOUT,
+        backoff: Callable[[int], float] | None = None,
     ) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.children = [Child(spec, log_dir) for spec in specs]
         self.max_restarts = max_restarts
         self.window = window
+        self.stop_timeout = stop_timeout
+        self.backoff = backoff or default_backoff
         self.stopping = threading.Event()
 
     def _start_child(self, child: Child) -> None:
+        """Start one child and wait until it is ready; returns early when the node is stopping."""
         child.start()
         if child.spec.ready is None:
             return
         deadline = time.monotonic() + child.spec.ready_timeout
-        while not child.spec.ready():
+        while not self.stopping.is_set() and not child.spec.ready():
             if not child.alive():
                 raise GiveUp(self._failure(child, "exited before it was ready"))
-            if time.monotonic() > deadline or self.stopping.is_set():
-                raise GiveUp(self._failure(child, f"not ready after {child.spec.ready_timeout:.0f} s"))
-            time.sleep(0.1)
+            if time.monotonic() > deadline:
+                raise GiveUp(
+                    self._failure(
+                        child, f"was not ready after {child.spec.ready_timeout:.0f} s (waited for {child.spec.waiting_for})"
+                    )
+                )
+            self.stopping.wait(0.1)
 
     def _failure(self, child: Child, what: str) -> str:
-        time.sleep(0.2)  # let the tee thread catch the last lines
-        code = child.process.poll() if child.process else None
+        if child.tee is not None:
+            child.tee.join(timeout=1 if not child.alive() else 0.2)  # let the last lines arrive
         tail = "\n".join(f"    {line}" for line in child.tail) or "    (no output)"
-        return f"{child.spec.name} {what} (exit code {code}); last output:\n{tail}"
+        return (
+            f"{child.spec.name} {what} (exit code {child.exit_code()}); "
+            f"last lines of {child.log_path}:\n{tail}"
+        )
 
     def start(self) -> None:
         for child in self.children:
@@ -123,21 +184,22 @@ class Supervisor:
 
     def watch_once(self) -> None:
         """Restart dead children with backoff; GiveUp after too many restarts in the window."""
-        now = time.monotonic()
         for child in self.children:
             if self.stopping.is_set() or child.alive():
                 continue
+            now = time.monotonic()
             while child.restarts and now - child.restarts[0] > self.window:
                 child.restarts.popleft()
             if len(child.restarts) >= self.max_restarts:
-                raise GiveUp(self._failure(child, f"died {len(child.restarts) + 1} times within {self.window:.0f} s"))
-            delay = min(2 ** len(child.restarts) * 0.5, 10.0)
-            log.warning(
-                "%s exited with %s; restarting in %.1f s",
-                child.spec.name,
-                child.process.poll() if child.process else None,
-                delay,
-            )
+                raise GiveUp(
+                    self._failure(
+                        child,
+                        f"died {len(child.restarts) + 1} times within {self.window:.0f} s "
+                        f"({len(child.restarts)} restarts); giving up",
+                    )
+                )
+            delay = self.backoff(len(child.restarts))
+            log.warning("%s exited with code %s; restarting in %.1f s", child.spec.name, child.exit_code(), delay)
             child.restarts.append(now)
             if self.stopping.wait(delay):
                 return
@@ -148,24 +210,39 @@ class Supervisor:
         for child in reversed(self.children):
             if child.alive():
                 log.info("stopping %s", child.spec.name)
-            child.stop()
+            child.stop(self.stop_timeout)
 
     def run(self, poll: float = 0.5) -> int:
-        """Run until a signal (exit 0) or a child gives up (exit 1)."""
+        """Run until SIGTERM/SIGINT (exit 0) or until a child gives up (exit 1); stops everything."""
 
         def _signal(signum: int, _frame: object) -> None:
-            log.info("received signal %d, stopping the node", signum)
+            if not self.stopping.is_set():
+                log.info("received %s, stopping the node", signal.Signals(signum).name)
             self.stopping.set()
 
-        signal.signal(signal.SIGTERM, _signal)
-        signal.signal(signal.SIGINT, _signal)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _signal)
+            signal.signal(signal.SIGINT, _signal)
+        code = 0
         try:
             self.start()
             while not self.stopping.wait(poll):
                 self.watch_once()
         except GiveUp as exc:
             log.error("giving up: %s", exc)
+            code = 1
+        finally:
             self.stop()
-            return 1
-        self.stop()
-        return 0
+        return code
+
+
+def default_backoff(restarts_so_far: int) -> float:
+    """0.5 s, 1 s, 2 s, 4 s, 8 s ... capped at 10 s."""
+    return min(0.5 * 2**restarts_so_far, 10.0)
+
+
+def run_node(*, web: bool = True, worker: bool = True, beat: bool = True, run_migrations: bool = True) -> int:
+    """``manage.py runnode``: migrate, then supervise this node's processes; returns the exit code."""
+    from portal.runner.node import run_node as _run_node  # needs Django; the Supervisor does not
+
+    return _run_node(web=web, worker=worker, beat=beat, run_migrations=run_migrations)
