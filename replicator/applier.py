@@ -21,7 +21,7 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, connections, transaction
 
 from replicator.exceptions import ConflictError, InvalidChangeSetError, ReplicationError
-from replicator.models import REPLICATED_MODELS, ChangeLogEntry, ReplicatedModel, ReplicationState
+from replicator.models import REPLICATED_MODELS, ChangeLogEntry, ReplicatedModel
 from replicator.rowsql import ModelSQL
 
 log = logging.getLogger(__name__)
@@ -52,9 +52,9 @@ class Applier:
         self.queue: queue.Queue[Delivered | None] = queue.Queue()
         self.waiters: dict[str, Future[Result]] = {}
         self.waiters_lock = threading.Lock()
-        state, _ = ReplicationState.objects.get_or_create(id=1, defaults={"version": 0, "hash": GENESIS_HASH})
-        self.version = state.version
-        self.hash = state.hash
+        # The head of the history is its newest change log entry (pruning always keeps it).
+        head = ChangeLogEntry.objects.order_by("-version").values_list("version", "hash").first()
+        self.version, self.hash = head if head is not None else (0, GENESIS_HASH)
         self._sql: dict[type[ReplicatedModel], ModelSQL] = {}
         self.verify_history()
 
@@ -71,11 +71,6 @@ class Applier:
             if broken:
                 raise CorruptHistoryError(f"change log broken at version {entry.version}")
             previous = entry
-        head = (previous.version, previous.hash) if previous is not None else (0, GENESIS_HASH)
-        if head != (self.version, self.hash) and (previous is not None or self.version != 0):
-            raise CorruptHistoryError(
-                f"cluster database head (version {self.version}) does not match its change log (version {head[0]})"
-            )
 
     # --- delivery side -------------------------------------------------------------------
 
@@ -141,14 +136,8 @@ class Applier:
                     if result["ok"]:
                         version, head = version + 1, result["hash"]
                         changed |= keys
-                if version != self.version:
-                    cursor.execute(
-                        "UPDATE replicator_replicationstate SET version = %s, hash = %s WHERE id = 1", [version, head]
-                    )
-                    if version // 1000 != self.version // 1000:
-                        cursor.execute(
-                            "DELETE FROM replicator_changelogentry WHERE version <= %s", [version - self.retain]
-                        )
+                if version // 1000 != self.version // 1000:
+                    cursor.execute("DELETE FROM replicator_changelogentry WHERE version <= %s", [version - self.retain])
         except DatabaseError as exc:
             log.error("commit of %d change sets failed: %s", len(batch), exc)
             connection.close()

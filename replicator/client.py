@@ -46,9 +46,7 @@ class _Connection:
                 self.sock = sock
             self.sock.settimeout(timeout)
             sent = True
-            protocol.send_message(self.sock, message)
-            if payload is not None:
-                protocol.send_raw(self.sock, payload)
+            protocol.send_message(self.sock, message, payload)
             return protocol.recv_message(self.sock)
         except (OSError, protocol.ProtocolError) as exc:
             self.close()

@@ -126,21 +126,11 @@ def register(model: type[ReplicatedModel]) -> None:
     REPLICATED_MODELS[changeset.model_label(model)] = model
 
 
-class ReplicationState(models.Model):
-    """The cluster-wide version and hash chain head (one row); written only by the replicator."""
-
-    cluster_database: ClassVar[bool] = True
-
-    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
-    version = models.BigIntegerField(default=0)
-    hash = models.CharField(max_length=64)
-
-    class Meta:
-        default_permissions = ()
-
-
 class ChangeLogEntry(models.Model):
-    """An applied change set, retained for delta sync and for verifying the hash chain."""
+    """An applied change set, retained for delta sync and for verifying the hash chain.
+
+    The newest entry is the head of the history: the cluster version and hash.
+    """
 
     cluster_database: ClassVar[bool] = True
 

@@ -18,15 +18,13 @@ class ProtocolError(Exception):
     """The peer sent something that is not a framed JSON message, or hung up mid-message."""
 
 
-def send_message(sock: socket.socket, message: dict[str, Any]) -> None:
-    """Send one framed message."""
+def send_message(sock: socket.socket, message: dict[str, Any], payload: bytes | None = None) -> None:
+    """Send one framed JSON message, followed by a raw frame when ``payload`` is given (one syscall)."""
     data = json.dumps(message, separators=(",", ":")).encode()
-    sock.sendall(HEADER.pack(len(data)) + data)
-
-
-def send_raw(sock: socket.socket, data: bytes) -> None:
-    """Send already encoded JSON bytes as one framed message."""
-    sock.sendall(HEADER.pack(len(data)) + data)
+    frames = HEADER.pack(len(data)) + data
+    if payload is not None:
+        frames += HEADER.pack(len(payload)) + payload
+    sock.sendall(frames)
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes:

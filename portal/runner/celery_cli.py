@@ -72,9 +72,6 @@ def main(args: list[str] | None = None) -> None:
     if len(args) != 1 or args[0] not in ("worker", "beat"):
         sys.exit("usage: python -m portal.runner.celery_cli worker|beat")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    import django
-
-    django.setup()
     argv = argv_for(args[0])
     os.execv(argv[0], argv)
 

@@ -1,7 +1,12 @@
-"""The children of one node and their readiness checks."""
+"""The children of one node, their readiness checks, and the migrations run before them.
+
+Start order: redis (private, only without ``REDIS_URL``), replicator, worker, beat, web; the
+supervisor stops them in reverse: web, beat, worker, replicator, redis.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -11,14 +16,19 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connections
 
+from portal.runner.celery_cli import beat_argv, worker_argv
 from portal.runner.supervisor import ChildSpec, Supervisor
 from portal.runner.web import certificate_paths
 
+log = logging.getLogger("runnode")
+
 REPO = Path(__file__).resolve().parent.parent.parent
+MANAGE = REPO / "manage.py"
 
 
-def _unix_socket_accepts(path: Path) -> bool:
+def unix_socket_accepts(path: Path) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
         try:
             sock.connect(str(path))
         except OSError:
@@ -26,7 +36,7 @@ def _unix_socket_accepts(path: Path) -> bool:
     return True
 
 
-def _tcp_accepts(host: str, port: int) -> bool:
+def tcp_accepts(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
             return True
@@ -34,128 +44,133 @@ def _tcp_accepts(host: str, port: int) -> bool:
         return False
 
 
-def _redis_pings(path: Path) -> bool:
+def redis_pings(path: Path) -> bool:
     import redis
 
+    client = redis.Redis(unix_socket_path=str(path), socket_timeout=0.5, socket_connect_timeout=0.5)
     try:
-        return bool(redis.Redis(unix_socket_path=str(path), socket_timeout=0.5).ping())
-    except redis.RedisError:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
         return False
+    finally:
+        client.close()
 
 
 def migrate() -> None:
-    """Bring both databases up to date, each in a child process (no connection kept open here)."""
+    """Bring both databases up to date, each in a child process (the runner keeps no connection)."""
     connections.close_all()
     for database in ("default", "cluster"):
-        subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "--database", database, "-v0"], check=True)
+        log.info("migrating the %s database", database)
+        subprocess.run(
+            [sys.executable, str(MANAGE), "migrate", "--database", database, "--no-input", "-v0"],
+            cwd=REPO,
+            check=True,
+        )
+
+
+def _probe_host(bind: str) -> str:
+    """Where to connect to see the web server listening on ``bind``."""
+    if bind in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if bind == "::":
+        return "::1"
+    return bind
+
+
+def redis_spec(env: dict[str, str]) -> ChildSpec:
+    sock = Path(settings.PVE_REDIS_SOCKET)
+    data = Path(settings.PVE_DATA_DIR)
+    argv = [
+        "redis-server",
+        "--port",
+        "0",  # no TCP: a private broker, reachable only through the socket
+        "--unixsocket",
+        str(sock),
+        "--unixsocketperm",
+        "700",
+        "--save",
+        "",  # no RDB snapshots
+        "--appendonly",
+        "no",
+        "--dir",
+        str(data),
+        "--daemonize",
+        "no",
+        "--logfile",
+        "",  # stdout, teed by the supervisor
+    ]
+    return ChildSpec(
+        "redis",
+        argv,
+        env,
+        cwd=data,
+        ready=lambda: redis_pings(sock),
+        ready_timeout=30,
+        waiting_for=f"redis to answer PING on {sock}",
+    )
 
 
 def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -> list[ChildSpec]:
     python = sys.executable
-    manage = str(REPO / "manage.py")
     data = Path(settings.PVE_DATA_DIR)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # logs reach the files even if a child is killed
+    # Unbuffered: a child's last lines reach its log even if it is killed.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "portal.settings"}
     specs: list[ChildSpec] = []
     if settings.REDIS_URL is None:
-        sock = Path(settings.PVE_REDIS_SOCKET)
-        specs.append(
-            ChildSpec(
-                "redis",
-                [
-                    "redis-server",
-                    "--port",
-                    "0",
-                    "--unixsocket",
-                    str(sock),
-                    "--unixsocketperm",
-                    "700",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(data),
-                    "--daemonize",
-                    "no",
-                ],
-                env,
-                ready=lambda: _redis_pings(sock),
-            )
-        )
+        specs.append(redis_spec(env))
+
     replicator_socket = Path(settings.PVE_REPLICATOR_SOCKET)
     cert, key = certificate_paths(Path(settings.PVE_ETC_DIR), settings.PVE_NODE_NAME)
     specs.append(
         ChildSpec(
             "replicator",
-            [python, manage, "replicator"],
+            [python, str(MANAGE), "replicator"],
             env,
-            ready=lambda: _unix_socket_accepts(replicator_socket) and cert.exists() and key.exists(),
-            ready_timeout=120,
+            cwd=REPO,
+            # Web, worker and beat submit writes through this socket; the web server needs the
+            # node certificate the replicator renders into the config tree.
+            ready=lambda: unix_socket_accepts(replicator_socket) and cert.exists() and key.exists(),
+            ready_timeout=max(120, settings.PVE_REPLICATOR_TIMEOUT),
+            waiting_for=(
+                f"the replicator socket {replicator_socket} to accept connections "
+                f"and the node certificate {cert} and key {key}"
+            ),
         )
     )
+    log_level = settings.PVE_LOG_LEVEL
+    if worker:
+        argv = worker_argv(
+            python, queue=settings.CELERY_TASK_DEFAULT_QUEUE, node=settings.PVE_NODE_NAME, log_level=log_level
+        )
+        specs.append(ChildSpec("worker", argv, env, cwd=REPO))
+    if beat:
+        specs.append(ChildSpec("beat", beat_argv(python, data_dir=data, log_level=log_level), env, cwd=REPO))
     if web:
-        host = "127.0.0.1" if settings.PVE_BIND_ADDRESS in ("0.0.0.0", "::", "") else settings.PVE_BIND_ADDRESS
+        host, port = _probe_host(settings.PVE_BIND_ADDRESS), settings.PVE_HTTPS_PORT
         specs.append(
             ChildSpec(
                 "web",
                 [python, "-m", "portal.runner.web"],
                 env,
-                ready=lambda: _tcp_accepts(host, settings.PVE_HTTPS_PORT),
-            )
-        )
-    queue = settings.CELERY_TASK_DEFAULT_QUEUE
-    if worker:
-        specs.append(
-            ChildSpec(
-                "worker",
-                [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "portal.celery",
-                    "worker",
-                    "-Q",
-                    queue,
-                    "-c",
-                    "2",
-                    "--pool",
-                    "prefork",
-                    "-n",
-                    f"{settings.PVE_NODE_NAME}@%h",
-                    "--loglevel",
-                    settings.PVE_LOG_LEVEL,
-                ],
-                env,
-            )
-        )
-    if beat:
-        specs.append(
-            ChildSpec(
-                "beat",
-                [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "portal.celery",
-                    "beat",
-                    "-s",
-                    str(data / "celerybeat-schedule"),
-                    "--loglevel",
-                    settings.PVE_LOG_LEVEL,
-                ],
-                env,
+                cwd=REPO,
+                ready=lambda: tcp_accepts(host, port),
+                ready_timeout=90,
+                waiting_for=f"the web server to listen on {settings.PVE_BIND_ADDRESS}:{port}",
             )
         )
     return specs
 
 
 def run_node(*, web: bool = True, worker: bool = True, beat: bool = True, run_migrations: bool = True) -> int:
-    """Migrate, then supervise the node until a signal; returns the exit code."""
+    """Migrate, then supervise the node until SIGTERM/SIGINT; returns the exit code."""
     Path(settings.PVE_DATA_DIR).mkdir(parents=True, exist_ok=True)
+    Path(settings.PVE_LOG_DIR).mkdir(parents=True, exist_ok=True)
     if run_migrations:
-        migrate()
-    connections.close_all()
-    supervisor = Supervisor(node_children(web=web, worker=worker, beat=beat), Path(settings.PVE_LOG_DIR))
-    return supervisor.run()
+        try:
+            migrate()
+        except subprocess.CalledProcessError as exc:
+            log.error("migrating the databases failed (%s); not starting the node", exc)
+            return 1
+    specs = node_children(web=web, worker=worker, beat=beat)
+    connections.close_all()  # nothing inherited across fork (Popen forks before exec)
+    return Supervisor(specs, Path(settings.PVE_LOG_DIR)).run()

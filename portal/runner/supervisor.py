@@ -8,6 +8,7 @@ and supervises them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -70,9 +71,7 @@ class Child:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self.tee = threading.Thread(
-            target=self._tee, args=(self.process,), name=f"tee-{self.spec.name}", daemon=True
-        )
+        self.tee = threading.Thread(target=self._tee, args=(self.process,), name=f"tee-{self.spec.name}", daemon=True)
         self.tee.start()
 
     def _tee(self, process: subprocess.Popen) -> None:
@@ -118,10 +117,8 @@ class Child:
 
     def _kill_group(self) -> None:
         assert self.process is not None
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 class GiveUp(Exception):
@@ -161,7 +158,8 @@ class Supervisor:
             if time.monotonic() > deadline:
                 raise GiveUp(
                     self._failure(
-                        child, f"was not ready after {child.spec.ready_timeout:.0f} s (waited for {child.spec.waiting_for})"
+                        child,
+                        f"was not ready after {child.spec.ready_timeout:.0f} s (waited for {child.spec.waiting_for})",
                     )
                 )
             self.stopping.wait(0.1)
@@ -170,10 +168,7 @@ class Supervisor:
         if child.tee is not None:
             child.tee.join(timeout=1 if not child.alive() else 0.2)  # let the last lines arrive
         tail = "\n".join(f"    {line}" for line in child.tail) or "    (no output)"
-        return (
-            f"{child.spec.name} {what} (exit code {child.exit_code()}); "
-            f"last lines of {child.log_path}:\n{tail}"
-        )
+        return f"{child.spec.name} {what} (exit code {child.exit_code()}); last lines of {child.log_path}:\n{tail}"
 
     def start(self) -> None:
         for child in self.children:

@@ -1,7 +1,9 @@
-"""The HTTPS web server of a node: uvicorn with the node certificate, TLS 1.2 minimum.
+"""The HTTPS web server of a node: uvicorn with the node certificate, TLS 1.2 minimum, 1.3 offered.
 
 Run as ``python -m portal.runner.web`` (by runnode and by the systemd unit), so the TLS policy
-is the same everywhere.
+is the same everywhere. uvicorn's command-line ``--ssl-*`` options cannot set a minimum protocol
+version, hence this entry point: uvicorn builds its context (certificate, ALPN) and
+:func:`harden` raises the floor to TLS 1.2.
 """
 
 from __future__ import annotations
@@ -10,9 +12,15 @@ import os
 import ssl
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
+from uvicorn.config import create_ssl_context
+
+APPLICATION = "portal.asgi:application"
+CERTIFICATE_WAIT = 60.0
+GRACEFUL_SHUTDOWN = 5  # seconds for open requests and websockets on SIGTERM
 
 
 def certificate_paths(etc_dir: Path, node: str) -> tuple[Path, Path]:
@@ -20,44 +28,71 @@ def certificate_paths(etc_dir: Path, node: str) -> tuple[Path, Path]:
     return etc_dir / "nodes" / node / "pve-ssl.pem", etc_dir / "nodes" / node / "priv" / "pve-ssl.key"
 
 
-def server_ssl_context(certfile: Path, keyfile: Path) -> ssl.SSLContext:
-    """TLS 1.2 and 1.3 only (Terraform defaults to 1.3), the node certificate."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+def harden(context: ssl.SSLContext) -> ssl.SSLContext:
+    """TLS 1.2 and 1.3 only (clients such as Terraform's provider default to 1.3)."""
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(certfile), str(keyfile))
+    context.maximum_version = ssl.TLSVersion.MAXIMUM_SUPPORTED
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
     return context
 
 
-def build_config(host: str, port: int, certfile: Path, keyfile: Path, log_level: str = "info") -> uvicorn.Config:
+def server_ssl_context(certfile: Path, keyfile: Path) -> ssl.SSLContext:
+    """The server context of the web process, built the way uvicorn builds it, then hardened."""
+    context = create_ssl_context(
+        certfile=str(certfile),
+        keyfile=str(keyfile),
+        password=None,
+        ssl_version=ssl.PROTOCOL_TLS_SERVER,
+        cert_reqs=ssl.CERT_NONE,
+        ca_certs=None,
+        ciphers=None,  # the system's defaults (OpenSSL 3: no RC4, no 3DES, SECLEVEL 2)
+    )
+    return harden(context)
+
+
+def _context_factory(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    return harden(default())  # uvicorn's context (with its ALPN list), TLS 1.2 minimum
+
+
+def build_config(
+    host: str, port: int, certfile: Path, keyfile: Path, log_level: str = "info", app: str = APPLICATION
+) -> uvicorn.Config:
+    """The uvicorn configuration of the web process, loaded (``config.ssl`` is the server context)."""
     config = uvicorn.Config(
-        "portal.asgi:application",
+        app,
         host=host,
         port=port,
         ssl_certfile=str(certfile),
         ssl_keyfile=str(keyfile),
+        ssl_version=ssl.PROTOCOL_TLS_SERVER,
+        ssl_context_factory=_context_factory,
         log_level=log_level,
         lifespan="off",
         proxy_headers=False,
         server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
     )
     config.load()
-    config.ssl = server_ssl_context(certfile, keyfile)
     return config
+
+
+def wait_for_certificate(certfile: Path, keyfile: Path, timeout: float = CERTIFICATE_WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not (certfile.exists() and keyfile.exists()):
+        if time.monotonic() > deadline:
+            sys.exit(
+                f"web: node certificate {certfile} or key {keyfile} not found after {timeout:.0f} s "
+                "(the replicator renders them; is it running?)"
+            )
+        time.sleep(0.2)
 
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    import django
-
-    django.setup()
     from django.conf import settings
 
     certfile, keyfile = certificate_paths(Path(settings.PVE_ETC_DIR), settings.PVE_NODE_NAME)
-    deadline = time.monotonic() + 60
-    while not (certfile.exists() and keyfile.exists()):
-        if time.monotonic() > deadline:
-            sys.exit(f"node certificate not found at {certfile} (is the replicator running?)")
-        time.sleep(0.2)
+    wait_for_certificate(certfile, keyfile)
     config = build_config(
         settings.PVE_BIND_ADDRESS, settings.PVE_HTTPS_PORT, certfile, keyfile, settings.PVE_LOG_LEVEL.lower()
     )

@@ -13,7 +13,7 @@ from cluster.models import ClusterLogEntry, Node
 from replicator import client
 from replicator.applier import GENESIS_HASH, chain_hash
 from replicator.exceptions import BulkWriteError, ChangeSetTooLargeError, ConflictError
-from replicator.models import ChangeLogEntry, ReplicationState
+from replicator.models import ChangeLogEntry
 from vms.models import VM
 
 pytestmark = [pytest.mark.postgres_too, pytest.mark.usefixtures("replicator")]
@@ -197,14 +197,12 @@ def test_delete_of_referenced_row_refused_at_apply():
 
 def test_version_and_hash_chain_match_the_change_log():
     _vm(119).save()
-    state = ReplicationState.objects.get(id=1)
     status = client.status()
-    assert (status["version"], status["hash"]) == (state.version, state.hash)
     head = GENESIS_HASH
     entries = list(ChangeLogEntry.objects.order_by("version"))
-    assert [e.version for e in entries] == list(range(1, state.version + 1))
+    assert [e.version for e in entries] == list(range(1, status["version"] + 1))
     for entry in entries:
         head = chain_hash(head, bytes(entry.payload))
         assert head == entry.hash
         assert json.loads(bytes(entry.payload))["ops"]
-    assert head == state.hash
+    assert head == status["hash"]
