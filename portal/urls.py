@@ -12,6 +12,7 @@ from vms.api import views as qemu
 api = api_urlpatterns(
     [
         api_path("access/ticket", access.TicketView.as_view()),
+        api_path("access/domains", access.DomainsView.as_view()),
         api_path("version", cluster.VersionView.as_view()),
         api_path("nodes", cluster.NodesView.as_view()),
         api_path("cluster/status", cluster.ClusterStatusView.as_view()),

@@ -1,25 +1,39 @@
 #!/usr/bin/env bash
-# Install what a node and the test suite need, only what is missing: Debian packages, then
-# the Python virtual environment (.venv) when the requirements changed. Idempotent; quiet when
-# everything is present. Needs root on Debian 12 for the apt part.
+# Install what a node and the test suite need, and only what is missing:
+#   1. Debian packages (checked with dpkg-query; `apt-get update` at most once, and only when
+#      something is missing; non-interactive, for root on Debian 12 with no TTY);
+#   2. the Python virtual environment .venv, whose requirements are (re)installed only when
+#      requirements*.txt changed (a checksum stamp in .venv).
+# Idempotent and silent when everything is present. Starts and stops no system service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# What the node and the suite use today; corosync, QEMU and sshd join this list with the
-# issues that start them.
-PACKAGES=(python3-venv openssl redis-server iproute2 procps)
+PACKAGES=(
+  python3-venv openssl procps iproute2      # venv, key material tools, pgrep/ps, ip
+  redis-server                              # the private Celery broker / Channels layer of a node
+  corosync libcpg4 libquorum5 libvotequorum8 libcmap4 libcfg7   # membership, CPG (via ctypes)
+  qemu-system-x86 qemu-utils ipxe-qemu      # VMs, disk images, NIC option ROMs (a Recommends)
+  openssh-server                            # node-to-node channel
+)
+
+installed() {
+  [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = "installed" ]
+}
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$pkg")
-  fi
+  installed "$pkg" || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "bootstrap: missing Debian packages: ${missing[*]}; run this as root (or install them)" >&2
+    exit 1
+  fi
   echo "bootstrap: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}" >/dev/null
 fi
 
 PYTHON=${PYTHON:-python3}
@@ -31,7 +45,6 @@ stamp=.venv/.requirements.sha256
 wanted=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   echo "bootstrap: installing Python requirements"
-  .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -r requirements-dev.txt
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
   echo "$wanted" > "$stamp"
 fi

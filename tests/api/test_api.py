@@ -263,3 +263,12 @@ def test_permission_matrix_denies_and_changes_nothing(root_client, alice):
     assert not VM.objects.filter(vmid=703).exists()
     listed = user_client.get(f"{API}/nodes/testnode/qemu").json()["data"]
     assert listed == []
+
+
+def test_realm_list_needs_no_login():
+    response = Client().get(f"{API}/access/domains")
+    assert response.status_code == 200
+    realms = {entry["realm"]: entry for entry in response.json()["data"]}
+    assert realms["pam"] == {"realm": "pam", "type": "pam", "comment": "Linux PAM standard authentication"}
+    assert realms["pve"]["default"] == 1
+    assert Client().post(f"{API}/access/domains", {"realm": "x"}).status_code == 501
