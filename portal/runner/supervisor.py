@@ -159,7 +159,7 @@ class Supervisor:
                 raise GiveUp(
                     self._failure(
                         child,
-                        f"was not ready after {child.spec.ready_timeout:.0f} s (waited for {child.spec.waiting_for})",
+                        f"not ready after {child.spec.ready_timeout:.0f} s (waited for {child.spec.waiting_for})",
                     )
                 )
             self.stopping.wait(0.1)

@@ -146,7 +146,7 @@ def test_child_that_never_gets_ready_is_reported_with_what_was_awaited(tmp_path)
         [ChildSpec("lazy", SLEEPER, ready=lambda: False, ready_timeout=0.5, waiting_for="the lazy socket")],
         tmp_path,
     )
-    with pytest.raises(GiveUp, match=r"lazy was not ready after 0 s \(waited for the lazy socket\)"):
+    with pytest.raises(GiveUp, match=r"lazy not ready after 0 s \(waited for the lazy socket\)"):
         supervisor.start()
     supervisor.stop()
     assert not supervisor.children[0].alive()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import ssl
@@ -103,6 +104,23 @@ def test_runnode_serves_the_admin_over_https_and_stops_cleanly_on_sigterm(tmp_pa
         # The admin's CSS is served by the node itself (no collectstatic).
         css = requests.get(f"{base}/static/admin/css/base.css", verify=str(ca), timeout=10)
         assert css.status_code == 200 and "body" in css.text
+
+        # Logging in to the admin issues the cluster ticket as a URI-escaped cookie.
+        session = requests.Session()
+        form = session.get(f"{base}/admin/login/", verify=str(ca), timeout=10).text
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form).group(1)
+        login = {"csrfmiddlewaretoken": token, "username": "root@pam", "next": "/admin/"}
+        referer = {"Referer": f"{base}/admin/login/"}
+        wrong = session.post(
+            f"{base}/admin/login/", data={**login, "password": "nope"}, headers=referer, verify=str(ca)
+        )
+        assert wrong.status_code == 401 and "PVEAuthCookie" not in session.cookies
+        done = session.post(
+            f"{base}/admin/login/", data={**login, "password": "test-root-password"}, headers=referer, verify=str(ca)
+        )
+        assert done.status_code == 200 and "Datacenter" in done.text
+        assert session.cookies["PVEAuthCookie"].startswith("PVE%3Aroot%40pam%3A")
+        assert session.get(f"{base}/api2/json/version", verify=str(ca)).json()["data"]["release"]
 
         # The real server: TLS 1.1 refused, TLS 1.2 and 1.3 negotiated.
         assert _tls_version(port, ssl.TLSVersion.TLSv1_1) is None
