@@ -121,13 +121,6 @@ def _refresh(instances: list[Model], ops: list[changeset.Op], version: int) -> N
             instance._state.db = CLUSTER
 
 
-class _Pending:
-    """Ops buffered by the current thread's outermost cluster transaction."""
-
-    def __init__(self) -> None:
-        self.confirmed: list[tuple[changeset.Op, Model]] = []
-
-
 class _Keep:
     """on_commit marker of one buffered op: dropped by Django if its savepoint rolls back."""
 
@@ -138,15 +131,19 @@ class _Keep:
         self.pending.confirmed.append((self.op, self.instance))
 
 
-class _Flush:
-    """Always the last on_commit entry: submits the surviving ops as one change set."""
+class _Pending:
+    """Ops buffered by the current thread's outermost cluster transaction.
 
-    def __init__(self, pending: _Pending) -> None:
-        self.pending = pending
+    Called as the block's last on_commit hook: by then the ``_Keep`` markers that survived
+    savepoint rollbacks have filed their ops in ``confirmed``; they go out as one change set.
+    """
+
+    def __init__(self) -> None:
+        self.confirmed: list[tuple[changeset.Op, Model]] = []
 
     def __call__(self) -> None:
         _local.pending = None
-        items = self.pending.confirmed
+        items = self.confirmed
         if not items:
             return
         ops = [op for op, _ in items]
@@ -162,15 +159,13 @@ def submit_ops(ops: list[changeset.Op], instances: list[Model]) -> None:
         _refresh(instances, ops, int(answer["version"]))
         return
     pending = getattr(_local, "pending", None)
-    if pending is None or not any(entry[1] is pending.flush for entry in db.run_on_commit):
-        pending = _Pending()
-        pending.flush = _Flush(pending)  # type: ignore[attr-defined]
-        _local.pending = pending
+    if pending is None or not any(entry[1] is pending for entry in db.run_on_commit):
+        pending = _local.pending = _Pending()  # a new outermost block (or the last one rolled back)
     for op, instance in zip(ops, instances, strict=True):
         db.on_commit(_Keep(pending, op, instance))
-    # Keep the flush last and outside every savepoint so it survives partial rollbacks.
-    db.run_on_commit = [entry for entry in db.run_on_commit if entry[1] is not pending.flush]  # type: ignore[attr-defined]
-    db.run_on_commit.append((set(), pending.flush, False))  # type: ignore[attr-defined]
+    # Keep the flush last and outside every savepoint (empty savepoint set) so it survives partial rollbacks.
+    db.run_on_commit = [entry for entry in db.run_on_commit if entry[1] is not pending]
+    db.run_on_commit.append((set(), pending, False))
 
 
 def wait_mirror(version: int, timeout: float = 10.0) -> None:
