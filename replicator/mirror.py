@@ -152,7 +152,11 @@ class Mirror:
             model = apps.get_model(renderer.model)
             wanted: set[str] = set()
             for instance in model._base_manager.using("cluster").all():
-                files = renderer.render(instance)
+                try:
+                    files = renderer.render(instance)
+                except Exception:  # one unrenderable object must not keep the node from starting
+                    log.exception("cannot render %s %s", renderer.model, instance.pk)
+                    continue
                 self.index[(renderer.model, instance.pk)] = set(files)
                 wanted.update(files)
                 for relpath, file in files.items():
@@ -174,7 +178,11 @@ class Mirror:
         tree.owned = set(files)
 
     def _render_object(self, renderer: ObjectRenderer, pk: Any, instance: Any) -> None:
-        files = renderer.render(instance) if instance is not None else {}
+        try:
+            files = renderer.render(instance) if instance is not None else {}
+        except Exception:  # keep the old files; the others still render
+            log.exception("cannot render %s %s", renderer.model, pk)
+            return
         key = (renderer.model, pk)
         for relpath, file in files.items():
             self.write(relpath, file)

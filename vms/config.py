@@ -2,49 +2,58 @@
 
 Pure functions (no Django): the API, the admin, ``qm`` and the mirror renderer share them.
 Values are strict like Proxmox's schema (integers in canonical decimal, booleans only 0/1)
-and may never contain line breaks, so no value can inject a key into the file.
+and may never contain line breaks, so no value can inject a key into the file. The free-text
+``description`` is the exception: it is written as leading ``#`` comment lines, one per line.
 """
 
 from __future__ import annotations
 
 import hashlib
-import random
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
-from vms.config_schema import DISK_KEY_RE, NIC_MODELS, SCHEMA, Option
+from vms import config_schema as schema
+from vms.config_schema import SCHEMA, Option
 
 NOT_IN_SCHEMA = "property is not defined in schema and the schema does not allow additional properties"
-MAX_VALUE = 64 * 1024
-MAX_CONFIG = 512 * 1024
-INTEGER_RE = re.compile(r"^-?(0|[1-9][0-9]*)$")
-NUMBER_RE = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$")
-DNS_LABEL_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
-TAG_RE = re.compile(r"^[a-z0-9_][a-z0-9_\-+.]*$", re.IGNORECASE)
-MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
-VOLUME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9\-_.]*:[^\s,]+$")
-CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
-CONFIGID_RE = re.compile(r"^[a-z][a-z0-9_\-]*$")
-VMID_RE = re.compile(r"^[1-9][0-9]*$")
+MAX_VALUE = 64 * 1024  # bytes, any one value
+MAX_CONFIG = 512 * 1024  # bytes, the whole formatted file
 
 
 class ConfigError(ValueError):
     """Parameter errors, all of them at once: ``errors`` maps each parameter to its message."""
 
-    def __init__(self, errors: dict[str, str]) -> None:
-        self.errors = errors
-        details = "; ".join(f"{key}: {message}" for key, message in sorted(errors.items()))
-        super().__init__(f"Parameter verification failed. {details}")
+    def __init__(self, errors: Mapping[object, str]) -> None:
+        self.errors: dict[str, str] = {_shown(str(key)): str(message) for key, message in errors.items()}
+        details = "\n".join(f"{key}: {message}" for key, message in sorted(self.errors.items()))
+        super().__init__(f"Parameter verification failed.\n{details}")
+
+
+class RandomSource(Protocol):
+    """What ``normalise_for_create`` needs of its rng (``random.Random`` and ``SystemRandom`` fit)."""
+
+    def getrandbits(self, k: int, /) -> int: ...
+
+
+def _shown(text: str, limit: int = 100) -> str:
+    """``text`` safe to echo in a message: controls escaped, long values cut."""
+    escaped = schema.CONTROL_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return escaped if len(escaped) <= limit else escaped[:limit] + "..."
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def validate_vmid(value: object) -> int:
-    """100..999999999 given as an int or a canonical decimal string."""
-    if isinstance(value, bool):
-        raise ConfigError({"vmid": f"type check ('integer') failed - got '{value}'"})
-    text = str(value) if isinstance(value, int) else value if isinstance(value, str) else None
-    if text is None or not VMID_RE.match(text):
-        raise ConfigError({"vmid": f"type check ('integer') failed - got '{value}'"})
+    """100..999999999 given as an int or a canonical decimal string (no sign, zeros or blanks)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError({"vmid": f"type check ('integer') failed - got '{_shown(str(value))}'"})
+    text = str(value) if isinstance(value, int) and abs(value) < 10**12 else value
+    if not isinstance(text, str) or not schema.VMID_RE.fullmatch(text):
+        raise ConfigError({"vmid": f"type check ('integer') failed - got '{_shown(str(value))}'"})
     vmid = int(text)
     if not 100 <= vmid <= 999_999_999:
         raise ConfigError({"vmid": f"invalid format - value must be between 100 and 999999999, got {vmid}"})
@@ -56,20 +65,24 @@ def property_string_parse(value: str, *, default_key: str | None) -> dict[str, s
     result: dict[str, str] = {}
     for index, item in enumerate(value.split(",")):
         if not item:
-            raise ValueError("empty item")
+            raise ValueError("empty item in property string")
         key, eq, val = item.partition("=")
         if not eq:
             if index != 0 or default_key is None:
-                raise ValueError(f"missing value for '{item}'")
+                raise ValueError(f"missing value for '{_shown(item)}'")
             key, val = default_key, item
+        elif not schema.PROPERTY_KEY_RE.fullmatch(key):
+            raise ValueError(f"invalid key '{_shown(key)}'")
         if key in result:
-            raise ValueError(f"duplicate key '{key}'")
+            raise ValueError(f"duplicate key '{_shown(key)}'")
         result[key] = val
     return result
 
 
 def property_string_format(values: Mapping[str, str], *, default_key: str | None = None) -> str:
     """Inverse of ``property_string_parse``; the default key's value comes first without its name."""
+    if any("," in str(v) for v in values.values()):
+        raise ValueError("property values may not contain ','")
     items = [values[default_key]] if default_key is not None and default_key in values else []
     items += [f"{k}={v}" for k, v in values.items() if k != default_key]
     return ",".join(items)
@@ -77,109 +90,231 @@ def property_string_format(values: Mapping[str, str], *, default_key: str | None
 
 def _text(value: object) -> str:
     if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int | float):
+        return "1" if value else "0"  # a JSON true/false
+    if isinstance(value, int):
+        if abs(value) >= 10**30:
+            raise ValueError("value out of range")
         return str(value)
+    if isinstance(value, float):
+        return repr(value)
     if isinstance(value, str):
         return value
-    raise ValueError(f"type check ('string') failed - got '{value}'")
+    raise ValueError(f"type check ('string') failed - got a {type(value).__name__}")
 
 
-def _check_net(value: str) -> str:
+def _in_range(number: float, option: Option) -> None:
+    low, high = option.minimum, option.maximum
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise ValueError(f"value must be between {_num(low or 0)} and {_num(high or 0)}")
+
+
+def _check_integer(text: str, option: Option) -> str:
+    if option.kind == "memory":
+        text = text.removeprefix("current=")
+    if not schema.INTEGER_RE.fullmatch(text):
+        raise ValueError(f"type check ('integer') failed - got '{_shown(text)}'")
+    _in_range(int(text), option)
+    return str(int(text))
+
+
+def _check_number(text: str, option: Option) -> str:
+    if not schema.NUMBER_RE.fullmatch(text):
+        raise ValueError(f"type check ('number') failed - got '{_shown(text)}'")
+    _in_range(float(text), option)
+    whole, _, fraction = text.partition(".")
+    canonical = whole + ("." + fraction.rstrip("0") if fraction.rstrip("0") else "")
+    return "0" if canonical == "-0" else canonical
+
+
+def _check_boolean(text: str, option: Option) -> str:
+    if text not in ("0", "1"):
+        raise ValueError(f"type check ('boolean') failed - got '{_shown(text)}'")
+    return text
+
+
+def _check_enum(text: str, option: Option) -> str:
+    if text not in option.choices:
+        shown = ", ".join(option.choices)
+        raise ValueError(f"value '{_shown(text)}' does not have a value in the enumeration '{shown}'")
+    return text
+
+
+def _check_dns_name(text: str, option: Option) -> str:
+    if not all(schema.DNS_LABEL_RE.fullmatch(label) for label in text.split(".")):
+        raise ValueError(f"invalid format - value does not look like a valid DNS name: '{_shown(text)}'")
+    return text
+
+
+def _check_tags(text: str, option: Option) -> str:
+    tags = [tag for tag in re.split(r"[;, ]+", text) if tag]
+    bad = [tag for tag in tags if not schema.TAG_RE.fullmatch(tag)]
+    if bad:
+        raise ValueError(f"invalid format - invalid tag '{_shown(bad[0])}'")
+    return ";".join(tags)
+
+
+def _check_string(text: str, option: Option) -> str:
+    text = text.strip(" \t")
+    if not text:
+        raise ValueError("value may not be empty")
+    return text
+
+
+def _check_property(text: str, option: Option) -> str:
+    try:
+        items = property_string_parse(text, default_key=option.default_key)
+    except ValueError as exc:
+        raise ValueError(f"invalid format - {exc}") from None
+    return property_string_format(items, default_key=option.default_key)
+
+
+def _is_unicast_mac(mac: str) -> bool:
+    return bool(schema.MAC_RE.fullmatch(mac)) and not int(mac[:2], 16) & 1 and mac.replace(":", "") != "0" * 12
+
+
+def _net_parts(value: str) -> tuple[str, str, dict[str, str]]:
+    """``(model, mac or "", other options)`` of a NIC, from ``virtio=MAC,...`` or ``model=..,macaddr=..``."""
     items = property_string_parse(value, default_key="model")
     first_key, first_value = next(iter(items.items()))
-    if first_key in NIC_MODELS:
-        if first_value != "" and not MAC_RE.match(first_value):
-            raise ValueError(f"invalid MAC address '{first_value}'")
+    if first_key in schema.NIC_MODELS:
+        model, mac = first_key, first_value
+        rest = dict(list(items.items())[1:])
     elif first_key == "model":
-        if first_value not in NIC_MODELS:
-            raise ValueError(f"invalid network model '{first_value}'")
+        model, mac = first_value, items.get("macaddr", "")
+        rest = {k: v for k, v in items.items() if k not in ("model", "macaddr")}
     else:
-        raise ValueError(f"network model must come first, got '{first_key}'")
-    if "tag" in items and (not INTEGER_RE.match(items["tag"]) or not 1 <= int(items["tag"]) <= 4094):
-        raise ValueError("tag must be between 1 and 4094")
-    return value
+        raise ValueError(f"network model must come first, got '{_shown(first_key)}'")
+    if model not in schema.NIC_MODELS:
+        raise ValueError(f"invalid network model '{_shown(model)}'")
+    return model, mac.upper(), rest
 
 
-def _check_disk(value: str) -> str:
-    if value == "none":
-        return value
-    items = property_string_parse(value, default_key="file")
-    volume = items.get("file", "")
-    if volume != "none" and not VOLUME_RE.match(volume) and not volume.startswith("/dev/"):
-        raise ValueError(f"invalid volume '{volume}' (expected <storage>:<volume> or <storage>:<size>)")
-    if ".." in volume.split(":", 1)[-1].split("/"):
+def _check_net(text: str, option: Option) -> str:
+    model, mac, rest = _net_parts(text)
+    if mac and not _is_unicast_mac(mac):
+        raise ValueError(f"invalid MAC address '{_shown(mac)}' (a unicast address is required)")
+    for key, value in rest.items():
+        pattern = schema.NET_OPTIONS.get(key)
+        if pattern is None:
+            raise ValueError(f"invalid network option '{_shown(key)}'")
+        if not re.fullmatch(pattern, value):
+            raise ValueError(f"invalid value for network option '{key}': '{_shown(value)}'")
+        if key in schema.NET_RANGES and not schema.NET_RANGES[key][0] <= int(value) <= schema.NET_RANGES[key][1]:
+            raise ValueError(f"{key} must be between {schema.NET_RANGES[key][0]} and {schema.NET_RANGES[key][1]}")
+    return _format_net(model, mac, rest)
+
+
+def _format_net(model: str, mac: str, rest: Mapping[str, str]) -> str:
+    if mac:
+        return property_string_format({model: mac, **rest})
+    return property_string_format({"model": model, **rest}, default_key="model")
+
+
+def _new_disk_size(volume: str) -> str | None:
+    """The size in GiB when ``volume`` is a ``<storage>:<size>`` allocation request."""
+    storage, sep, size = volume.partition(":")
+    return size if sep and schema.STORAGE_RE.fullmatch(storage) and schema.NUMBER_RE.fullmatch(size) else None
+
+
+def _check_volume(volume: str) -> None:
+    if volume in ("none", "cdrom"):
+        return
+    path = volume if volume.startswith("/") else volume.partition(":")[2]
+    if ".." in path.split("/"):
         raise ValueError("volume names may not contain '..'")
-    return value
+    if volume.startswith("/"):
+        if not schema.DEVICE_RE.fullmatch(volume):
+            raise ValueError(f"invalid volume '{_shown(volume)}' (only /dev/ paths may be passed through)")
+        return
+    size = _new_disk_size(volume)
+    if size is not None:
+        if float(size) <= 0:
+            raise ValueError(f"invalid size '{_shown(size)}' for a new disk (GiB, more than 0)")
+        return
+    storage, sep, name = volume.partition(":")
+    if (
+        not sep
+        or not schema.STORAGE_RE.fullmatch(storage)
+        or not schema.VOLNAME_RE.fullmatch(name)
+        or name.startswith("/")
+    ):
+        raise ValueError(f"invalid volume '{_shown(volume)}' (expected <storage>:<volume> or <storage>:<size>)")
+
+
+def _check_disk(text: str, option: Option) -> str:
+    items = property_string_parse(text, default_key="file")
+    if "file" not in items:
+        raise ValueError("the volume must come first")
+    _check_volume(items["file"])
+    for key, value in items.items():
+        if key == "file":
+            continue
+        pattern = schema.DISK_OPTIONS.get(key) or (
+            r"[0-9]+(\.[0-9]+)?" if schema.DISK_THROTTLE_RE.fullmatch(key) else None
+        )
+        if pattern is None:
+            raise ValueError(f"invalid disk option '{_shown(key)}'")
+        if not re.fullmatch(pattern, value):
+            raise ValueError(f"invalid value for disk option '{key}': '{_shown(value)}'")
+    return property_string_format(items, default_key="file")
+
+
+def _check_description(text: str, option: Option) -> str:
+    lines = schema.LINE_BREAK_RE.split(text)
+    if any(schema.DESCRIPTION_CONTROL_RE.search(line) for line in lines):
+        raise ValueError("value contains control characters")
+    return "\n".join(lines)
+
+
+_CHECKS: dict[str, Callable[[str, Option], str]] = {
+    "integer": _check_integer,
+    "memory": _check_integer,
+    "number": _check_number,
+    "boolean": _check_boolean,
+    "enum": _check_enum,
+    "dns-name": _check_dns_name,
+    "tags": _check_tags,
+    "string": _check_string,
+    "property": _check_property,
+    "net": _check_net,
+    "disk": _check_disk,
+    "description": _check_description,
+}
 
 
 def check_value(key: str, option: Option, raw: object) -> str:
     """Validate and normalise one value; ValueError with Proxmox's wording."""
     text = _text(raw)
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("value is not valid Unicode text (lone surrogate)") from None
     limit = min(option.max_length, MAX_VALUE)
-    if len(text) > limit:
-        raise ValueError(f"value is too long (at most {limit} characters)")
-    if option.kind == "description":
-        if "\x00" in text:
-            raise ValueError("value contains a NUL character")
-        # Every kind of line break becomes "\n", so each line is written as one "#" comment line.
-        return "\n".join(text.splitlines())
-    if CONTROL_RE.search(text):
+    if len(text) > limit or len(encoded) > MAX_VALUE:
+        raise ValueError(f"value may only be {limit} characters long")
+    if option.kind != "description" and schema.CONTROL_RE.search(text):
         raise ValueError("value contains control or bidirectional formatting characters")
-    kind = option.kind
-    if kind in ("integer", "memory"):
-        if kind == "memory" and text.startswith("current="):
-            text = text.removeprefix("current=")
-        if not INTEGER_RE.match(text):
-            raise ValueError(f"type check ('integer') failed - got '{text}'")
-        number = int(text)
-        if (option.minimum is not None and number < option.minimum) or (
-            option.maximum is not None and number > option.maximum
-        ):
-            raise ValueError(f"value must be between {option.minimum:g} and {option.maximum:g}")
-        return str(number)
-    if kind == "number":
-        if not NUMBER_RE.match(text):
-            raise ValueError(f"type check ('number') failed - got '{text}'")
-        if (option.minimum is not None and float(text) < option.minimum) or (
-            option.maximum is not None and float(text) > option.maximum
-        ):
-            raise ValueError(f"value must be between {option.minimum:g} and {option.maximum:g}")
-        return text
-    if kind == "boolean":
-        if text not in ("0", "1"):
-            raise ValueError(f"type check ('boolean') failed - got '{text}'")
-        return text
-    if kind == "enum":
-        if text not in option.choices:
-            raise ValueError(f"value '{text}' does not have a value in the enumeration '{', '.join(option.choices)}'")
-        return text
-    if kind == "dns-name":
-        if not all(DNS_LABEL_RE.match(label) for label in text.split(".")):
-            raise ValueError(f"invalid format - value does not look like a valid DNS name: '{text}'")
-        return text
-    if kind == "tags":
-        tags = [tag for tag in re.split(r"[;, ]", text) if tag]
-        if not all(TAG_RE.match(tag) for tag in tags):
-            raise ValueError(f"invalid tags '{text}'")
-        return ";".join(tags)
-    if kind == "net":
-        return _check_net(text)
-    if kind == "disk":
-        return _check_disk(text)
-    if not text and kind == "string":
-        raise ValueError("value may not be empty")
-    return text
+    return _CHECKS[option.kind](text, option)
+
+
+def _check_size(config: Mapping[str, str]) -> None:
+    size = len(format_config(config).encode())
+    if size > MAX_CONFIG:
+        raise ConfigError({"config": f"configuration is too large ({size} bytes, at most {MAX_CONFIG})"})
 
 
 def validate_options(params: Mapping[str, object], *, creating: bool) -> dict[str, str]:
-    """Validate a set of options; ConfigError lists every bad one."""
+    """Validate and normalise option updates; ConfigError lists every bad one.
+
+    ``creating`` is accepted for symmetry with Proxmox's create/update schemas; both accept
+    ``<storage>:<size>`` disks (Proxmox allocates new disks on update too).
+    """
     errors: dict[str, str] = {}
     result: dict[str, str] = {}
     for key, raw in params.items():
-        option = SCHEMA.get(key)
+        option = SCHEMA.get(key) if isinstance(key, str) else None
         if option is None:
-            errors[key] = NOT_IN_SCHEMA
+            errors[str(key)] = NOT_IN_SCHEMA
             continue
         try:
             result[key] = check_value(key, option, raw)
@@ -187,20 +322,22 @@ def validate_options(params: Mapping[str, object], *, creating: bool) -> dict[st
             errors[key] = str(exc)
     if errors:
         raise ConfigError(errors)
+    _check_size(result)
     return result
 
 
-def _delete_list(delete: Iterable[str] | str | None) -> list[str]:
+def _delete_list(delete: Iterable[object] | str | None) -> list[str]:
     if delete is None:
         return []
-    items = re.split(r"[,;\s]+", delete) if isinstance(delete, str) else list(delete)
-    return [item for item in items if item]
+    raw = [delete] if isinstance(delete, str) else [str(item) for item in delete]
+    keys = [part for item in raw for part in re.split(r"[\s,;\x00]+", item) if part]
+    return list(dict.fromkeys(keys))
 
 
 def apply_update(
     current: Mapping[str, str], set_: Mapping[str, object], delete: Iterable[str] | str | None
 ) -> dict[str, str]:
-    """The config after setting ``set_`` and removing ``delete`` (both validated)."""
+    """The config after setting ``set_`` and removing ``delete`` (both validated); ``current`` is untouched."""
     errors: dict[str, str] = {}
     updates: dict[str, str] = {}
     try:
@@ -209,44 +346,69 @@ def apply_update(
         errors.update(exc.errors)
     removed = _delete_list(delete)
     for key in removed:
-        if not CONFIGID_RE.match(key) or key not in SCHEMA:
-            errors[key] = NOT_IN_SCHEMA if CONFIGID_RE.match(key) else "invalid configuration ID"
+        if not schema.CONFIGID_RE.fullmatch(key):
+            errors["delete"] = f"invalid format - invalid configuration ID '{_shown(key)}'"
+        elif key not in SCHEMA:
+            errors[key] = NOT_IN_SCHEMA
         elif key in set_:
             errors[key] = "conflicting (set and delete)"
     if errors:
         raise ConfigError(errors)
     config = {k: v for k, v in current.items() if k not in removed}
     config.update(updates)
-    if len(format_config(config).encode()) > MAX_CONFIG:
-        raise ConfigError({"config": f"configuration exceeds {MAX_CONFIG} bytes"})
+    if config.get("description") == "":
+        del config["description"]  # an empty description is no description (no comment lines)
+    _check_size(config)
     return config
 
 
 def format_config(config: Mapping[str, str]) -> str:
-    """Proxmox's file: description as leading ``#`` lines, then ``key: value`` sorted by key."""
-    lines = [f"#{line}" for line in config.get("description", "").split("\n")] if config.get("description") else []
-    lines += [f"{key}: {config[key]}" for key in sorted(config) if key != "description"]
+    """Proxmox's file: description as leading ``#`` lines, then ``key: value`` sorted by key.
+
+    Raises ConfigError rather than write a key or value that could break the line structure.
+    """
+    errors: dict[str, str] = {}
+    description = str(config.get("description", ""))
+    lines = [f"#{line}" for line in schema.LINE_BREAK_RE.split(description)] if description else []
+    for key in sorted(config):
+        value = str(config[key])
+        if key == "description":
+            continue
+        if not isinstance(key, str) or not schema.CONFIGID_RE.fullmatch(key):
+            errors[str(key)] = "invalid configuration ID"
+        elif schema.LINE_BREAK_RE.search(value) or "\x00" in value:
+            errors[key] = "value contains a line break or NUL"
+        else:
+            lines.append(f"{key}: {value}")
+    if errors:
+        raise ConfigError(errors)
     return "".join(line + "\n" for line in lines)
 
 
 def parse_config(text: str) -> dict[str, str]:
-    """Inverse of ``format_config``; snapshots (``[name]`` sections) are not supported yet."""
+    """Inverse of ``format_config``: ``#`` lines are the description; ``[snapshot]`` sections are refused."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG:
+        raise ConfigError({"config": f"configuration is too large (at most {MAX_CONFIG} bytes)"})
     config: dict[str, str] = {}
     description: list[str] = []
     errors: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
         if line.startswith("#"):
             description.append(line[1:])
             continue
+        if not line.strip():
+            continue
         if line.startswith("["):
             raise ConfigError({"config": f"line {number}: snapshot sections are not supported"})
-        key, sep, value = line.partition(":")
-        if not sep or not CONFIGID_RE.match(key.strip()):
-            errors[f"line {number}"] = f"unable to parse '{line}'"
-            continue
-        config[key.strip()] = value.strip()
+        match = schema.LINE_RE.fullmatch(line)
+        if match is None:
+            errors[f"line {number}"] = f"unable to parse '{_shown(line)}'"
+        elif match.group(1) in config:
+            errors[match.group(1)] = f"line {number}: duplicate key"
+        else:
+            config[match.group(1)] = match.group(2)
+    if description and "description" in config:
+        errors["description"] = "given both as comment lines and as a key"
     if errors:
         raise ConfigError(errors)
     if description:
@@ -256,37 +418,52 @@ def parse_config(text: str) -> dict[str, str]:
 
 def config_digest(config: Mapping[str, str]) -> str:
     """SHA-1 of the formatted file, the ``digest`` of Proxmox's config API."""
-    return hashlib.sha1(format_config(config).encode()).hexdigest()
+    return hashlib.sha1(format_config(config).encode("utf-8")).hexdigest()
 
 
-def _random_mac(prefix: str, rng: random.Random) -> str:
-    return ":".join([prefix.upper(), *(f"{rng.randrange(256):02X}" for _ in range(3))])
+def _random_mac(prefix: str, rng: RandomSource) -> str:
+    octets = prefix.upper().split(":")
+    if len(octets) > 5 or not all(re.fullmatch(r"[0-9A-F]{2}", o) for o in octets) or int(octets[0], 16) & 1:
+        raise ValueError(f"invalid MAC prefix '{_shown(prefix)}' (1 to 5 octets, unicast)")
+    octets += [f"{rng.getrandbits(8):02X}" for _ in range(6 - len(octets))]
+    return ":".join(octets)
+
+
+def _key_order(key: str) -> tuple[str, int]:
+    """``scsi2`` before ``scsi10``."""
+    match = re.fullmatch(r"([a-z]+)(\d+)", key)
+    return (match.group(1), int(match.group(2))) if match else (key, -1)
 
 
 def normalise_for_create(
-    vmid: int, config: dict[str, str], *, mac_prefix: str = "BC:24:11", rng: random.Random
+    vmid: int, config: dict[str, str], *, mac_prefix: str = "BC:24:11", rng: RandomSource
 ) -> dict[str, str]:
-    """NICs get MACs, ``storage:SIZE`` disks get volume names, and smbios1 a uuid (no files made)."""
+    """NICs get MACs, ``storage:SIZE`` disks get volume names, smbios1 a uuid; a new dict, no files made."""
     result = dict(config)
+    for key in sorted(result, key=_key_order):
+        if re.fullmatch(r"net\d+", key):
+            model, mac, rest = _net_parts(result[key])
+            result[key] = _format_net(model, mac or _random_mac(mac_prefix, rng), rest)
+    owned = re.compile(rf"(?:^|[:/])(?:vm|base)-{vmid}-disk-(\d+)(?:\.|$)")
     used: set[int] = set()
-    for key in sorted(result):
-        if key.startswith("net") and key[3:].isdigit():
-            items = property_string_parse(result[key], default_key="model")
-            first_key, first_value = next(iter(items.items()))
-            model = first_value if first_key == "model" else first_key
-            if first_key == "model" or not first_value:
-                rest = {k: v for k, v in items.items() if k != first_key}
-                result[key] = property_string_format({model: _random_mac(mac_prefix, rng), **rest}, default_key=None)
-    for key in sorted(result):
-        if DISK_KEY_RE.match(key) and result[key] != "none":
-            items = property_string_parse(result[key], default_key="file")
-            storage, _, size = items.get("file", "").partition(":")
-            if NUMBER_RE.match(size):
-                index = next(i for i in range(10_000) if i not in used)
-                used.add(index)
-                items["file"] = f"{storage}:vm-{vmid}-disk-{index}"
-                items["size"] = f"{size}G"
-                result[key] = property_string_format(items, default_key="file")
+    for key, value in result.items():
+        if schema.DISK_KEY_RE.fullmatch(key):
+            volume = property_string_parse(value, default_key="file").get("file", "")
+            used.update(int(m.group(1)) for m in owned.finditer(volume))
+    for key in sorted(result, key=_key_order):
+        if not schema.DISK_KEY_RE.fullmatch(key) or key.startswith("unused"):
+            continue
+        items = property_string_parse(result[key], default_key="file")
+        size = _new_disk_size(items.get("file", ""))
+        if size is None:
+            continue
+        index = next(i for i in range(len(used) + 1) if i not in used)
+        used.add(index)
+        items["file"] = f"{items['file'].partition(':')[0]}:vm-{vmid}-disk-{index}"
+        items["size"] = f"{size}G"
+        result[key] = property_string_format(items, default_key="file")
+    if result.get("description") == "":
+        del result["description"]
     if "smbios1" not in result:
         result["smbios1"] = f"uuid={uuid.UUID(int=rng.getrandbits(128), version=4)}"
     return result

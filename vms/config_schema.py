@@ -1,4 +1,7 @@
-"""The qemu-server options this implementation knows, with their types (a subset of Proxmox's schema)."""
+"""The qemu-server options this implementation knows (a subset of Proxmox's schema) and value patterns.
+
+No Django imports: shared by the API, the admin, ``qm`` and the config-tree renderer.
+"""
 
 from __future__ import annotations
 
@@ -21,28 +24,54 @@ NIC_MODELS = (
     "ne2k_pci",
     "pcnet",
 )
+MAX_MEMORY = 4 * 1024 * 1024  # MiB
+
+# Value patterns (use with fullmatch).
+INTEGER_RE = re.compile(r"-?(0|[1-9][0-9]*)")
+NUMBER_RE = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
+DNS_LABEL_RE = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
+TAG_RE = re.compile(r"[a-z0-9_][a-z0-9_\-+.]*", re.IGNORECASE)  # Proxmox matches tags case-insensitively
+MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+STORAGE_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9\-_.]*")
+VOLNAME_RE = re.compile(r"[A-Za-z0-9_.\-+/@]+")
+DEVICE_RE = re.compile(r"/dev/[A-Za-z0-9_.\-/]+")
+PROPERTY_KEY_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9_\-]*")
+CONFIGID_RE = re.compile(r"[a-z][a-z0-9_\-]*")
+VMID_RE = re.compile(r"[1-9][0-9]{0,11}")
+LINE_RE = re.compile(r"([a-z][a-z0-9_\-]*):[ \t]*(.*?)[ \t]*")
+# What ``str.splitlines`` breaks on: a description is split on exactly these.
+LINE_BREAK_RE = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+# Line breaks, other C0/C1 controls, DEL, and Unicode bidi/line formatting characters.
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
+# Controls a description line may not hold (tab is fine; line breaks were split off already).
+DESCRIPTION_CONTROL_RE = re.compile(r"[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f]")
 
 
 @dataclass(frozen=True)
 class Option:
-    """Type of one option: ``kind`` is integer, number, boolean, enum, string, dns-name, tags, disk, net, memory."""
+    """Type of one option.
+
+    ``kind`` is one of: integer, number, boolean, enum, string, property (a property string whose
+    first item may omit ``default_key``), dns-name, tags, disk, net, memory, description.
+    """
 
     kind: str
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     max_length: int = 4096
+    default_key: str | None = None
 
 
 SCHEMA: dict[str, Option] = {
     "name": Option("dns-name", max_length=253),
-    "memory": Option("memory", 16, 4 * 1024 * 1024),
-    "balloon": Option("integer", 0, 4 * 1024 * 1024),
+    "memory": Option("memory", 16, MAX_MEMORY),
+    "balloon": Option("integer", 0, MAX_MEMORY),
     "shares": Option("integer", 0, 50000),
     "cores": Option("integer", 1, 1024),
     "sockets": Option("integer", 1, 16),
     "vcpus": Option("integer", 1, 16384),
-    "cpu": Option("string", max_length=1024),
+    "cpu": Option("property", max_length=1024, default_key="cputype"),
     "cpulimit": Option("number", 0, 128),
     "cpuunits": Option("integer", 1, 262144),
     "numa": Option("boolean"),
@@ -50,10 +79,10 @@ SCHEMA: dict[str, Option] = {
     "description": Option("description", max_length=8 * 1024),
     "tags": Option("tags", max_length=1024),
     "onboot": Option("boolean"),
-    "boot": Option("string", max_length=1024),
+    "boot": Option("property", max_length=1024, default_key="legacy"),
     "bios": Option("enum", choices=("seabios", "ovmf")),
-    "machine": Option("string", max_length=256),
-    "agent": Option("string", max_length=256),
+    "machine": Option("property", max_length=256, default_key="type"),
+    "agent": Option("property", max_length=256, default_key="enabled"),
     "args": Option("string", max_length=8192),
     "kvm": Option("boolean"),
     "acpi": Option("boolean"),
@@ -61,14 +90,15 @@ SCHEMA: dict[str, Option] = {
     "protection": Option("boolean"),
     "template": Option("boolean"),
     "scsihw": Option("enum", choices=SCSIHW),
-    "vga": Option("string", max_length=256),
+    "vga": Option("property", max_length=256, default_key="type"),
     "hotplug": Option("string", max_length=256),
-    "startup": Option("string", max_length=256),
+    "startup": Option("property", max_length=256),
     "hookscript": Option("string", max_length=1024),
-    "smbios1": Option("string", max_length=1024),
+    "smbios1": Option("property", max_length=1024),
     "vmgenid": Option("string", max_length=64),
-    "meta": Option("string", max_length=1024),
+    "meta": Option("property", max_length=1024),
     "lock": Option("enum", choices=LOCKS),
+    "parent": Option("string", max_length=256),
     "efidisk0": Option("disk"),
     "tpmstate0": Option("disk"),
 }
@@ -82,4 +112,46 @@ for _i in range(32):
 for _i in range(4):
     SCHEMA[f"serial{_i}"] = Option("string", max_length=256)
 
-DISK_KEY_RE = re.compile(r"^(ide|sata|scsi|virtio)\d+$|^efidisk0$|^tpmstate0$")
+# Keys whose value names a volume that belongs to the VM (new ones are numbered vm-<vmid>-disk-<k>).
+DISK_KEY_RE = re.compile(r"(ide|sata|scsi|virtio|unused)\d+|efidisk0|tpmstate0")
+
+# Options a disk property string may carry after its volume (values are checked loosely, by pattern).
+DISK_OPTIONS: dict[str, str] = {
+    "aio": r"native|threads|io_uring",
+    "backup": r"0|1",
+    "cache": r"none|writethrough|writeback|unsafe|directsync",
+    "discard": r"on|ignore",
+    "detect_zeroes": r"on|off|unmap|0|1",
+    "efitype": r"2m|4m",
+    "format": r"raw|qcow2|vmdk|cloop|cow|qed|vpc",
+    "iothread": r"0|1",
+    "media": r"disk|cdrom",
+    "model": r"[A-Za-z0-9_.\-]{1,40}",
+    "pre-enrolled-keys": r"0|1",
+    "replicate": r"0|1",
+    "ro": r"0|1",
+    "serial": r"[A-Za-z0-9_.\-]{1,60}",
+    "shared": r"0|1",
+    "size": r"[0-9]+(\.[0-9]+)?[KMGT]?",
+    "snapshot": r"0|1",
+    "ssd": r"0|1",
+    "version": r"v1\.2|v2\.0",
+    "werror": r"enospc|ignore|report|stop",
+    "rerror": r"ignore|report|stop",
+    "wwn": r"0x[0-9a-fA-F]{16}",
+}
+# I/O limits: mbps, mbps_rd_max, iops_wr_max_length, ...
+DISK_THROTTLE_RE = re.compile(r"(mbps|iops)(_rd|_wr)?(_max)?(_length)?")
+
+# Options of a network device after its ``model[=MAC]`` item: value pattern, and integer ranges.
+NET_OPTIONS: dict[str, str] = {
+    "bridge": r"[A-Za-z0-9_.\-]{1,64}",
+    "firewall": r"0|1",
+    "link_down": r"0|1",
+    "mtu": r"0|[1-9][0-9]{0,5}",
+    "queues": r"0|[1-9][0-9]{0,5}",
+    "rate": r"(0|[1-9][0-9]{0,8})(\.[0-9]{1,6})?",
+    "tag": r"0|[1-9][0-9]{0,5}",
+    "trunks": r"[0-9]{1,4}(-[0-9]{1,4})?(;[0-9]{1,4}(-[0-9]{1,4})?)*",
+}
+NET_RANGES: dict[str, tuple[int, int]] = {"mtu": (1, 65520), "queues": (0, 64), "tag": (1, 4094)}
