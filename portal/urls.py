@@ -32,3 +32,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]
+
+# Errors outside DRF views answer in the API's JSON shape under /api2/ (404 there is a 501).
+handler404 = "portal.api.errors.handler404"
+handler500 = "portal.api.errors.handler500"

@@ -1,24 +1,40 @@
-"""Errors in Proxmox's shape: the message as reason phrase and ``{"data": null, "message", "errors"}``.
+"""Errors in Proxmox's shape: ``{"data": null, "message": "<msg>\\n", "errors": {...}}``.
 
-Apps map their own exceptions with ``register_error`` so this module imports none of them.
+The HTTP reason phrase is the message's first line (``HTTP/1.1 500 Configuration file ... does not
+exist``), made safe: only printable ASCII survives, anything else becomes ``?``, and it is cut at
+``REASON_MAX`` characters. Proxmox itself answers a message with CR/LF with a plain 400; here the
+status is kept and only the phrase is sanitised (the body always carries the full message).
+Note that ASGI has no reason phrase: over uvicorn the client sees the standard one.
+
+Apps map their own exceptions with :func:`register_error`, so this module imports none of them.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponse
+from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
-from portal.api.renderers import Envelope
+from portal.api.renderers import CONTENT_TYPE, Envelope, render_json
 
 log = logging.getLogger(__name__)
 
+API_PREFIX = "/api2/json"
+PARAMETER_MESSAGE = "Parameter verification failed."
+REASON_MAX = 256
+
+StatusSpec = int | Callable[[Exception], int]
 MessageFn = Callable[[Exception], str]
-_registry: list[tuple[type[Exception], int, MessageFn | None]] = []
+_registry: dict[type[Exception], tuple[StatusSpec, MessageFn | None]] = {}
 
 
 class APIError(Exception):
@@ -26,93 +42,176 @@ class APIError(Exception):
 
     def __init__(self, status: int, message: str, errors: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.errors = status, message, errors
+        self.status = status
+        self.message = message
+        self.errors = errors or None
 
 
 class ParameterError(APIError):
-    """400 Parameter verification failed, with the message of each bad parameter."""
+    """400 "Parameter verification failed." with the message of each bad parameter."""
 
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__(400, "Parameter verification failed.", errors)
-
-
-def register_error(
-    exc_class: type[Exception], status: int | Callable[[Exception], int], message_fn: MessageFn | None = None
-) -> None:
-    """Map a domain exception to an HTTP status (a number, or a function of the exception)."""
-    _registry.append((exc_class, status, message_fn))  # type: ignore[arg-type]
+    def __init__(self, errors: dict[str, str], message: str = PARAMETER_MESSAGE) -> None:
+        super().__init__(400, message, {str(k): str(v) for k, v in errors.items()})
 
 
-def reason_phrase(message: str) -> str:
-    """First line, latin-1 and control-free, bounded: safe as an HTTP reason phrase."""
-    first = message.strip().splitlines()[0] if message.strip() else "error"
-    safe = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in first)
-    return safe[:200]
+def register_error(exc_class: type[Exception], status: StatusSpec, message_fn: MessageFn | None = None) -> None:
+    """Map a domain exception (and its subclasses) to a status (a number, or a function of the exception)."""
+    _registry[exc_class] = (status, message_fn)
+
+
+def reason_phrase(message: str, status: int = 500) -> str:
+    """The message's first line as a safe reason phrase (printable ASCII, bounded, never empty)."""
+    lines = message.strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    safe = "".join(ch if " " <= ch <= "~" else "?" for ch in first)[:REASON_MAX].strip()
+    if safe:
+        return safe
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def error_body(message: str, errors: dict[str, str] | None = None) -> Envelope:
+    """``{"data": null, "message": "<msg>\\n"}`` plus ``errors`` when there are any."""
+    body = Envelope(None, message=message.rstrip("\n") + "\n")
+    if errors:
+        body["errors"] = {str(k): str(v) for k, v in errors.items()}
+    return body
 
 
 def error_response(status: int, message: str, errors: dict[str, str] | None = None) -> Response:
-    body = Envelope(data=None, message=message.rstrip("\n") + "\n")
-    if errors:
-        body["errors"] = {str(k): str(v) for k, v in errors.items()}
-    response = Response(body, status=status)
-    response.reason_phrase = reason_phrase(message)
+    """A DRF response for an error, reason phrase set."""
+    response = Response(error_body(message, errors), status=status)
+    response.reason_phrase = reason_phrase(message, status)
     return response
 
 
-def _flatten(detail: Any) -> str:
-    if isinstance(detail, list):
-        return "; ".join(_flatten(d) for d in detail)
+def json_error(status: int, message: str, errors: dict[str, str] | None = None) -> HttpResponse:
+    """The same error as a plain Django response (for views outside DRF)."""
+    response = HttpResponse(render_json(error_body(message, errors)), status=status, content_type=CONTENT_TYPE)
+    response.reason_phrase = reason_phrase(message, status)
+    return response
+
+
+def api_relative_path(path: str) -> str:
+    """``/api2/json/nodes/pve/`` -> ``/nodes/pve`` (the path as Proxmox names it in messages)."""
+    rest = path[len(API_PREFIX) :] if path.startswith(API_PREFIX) else path
+    return "/" + rest.strip("/")
+
+
+def not_implemented_message(method: str | None, path: str) -> str:
+    """``Method 'GET /foo' not implemented``."""
+    return f"Method '{method or 'GET'} {api_relative_path(path)}' not implemented"
+
+
+def _text(detail: Any) -> str:
+    """DRF error detail (string, list or dict) flattened to one line of text."""
+    if isinstance(detail, list | tuple):
+        return "; ".join(_text(item) for item in detail)
     if isinstance(detail, dict):
-        return "; ".join(f"{k}: {_flatten(v)}" for k, v in detail.items())
+        return "; ".join(f"{key}: {_text(value)}" for key, value in detail.items())
     return str(detail)
 
 
+def _registered(exc: Exception) -> APIError | None:
+    """The registered mapping of the most specific class of ``exc``, if any."""
+    for cls in type(exc).__mro__:
+        if cls in _registry:
+            status, message_fn = _registry[cls]
+            code = status(exc) if callable(status) else status
+            message = message_fn(exc) if message_fn else str(exc) or cls.__name__
+            errors = getattr(exc, "errors", None)
+            return APIError(int(code), message, errors if isinstance(errors, dict) else None)
+    return None
+
+
+def _from_validation_error(exc: drf.ValidationError) -> APIError:
+    """A serializer-style ValidationError as per-parameter errors."""
+    if isinstance(exc.detail, dict):
+        return ParameterError({("_root" if k == "non_field_errors" else k): _text(v) for k, v in exc.detail.items()})
+    return APIError(400, _text(exc.detail) or PARAMETER_MESSAGE)
+
+
 def to_api_error(exc: Exception) -> APIError:
-    """Any exception as an APIError (unknown ones become a 500 with the exception text)."""
+    """Any exception as an APIError; unknown ones become a 500 with the exception's text."""
     if isinstance(exc, APIError):
         return exc
-    for exc_class, status, message_fn in _registry:
-        if isinstance(exc, exc_class):
-            code = status(exc) if callable(status) else status
-            message = message_fn(exc) if message_fn else str(exc)
-            return APIError(code, message, getattr(exc, "errors", None) or None)
-    if isinstance(exc, drf.NotAuthenticated | drf.AuthenticationFailed):
-        return APIError(401, _flatten(exc.detail) if isinstance(exc, drf.AuthenticationFailed) else "No ticket")
-    if isinstance(exc, drf.PermissionDenied):
-        return APIError(403, _flatten(exc.detail))
-    if isinstance(exc, drf.ParseError):
-        return APIError(400, f"Parameter verification failed. ({_flatten(exc.detail)})")
-    if isinstance(exc, drf.UnsupportedMediaType):
-        return APIError(415, _flatten(exc.detail))
+    registered = _registered(exc)
+    if registered is not None:
+        return registered
+    if isinstance(exc, drf.NotAuthenticated):
+        return APIError(401, "No ticket")
+    if isinstance(exc, drf.AuthenticationFailed):
+        return APIError(401, _text(exc.detail))
+    if isinstance(exc, drf.PermissionDenied | DjangoPermissionDenied):
+        return APIError(403, _text(getattr(exc, "detail", None) or exc) or "Permission check failed")
     if isinstance(exc, drf.ValidationError):
-        detail = exc.detail if isinstance(exc.detail, dict) else {"": exc.detail}
-        return ParameterError({k: _flatten(v) for k, v in detail.items()})
-    if isinstance(exc, drf.NotFound):
-        return APIError(404, _flatten(exc.detail))
+        return _from_validation_error(exc)
+    if isinstance(exc, drf.NotFound | Http404):
+        return APIError(404, _text(getattr(exc, "detail", None) or exc) or "Not Found")
     if isinstance(exc, drf.APIException):
-        return APIError(exc.status_code, _flatten(exc.detail))
-    log.exception("unexpected error in API call", exc_info=exc)
+        return APIError(exc.status_code, _text(exc.detail))
+    if isinstance(exc, RequestDataTooBig):
+        return APIError(413, str(exc) or "request too large")
+    if isinstance(exc, SuspiciousOperation):
+        return APIError(400, str(exc) or "bad request")
+    log.error("unexpected error in API call: %s", exc, exc_info=exc)
     return APIError(500, str(exc) or type(exc).__name__)
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
-    """DRF's EXCEPTION_HANDLER: every error in Proxmox's shape."""
+    """DRF's EXCEPTION_HANDLER: every error in Proxmox's shape, never a traceback."""
+    from rest_framework.views import set_rollback
+
     request = context.get("request")
-    if isinstance(exc, drf.MethodNotAllowed) and request is not None:
-        path = request.path.removeprefix("/api2/json").rstrip("/") or "/"
-        error = APIError(501, f"Method '{request.method} {path}' not implemented")
+    if isinstance(exc, drf.MethodNotAllowed):
+        path = request.path if request is not None else ""
+        error = APIError(501, not_implemented_message(getattr(request, "method", None), path))
     else:
         error = to_api_error(exc)
+    set_rollback()
     response = error_response(error.status, error.message, error.errors)
-    if error.status == 401:
-        response["WWW-Authenticate"] = "PVEAuthCookie"
+    auth_header = getattr(exc, "auth_header", None)
+    if error.status == 401 and auth_header:
+        response["WWW-Authenticate"] = auth_header
     return response
 
 
-def not_implemented(request: HttpRequest, path: str = "") -> JsonResponse:
-    """Catch-all under /api2/json: Proxmox answers unknown paths and methods with 501."""
-    message = f"Method '{request.method} /{path.strip('/')}' not implemented"
-    response = JsonResponse({"data": None, "message": message + "\n"}, status=501)
-    response.reason_phrase = reason_phrase(message)
-    response["Content-Type"] = "application/json;charset=UTF-8"
-    return response
+@csrf_exempt
+def not_implemented(request: HttpRequest, path: str = "") -> HttpResponse:
+    """Catch-all under /api2/json: unknown paths (any method) are 501, as in Proxmox."""
+    return json_error(501, not_implemented_message(request.method, request.path))
+
+
+def _is_api(request: HttpRequest) -> bool:
+    """Whether the request is for the API tree (its errors are JSON envelopes)."""
+    return request.path.startswith("/api2/")
+
+
+def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Django's 400 view: the JSON envelope under /api2/, Django's page elsewhere."""
+    if _is_api(request):
+        return json_error(400, str(exception or "") or "bad request")
+    return defaults.bad_request(request, exception)
+
+
+def handler403(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Django's 403 view: the JSON envelope under /api2/, Django's page elsewhere."""
+    if _is_api(request):
+        return json_error(403, str(exception or "") or "permission denied")
+    return defaults.permission_denied(request, exception)
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Django's 404 view: under /api2/ the 501 Proxmox gives for unknown paths."""
+    if _is_api(request):
+        return not_implemented(request)
+    return defaults.page_not_found(request, exception)
+
+
+def handler500(request: HttpRequest) -> HttpResponse:
+    """Django's 500 view: the JSON envelope under /api2/ (no traceback), Django's page elsewhere."""
+    if _is_api(request):
+        return json_error(500, "internal server error")
+    return defaults.server_error(request)

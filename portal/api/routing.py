@@ -1,38 +1,52 @@
-"""URL patterns for Proxmox-style paths: ``{placeholder}`` segments, optional trailing slash, 501 fallback."""
+"""URL patterns for Proxmox-style paths: ``{placeholder}`` segments, optional trailing slash, 501 fallback.
+
+Placeholders match one segment (``[^/]+``), so UPIDs with ``:``, ``@`` and ``!`` route as they
+are. The server (uvicorn, Django's WSGI handler, the test client) percent-decodes the path once
+before routing, exactly as Proxmox does, so Terraform's ``%21`` arrives as ``!``; values are not
+decoded a second time (a literal ``%`` stays a ``%``). Nothing here ever redirects.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import unquote
 
-from django.urls import URLPattern, re_path
+from django.urls import URLPattern, URLResolver, re_path
 
 from portal.api.errors import not_implemented
 
 PREFIX = "api2/json/"
-_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+SEGMENT = r"[^/]+"
 
 
-def _decoded(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Percent-decode path values (Terraform sends a UPID's '!' as %21)."""
-
-    def wrapper(request: Any, **kwargs: Any) -> Any:
-        return view(request, **{key: unquote(value) for key, value in kwargs.items()})
-
-    wrapper.csrf_exempt = True  # type: ignore[attr-defined]
-    return wrapper
+def template_regex(template: str) -> str:
+    """``nodes/{node}/qemu`` -> ``nodes/(?P<node>[^/]+)/qemu`` (literal parts escaped)."""
+    parts: list[str] = []
+    position = 0
+    for match in [*_PLACEHOLDER.finditer(template), None]:
+        literal = template[position : match.start() if match else len(template)]
+        if "{" in literal or "}" in literal:
+            raise ValueError(f"bad placeholder in API path template {template!r}")
+        parts.append(re.escape(literal))
+        if match:
+            parts.append(f"(?P<{match.group(1)}>{SEGMENT})")
+            position = match.end()
+    return "".join(parts)
 
 
 def api_path(template: str, view: Callable[..., Any], name: str | None = None) -> URLPattern:
-    """``nodes/{node}/qemu/{vmid}`` -> a re_path under /api2/json with an optional trailing slash."""
-    regex = _PLACEHOLDER.sub(
-        lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(template).replace(r"\{", "{").replace(r"\}", "}")
-    )
-    return re_path(rf"^{PREFIX}{regex}/?$", _decoded(view), name=name)
+    """A route for ``/api2/json/<template>``, with or without a trailing slash."""
+    regex = template_regex(template.strip("/"))
+    return re_path(rf"^{PREFIX[:-1]}{'/' + regex if regex else ''}/?$", view, name=name)
 
 
-def api_urlpatterns(routes: list[URLPattern]) -> list[URLPattern]:
-    """The routes plus the catch-all that answers everything else under /api2/json with 501."""
-    return [*routes, re_path(rf"^{PREFIX[:-1]}(?P<path>/.*)?$", not_implemented)]
+def catch_all() -> URLPattern:
+    """Everything else under /api2/json (any method): 501 ``Method 'X /path' not implemented``."""
+    return re_path(rf"^{PREFIX[:-1]}(?:/(?P<path>.*))?$", not_implemented, name="api-not-implemented")
+
+
+def api_urlpatterns(routes: Iterable[URLPattern | URLResolver]) -> list[URLPattern | URLResolver]:
+    """The routes plus the 501 catch-all, which must come last."""
+    return [*routes, catch_all()]

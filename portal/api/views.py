@@ -1,69 +1,105 @@
-"""Base view of every /api2/json endpoint."""
+"""Base view of every /api2/json endpoint: Proxmox's envelope, parsing, errors and auth rules."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
-from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
+from rest_framework.parsers import BaseParser, JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from portal.api.errors import exception_handler
+from portal.api.params import check_no_body
 from portal.api.parsers import PVEFormParser
-from portal.api.renderers import Envelope, PVEJSONRenderer
+from portal.api.renderers import CONTENT_TYPE, Envelope, PVEJSONRenderer
 
 
-class PVEContentNegotiation(DefaultContentNegotiation):
-    """Always JSON out; a body without Content-Type is read as a form."""
+class PVEContentNegotiation(BaseContentNegotiation):
+    """Always JSON out (never 406); a body without (or with an unknown) Content-Type is read as a form."""
 
-    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
-        if not request.content_type:
-            return next((p for p in parsers if isinstance(p, PVEFormParser)), None)
-        return super().select_parser(request, parsers)
+    def select_parser(self, request: Request, parsers: list[BaseParser]) -> BaseParser | None:
+        """The matching parser; the form parser when the Content-Type is absent or unknown."""
+        if request.content_type:
+            parser = DefaultContentNegotiation().select_parser(request, parsers)
+            if parser is not None:
+                return parser
+        return next((p for p in parsers if isinstance(p, PVEFormParser)), PVEFormParser())
 
     def select_renderer(
-        self, request: Request, renderers: list[Any], format_suffix: str | None = None
-    ) -> tuple[Any, str]:
-        renderer = renderers[0]
-        return renderer, renderer.media_type
+        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        """The JSON renderer, whatever Accept and ``?format=`` say."""
+        renderer = next((r for r in renderers if isinstance(r, PVEJSONRenderer)), None) or PVEJSONRenderer()
+        return renderer, CONTENT_TYPE
+
+
+class PVEResponse(Response):
+    """200 with the envelope ``{"data": data, **extra}`` (``total``, ``changes`` at top level)."""
+
+    def __init__(self, data: Any = None, status: int = 200, **extra: Any) -> None:
+        super().__init__(Envelope(data, **extra), status=status)
+
+
+def ok(data: Any = None, **extra: Any) -> Response:
+    """200 with ``{"data": data}`` plus extra top-level keys (``ok(lines, total=n)``)."""
+    return PVEResponse(data, **extra)
 
 
 class PVEAPIView(APIView):
-    """Thin endpoint base: authentication from settings, JSON envelope, Proxmox errors.
+    """Endpoint base: JSON envelope, form/JSON/multipart bodies, Proxmox errors, no pagination.
 
-    ``public = True`` endpoints still authenticate when credentials are sent but allow anonymous
-    callers (login, realm list).
+    Authentication comes from settings (``DEFAULT_AUTHENTICATION_CLASSES``). ``public = True``
+    endpoints (login, realm list) still run it, but a failed one leaves the caller anonymous and
+    any caller is allowed. Unknown methods on a known path are 501, as in Proxmox. CSRF is the
+    authentication class's business (``CSRFPreventionToken``), so Django's check is off.
     """
 
-    public = False
+    public: bool = False
     content_negotiation_class = PVEContentNegotiation
     renderer_classes = [PVEJSONRenderer]
+    parser_classes = [PVEFormParser, JSONParser, MultiPartParser]
+    permission_classes = [IsAuthenticated]
+    pagination_class = None
+    http_method_names = ["get", "post", "put", "delete", "head"]
+
+    def get_permissions(self) -> list[BasePermission]:
+        """AllowAny for public endpoints, else ``permission_classes``."""
+        if self.public:
+            return [AllowAny()]
+        return super().get_permissions()
 
     def perform_authentication(self, request: Request) -> None:
-        if not self.public:
-            return super().perform_authentication(request)
+        """Authenticate now; on a public endpoint bad credentials mean anonymous, not 401."""
         try:
-            request.user  # noqa: B018  (evaluates the authenticators)
-        except exceptions.AuthenticationFailed:
-            request._not_authenticated()
-        return None
+            request.user  # noqa: B018  (runs the authenticators)
+        except exceptions.APIException:
+            if not self.public:
+                raise
+            # DRF has already made the request anonymous before re-raising.
 
-    def get_permissions(self) -> list[Any]:
-        return [AllowAny()] if self.public else [IsAuthenticated()]
+    def permission_denied(self, request: Request, message: str | None = None, code: str | None = None) -> None:
+        """An anonymous caller gets 401 (as in Proxmox), even when no authenticator is configured."""
+        if not request.successful_authenticator:
+            raise exceptions.NotAuthenticated()
+        super().permission_denied(request, message=message, code=code)
 
-    @classmethod
-    def as_view(cls, **initkwargs: Any) -> Any:
-        return csrf_exempt(super().as_view(**initkwargs))
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """Proxmox's 501 for a GET/DELETE with content comes before authentication."""
+        check_no_body(request)
+        super().initial(request, *args, **kwargs)
 
-    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+    def get_exception_handler(self) -> Any:
+        """This package's handler, whatever settings say."""
+        return exception_handler
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        """DRF's finalisation, then Proxmox's exact Content-Type (also on non-DRF responses)."""
         response = super().finalize_response(request, response, *args, **kwargs)
-        response["Content-Type"] = "application/json;charset=UTF-8"
+        if isinstance(response, Response):
+            response["Content-Type"] = CONTENT_TYPE
         return response
-
-
-def ok(data: Any, **extra: Any) -> Response:
-    """200 with ``{"data": data}`` plus extra top-level keys (``total``)."""
-    return Response(Envelope(data=data, **extra) if extra else data)
