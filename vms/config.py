@@ -435,10 +435,13 @@ def _key_order(key: str) -> tuple[str, int]:
     return (match.group(1), int(match.group(2))) if match else (key, -1)
 
 
-def normalise_for_create(
-    vmid: int, config: dict[str, str], *, mac_prefix: str = "BC:24:11", rng: RandomSource
+def normalise_devices(
+    vmid: int, config: Mapping[str, str], *, mac_prefix: str = "BC:24:11", rng: RandomSource
 ) -> dict[str, str]:
-    """NICs get MACs, ``storage:SIZE`` disks get volume names, smbios1 a uuid; a new dict, no files made."""
+    """NICs without a MAC get one, ``storage:SIZE`` disks get volume names; a new dict, no files made.
+
+    Applied on create and on every update, so a NIC or disk added later is completed the same way.
+    """
     result = dict(config)
     for key in sorted(result, key=_key_order):
         if re.fullmatch(r"net\d+", key):
@@ -462,6 +465,14 @@ def normalise_for_create(
         items["file"] = f"{items['file'].partition(':')[0]}:vm-{vmid}-disk-{index}"
         items["size"] = f"{size}G"
         result[key] = property_string_format(items, default_key="file")
+    return result
+
+
+def normalise_for_create(
+    vmid: int, config: dict[str, str], *, mac_prefix: str = "BC:24:11", rng: RandomSource
+) -> dict[str, str]:
+    """``normalise_devices`` plus what only a new VM gets: an smbios1 uuid."""
+    result = normalise_devices(vmid, config, mac_prefix=mac_prefix, rng=rng)
     if result.get("description") == "":
         del result["description"]
     if "smbios1" not in result:

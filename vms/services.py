@@ -59,7 +59,8 @@ def update_vm_config(
     if vm.lock and not skiplock:
         raise VMLocked(vm.vmid, vm.lock)
     updates = vmconfig.validate_options(set_, creating=False)
-    vm.config = vmconfig.apply_update(vm.config, updates, delete)
+    config = vmconfig.apply_update(vm.config, updates, delete)
+    vm.config = vmconfig.normalise_devices(vm.vmid, config, rng=random.Random(secrets.randbits(64)))
     vm.save()
     return vm
 

@@ -86,3 +86,13 @@ def test_qm_errors_are_clear(node_env):
     assert missing.returncode != 0 and "does not exist" in missing.stderr
     stale = qm(node_env, "set", "902", "--memory", "600", "--digest", "0" * 40)
     assert stale.returncode != 0 and "modified" in stale.stderr
+
+
+def test_devices_added_by_an_update_are_completed(node_env):
+    assert qm(node_env, "create", "903", "--scsi0", "local:2").returncode == 0
+    result = qm(node_env, "set", "903", "--net1", "virtio,bridge=vmbr1", "--scsi1", "local:4")
+    assert result.returncode == 0, result.stderr
+    config = VM.objects.get(vmid=903).config
+    assert config["scsi0"] == "local:vm-903-disk-0,size=2G"
+    assert config["scsi1"] == "local:vm-903-disk-1,size=4G"
+    assert config["net1"].startswith("virtio=BC:24:11:") and config["net1"].endswith(",bridge=vmbr1")
