@@ -173,6 +173,7 @@ MIDDLEWARE = [
     "authz.middleware.TicketAuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "portal.runner.reason.ReasonPhraseHeaderMiddleware",
 ]
 
 # Logins ride on cluster-signed tickets (authz.middleware), not on per-node database sessions.

@@ -18,6 +18,8 @@ from pathlib import Path
 import uvicorn
 from uvicorn.config import create_ssl_context
 
+from portal.runner.reason import ReasonPhraseH11Protocol
+
 APPLICATION = "portal.asgi:application"
 CERTIFICATE_WAIT = 60.0
 GRACEFUL_SHUTDOWN = 5  # seconds for open requests and websockets on SIGTERM
@@ -71,6 +73,7 @@ def build_config(
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+        http=ReasonPhraseH11Protocol,  # error messages in the status line, as Proxmox clients expect
     )
     config.load()
     return config

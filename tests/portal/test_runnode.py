@@ -122,6 +122,14 @@ def test_runnode_serves_the_admin_over_https_and_stops_cleanly_on_sigterm(tmp_pa
         assert session.cookies["PVEAuthCookie"].startswith("PVE%3Aroot%40pam%3A")
         assert session.get(f"{base}/api2/json/version", verify=str(ca)).json()["data"]["release"]
 
+        # Error messages reach clients in the status line (proxmoxer shows resp.reason).
+        missing = session.get(f"{base}/api2/json/nodes/testnode/qemu/4242/config", verify=str(ca))
+        assert missing.status_code == 500
+        assert missing.reason == "Configuration file 'nodes/testnode/qemu-server/4242.conf' does not exist"
+        assert "X-PVE-Reason" not in missing.headers
+        unknown = requests.get(f"{base}/api2/json/no/such/path", verify=str(ca), timeout=10)
+        assert (unknown.status_code, unknown.reason) == (501, "Method 'GET /no/such/path' not implemented")
+
         # The real server: TLS 1.1 refused, TLS 1.2 and 1.3 negotiated.
         assert _tls_version(port, ssl.TLSVersion.TLSv1_1) is None
         assert _tls_version(port, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
