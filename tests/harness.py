@@ -121,3 +121,93 @@ class ReplicatorProcess:
         assert self.process is not None
         self.process.kill()
         self.process.wait()
+
+
+COROSYNC_CONF = """totem {{
+  version: 2
+  cluster_name: {cluster}
+  config_version: 1
+  transport: knet
+  crypto_cipher: none
+  crypto_hash: none
+  token: 1000
+}}
+nodelist {{
+  node {{
+    name: {node}
+    nodeid: 1
+    ring0_addr: 127.0.0.1
+  }}
+}}
+quorum {{
+  provider: corosync_votequorum
+}}
+logging {{
+  to_stderr: yes
+  to_syslog: no
+  to_logfile: no
+}}
+"""
+
+
+class SingleNodeCorosync:
+    """A real one-node corosync in a network namespace of its own (its IPC is per namespace)."""
+
+    def __init__(self, directory: Path, *, namespace: str, cluster: str = "testcluster", node: str = "n1") -> None:
+        self.directory = directory
+        self.namespace = namespace
+        self.conf = directory / "corosync.conf"
+        self.log_path = directory / "corosync.log"
+        self.conf.write_text(COROSYNC_CONF.format(cluster=cluster, node=node))
+        (directory / "lib").mkdir(exist_ok=True)
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30) -> None:
+        subprocess.run(["ip", "netns", "add", self.namespace], check=True)
+        subprocess.run(["ip", "-n", self.namespace, "link", "set", "lo", "up"], check=True)
+        script = 'mount -t tmpfs none /run && mount --bind "$1" /var/lib/corosync && exec corosync -f -c "$2"'
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.namespace,
+                    "unshare",
+                    "-m",
+                    "sh",
+                    "-c",
+                    script,
+                    "sh",
+                    str(self.directory / "lib"),
+                    str(self.conf),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while "ready to provide service" not in self.log_path.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"corosync did not start: {self.log_path.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.1)
+
+    def run_python(self, path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run a Python script inside the namespace, where this corosync's IPC is reachable."""
+        return subprocess.run(
+            ["ip", "netns", "exec", self.namespace, sys.executable, str(path), *args],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        subprocess.run(["ip", "netns", "del", self.namespace], check=False)
