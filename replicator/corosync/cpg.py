@@ -44,13 +44,33 @@ CONFCHG_FN = ctypes.CFUNCTYPE(
 )
 
 
-class CpgCallbacks(ctypes.Structure):
-    _fields_ = [("cpg_deliver_fn", DELIVER_FN), ("cpg_confchg_fn", CONFCHG_FN)]
+class CpgRingId(ctypes.Structure):
+    _fields_ = [("nodeid", ctypes.c_uint32), ("seq", ctypes.c_uint64)]
+
+
+TOTEM_CONFCHG_FN = ctypes.CFUNCTYPE(None, cpg_handle_t, CpgRingId, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32))
+CPG_MODEL_V1 = 1
+CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF = 1
+
+
+class CpgModelV1Data(ctypes.Structure):
+    _fields_ = [
+        ("model", ctypes.c_int),
+        ("cpg_deliver_fn", DELIVER_FN),
+        ("cpg_confchg_fn", CONFCHG_FN),
+        ("cpg_totem_confchg_fn", TOTEM_CONFCHG_FN),
+        ("flags", ctypes.c_uint),
+    ]
 
 
 _lib = load("libcpg.so.4")
-_lib.cpg_initialize.argtypes = [ctypes.POINTER(cpg_handle_t), ctypes.POINTER(CpgCallbacks)]
-_lib.cpg_initialize.restype = ctypes.c_int
+_lib.cpg_model_initialize.argtypes = [
+    ctypes.POINTER(cpg_handle_t),
+    ctypes.c_int,
+    ctypes.POINTER(CpgModelV1Data),
+    ctypes.c_void_p,
+]
+_lib.cpg_model_initialize.restype = ctypes.c_int
 _lib.cpg_finalize.argtypes = [cpg_handle_t]
 _lib.cpg_finalize.restype = ctypes.c_int
 _lib.cpg_join.argtypes = [cpg_handle_t, ctypes.POINTER(CpgName)]
@@ -75,6 +95,7 @@ class Member:
 
 Deliver = Callable[[int, int, bytes], None]
 ConfChange = Callable[[list[Member], list[Member], list[Member]], None]
+TotemChange = Callable[[int, int, list[int]], None]
 
 
 def _members(array: ctypes.Array | None, count: int) -> list[Member]:
@@ -88,17 +109,28 @@ class CpgGroup:
     allowed to unwind through C.
     """
 
-    def __init__(self, group: str, *, on_deliver: Deliver, on_confchg: ConfChange) -> None:
+    def __init__(
+        self, group: str, *, on_deliver: Deliver, on_confchg: ConfChange, on_totem: TotemChange | None = None
+    ) -> None:
         encoded = group.encode()
         if not 0 < len(encoded) <= CPG_MAX_NAME_LENGTH:
             raise ValueError(f"CPG group name must be 1..{CPG_MAX_NAME_LENGTH} bytes")
         self.name = CpgName(len(encoded), encoded)
-        self._on_deliver, self._on_confchg = on_deliver, on_confchg
+        self._on_deliver, self._on_confchg, self._on_totem = on_deliver, on_confchg, on_totem
         self._errors: list[BaseException] = []
         # References kept on the instance: the C library calls these for as long as we are connected.
-        self._callbacks = CpgCallbacks(DELIVER_FN(self._deliver), CONFCHG_FN(self._confchg))
+        self._model = CpgModelV1Data(
+            CPG_MODEL_V1,
+            DELIVER_FN(self._deliver),
+            CONFCHG_FN(self._confchg),
+            TOTEM_CONFCHG_FN(self._totem),
+            CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF,
+        )
         self.handle = cpg_handle_t(0)
-        retry("cpg_initialize", lambda: _lib.cpg_initialize(ctypes.byref(self.handle), ctypes.byref(self._callbacks)))
+        retry(
+            "cpg_model_initialize",
+            lambda: _lib.cpg_model_initialize(ctypes.byref(self.handle), CPG_MODEL_V1, ctypes.byref(self._model), None),
+        )
         retry("cpg_join", lambda: _lib.cpg_join(self.handle, ctypes.byref(self.name)))
 
     def _deliver(self, _handle: int, _group: object, nodeid: int, pid: int, msg: int, length: int) -> None:
@@ -111,6 +143,14 @@ class CpgGroup:
         try:
             self._on_confchg(_members(members, n_members), _members(left, n_left), _members(joined, n_joined))
         except BaseException as exc:  # likewise
+            self._errors.append(exc)
+
+    def _totem(self, _handle: int, ring: CpgRingId, count: int, members: object) -> None:
+        """Totem membership (all nodes, ring id): the ring id orders configurations for sync."""
+        try:
+            if self._on_totem is not None:
+                self._on_totem(ring.nodeid, ring.seq, [members[i] for i in range(count)])  # type: ignore[index]
+        except BaseException as exc:  # must not unwind into C; re-raised by dispatch()
             self._errors.append(exc)
 
     def local_nodeid(self) -> int:

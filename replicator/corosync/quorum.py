@@ -1,8 +1,9 @@
-"""votequorum: quorate, expected and total votes, ``pvecm expected``."""
+"""votequorum: quorate, expected and total votes, ``pvecm expected``, change notifications."""
 
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from replicator.corosync.errors import check, load, retry
@@ -12,6 +13,9 @@ VOTEQUORUM_INFO_QUORATE = 2
 VOTEQUORUM_INFO_WAIT_FOR_ALL = 4
 VOTEQUORUM_QDEVICE_MAX_NAME_LEN = 255
 VOTEQUORUM_LOCAL_NODEID = 0  # getinfo(0) asks about the local node
+CS_TRACK_CURRENT = 1
+CS_TRACK_CHANGES = 2
+CS_DISPATCH_ALL = 2
 
 votequorum_handle_t = ctypes.c_uint64
 
@@ -31,9 +35,23 @@ class VotequorumInfo(ctypes.Structure):
     ]
 
 
+class VotequorumNode(ctypes.Structure):
+    _fields_ = [("nodeid", ctypes.c_uint32), ("state", ctypes.c_uint32)]
+
+
+QUORUM_FN = ctypes.CFUNCTYPE(
+    None, votequorum_handle_t, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint32, ctypes.POINTER(VotequorumNode)
+)
+EXPECTED_FN = ctypes.CFUNCTYPE(None, votequorum_handle_t, ctypes.c_uint64, ctypes.c_uint32)
+
+
 class VotequorumCallbacks(ctypes.Structure):
-    # Notification callbacks are not used (status is polled); NULL pointers are allowed.
-    _fields_ = [("votequorum_notify_fn", ctypes.c_void_p), ("votequorum_expectedvotes_notify_fn", ctypes.c_void_p)]
+    # corosync 3.x layout; the node-list notification is not used (NULL).
+    _fields_ = [
+        ("votequorum_quorum_notify_fn", QUORUM_FN),
+        ("votequorum_expectedvotes_notify_fn", EXPECTED_FN),
+        ("votequorum_nodelist_notify_fn", ctypes.c_void_p),
+    ]
 
 
 _lib = load("libvotequorum.so.8")
@@ -45,6 +63,15 @@ _lib.votequorum_getinfo.argtypes = [votequorum_handle_t, ctypes.c_uint, ctypes.P
 _lib.votequorum_getinfo.restype = ctypes.c_int
 _lib.votequorum_setexpected.argtypes = [votequorum_handle_t, ctypes.c_uint]
 _lib.votequorum_setexpected.restype = ctypes.c_int
+_lib.votequorum_trackstart.argtypes = [votequorum_handle_t, ctypes.c_uint64, ctypes.c_uint]
+_lib.votequorum_trackstart.restype = ctypes.c_int
+_lib.votequorum_fd_get.argtypes = [votequorum_handle_t, ctypes.POINTER(ctypes.c_int)]
+_lib.votequorum_fd_get.restype = ctypes.c_int
+_lib.votequorum_dispatch.argtypes = [votequorum_handle_t, ctypes.c_int]
+_lib.votequorum_dispatch.restype = ctypes.c_int
+
+QuorumChange = Callable[[bool, list[int]], None]
+ExpectedChange = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -61,10 +88,13 @@ class QuorumInfo:
 
 
 class Votequorum:
-    """A votequorum connection."""
+    """A votequorum connection; notifications (after ``track()``) run inside ``dispatch()``."""
 
-    def __init__(self) -> None:
-        self._callbacks = VotequorumCallbacks(None, None)
+    def __init__(self, *, on_quorum: QuorumChange | None = None, on_expected: ExpectedChange | None = None) -> None:
+        self._on_quorum, self._on_expected = on_quorum, on_expected
+        self._errors: list[BaseException] = []
+        # Kept on the instance: the library calls them for as long as the handle lives.
+        self._callbacks = VotequorumCallbacks(QUORUM_FN(self._quorum), EXPECTED_FN(self._expected), None)
         self.handle = votequorum_handle_t(0)
         retry(
             "votequorum_initialize",
@@ -85,6 +115,36 @@ class Votequorum:
             two_node=bool(raw.flags & VOTEQUORUM_INFO_TWONODE),
             wait_for_all=bool(raw.flags & VOTEQUORUM_INFO_WAIT_FOR_ALL),
         )
+
+    def _quorum(self, _handle: int, _context: int, quorate: int, count: int, nodes: object) -> None:
+        try:
+            if self._on_quorum is not None:
+                members = [nodes[i].nodeid for i in range(count)] if count else []  # type: ignore[index]
+                self._on_quorum(bool(quorate), members)
+        except BaseException as exc:  # must not unwind into C; re-raised by dispatch()
+            self._errors.append(exc)
+
+    def _expected(self, _handle: int, _context: int, expected: int) -> None:
+        try:
+            if self._on_expected is not None:
+                self._on_expected(expected)
+        except BaseException as exc:  # likewise
+            self._errors.append(exc)
+
+    def track(self) -> None:
+        """Deliver the current state and every later quorum or expected-votes change."""
+        check("votequorum_trackstart", _lib.votequorum_trackstart(self.handle, 0, CS_TRACK_CURRENT | CS_TRACK_CHANGES))
+
+    def fileno(self) -> int:
+        fd = ctypes.c_int(-1)
+        check("votequorum_fd_get", _lib.votequorum_fd_get(self.handle, ctypes.byref(fd)))
+        return fd.value
+
+    def dispatch(self) -> None:
+        check("votequorum_dispatch", _lib.votequorum_dispatch(self.handle, CS_DISPATCH_ALL))
+        if self._errors:
+            error, self._errors = self._errors[0], []
+            raise error
 
     def set_expected(self, votes: int) -> None:
         """``pvecm expected N``: lower the expected votes at runtime (may make a partition quorate)."""

@@ -24,7 +24,14 @@ def main() -> None:
     result["nodes"] = cmap.nodes()
     cmap.close()
 
-    quorum = Votequorum()
+    notified: list[object] = []
+    quorum = Votequorum(on_quorum=lambda quorate, nodes: notified.append([quorate, nodes]), on_expected=notified.append)
+    quorum.track()
+    deadline = time.monotonic() + 10
+    while not notified and time.monotonic() < deadline:
+        select.select([quorum.fileno()], [], [], 1)
+        quorum.dispatch()
+    result["quorum_notification"] = notified[0] if notified else None
     info = quorum.info()
     result["quorate"], result["total_votes"], result["expected"] = info.quorate, info.total_votes, info.expected_votes
     quorum.set_expected(1)
@@ -44,10 +51,12 @@ def main() -> None:
             raise RuntimeError("callback failure")
         delivered.append((nodeid, message))
 
+    totem: list[object] = []
     group = CpgGroup(
         "pve-probe",
         on_deliver=on_deliver,
         on_confchg=lambda m, left, joined: changes.append([[x.nodeid for x in m], len(left), len(joined)]),
+        on_totem=lambda nodeid, seq, members: totem.append([nodeid, seq, members]),
     )
     result["local_nodeid"] = group.local_nodeid()
     started = time.perf_counter()
@@ -60,6 +69,7 @@ def main() -> None:
     result["delivered_in_order"] = [m.decode() for _, m in delivered] == [f"m{i}" for i in range(count)]
     result["rate"] = count / (time.perf_counter() - started)
     result["confchg"] = changes[0] if changes else None
+    result["totem"] = totem[0] if totem else None
     failing["armed"] = True
     group.mcast(b"boom")
     try:

@@ -31,10 +31,13 @@ def test_cmap_votequorum_cpg_and_cfg_against_real_corosync(corosync):
     assert data["missing_key"] is None
     assert data["nodes"] == [{"nodeid": 1, "name": "n1", "ring0_addr": "127.0.0.1"}]
     assert (data["quorate"], data["total_votes"], data["expected"]) == (True, 1, 1)
+    assert data["quorum_notification"] == [True, [1]]
     assert data["expected_zero"] == "expected votes must be at least 1"
     assert data["local_nodeid"] == 1
     assert data["delivered_in_order"] is True
     assert data["confchg"] == [[1], 0, 1]
+    ring_nodeid, ring_seq, totem_members = data["totem"]
+    assert (ring_nodeid, totem_members) == (1, [1]) and ring_seq > 0
     assert data["callback_error"] == "callback failure"  # re-raised from dispatch, not lost in C
     assert data["reloaded"] is True
     assert "1..128 bytes" in data["long_name"]
