@@ -77,6 +77,7 @@ ExpectedChange = Callable[[int], None]
 @dataclass(frozen=True)
 class QuorumInfo:
     node_id: int
+    node_state: int  # 1 member, 2 dead, 3 leaving
     node_votes: int
     expected_votes: int
     highest_expected: int
@@ -106,6 +107,7 @@ class Votequorum:
         check("votequorum_getinfo", _lib.votequorum_getinfo(self.handle, nodeid, ctypes.byref(raw)))
         return QuorumInfo(
             node_id=raw.node_id,
+            node_state=raw.node_state,
             node_votes=raw.node_votes,
             expected_votes=raw.node_expected_votes,
             highest_expected=raw.highest_expected,

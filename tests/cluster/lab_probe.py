@@ -26,7 +26,10 @@ def order(count: int, members: int, tag: str) -> dict[str, object]:
     group = CpgGroup(
         "pve-lab-order",
         on_deliver=lambda nodeid, pid, message: delivered.append(message.decode()),
-        on_confchg=lambda current, left, new: joined.__setitem__(slice(None), [m.nodeid for m in current]),
+        # the largest membership seen: peers that finish first leave the group before we do
+        on_confchg=lambda current, left, new: (
+            joined.__setitem__(slice(None), [m.nodeid for m in current]) if len(current) > len(joined) else None
+        ),
     )
     deadline = time.monotonic() + 30
     while len(joined) < members and time.monotonic() < deadline:

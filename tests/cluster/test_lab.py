@@ -81,3 +81,82 @@ def test_isolated_node_loses_quorum_and_majority_keeps_it(lab):
         lab.heal()
     wait_quorum(lab, 2, True)
     assert quorum(lab, 2)["total_votes"] == 3
+
+
+def pvecm(lab: LabCluster, index: int, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    data = tmp_path / f"pvecm-node{index + 1}"
+    etc = data / "etc" / "pve"
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "corosync.conf").write_text((lab.nodes[index].directory / "corosync.conf").read_text())
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(REPO),
+        "PVE_DATA_DIR": str(data),
+        "PVE_NODE_NAME": lab.nodes[index].name,
+    }
+    return subprocess.run(
+        ["ip", "netns", "exec", lab.nodes[index].namespace, sys.executable, str(REPO / "manage.py"), "pvecm", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_pvecm_status_and_nodes(lab, tmp_path):
+    status = pvecm(lab, 0, tmp_path, "status")
+    assert status.returncode == 0, status.stderr
+    text = status.stdout
+    for line in (
+        "Name:             lab",
+        "Config Version:   1",
+        "Transport:        knet",
+        "Secure auth:      off",
+        "Nodes:            3",
+        "Node ID:          0x00000001",
+        "Quorate:          Yes",
+        "Expected votes:   3",
+        "Total votes:      3",
+        "Quorum:           2",
+        "Flags:            Quorate",
+        "0x00000001          1 10.213.0.1 (local)",
+        "0x00000003          1 10.213.0.3",
+    ):
+        assert line in text.splitlines(), (line, text)
+    nodes = pvecm(lab, 1, tmp_path, "nodes").stdout.splitlines()
+    assert nodes[:3] == ["Membership information", "----------------------", "    Nodeid      Votes Name"]
+    assert nodes[3:] == [
+        "         1          1 node1",
+        "         2          1 node2 (local)",
+        "         3          1 node3",
+    ]
+
+
+def test_isolated_node_regains_writes_with_pvecm_expected(lab, tmp_path):
+    lab.partition(lab.nodes[2])
+    try:
+        wait_quorum(lab, 2, False)
+        blocked = pvecm(lab, 2, tmp_path, "status").stdout
+        assert "Quorate:          No" in blocked and "Nodes:            1" in blocked and "Activity blocked" in blocked
+        forced = pvecm(lab, 2, tmp_path, "expected", "1")
+        assert forced.returncode == 0 and "split brain" in forced.stderr
+        wait_quorum(lab, 2, True, timeout=10)
+        assert pvecm(lab, 2, tmp_path, "expected", "0").returncode != 0
+    finally:
+        lab.heal()
+    for index in range(3):
+        wait_quorum(lab, index, True)
+
+
+def test_pvecm_outside_a_cluster_says_so(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "manage.py"), "pvecm", "status"],
+        env={"PATH": "/usr/bin:/bin", "PVE_DATA_DIR": str(tmp_path), "PVE_NODE_NAME": "lonely"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "corosync.conf' does not exist - is this node part of a cluster?" in result.stderr

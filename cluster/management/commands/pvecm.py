@@ -1,0 +1,52 @@
+"""``manage.py pvecm status|nodes|expected N``: live corosync membership and quorum, Proxmox's formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from replicator.corosync import CorosyncError
+
+SPLIT_BRAIN_WARNING = (
+    "WARNING: lowering the expected votes can make more than one partition quorate (split brain). "
+    "Use it only when the other nodes are known to be down."
+)
+
+
+class Command(BaseCommand):
+    help = "Cluster membership and quorum (pvecm status, pvecm nodes, pvecm expected N)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="verb", required=True)
+        sub.add_parser("status", help="cluster, quorum and membership information")
+        sub.add_parser("nodes", help="the current members")
+        expected = sub.add_parser("expected", help="set the expected votes (allows operation without quorum)")
+        expected.add_argument("votes", type=int)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        conf = Path(settings.PVE_ETC_DIR) / "corosync.conf"
+        if not conf.exists():
+            raise CommandError(f"Corosync config '{conf}' does not exist - is this node part of a cluster?")
+        from cluster import corosync_status
+
+        try:
+            if options["verb"] == "expected":
+                from replicator.corosync.quorum import Votequorum
+
+                if options["votes"] < 1:
+                    raise CommandError("expected votes must be at least 1")
+                self.stderr.write(SPLIT_BRAIN_WARNING)
+                quorum = Votequorum()
+                try:
+                    quorum.set_expected(options["votes"])
+                finally:
+                    quorum.close()
+                return
+            status = corosync_status.read_status()
+        except CorosyncError as exc:
+            raise CommandError(f"Cannot initialize CMAP service: {exc}") from None
+        formatter = corosync_status.format_status if options["verb"] == "status" else corosync_status.format_nodes
+        self.stdout.write(formatter(status), ending="")
