@@ -139,15 +139,7 @@ class LabCluster:
         return subprocess.Popen(["ip", "netns", "exec", node.namespace, *argv], **kwargs)  # type: ignore[call-overload]
 
     def python(self, node: LabNode, script: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        repo = Path(__file__).resolve().parent.parent.parent
-        return subprocess.run(
-            ["ip", "netns", "exec", node.namespace, sys.executable, str(script), *args],
-            cwd=repo,
-            env={**os.environ, "PYTHONPATH": str(repo)},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return run_python(node.namespace, script, *args, timeout=timeout)
 
     def down(self) -> None:
         for node in self.nodes:
@@ -155,3 +147,16 @@ class LabCluster:
         for node in self.nodes:
             netns.delete(node.namespace)
         netns.delete(self.bridge_ns)
+
+
+def run_python(namespace: str, script: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run a Python script of this repository inside a namespace (where that node's corosync IPC is)."""
+    repo = Path(__file__).resolve().parent.parent.parent
+    return subprocess.run(
+        ["ip", "netns", "exec", namespace, sys.executable, str(script), *args],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -8,28 +8,31 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import SingleNodeCorosync
+from cluster.lab import netns
+from cluster.lab.cluster import LabCluster, run_python
 
 PROBE = Path(__file__).with_name("corosync_probe.py")
 
 
 @pytest.fixture(scope="module")
 def corosync(tmp_path_factory):
-    node = SingleNodeCorosync(tmp_path_factory.mktemp("corosync"), namespace=f"pvetest-cs-{os.getpid()}")
-    node.start()
-    yield node
-    node.stop()
+    lab = LabCluster(tmp_path_factory.mktemp("corosync"), 1, tag=f"b{os.getpid() % 100000}", cluster_name="testcluster")
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down()
 
 
 def test_cmap_votequorum_cpg_and_cfg_against_real_corosync(corosync):
-    result = corosync.run_python(PROBE, "2000")
+    result = corosync.python(corosync.nodes[0], PROBE, "2000")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert "error" not in data, data
     assert data["cluster_name"] == "testcluster"
     assert data["config_version"] == 1
     assert data["missing_key"] is None
-    assert data["nodes"] == [{"nodeid": 1, "name": "n1", "ring0_addr": "127.0.0.1"}]
+    assert data["nodes"] == [{"nodeid": 1, "name": "node1", "ring0_addr": "10.213.0.1"}]
     assert (data["quorate"], data["total_votes"], data["expected"]) == (True, 1, 1)
     assert data["quorum_notification"] == [True, [1]]
     assert data["expected_zero"] == "expected votes must be at least 1"
@@ -45,14 +48,12 @@ def test_cmap_votequorum_cpg_and_cfg_against_real_corosync(corosync):
 
 def test_without_corosync_every_call_fails_closed(tmp_path):
     """Outside any corosync's namespace the libraries answer CS_ERR_LIBRARY: an exception, never a hang."""
-    node = SingleNodeCorosync(tmp_path, namespace=f"pvetest-nocs-{os.getpid()}")
-    import subprocess
-
-    subprocess.run(["ip", "netns", "add", node.namespace], check=True)
+    lab = LabCluster(tmp_path, 1, tag=f"c{os.getpid() % 100000}")
+    netns.create_bridge(lab.bridge_ns)  # a namespace with no corosync in it
     try:
-        result = node.run_python(PROBE, "1", timeout=60)
+        result = run_python(lab.bridge_ns, PROBE, "1")
     finally:
-        subprocess.run(["ip", "netns", "del", node.namespace], check=False)
+        lab.down()
     assert json.loads(result.stdout) == {
         "error": "cmap_initialize failed: CS_ERR_LIBRARY (corosync not running or not reachable)"
     }
