@@ -141,9 +141,38 @@ class LabCluster:
     def python(self, node: LabNode, script: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return run_python(node.namespace, script, *args, timeout=timeout)
 
+    def state(self) -> dict[str, object]:
+        """What ``from_state`` needs to find this lab again from another process."""
+        return {
+            "directory": str(self.directory),
+            "size": len(self.nodes),
+            "tag": self.tag,
+            "cluster_name": self.cluster_name,
+            "pids": {node.name: node.corosync.pid for node in self.nodes if node.corosync is not None},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> LabCluster:
+        lab = cls(
+            Path(str(state["directory"])),
+            int(state["size"]),
+            tag=str(state["tag"]),
+            cluster_name=str(state["cluster_name"]),
+        )  # type: ignore[call-overload]
+        lab.orphan_pids = dict(state.get("pids", {}))  # type: ignore[arg-type]
+        return lab
+
+    def node(self, name: str) -> LabNode:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(f"no lab node {name!r} (nodes: {', '.join(n.name for n in self.nodes)})")
+
     def down(self) -> None:
         for node in self.nodes:
             self.stop_corosync(node)
+        for pid in getattr(self, "orphan_pids", {}).values():  # corosyncs started by another process
+            _terminate(int(pid))
         for node in self.nodes:
             netns.delete(node.namespace)
         netns.delete(self.bridge_ns)
@@ -160,3 +189,19 @@ def run_python(namespace: str, script: Path, *args: str, timeout: float = 60) ->
         text=True,
         timeout=timeout,
     )
+
+
+def _terminate(pid: int, timeout: float = 20) -> None:
+    """SIGTERM a process we are not the parent of, then SIGKILL if it lingers."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
