@@ -11,7 +11,6 @@ Paths under ``priv/`` or ``nodes/<node>/priv/`` are private: files 0600, directo
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -98,7 +97,7 @@ class Mirror:
             mode = 0o700 if is_private("/".join(parts[: i + 1]) + "/x") else 0o755
             if not target.is_dir():
                 target.mkdir(mode=mode)
-            os.chmod(target, mode)
+                os.chmod(target, mode)  # mkdir's mode is reduced by the umask
         return target
 
     def write(self, relpath: str, file: MirrorFile) -> bool:
@@ -164,7 +163,7 @@ class Mirror:
             for glob in renderer.cleanup_globs:
                 for path in self.root.glob(glob):
                     relpath = path.relative_to(self.root).as_posix()
-                    if relpath not in wanted and fnmatch.fnmatch(relpath, glob):
+                    if relpath not in wanted:
                         path.unlink()
         for tree in _tree_renderers:
             self._render_tree(tree)

@@ -9,6 +9,7 @@ from django.db import models
 from authz.models import Pool
 from cluster.models import Node
 from replicator.models import ReplicatedModel
+from vms.config import config_digest, format_config
 
 
 class Storage(ReplicatedModel):
@@ -55,18 +56,15 @@ class VM(ReplicatedModel):
     def config_path(self) -> str:
         return f"nodes/{self.node_id}/qemu-server/{self.vmid}.conf"
 
-    def config_text(self) -> str:
-        """The config file as Proxmox writes it (the ``lock`` included)."""
-        from vms.config import format_config
+    def full_config(self) -> dict[str, str]:
+        """The config as the file holds it: the replicated entries plus ``lock`` when set."""
+        return {**self.config, "lock": self.lock} if self.lock else dict(self.config)
 
-        config = dict(self.config)
-        if self.lock:
-            config["lock"] = self.lock
-        return format_config(config)
+    def config_text(self) -> str:
+        """The config file as Proxmox writes it."""
+        return format_config(self.full_config())
 
     @property
     def digest(self) -> str:
         """SHA-1 of the config file, Proxmox's optimistic-concurrency token."""
-        import hashlib
-
-        return hashlib.sha1(self.config_text().encode()).hexdigest()
+        return config_digest(self.full_config())

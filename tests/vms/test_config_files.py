@@ -22,13 +22,6 @@ from vms.config import (
 )
 from vms.config_schema import SCHEMA
 
-
-def errors_of(params, *, creating=False):
-    with pytest.raises(ConfigError) as info:
-        validate_options(params, creating=creating)
-    return info.value.errors
-
-
 # --- description and the file format -----------------------------------------------------------
 
 

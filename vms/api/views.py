@@ -146,9 +146,7 @@ class QemuVMView(PVEAPIView):
 class QemuConfigView(PVEAPIView):
     def get(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
         vm = _authorized_vm(request, node, vmid, ["VM.Audit"])
-        config: dict[str, Any] = dict(vm.config)
-        if vm.lock:
-            config["lock"] = vm.lock
+        config: dict[str, Any] = vm.full_config()
         for key in ("cores", "sockets", "vcpus"):
             if key in config and str(config[key]).isdigit():
                 config[key] = int(config[key])

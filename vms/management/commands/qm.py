@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from replicator.exceptions import ReplicationError
 from vms import services
-from vms.config import ConfigError, format_config
+from vms.config import ConfigError
 from vms.exceptions import VMError
 from vms.models import VM
 
@@ -79,11 +79,7 @@ class Command(BaseCommand):
     def _config(self, vmid: str, options: dict[str, str]) -> None:
         if options:
             raise CommandError(f"qm config takes no options but {', '.join(sorted(options))}")
-        vm = self._vm(vmid)
-        config = dict(vm.config)
-        if vm.lock:
-            config["lock"] = vm.lock
-        self.stdout.write(format_config(config), ending="")
+        self.stdout.write(self._vm(vmid).config_text(), ending="")
 
     def _destroy(self, vmid: str, options: dict[str, str]) -> None:
         skiplock = options.pop("skiplock", "0") == "1"
