@@ -63,6 +63,7 @@ class LabCluster:
         self.tag = tag or f"{os.getpid() % 100000}"
         self.bridge_ns = f"pvelab{self.tag}br"
         self.cluster_name = cluster_name
+        self.orphan_pids: dict[str, int] = {}  # corosyncs started by another process (``from_state``)
         self.nodes = [
             LabNode(
                 nodeid=i,
@@ -159,7 +160,7 @@ class LabCluster:
             tag=str(state["tag"]),
             cluster_name=str(state["cluster_name"]),
         )  # type: ignore[call-overload]
-        lab.orphan_pids = dict(state.get("pids", {}))  # type: ignore[arg-type]
+        lab.orphan_pids = {name: int(pid) for name, pid in dict(state.get("pids", {})).items()}  # type: ignore[call-overload]
         return lab
 
     def node(self, name: str) -> LabNode:
@@ -171,8 +172,8 @@ class LabCluster:
     def down(self) -> None:
         for node in self.nodes:
             self.stop_corosync(node)
-        for pid in getattr(self, "orphan_pids", {}).values():  # corosyncs started by another process
-            _terminate(int(pid))
+        for pid in self.orphan_pids.values():
+            _terminate(pid)
         for node in self.nodes:
             netns.delete(node.namespace)
         netns.delete(self.bridge_ns)
