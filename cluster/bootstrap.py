@@ -70,8 +70,10 @@ def cluster_identity(node_name: str) -> list[Model]:
         wanted.append(KeyMaterial(path=node_key_path(node_name), content=key.decode()))
         fingerprint = keys.certificate_fingerprint(cert)
     if node is None:
-        highest = Node.objects.using("cluster").aggregate(m=Max("nodeid"))["m"] or 0
-        wanted.append(Node(name=node_name, nodeid=highest + 1, address=address, ssl_fingerprint=fingerprint or ""))
+        nodeid = bootstrap.local_nodeid()
+        if nodeid is None:
+            nodeid = (Node.objects.using("cluster").aggregate(m=Max("nodeid"))["m"] or 0) + 1
+        wanted.append(Node(name=node_name, nodeid=nodeid, address=address, ssl_fingerprint=fingerprint or ""))
     elif fingerprint is not None:
         node.ssl_fingerprint = fingerprint
         wanted.append(node)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -20,6 +19,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, connections, transaction
 
+from replicator import faults
 from replicator.exceptions import ConflictError, InvalidChangeSetError, ReplicationError
 from replicator.models import REPLICATED_MODELS, ChangeLogEntry, ReplicatedModel
 from replicator.rowsql import ModelSQL
@@ -49,12 +49,11 @@ class Applier:
     def __init__(self, *, retain: int, on_applied: Callable[[int, ChangedKeys], None] | None = None) -> None:
         self.retain = retain
         self.on_applied = on_applied
-        self.queue: queue.Queue[Delivered | None] = queue.Queue()
         self.waiters: dict[str, Future[Result]] = {}
         self.waiters_lock = threading.Lock()
         # The head of the history is its newest change log entry (pruning always keeps it).
-        head = ChangeLogEntry.objects.order_by("-version").values_list("version", "hash").first()
-        self.version, self.hash = head if head is not None else (0, GENESIS_HASH)
+        self.version, self.hash = 0, GENESIS_HASH
+        self.reload_head()
         self._sql: dict[type[ReplicatedModel], ModelSQL] = {}
         self.verify_history()
 
@@ -72,11 +71,7 @@ class Applier:
                 raise CorruptHistoryError(f"change log broken at version {entry.version}")
             previous = entry
 
-    # --- delivery side -------------------------------------------------------------------
-
-    def deliver(self, origin: str, payload: bytes) -> None:
-        """Transport callback: queue a delivered change set (never blocks, never raises)."""
-        self.queue.put((origin, payload))
+    # --- waiting writers ----------------------------------------------------------------
 
     def expect(self, changeset_id: str) -> Future[Result]:
         """Register interest in the result of a change set before submitting it."""
@@ -89,33 +84,28 @@ class Applier:
         with self.waiters_lock:
             self.waiters.pop(changeset_id, None)
 
-    def stop(self) -> None:
-        self.queue.put(None)
+    def fail(self, payloads: list[bytes], code: str, error: str) -> None:
+        """Answer the writers of change sets that will not be applied."""
+        self._answer([_parse(payload)[0] for payload in payloads], [_failure(code, error)] * len(payloads))
 
-    def run(self) -> None:
-        """Apply loop: block for one change set, then take what else is waiting."""
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            batch = [item]
-            while len(batch) < MAX_BATCH:
-                try:
-                    more = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self.queue.put(None)
-                    break
-                batch.append(more)
-            try:
-                self.apply_batch(batch)
-            except Exception as exc:  # the applier must outlive any single bad batch
-                log.exception("applying a batch failed")
-                self._answer(
-                    [_parse(payload)[0] for _, payload in batch],
-                    [_failure("error", f"replicator error: {exc}")] * len(batch),
-                )
+    # --- history -------------------------------------------------------------------------
+
+    def oldest_retained(self) -> int:
+        """The lowest version whose change set is still in the log (head + 1 when empty)."""
+        first = ChangeLogEntry.objects.order_by("version").values_list("version", flat=True).first()
+        return first if first is not None else self.version + 1
+
+    def hash_at(self, version: int) -> str | None:
+        """The history hash after ``version``; None when that entry has been pruned."""
+        if version == 0:
+            return GENESIS_HASH
+        if version == self.version:
+            return self.hash
+        return ChangeLogEntry.objects.filter(version=version).values_list("hash", flat=True).first()
+
+    def reload_head(self) -> None:
+        head = ChangeLogEntry.objects.order_by("-version").values_list("version", "hash").first()
+        self.version, self.hash = head if head is not None else (0, GENESIS_HASH)
 
     # --- apply ---------------------------------------------------------------------------
 
@@ -144,6 +134,8 @@ class Applier:
             results = [_failure("error", f"cluster database write failed: {exc}") for _ in batch]
             changed, version, head = set(), self.version, self.hash
         self.version, self.hash = version, head
+        for origin, payload in batch:
+            faults.crash_point("after_apply", origin, payload)
         self._answer([cs_id for cs_id, _ in parsed], results)
         if changed and self.on_applied is not None:
             self.on_applied(version, changed)

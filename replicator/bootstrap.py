@@ -14,6 +14,17 @@ from django.db.models import Model
 
 BootstrapFunction = Callable[[str], list[Model]]
 _functions: list[BootstrapFunction] = []
+_local_nodeid: int | None = None
+
+
+def set_local_nodeid(nodeid: int | None) -> None:
+    """The corosync node id of this node, when it runs in a cluster (the Node row must match it)."""
+    global _local_nodeid
+    _local_nodeid = nodeid
+
+
+def local_nodeid() -> int | None:
+    return _local_nodeid
 
 
 def register(function: BootstrapFunction) -> BootstrapFunction:

@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 import time
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,12 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
-from replicator import bootstrap, changeset, protocol
+from replicator import bootstrap, changeset, faults, protocol
 from replicator.applier import Applier
 from replicator.exceptions import NotQuorateError, ReplicationError
 from replicator.mirror import Mirror
 from replicator.state import enter_apply_mode
+from replicator.sync import Coordinator
 from replicator.transport import LocalTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -45,12 +47,16 @@ class MirrorThread(threading.Thread):
     def __init__(self, mirror: Mirror) -> None:
         super().__init__(name="mirror", daemon=True)
         self.mirror = mirror
-        self.queue: queue.Queue[tuple[int, set] | None] = queue.Queue()
+        self.queue: queue.Queue[tuple[int, set | None] | None] = queue.Queue()
         self.version = 0
         self.cond = threading.Condition()
 
     def notify(self, version: int, changed: set) -> None:
         self.queue.put((version, changed))
+
+    def notify_all(self, version: int) -> None:
+        """Re-render the whole tree (after a snapshot replaced the state)."""
+        self.queue.put((version, None))
 
     def run(self) -> None:
         while True:
@@ -70,9 +76,13 @@ class MirrorThread(threading.Thread):
                 if more is None:
                     stop = True
                     break
-                version, changed = more[0], changed | more[1]
+                version = more[0]
+                changed = None if changed is None or more[1] is None else changed | more[1]
             try:
-                self.mirror.render_changes(changed)
+                if changed is None:
+                    self.mirror.render_all()
+                else:
+                    self.mirror.render_changes(changed)
             except Exception:
                 log.exception("rendering the config tree failed")
                 connections.close_all()
@@ -93,6 +103,15 @@ class MirrorThread(threading.Thread):
         return True
 
 
+def make_transport(node: str) -> Transport:
+    """``PVE_TRANSPORT``: ``local`` for a single node, ``corosync`` for a cluster member."""
+    if settings.PVE_TRANSPORT == "corosync":
+        from replicator.corosync_transport import CorosyncTransport
+
+        return CorosyncTransport(node, settings.PVE_CPG_GROUP)
+    return LocalTransport(node)
+
+
 class Replicator:
     """Wires the transport, applier, mirror and IPC server of one node."""
 
@@ -100,29 +119,66 @@ class Replicator:
         enter_apply_mode()
         self.node = settings.PVE_NODE_NAME
         self.socket_path = Path(settings.PVE_REPLICATOR_SOCKET)
-        self.transport = transport or LocalTransport(self.node)
+        self.transport = transport or make_transport(self.node)
+        self.clustered = not isinstance(self.transport, LocalTransport)
         self.mirror = Mirror(Path(settings.PVE_ETC_DIR), self.node)
         self.mirror_thread = MirrorThread(self.mirror)
         self.applier = Applier(retain=settings.PVE_CHANGELOG_RETAIN, on_applied=self.mirror_thread.notify)
+        self.coordinator = Coordinator(
+            self.applier,
+            self.transport,
+            node=self.node,
+            data_dir=Path(settings.PVE_DATA_DIR),
+            render_all=self.mirror_thread.notify_all,
+            cluster_log=self.cluster_log,
+            checksum_interval=settings.PVE_CHECKSUM_INTERVAL,
+            clustered=self.clustered,
+        )
         self.stopping = threading.Event()
+        self.bootstrapped = threading.Event()
         self.server: socket.socket | None = None
 
     # --- write path ----------------------------------------------------------------------
 
     def submit(self, payload: bytes, changeset_id: str, timeout: float) -> dict[str, Any]:
-        """Multicast a change set and wait for this node's own apply of it."""
+        """Multicast a change set and wait for this node's own apply of it.
+
+        Waits while a sync round runs (writes pause during sync). A change set dropped because
+        the membership changed again mid-sync was applied nowhere, so it is sent again.
+        """
         if len(payload) > settings.PVE_MAX_CHANGESET_BYTES:
             return {
                 "ok": False,
                 "code": "too_large",
                 "error": f"change set of {len(payload)} bytes exceeds the limit",
             }
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self._submit_once(payload, changeset_id, deadline)
+            if result.get("code") != "retry":
+                return result
+            if time.monotonic() >= deadline:
+                return {**result, "code": "unavailable"}
+
+    def _submit_once(self, payload: bytes, changeset_id: str, deadline: float) -> dict[str, Any]:
         if not self.transport.quorate():
             return {"ok": False, "code": "not_quorate", "error": str(NotQuorateError())}
+        if not self.coordinator.ready.wait(max(0.0, deadline - time.monotonic())):
+            return {"ok": False, "code": "unavailable", "error": "cluster not ready - synchronising state"}
         future = self.applier.expect(changeset_id)
         try:
+            faults.crash_point("before_mcast", self.node, payload)
             self.transport.submit(payload)
-            return future.result(timeout=timeout)
+            faults.crash_point("after_mcast", self.node, payload)
+            result = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            if result["ok"] and not self._confirmed(result, deadline):
+                return {
+                    "ok": False,
+                    "code": "unavailable",
+                    "error": "the change was applied here but not confirmed by a quorum of nodes "
+                    "(the node lost its cluster); its outcome is decided when the cluster is whole again",
+                }
+            return result
         except ReplicationError as exc:
             return {"ok": False, "code": exc.code, "error": str(exc)}
         except FutureTimeout:
@@ -134,6 +190,34 @@ class Replicator:
         finally:
             self.applier.forget(changeset_id)
 
+    def _confirmed(self, result: dict[str, Any], deadline: float) -> bool:
+        """Wait until a quorum of nodes applied the change set (see ``replicator.acks``)."""
+        acks = getattr(self.transport, "acks", None)
+        if acks is None or self.transport.quorum_needed() <= 1:
+            return True
+        return acks.wait(
+            result["version"], result["hash"], self.transport.quorum_needed, self.transport.quorate, deadline
+        )
+
+    def cluster_log(self, message: str, pri: int = 6) -> None:
+        """Append to the replicated cluster log from inside the replicator, without blocking the caller."""
+
+        def _write() -> None:
+            from cluster.models import ClusterLogEntry
+
+            entry = ClusterLogEntry(
+                time=int(time.time()), pri=pri, tag="replicator", pid=os.getpid(), node=self.node, user="", msg=message
+            )
+            cs = changeset.new_changeset([changeset.save_op(entry)])
+            for _attempt in range(30):
+                result = self.submit(changeset.encode(cs), cs["id"], settings.PVE_REPLICATOR_TIMEOUT)
+                if result["ok"] or self.stopping.is_set():
+                    return
+                self.stopping.wait(1.0)
+            log.error("could not write to the cluster log: %s", message)
+
+        threading.Thread(target=_write, name="cluster-log", daemon=True).start()
+
     def handle(self, message: dict[str, Any], payload: bytes | None = None) -> dict[str, Any]:
         op = message.get("op")
         if op == "submit":
@@ -143,6 +227,13 @@ class Replicator:
             return self.submit(payload, cs_id, settings.PVE_REPLICATOR_TIMEOUT)
         if op == "status":
             return {"ok": True, **self.status()}
+        if op == "checksum":
+            future: Future[dict[str, Any]] = Future()
+            self.coordinator.event(("checksum", future))
+            return {"ok": True, **future.result(timeout=float(message.get("timeout", 60)))}
+        if op == "verify":
+            self.coordinator.request_verify()
+            return {"ok": True}
         if op == "wait_mirror":
             done = self.mirror_thread.wait(int(message.get("version", 0)), float(message.get("timeout", 10)))
             if not done:
@@ -162,6 +253,11 @@ class Replicator:
             "quorate": self.transport.quorate(),
             "mirror_version": self.mirror_thread.version,
             **self.transport.describe(),
+            "synced": self.coordinator.ready.is_set(),
+            "bootstrapped": self.bootstrapped.is_set(),
+            "last_sync": self.coordinator.last_sync,
+            "divergence": self.coordinator.divergence,
+            "verification": self.coordinator.verification,
         }
 
     # --- serving -------------------------------------------------------------------------
@@ -221,12 +317,15 @@ class Replicator:
 
     def start(self) -> None:
         """Start every thread, bootstrap first-start content, then accept clients."""
-        self.transport.start(self.applier.deliver)
-        threading.Thread(target=self._run_applier, name="applier", daemon=True).start()
+        threading.Thread(target=self.coordinator.run, name="applier", daemon=True).start()
+        self.transport.start(self.coordinator.event)
         self.mirror.render_all()
         self.mirror_thread.version = self.applier.version
         self.mirror_thread.start()
-        self._bootstrap()
+        if self.clustered:
+            threading.Thread(target=self._bootstrap_clustered, name="bootstrap", daemon=True).start()
+        else:
+            self._bootstrap()
         self.server = self._listen()
         threading.Thread(target=self._accept_loop, args=(self.server,), name="accept", daemon=True).start()
         log.info(
@@ -236,15 +335,12 @@ class Replicator:
             self.socket_path,
         )
 
-    def _run_applier(self) -> None:
-        try:
-            self.applier.run()
-        finally:
-            connections.close_all()
-
     def _bootstrap(self) -> None:
+        nodeid = self.transport.describe().get("nodeid")
+        bootstrap.set_local_nodeid(int(nodeid) if self.clustered and nodeid else None)
         instances = bootstrap.collect(self.node)
         if not instances:
+            self.bootstrapped.set()
             return
         ops = [changeset.save_op(instance) for instance in instances]
         cs = changeset.new_changeset(ops)
@@ -252,6 +348,24 @@ class Replicator:
         if not result["ok"]:
             raise ReplicationError(f"bootstrap change set refused: {result['error']}")
         log.info("bootstrap: created %d objects (version %d)", len(ops), result["version"])
+        self.bootstrapped.set()
+
+    def _bootstrap_clustered(self) -> None:
+        """First-start content once this node is quorate and in sync; retried when another node's won."""
+        while not self.stopping.is_set():
+            if not (self.transport.quorate() and self.coordinator.ready.is_set()):
+                self.stopping.wait(0.2)
+                continue
+            try:
+                self._bootstrap()
+                return
+            except ReplicationError as exc:
+                log.info("bootstrap retried: %s", exc)
+            except Exception:
+                log.exception("bootstrap failed; retrying")
+            finally:
+                connections.close_all()
+            self.stopping.wait(0.5)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -260,7 +374,7 @@ class Replicator:
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         self.transport.stop()
-        self.applier.stop()
+        self.coordinator.stop()
         self.mirror_thread.queue.put(None)
 
     def serve_forever(self) -> None:

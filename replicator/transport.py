@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from typing import Any
 
 from replicator.exceptions import NotQuorateError
 
-Deliver = Callable[[str, bytes], None]
+# Events delivered in agreed order: ("C", origin, change set bytes), ("confchg", members, me),
+# ("S", sender, sync message bytes), ("lost",) when the connection to the group is gone.
+Sink = Callable[[tuple[Any, ...]], None]
 
 
 class Transport(abc.ABC):
     """What the replicator needs from group communication."""
 
     @abc.abstractmethod
-    def start(self, deliver: Deliver) -> None:
-        """Begin delivering messages (origin node, payload) to ``deliver`` in agreed order."""
+    def start(self, sink: Sink) -> None:
+        """Begin delivering events to ``sink`` in agreed order."""
 
     @abc.abstractmethod
     def submit(self, payload: bytes) -> None:
@@ -34,6 +37,18 @@ class Transport(abc.ABC):
     def stop(self) -> None:
         """Stop delivering."""
 
+    def send_sync(self, message: bytes) -> None:
+        """Multicast a sync-protocol message; a single node never needs one."""
+        raise NotImplementedError
+
+    def send_ack(self, version: int, head: str) -> None:
+        """Tell the members this node applied up to ``version``; a single node has no one to tell."""
+        return None
+
+    def quorum_needed(self) -> int:
+        """How many nodes must have applied a change set before its writer is answered."""
+        return 0
+
     def describe(self) -> dict[str, object]:
         """Membership facts for status output."""
         return {"transport": type(self).__name__, "quorate": self.quorate()}
@@ -44,18 +59,18 @@ class LocalTransport(Transport):
 
     def __init__(self, node_name: str) -> None:
         self.node_name = node_name
-        self._deliver: Deliver | None = None
+        self._sink: Sink | None = None
 
-    def start(self, deliver: Deliver) -> None:
-        self._deliver = deliver
+    def start(self, sink: Sink) -> None:
+        self._sink = sink
 
     def submit(self, payload: bytes) -> None:
-        if self._deliver is None:
+        if self._sink is None:
             raise NotQuorateError("replicator transport not started")
-        self._deliver(self.node_name, payload)
+        self._sink(("C", self.node_name, payload))
 
     def quorate(self) -> bool:
-        return self._deliver is not None
+        return self._sink is not None
 
     def stop(self) -> None:
-        self._deliver = None
+        self._sink = None

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cluster.lab import netns
+from cluster.lab import netns, services
 
 SUBNET = "10.213.0"
 COROSYNC_SCRIPT = 'mount -t tmpfs none /run && mount --bind "$1" /var/lib/corosync && exec corosync -f -c "$2"'
@@ -19,16 +19,19 @@ COROSYNC_SCRIPT = 'mount -t tmpfs none /run && mount --bind "$1" /var/lib/corosy
 def corosync_conf(
     cluster_name: str, nodes: list[tuple[int, str, str]], *, token: int = 1000, config_version: int = 1
 ) -> str:
-    """corosync.conf in Proxmox's layout (knet, votequorum), for ``(nodeid, name, address)`` nodes."""
+    """corosync.conf in Proxmox's layout (knet, votequorum), for ``(nodeid, name, address)`` nodes.
+
+    ``sched_rr: no``: several corosyncs at real-time priority on one small host starve the
+    nodes' own processes (measured: replicated write p50 5.6 ms with it, 2.7 ms without).
+    """
     node_blocks = "".join(
         f"  node {{\n    name: {name}\n    nodeid: {nodeid}\n    quorum_votes: 1\n    ring0_addr: {address}\n  }}\n"
         for nodeid, name, address in nodes
     )
-    two_node = "  two_node: 1\n" if len(nodes) == 2 else ""
     return (
-        "logging {\n  debug: off\n  to_stderr: yes\n  to_syslog: no\n}\n\n"
+        "logging {\n  debug: off\n  to_stderr: yes\n  to_syslog: no\n}\n\nsystem {\n  sched_rr: no\n}\n\n"
         f"nodelist {{\n{node_blocks}}}\n\n"
-        f"quorum {{\n  provider: corosync_votequorum\n{two_node}}}\n\n"
+        "quorum {\n  provider: corosync_votequorum\n}\n\n"
         "totem {\n"
         f"  cluster_name: {cluster_name}\n  config_version: {config_version}\n"
         "  interface {\n    linknumber: 0\n  }\n"
@@ -47,23 +50,40 @@ class LabNode:
     address: str
     directory: Path
     corosync: subprocess.Popen | None = field(default=None, repr=False)
+    service: subprocess.Popen | None = field(default=None, repr=False)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def log_path(self) -> Path:
         return self.directory / "corosync.log"
 
+    @property
+    def socket_path(self) -> Path:
+        """The node's replicator socket (reachable from the host: it is a file)."""
+        return self.directory / "replicator.sock"
+
 
 class LabCluster:
     """Build, partition, heal and tear down a lab; every namespace and process it makes it removes."""
 
-    def __init__(self, directory: Path, size: int, *, tag: str | None = None, cluster_name: str = "lab") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        size: int,
+        *,
+        tag: str | None = None,
+        cluster_name: str = "lab",
+        root_password: str = "lab-root-password",
+        env: dict[str, str] | None = None,
+    ) -> None:
         if not 1 <= size <= 16:
             raise ValueError("a lab has 1 to 16 nodes")
         self.directory = directory
         self.tag = tag or f"{os.getpid() % 100000}"
         self.bridge_ns = f"pvelab{self.tag}br"
         self.cluster_name = cluster_name
-        self.orphan_pids: dict[str, int] = {}  # corosyncs started by another process (``from_state``)
+        self.root_password = root_password
+        self.orphan_pids: dict[str, int] = {}  # processes started by another process (``from_state``)
         self.nodes = [
             LabNode(
                 nodeid=i,
@@ -75,6 +95,11 @@ class LabCluster:
             )
             for i in range(1, size + 1)
         ]
+        for node in self.nodes:
+            node.env = {
+                **services.node_environment(node.directory, node.name, node.address, root_password),
+                **(env or {}),
+            }
 
     def up(self, timeout: float = 60) -> None:
         netns.create_bridge(self.bridge_ns)
@@ -87,6 +112,20 @@ class LabCluster:
             self.start_corosync(node)
         for node in self.nodes:
             self._wait_log(node, "ready to provide service", timeout)
+
+    def start_services(self, kind: str = "replicator", timeout: float = 90) -> None:
+        """Migrate the nodes' databases, start each node's replicator (or node runner), wait for sync."""
+        services.prepare_databases([node.env for node in self.nodes])
+        for node in self.nodes:
+            node.service = services.start(node.namespace, node.env, kind)
+        for node in self.nodes:
+            services.wait_ready(node.socket_path, node.service, timeout)
+
+    def start_service(self, node: LabNode, kind: str = "replicator") -> None:
+        node.service = services.start(node.namespace, node.env, kind)
+
+    def stop_service(self, node: LabNode, *, kill: bool = False) -> None:
+        services.stop(node.service, kill=kill)
 
     def start_corosync(self, node: LabNode) -> None:
         with open(node.log_path, "ab") as log:
@@ -149,7 +188,9 @@ class LabCluster:
             "size": len(self.nodes),
             "tag": self.tag,
             "cluster_name": self.cluster_name,
+            "root_password": self.root_password,
             "pids": {node.name: node.corosync.pid for node in self.nodes if node.corosync is not None},
+            "service_pids": {node.name: node.service.pid for node in self.nodes if node.service is not None},
         }
 
     @classmethod
@@ -159,8 +200,11 @@ class LabCluster:
             int(state["size"]),
             tag=str(state["tag"]),
             cluster_name=str(state["cluster_name"]),
+            root_password=str(state.get("root_password", "lab-root-password")),
         )  # type: ignore[call-overload]
-        lab.orphan_pids = {name: int(pid) for name, pid in dict(state.get("pids", {})).items()}  # type: ignore[call-overload]
+        pids = {f"{name}:service": int(pid) for name, pid in dict(state.get("service_pids", {})).items()}  # type: ignore[call-overload]
+        pids.update({name: int(pid) for name, pid in dict(state.get("pids", {})).items()})  # type: ignore[call-overload]
+        lab.orphan_pids = pids
         return lab
 
     def node(self, name: str) -> LabNode:
@@ -170,6 +214,8 @@ class LabCluster:
         raise KeyError(f"no lab node {name!r} (nodes: {', '.join(n.name for n in self.nodes)})")
 
     def down(self) -> None:
+        for node in self.nodes:
+            self.stop_service(node)
         for node in self.nodes:
             self.stop_corosync(node)
         for pid in self.orphan_pids.values():

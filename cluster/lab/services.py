@@ -1,0 +1,121 @@
+"""The Django side of a lab node: its environment, databases and processes, run in its namespace.
+
+A lab node runs either its replicator alone (what the replication tests need) or a whole node
+runner (replicator, web, Celery worker and beat, private redis: what a user trying the lab
+wants). Every node has its own data directory; the replicator's unix socket lives there, so
+the host can talk to any node's replicator although the process runs in the node's namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from replicator import protocol
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+def node_environment(directory: Path, name: str, address: str, root_password: str) -> dict[str, str]:
+    """One lab node's settings: a cluster member over corosync with its own data directory."""
+    return {
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "PVE_DATA_DIR": str(directory),
+        "PVE_NODE_NAME": name,
+        "PVE_NODE_ADDRESS": address,
+        "PVE_TRANSPORT": "corosync",
+        "PVE_ROOT_PASSWORD": root_password,
+        "PVE_LOG_LEVEL": "INFO",
+        "PYTHONPATH": str(REPO),
+    }
+
+
+def manage(env: dict[str, str], *args: str, timeout: float = 300) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "manage.py"), *args],
+        env={**os.environ, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed: {result.stderr[-2000:]}")
+
+
+def prepare_databases(envs: list[dict[str, str]]) -> None:
+    """Migrate the first node's SQLite databases and copy them to the others (same empty schema)."""
+    first = Path(envs[0]["PVE_DATA_DIR"])
+    first.mkdir(parents=True, exist_ok=True)
+    manage(envs[0], "migrate", "--database", "default", "--verbosity", "0")
+    manage(envs[0], "migrate", "--database", "cluster", "--verbosity", "0")
+    for env in envs[1:]:
+        target = Path(env["PVE_DATA_DIR"])
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("cluster.db", "local.db"):
+            shutil.copyfile(first / name, target / name)
+
+
+def start(namespace: str, env: dict[str, str], kind: str = "replicator") -> subprocess.Popen:
+    """Start ``manage.py replicator`` (or ``runnode`` for a whole node) inside ``namespace``."""
+    if kind not in ("replicator", "node"):
+        raise ValueError("kind is replicator or node")
+    directory = Path(env["PVE_DATA_DIR"])
+    argv = ["replicator"] if kind == "replicator" else ["runnode", "--no-migrate"]
+    with open(directory / f"{kind}.log", "ab") as log:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", namespace, sys.executable, str(REPO / "manage.py"), *argv],
+            env={**os.environ, **env},
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop(process: subprocess.Popen | None, *, kill: bool = False, timeout: float = 30) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def request(socket_path: Path, message: dict[str, Any], payload: bytes | None = None, timeout: float = 60) -> dict:
+    """One request to a node's replicator over its unix socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(socket_path))
+        protocol.send_message(sock, message, payload)
+        return protocol.recv_message(sock)
+
+
+def status(socket_path: Path) -> dict[str, Any] | None:
+    try:
+        return request(socket_path, {"op": "status"}, timeout=5)
+    except (OSError, protocol.ProtocolError):
+        return None
+
+
+def wait_ready(socket_path: Path, process: subprocess.Popen | None, timeout: float = 60) -> dict[str, Any]:
+    """Until the replicator answers quorate, in sync and with its first-start content written."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{socket_path.parent.name}: process exited with {process.returncode}")
+        last = status(socket_path)
+        if last and last.get("quorate") and last.get("synced") and last.get("bootstrapped"):
+            return last
+        time.sleep(0.1)
+    raise RuntimeError(f"{socket_path.parent.name} not quorate and in sync within {timeout} s: {last}")

@@ -1,0 +1,249 @@
+"""The corosync transport: CPG for agreed order, votequorum for the right to write.
+
+One thread owns the corosync connections and dispatches their callbacks; everything delivered
+(change sets, membership changes, sync messages) goes to the replicator's event sink in
+delivery order. The node fails closed: it may write only while connected, quorate, a member
+of the group, and while its own messages come back within the token timeout.
+
+Wire format, first byte the kind: ``C`` origin NUL change set; ``S`` a sync message (see
+``replicator.sync``); ``A`` an apply acknowledgement (version, hash; see ``replicator.acks``); ``H`` a heartbeat that
+only measures the round trip.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import select
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from replicator.acks import AckTracker
+from replicator.corosync import CorosyncError
+from replicator.corosync.cmap import Cmap
+from replicator.corosync.cpg import CpgGroup, Member
+from replicator.corosync.quorum import Votequorum
+from replicator.exceptions import NotQuorateError, ReplicatorUnavailableError
+from replicator.transport import Sink, Transport
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 0.5
+RECONNECT_DELAY = 1.0
+MemberId = tuple[int, int]
+
+
+class CorosyncTransport(Transport):
+    """CPG group membership and agreed multicast for one replicator process."""
+
+    def __init__(self, node_name: str, group: str, *, poll_interval: float = 0.1) -> None:
+        self.node_name = node_name
+        self.group_name = group
+        self.poll_interval = poll_interval
+        self.pid = os.getpid()
+        self.nodeid = 0
+        self.token_timeout = 1.0
+        self.members: list[MemberId] = []
+        self._sink: Sink | None = None
+        self._cpg: CpgGroup | None = None
+        self._quorum: Votequorum | None = None
+        self._quorate = False
+        self._quorum_votes = 0
+        self.acks = AckTracker()
+        self._connected = False
+        self._stopping = threading.Event()
+        self._send_lock = threading.Lock()
+        self._inflight: collections.deque[float] = collections.deque()
+        self._inflight_lock = threading.Lock()
+        self._last_sent = 0.0
+        self._thread: threading.Thread | None = None
+        self.last_error = ""
+
+    # --- Transport interface -----------------------------------------------------------
+
+    def start(self, sink: Sink) -> None:
+        self._sink = sink
+        self._thread = threading.Thread(target=self._run, name="corosync", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def quorate(self) -> bool:
+        return self._connected and self._quorate and self.member() and not self.stalled()
+
+    def member(self) -> bool:
+        return (self.nodeid, self.pid) in self.members
+
+    def stalled(self) -> bool:
+        """Own messages not delivered within the token timeout: this node cannot reach agreement."""
+        with self._inflight_lock:
+            return bool(self._inflight) and time.monotonic() - self._inflight[0] > self.token_timeout
+
+    def submit(self, payload: bytes) -> None:
+        if not self.quorate():
+            raise NotQuorateError()
+        self._send(b"C" + self.node_name.encode() + b"\0" + payload)
+
+    def send_sync(self, message: bytes) -> None:
+        """Multicast a sync message (allowed without quorum: sync runs in every partition)."""
+        self._send(b"S" + message)
+
+    def send_ack(self, version: int, head: str) -> None:
+        self.acks.ack(self.nodeid, version, head)
+        with contextlib.suppress(NotQuorateError, ReplicatorUnavailableError):
+            self._send(b"A" + struct.pack(">Q", version) + head.encode())
+
+    def quorum_needed(self) -> int:
+        """Votequorum's quorum (one vote per node), never less than 1."""
+        return max(1, self._quorum_votes)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "transport": "corosync",
+            "connected": self._connected,
+            "quorate": self.quorate(),
+            "corosync_quorate": self._quorate,
+            "stalled": self.stalled(),
+            "nodeid": self.nodeid,
+            "members": sorted({nodeid for nodeid, _ in self.members}),
+            "token_timeout_ms": int(self.token_timeout * 1000),
+            "quorum_votes": self._quorum_votes,
+            "error": self.last_error,
+        }
+
+    # --- sending -------------------------------------------------------------------------
+
+    def _send(self, message: bytes) -> None:
+        cpg = self._cpg
+        if cpg is None or not self._connected:
+            raise NotQuorateError("cluster not ready - no connection to corosync")
+        with self._send_lock:
+            with self._inflight_lock:
+                self._inflight.append(time.monotonic())
+            try:
+                cpg.mcast(message, timeout=max(self.token_timeout, 1.0))
+            except CorosyncError as exc:
+                with self._inflight_lock:
+                    if self._inflight:
+                        self._inflight.pop()
+                raise ReplicatorUnavailableError(f"corosync multicast failed: {exc}") from exc
+            self._last_sent = time.monotonic()
+
+    # --- the corosync thread -------------------------------------------------------------
+
+    def _emit(self, event: tuple[Any, ...]) -> None:
+        if self._sink is not None:
+            self._sink(event)
+
+    def _on_deliver(self, nodeid: int, pid: int, message: bytes) -> None:
+        if (nodeid, pid) == (self.nodeid, self.pid):
+            with self._inflight_lock:
+                if self._inflight:
+                    self._inflight.popleft()
+        kind, body = message[:1], message[1:]
+        if kind == b"C":
+            origin, _, payload = body.partition(b"\0")
+            self._emit(("C", origin.decode(errors="replace"), payload))
+        elif kind == b"A":
+            (version,) = struct.unpack(">Q", body[:8])
+            self.acks.ack(nodeid, version, body[8:].decode())
+        elif kind == b"S":
+            self._emit(("S", (nodeid, pid), body))
+
+    def _on_confchg(self, members: list[Member], left: list[Member], joined: list[Member]) -> None:
+        self.members = sorted((m.nodeid, m.pid) for m in members)
+        self.acks.forget_except({nodeid for nodeid, _ in self.members})
+        log.info(
+            "CPG membership: %s (left %s, joined %s)",
+            self.members,
+            [(m.nodeid, m.pid) for m in left],
+            [(m.nodeid, m.pid) for m in joined],
+        )
+        self._emit(("confchg", list(self.members), (self.nodeid, self.pid)))
+
+    def _on_quorum(self, quorate: bool, _nodes: list[int]) -> None:
+        if self._quorum is not None:
+            with contextlib.suppress(CorosyncError):
+                self._quorum_votes = self._quorum.info().quorum
+        if quorate != self._quorate:
+            log.warning("node is %s", "quorate" if quorate else "NOT quorate - configuration is read-only")
+        self._quorate = quorate
+
+    def _connect(self) -> None:
+        cmap = Cmap()
+        try:
+            token = cmap.get_uint("runtime.config.totem.token") or cmap.get_uint("totem.token") or 1000
+        finally:
+            cmap.close()
+        self.token_timeout = token / 1000.0
+        self._quorum = Votequorum(on_quorum=self._on_quorum)
+        self._quorum.track()
+        self._quorum.dispatch()
+        self._cpg = CpgGroup(self.group_name, on_deliver=self._on_deliver, on_confchg=self._on_confchg)
+        self.nodeid = self._cpg.local_nodeid()
+        with self._inflight_lock:
+            self._inflight.clear()
+        self._connected = True
+        self.last_error = ""
+        log.info("connected to corosync as node id %d (token timeout %d ms)", self.nodeid, token)
+
+    def _disconnect(self, reason: str) -> None:
+        was = self._connected
+        self._connected = False
+        self._quorate = False
+        self.members = []
+        self.last_error = reason
+        for handle in (self._cpg, self._quorum):
+            if handle is not None:
+                with contextlib.suppress(Exception):
+                    handle.close()
+        self._cpg = self._quorum = None
+        if was:
+            log.error("lost corosync (%s): configuration is read-only", reason)
+            self._emit(("lost",))
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._connect()
+                self._loop()
+            except CorosyncError as exc:
+                self._disconnect(str(exc))
+                self._stopping.wait(RECONNECT_DELAY)
+            except Exception as exc:  # keep the thread alive; fail closed
+                log.exception("corosync transport error")
+                self._disconnect(repr(exc))
+                self._stopping.wait(RECONNECT_DELAY)
+        self._disconnect("stopped")
+
+    def _loop(self) -> None:
+        cpg, quorum = self._cpg, self._quorum
+        assert cpg is not None and quorum is not None
+        poller = select.poll()
+        fds: dict[int, Callable[[], None]] = {cpg.fileno(): cpg.dispatch, quorum.fileno(): quorum.dispatch}
+        for fd in fds:
+            poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+        while not self._stopping.is_set():
+            for fd, events in poller.poll(self.poll_interval * 1000):
+                if events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                    raise CorosyncError("corosync closed the connection")
+                fds[fd]()
+            self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        """Keep a message in flight when idle, so a stalled ring is noticed within the token timeout."""
+        if not self.member() or time.monotonic() - self._last_sent < HEARTBEAT_INTERVAL:
+            return
+        with self._inflight_lock:
+            if self._inflight:
+                return
+        with contextlib.suppress(NotQuorateError, ReplicatorUnavailableError):
+            self._send(b"H")
