@@ -31,6 +31,11 @@ class Node(ReplicatedModel):
     address = models.CharField(max_length=255, blank=True, default="")
     votes = models.PositiveSmallIntegerField(default=1)
     ssl_fingerprint = models.CharField(max_length=128, blank=True, default="")
+    links = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Corosync link addresses by link number, e.g. {"1": "10.1.0.1"}; link 0 defaults to the address.',
+    )
 
     class Meta:
         ordering = ["name"]
@@ -39,8 +44,35 @@ class Node(ReplicatedModel):
         return self.name
 
 
+class CorosyncConfig(ReplicatedModel):
+    """The cluster's corosync identity; with the nodes it renders ``corosync.conf`` (one row, id ``corosync``).
+
+    No row or an empty cluster name means a standalone node: no corosync.conf anywhere. Change it
+    through ``cluster.corosync_conf`` so that ``config_version`` rises with every rendered change.
+    """
+
+    id = models.CharField(max_length=16, primary_key=True, default="corosync")
+    cluster_name = models.CharField(max_length=15, blank=True, default="")
+    config_version = models.PositiveBigIntegerField(default=0)
+    totem = models.JSONField(default=dict, blank=True, help_text="totem options besides name, version, interfaces")
+    interfaces = models.JSONField(default=dict, blank=True, help_text='options by link number, e.g. {"0": {}}')
+    sections = models.JSONField(default=dict, blank=True, help_text="other top-level sections (logging, system)")
+
+    class Meta:
+        verbose_name = "corosync configuration"
+
+    def __str__(self) -> str:
+        return "corosync.conf"
+
+
 class ClusterLogEntry(ReplicatedModel):
-    """One entry of the cluster-wide log (``/cluster/log``); the admin audit trail too."""
+    """One entry of the cluster-wide log (``/cluster/log``); the admin audit trail too.
+
+    A ring of PVE_CLUSTER_LOG_MAX entries: the replicator drops the oldest at fixed versions.
+    """
+
+    ring_size_setting = "PVE_CLUSTER_LOG_MAX"
+    ring_order = ("time", "uid")
 
     uid = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     time = models.BigIntegerField(help_text="Epoch seconds, from the writer's clock.")

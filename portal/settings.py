@@ -109,6 +109,8 @@ if PVE_TRANSPORT not in ("local", "corosync"):
     raise ImproperlyConfigured(f"PVE_TRANSPORT must be local or corosync, got {PVE_TRANSPORT!r}")
 PVE_CPG_GROUP = _env("PVE_CPG_GROUP", "pve_django_v1")
 PVE_FAULT_INJECTION = _env_bool("PVE_FAULT_INJECTION", False)
+PVE_STATUS_INTERVAL = _env_int("PVE_STATUS_INTERVAL", 2, 1, 60)
+PVE_CLUSTER_LOG_MAX = _env_int("PVE_CLUSTER_LOG_MAX", 10_000, 100, 10_000_000)
 PVE_CHECKSUM_INTERVAL = _env_int("PVE_CHECKSUM_INTERVAL", 600, 5, 86400)
 PVE_LOCAL_STORAGE_PATH = Path(_env("PVE_LOCAL_STORAGE_PATH", str(PVE_DATA_DIR / "vz"))).resolve()
 PVE_LOG_DIR = Path(_env("PVE_LOG_DIR", str(PVE_DATA_DIR / "log"))).resolve()
@@ -260,3 +262,9 @@ LOGGING = {
     "root": {"handlers": ["stderr"], "level": PVE_LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# A cluster member's corosync.conf is copied here when its config_version rises; a node outside
+# a cluster (no cluster name set) never writes it.
+PVE_COROSYNC_CONF = Path(_env("PVE_COROSYNC_CONF", "/etc/corosync/corosync.conf") or "")
+if not PVE_COROSYNC_CONF.is_absolute():
+    raise ImproperlyConfigured(f"PVE_COROSYNC_CONF must be an absolute path, got {str(PVE_COROSYNC_CONF)!r}")

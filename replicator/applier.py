@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, connections, transaction
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 CLUSTER = "cluster"
 GENESIS_HASH = "0" * 64
 MAX_BATCH = 512
+PRUNE_EVERY = 1000  # versions
 ChangedKeys = set[tuple[str, Any]]
 Result = dict[str, Any]
 Delivered = tuple[str, bytes]
@@ -126,8 +128,6 @@ class Applier:
                     if result["ok"]:
                         version, head = version + 1, result["hash"]
                         changed |= keys
-                if version // 1000 != self.version // 1000:
-                    cursor.execute("DELETE FROM replicator_changelogentry WHERE version <= %s", [version - self.retain])
         except DatabaseError as exc:
             log.error("commit of %d change sets failed: %s", len(batch), exc)
             connection.close()
@@ -174,6 +174,8 @@ class Applier:
                 for op in ops:
                     self._apply_op(cursor, op, version, saved, deleted, keys)
                 self._check_references(cursor, saved, deleted)
+                if version % PRUNE_EVERY == 0:
+                    self._prune(cursor, version)
                 new_hash = chain_hash(head, payload)
                 cursor.execute(
                     "INSERT INTO replicator_changelogentry (version, changeset_id, origin, hash, payload) "
@@ -187,6 +189,21 @@ class Applier:
             return _failure("conflict", f"constraint violated: {exc}"), set()
         except (ValueError, KeyError, TypeError, ValidationError) as exc:
             return _failure("invalid", f"malformed change set: {exc!r}"), set()
+
+    def _prune(self, cursor: Any, version: int) -> None:
+        """Bound the change log and the ring models, at fixed versions so every node prunes alike."""
+        cursor.execute("DELETE FROM replicator_changelogentry WHERE version <= %s", [version - self.retain])
+        connection = connections[CLUSTER]
+        quote = connection.ops.quote_name
+        for model in REPLICATED_MODELS.values():
+            if model.ring_size_setting is None:
+                continue
+            table, pk = quote(model._meta.db_table), quote(model._meta.pk.column)
+            order = ", ".join(f"{quote(model._meta.get_field(f).column)} DESC" for f in model.ring_order)
+            cursor.execute(
+                f"DELETE FROM {table} WHERE {pk} IN (SELECT {pk} FROM {table} ORDER BY {order} LIMIT %s OFFSET %s)",
+                [2**62, int(getattr(settings, model.ring_size_setting))],
+            )
 
     def _model_sql(self, label: object) -> ModelSQL:
         model = REPLICATED_MODELS.get(str(label))

@@ -6,7 +6,7 @@ delivery order. The node fails closed: it may write only while connected, quorat
 of the group, and while its own messages come back within the token timeout.
 
 Wire format, first byte the kind: ``C`` origin NUL change set; ``S`` a sync message (see
-``replicator.sync``); ``A`` an apply acknowledgement (version, hash; see ``replicator.acks``); ``H`` a heartbeat that
+``replicator.sync``); ``V`` volatile node status (``replicator.volatile``); ``A`` an apply acknowledgement (version, hash; see ``replicator.acks``); ``H`` a heartbeat that
 only measures the round trip.
 """
 
@@ -30,6 +30,7 @@ from replicator.corosync.cpg import CpgGroup, Member
 from replicator.corosync.quorum import Votequorum
 from replicator.exceptions import NotQuorateError, ReplicatorUnavailableError
 from replicator.transport import Sink, Transport
+from replicator.volatile import StatusBoard
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class CorosyncTransport(Transport):
         self.pid = os.getpid()
         self.nodeid = 0
         self.token_timeout = 1.0
+        self.cluster_name = ""
+        self.config_version = 0
         self.members: list[MemberId] = []
         self._sink: Sink | None = None
         self._cpg: CpgGroup | None = None
@@ -55,6 +58,7 @@ class CorosyncTransport(Transport):
         self._quorate = False
         self._quorum_votes = 0
         self.acks = AckTracker()
+        self.board = StatusBoard()
         self._connected = False
         self._stopping = threading.Event()
         self._send_lock = threading.Lock()
@@ -101,6 +105,10 @@ class CorosyncTransport(Transport):
         with contextlib.suppress(NotQuorateError, ReplicatorUnavailableError):
             self._send(b"A" + struct.pack(">Q", version) + head.encode())
 
+    def send_status(self, message: bytes) -> None:
+        with contextlib.suppress(NotQuorateError, ReplicatorUnavailableError):
+            self._send(b"V" + message)
+
     def quorum_needed(self) -> int:
         """Votequorum's quorum (one vote per node), never less than 1."""
         return max(1, self._quorum_votes)
@@ -108,6 +116,8 @@ class CorosyncTransport(Transport):
     def describe(self) -> dict[str, Any]:
         return {
             "transport": "corosync",
+            "cluster_name": self.cluster_name,
+            "config_version": self.config_version,
             "connected": self._connected,
             "quorate": self.quorate(),
             "corosync_quorate": self._quorate,
@@ -157,10 +167,16 @@ class CorosyncTransport(Transport):
             self.acks.ack(nodeid, version, body[8:].decode())
         elif kind == b"S":
             self._emit(("S", (nodeid, pid), body))
+        elif kind == b"V":
+            try:
+                self.board.update(body)
+            except (ValueError, KeyError, TypeError):
+                log.warning("malformed status message from node %d", nodeid)
 
     def _on_confchg(self, members: list[Member], left: list[Member], joined: list[Member]) -> None:
         self.members = sorted((m.nodeid, m.pid) for m in members)
         self.acks.forget_except({nodeid for nodeid, _ in self.members})
+        self.board.members({nodeid for nodeid, _ in self.members})
         log.info(
             "CPG membership: %s (left %s, joined %s)",
             self.members,
@@ -181,6 +197,8 @@ class CorosyncTransport(Transport):
         cmap = Cmap()
         try:
             token = cmap.get_uint("runtime.config.totem.token") or cmap.get_uint("totem.token") or 1000
+            self.cluster_name = cmap.get_string("totem.cluster_name") or ""
+            self.config_version = cmap.get_uint("totem.config_version") or 0
         finally:
             cmap.close()
         self.token_timeout = token / 1000.0
@@ -200,6 +218,7 @@ class CorosyncTransport(Transport):
         self._connected = False
         self._quorate = False
         self.members = []
+        self.board.members(set())
         self.last_error = reason
         for handle in (self._cpg, self._quorum):
             if handle is not None:

@@ -7,6 +7,7 @@ applier (the only writer of the cluster database), one mirror renderer.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -22,7 +23,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
-from replicator import bootstrap, changeset, faults, protocol
+from replicator import bootstrap, changeset, faults, protocol, volatile
 from replicator.applier import Applier
 from replicator.exceptions import NotQuorateError, ReplicationError
 from replicator.mirror import Mirror
@@ -231,6 +232,17 @@ class Replicator:
             future: Future[dict[str, Any]] = Future()
             self.coordinator.event(("checksum", future))
             return {"ok": True, **future.result(timeout=float(message.get("timeout", 60)))}
+        if op == "cluster_status":
+            board = self.transport.board
+            return {
+                "ok": True,
+                "nodes": board.snapshot() if board is not None else {},
+                **{
+                    k: v
+                    for k, v in self.status().items()
+                    if k in ("quorate", "members", "synced", "cluster_name", "config_version")
+                },
+            }
         if op == "verify":
             self.coordinator.request_verify()
             return {"ok": True}
@@ -322,6 +334,7 @@ class Replicator:
         self.mirror.render_all()
         self.mirror_thread.version = self.applier.version
         self.mirror_thread.start()
+        threading.Thread(target=self._publish_status, name="status", daemon=True).start()
         if self.clustered:
             threading.Thread(target=self._bootstrap_clustered, name="bootstrap", daemon=True).start()
         else:
@@ -349,6 +362,19 @@ class Replicator:
             raise ReplicationError(f"bootstrap change set refused: {result['error']}")
         log.info("bootstrap: created %d objects (version %d)", len(ops), result["version"])
         self.bootstrapped.set()
+
+    def _publish_status(self) -> None:
+        """Multicast this node's volatile status every PVE_STATUS_INTERVAL seconds."""
+        while not self.stopping.is_set():
+            try:
+                nodeid = int(self.transport.describe().get("nodeid") or 0)
+                message = json.dumps(volatile.collect(self.node, nodeid), default=str).encode()
+                self.transport.send_status(message)
+            except Exception:
+                log.exception("publishing the node status failed")
+            finally:
+                connections.close_all()
+            self.stopping.wait(settings.PVE_STATUS_INTERVAL)
 
     def _bootstrap_clustered(self) -> None:
         """First-start content once this node is quorate and in sync; retried when another node's won."""

@@ -78,6 +78,9 @@ class ReplicatedModel(models.Model):
     """
 
     cluster_database: ClassVar[bool] = True
+    # A ring: at most ``settings.<ring_size_setting>`` rows, the oldest by ``ring_order`` dropped.
+    ring_size_setting: ClassVar[str | None] = None
+    ring_order: ClassVar[tuple[str, ...]] = ()
 
     version = models.BigIntegerField(default=0, editable=False)
 

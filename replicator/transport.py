@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from replicator.exceptions import NotQuorateError
+from replicator.volatile import StatusBoard
 
 # Events delivered in agreed order: ("C", origin, change set bytes), ("confchg", members, me),
 # ("S", sender, sync message bytes), ("lost",) when the connection to the group is gone.
@@ -20,6 +21,8 @@ Sink = Callable[[tuple[Any, ...]], None]
 
 class Transport(abc.ABC):
     """What the replicator needs from group communication."""
+
+    board: StatusBoard | None = None
 
     @abc.abstractmethod
     def start(self, sink: Sink) -> None:
@@ -45,6 +48,11 @@ class Transport(abc.ABC):
         """Tell the members this node applied up to ``version``; a single node has no one to tell."""
         return None
 
+    def send_status(self, message: bytes) -> None:
+        """Publish this node's volatile status to the members (kept in memory only)."""
+        if self.board is not None:
+            self.board.update(message)
+
     def quorum_needed(self) -> int:
         """How many nodes must have applied a change set before its writer is answered."""
         return 0
@@ -59,6 +67,8 @@ class LocalTransport(Transport):
 
     def __init__(self, node_name: str) -> None:
         self.node_name = node_name
+        self.board = StatusBoard()
+        self.board.members({0})
         self._sink: Sink | None = None
 
     def start(self, sink: Sink) -> None:

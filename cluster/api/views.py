@@ -15,6 +15,8 @@ from cluster.upid import parse_upid
 from portal.api import params
 from portal.api.errors import APIError, ParameterError
 from portal.api.views import PVEAPIView, ok
+from replicator import client
+from replicator.exceptions import ReplicationError
 
 VERSION = {"version": "9.1.1", "release": "9.1", "repoid": "pve-django", "console": "html5"}
 
@@ -58,22 +60,46 @@ class ClusterStatusView(PVEAPIView):
     def get(self, request: Request, **kwargs: Any) -> Response:
         check(request.user, "/", ["Sys.Audit"])
         nodes = list(Node.objects.all())
+        live = _live_status()
+        board = live.get("nodes", {})
         entries: list[dict[str, Any]] = []
+        if live.get("transport") == "corosync":
+            entries.append(
+                {
+                    "type": "cluster",
+                    "id": "cluster",
+                    "name": live.get("cluster_name", ""),
+                    "nodes": len(nodes),
+                    "quorate": int(bool(live.get("quorate"))),
+                    "version": live.get("config_version", 0),
+                }
+            )
         for node in nodes:
             local = node.name == settings.PVE_NODE_NAME
+            online = board.get(node.name, {}).get("online", int(local)) if board else int(local)
             entries.append(
                 {
                     "type": "node",
                     "id": f"node/{node.name}",
                     "name": node.name,
                     "nodeid": node.nodeid if len(nodes) > 1 else 0,
-                    "ip": node.address,
+                    "ip": board.get(node.name, {}).get("ip") or node.address,
                     "local": int(local),
-                    "online": int(local),
+                    "online": int(online),
                     "level": "",
                 }
             )
         return ok(entries)
+
+
+def _live_status() -> dict[str, Any]:
+    """Membership and volatile status from the local replicator; empty when it cannot answer."""
+    try:
+        answer = client.request({"op": "cluster_status"}, timeout=5)
+        status = client.status()
+    except ReplicationError:
+        return {}
+    return {**status, **answer}
 
 
 def _task_or_error(node: str, upid: str) -> Task:

@@ -1,0 +1,55 @@
+"""Volatile node status: load, memory, uptime, clock, address, recent tasks, travelling over CPG.
+
+Never written to disk: every replicator multicasts its own node's status every few seconds
+and keeps what the others sent in memory. A node that leaves the CPG membership is shown
+offline at once, with its last report kept for display.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+Collector = Callable[[], dict[str, Any]]
+_collectors: list[Collector] = []
+
+
+def register_collector(collector: Collector) -> Collector:
+    """Apps add fields to this node's status (``cluster`` adds load, memory, tasks)."""
+    _collectors.append(collector)
+    return collector
+
+
+def collect(node: str, nodeid: int) -> dict[str, Any]:
+    data: dict[str, Any] = {"node": node, "nodeid": nodeid, "time": time.time()}
+    for collector in _collectors:
+        data.update(collector())
+    return data
+
+
+class StatusBoard:
+    """The latest status of every node, and which nodes are members right now."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.online: set[int] = set()
+
+    def update(self, message: bytes) -> None:
+        data = json.loads(message)
+        data["received"] = time.time()
+        with self.lock:
+            self.nodes[str(data["node"])] = data
+
+    def members(self, nodeids: set[int]) -> None:
+        with self.lock:
+            self.online = set(nodeids)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            return {
+                name: {**data, "online": int(data.get("nodeid") in self.online)} for name, data in self.nodes.items()
+            }
