@@ -100,8 +100,10 @@ class CorosyncTransport(Transport):
         """Multicast a sync message (allowed without quorum: sync runs in every partition)."""
         self._send(b"S" + message)
 
-    def send_ack(self, version: int, head: str) -> None:
+    def send_ack(self, version: int, head: str, *, broadcast: bool = True) -> None:
         self.acks.ack(self.nodeid, version, head)
+        if not broadcast:
+            return
         with contextlib.suppress(NotQuorateError, ReplicatorUnavailableError):
             self._send(b"A" + struct.pack(">Q", version) + head.encode())
 

@@ -206,7 +206,9 @@ class Coordinator:
             return []
         finally:
             if self.applier.version != before and self.round is None:
-                self.transport.send_ack(self.applier.version, self.applier.hash)
+                # Only other origins wait for this node's ack; its own writers count its apply directly.
+                others = any(origin != self.node for origin, _ in batch)
+                self.transport.send_ack(self.applier.version, self.applier.hash, broadcast=others)
 
     def _drop_buffer(self, why: str) -> None:
         if self.buffer:
@@ -425,7 +427,7 @@ class Coordinator:
         if kind != "none":
             log.info("sync done: %s", self.last_sync)
         buffered, self.buffer = self.buffer, []
-        self.transport.send_ack(self.applier.version, self.applier.hash)
+        self.transport.send_ack(self.applier.version, self.applier.hash, broadcast=True)
         for start in range(0, len(buffered), MAX_BATCH):
             self._apply(buffered[start : start + MAX_BATCH])
         self.ready.set()

@@ -44,7 +44,7 @@ class Transport(abc.ABC):
         """Multicast a sync-protocol message; a single node never needs one."""
         raise NotImplementedError
 
-    def send_ack(self, version: int, head: str) -> None:
+    def send_ack(self, version: int, head: str, *, broadcast: bool = True) -> None:
         """Tell the members this node applied up to ``version``; a single node has no one to tell."""
         return None
 
