@@ -224,6 +224,33 @@ class LabCluster:
             netns.delete(node.namespace)
         netns.delete(self.bridge_ns)
 
+    @property
+    def host_port(self) -> str:
+        """The host end of the veth pair into the bridge (named from the tag: labs do not clash)."""
+        return f"pl{self.tag}h"
+
+    def connect_host(self) -> None:
+        """Give the host an address on the lab network, so each node's portal is reachable from it."""
+        netns.attach_host(self.bridge_ns, self.host_port, f"{HOST_ADDRESS}/24")
+
+    def teardown(self, timeout: float = 60) -> None:
+        """Stop node runners (they stop their children), corosync, anything left in the namespaces; remove all."""
+        own = [n.service for n in self.nodes if n.service is not None and n.service.poll() is None]
+        for process in own:
+            process.send_signal(signal.SIGTERM)
+        orphans = [pid for key, pid in self.orphan_pids.items() if key.endswith(":service")]
+        terminate_all(orphans, timeout)
+        for process in own:
+            services.stop(process, timeout=timeout)
+        for node in self.nodes:
+            self.stop_corosync(node)
+        terminate_all([pid for key, pid in self.orphan_pids.items() if not key.endswith(":service")], 20)
+        for namespace in [n.namespace for n in self.nodes] + [self.bridge_ns]:
+            terminate_all(netns.pids(namespace), 10)
+        self.orphan_pids = {}
+        self.down()
+        netns.delete_link(self.host_port)
+
 
 def run_python(namespace: str, script: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run a Python script of this repository inside a namespace (where that node's corosync IPC is)."""
@@ -252,3 +279,36 @@ def _terminate(pid: int, timeout: float = 20) -> None:
             return
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
+
+
+HOST_ADDRESS = f"{SUBNET}.254"
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not: it only waits to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def terminate_all(pids: list[int], timeout: float = 20) -> None:
+    """SIGTERM every process in ``pids`` at once, then SIGKILL those still running after ``timeout``."""
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids:
+        if _alive(pid):
+            _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, signum: int) -> bool:
+    """Send ``signum`` to ``pid``; False if there is no such process."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True

@@ -44,3 +44,41 @@ def set_port(bridge_ns: str, port: str, *, up: bool) -> None:
 
 def delete(namespace: str) -> None:
     ip("netns", "del", namespace, check=False)
+
+
+def attach_host(bridge_ns: str, port: str, address: str) -> None:
+    """A veth pair from the host namespace into the bridge: ``port`` on the host with ``address``.
+
+    A leftover of an earlier lab with the same name is removed first.
+    """
+    peer = f"{port}b"
+    delete_link(port)
+    ip("link", "add", port, "type", "veth", "peer", "name", peer)
+    ip("link", "set", peer, "netns", bridge_ns)
+    ip("link", "set", peer, "master", "br0", namespace=bridge_ns)
+    ip("link", "set", peer, "up", namespace=bridge_ns)
+    ip("addr", "add", address, "dev", port)
+    ip("link", "set", port, "up")
+
+
+def delete_link(name: str) -> None:
+    """Remove a host link (and so its veth peer) if it exists."""
+    ip("link", "del", name, check=False)
+
+
+def links() -> set[str]:
+    """Names of the host namespace's links."""
+    listing = ip("-o", "link", "show").stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in listing.splitlines() if line.strip()}
+
+
+def pids(namespace: str) -> list[int]:
+    """Processes running in ``namespace`` (none if it does not exist)."""
+    result = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, check=False)
+    return [int(word) for word in result.stdout.split() if word.isdigit()]
+
+
+def links_with_address_in(prefix: str) -> list[str]:
+    """Host links holding an IPv4 address inside ``prefix`` (e.g. another lab's host port)."""
+    listing = ip("-o", "-4", "addr", "show", "to", prefix).stdout
+    return sorted({line.split()[1] for line in listing.splitlines() if line.strip()})

@@ -12,9 +12,12 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +122,55 @@ def wait_ready(socket_path: Path, process: subprocess.Popen | None, timeout: flo
             return last
         time.sleep(0.1)
     raise RuntimeError(f"{socket_path.parent.name} not quorate and in sync within {timeout} s: {last}")
+
+
+HTTPS_PORT = 8006
+
+
+def web_environment(address: str, port: int = HTTPS_PORT) -> dict[str, str]:
+    """A lab node's web server listens on its own address (reachable from the host's lab port)."""
+    return {"PVE_BIND_ADDRESS": address, "PVE_HTTPS_PORT": str(port)}
+
+
+def portal_url(address: str, port: int = HTTPS_PORT) -> str:
+    return f"https://{address}:{port}/"
+
+
+def ca_path(directory: Path) -> Path:
+    """The cluster CA certificate a lab node renders into its config tree (it signs every node's)."""
+    return directory / "etc" / "pve" / "pve-root-ca.pem"
+
+
+def without_host_settings(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` without the node settings of whoever runs the lab (a lab node has its own)."""
+    return {k: v for k, v in environ.items() if not k.startswith("PVE_") and k != "REDIS_URL"}
+
+
+def web_status(url: str, ca: Path, timeout: float = 5) -> int | None:
+    """HTTP status of ``url`` over HTTPS verified against ``ca`` (no proxy), or None if it does not answer."""
+    if not ca.exists():
+        return None
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=ca))
+    )
+    try:
+        with opener.open(url, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (OSError, ssl.SSLError):
+        return None
+
+
+def wait_web(url: str, ca: Path, process: subprocess.Popen | None, timeout: float = 120) -> None:
+    """Until ``url`` answers 200 over HTTPS signed by the cluster CA."""
+    deadline = time.monotonic() + timeout
+    last: int | None = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url}: node runner exited with {process.returncode}")
+        last = web_status(url, ca)
+        if last == 200:
+            return
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {timeout} s (last status {last})")
