@@ -1,9 +1,14 @@
-"""``datacenter.cfg`` rendered from the replicated cluster settings."""
+"""``datacenter.cfg`` and ``corosync.conf`` rendered from the replicated cluster settings and nodes."""
 
 from __future__ import annotations
 
+import logging
+
+from cluster import corosync_conf
 from cluster.models import ClusterSettings
 from replicator.mirror import Files, MirrorFile, register_tree_renderer
+
+log = logging.getLogger(__name__)
 
 
 def render_datacenter_cfg() -> Files:
@@ -13,4 +18,28 @@ def render_datacenter_cfg() -> Files:
     return {"datacenter.cfg": MirrorFile(text)}
 
 
+_last_corosync: Files = {}
+
+
+def render_corosync_conf() -> Files:
+    """The tree's ``corosync.conf`` (none outside a cluster), then the host copy when its version rose.
+
+    A row that cannot be rendered keeps the last good file rather than failing the other renderers.
+    """
+    global _last_corosync
+    try:
+        rendered = corosync_conf.render_current()
+    except Exception:
+        log.exception("cannot render corosync.conf; keeping the previous one")
+        return _last_corosync
+    if rendered is None:
+        _last_corosync = {}
+        return {}
+    text, members = rendered
+    corosync_conf.sync_host(text, members)
+    _last_corosync = {"corosync.conf": MirrorFile(text)}
+    return _last_corosync
+
+
 register_tree_renderer(["cluster.clustersettings"], render_datacenter_cfg)
+register_tree_renderer(["cluster.corosyncconfig", "cluster.node"], render_corosync_conf)
