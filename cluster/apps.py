@@ -6,8 +6,10 @@ class ClusterConfig(AppConfig):
     verbose_name = "Cluster"
 
     def ready(self) -> None:
-        from cluster import bootstrap, renderers, services  # noqa: F401  (registration side effects)
+        from cluster import bootstrap, nodestatus, renderers, services  # noqa: F401  (registration side effects)
         from portal import audit
+        from replicator import volatile
 
         audit.set_sink(lambda user, message: services.log_cluster_message(message, user=user))
         audit.set_recent(services.recent_cluster_log)
+        volatile.register_collector(nodestatus.volatile_status)

@@ -111,8 +111,12 @@ class Applier:
 
     # --- apply ---------------------------------------------------------------------------
 
-    def apply_batch(self, batch: list[Delivered]) -> list[Result]:
-        """Apply a batch; returns one result per change set, in order."""
+    def apply_batch(self, batch: list[Delivered], *, replay: bool = False) -> list[Result]:
+        """Apply a batch; returns one result per change set, in order.
+
+        ``replay``: change sets another node already applied (a sync delta); they cannot fail
+        on an identical state, so they skip the per-change-set savepoints.
+        """
         parsed = [_parse(payload) for _, payload in batch]
         version, head = self.version, self.hash
         results: list[Result] = []
@@ -121,7 +125,7 @@ class Applier:
         try:
             with transaction.atomic(using=CLUSTER), connection.cursor() as cursor:
                 # A lone change set needs no savepoint: its failure rolls back the whole transaction.
-                savepoint = len(batch) > 1
+                savepoint = len(batch) > 1 and not replay
                 for (origin, payload), (cs_id, cs) in zip(batch, parsed, strict=True):
                     result, keys = self._apply_one(cursor, origin, payload, cs_id, cs, version + 1, head, savepoint)
                     results.append(result)

@@ -331,9 +331,14 @@ class Replicator:
         """Start every thread, bootstrap first-start content, then accept clients."""
         threading.Thread(target=self.coordinator.run, name="applier", daemon=True).start()
         self.transport.start(self.coordinator.event)
-        self.mirror.render_all()
-        self.mirror_thread.version = self.applier.version
-        self.mirror_thread.start()
+        if self.clustered:
+            # rendered in the background: a node with a large state joins without waiting for its files
+            self.mirror_thread.start()
+            self.mirror_thread.notify_all(self.applier.version)
+        else:
+            self.mirror.render_all()
+            self.mirror_thread.version = self.applier.version
+            self.mirror_thread.start()
         threading.Thread(target=self._publish_status, name="status", daemon=True).start()
         if self.clustered:
             threading.Thread(target=self._bootstrap_clustered, name="bootstrap", daemon=True).start()

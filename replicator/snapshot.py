@@ -68,11 +68,14 @@ def install(snapshot: list[Row], head: tuple[int, str, str, str, bytes], sql_for
         for model in REPLICATED_MODELS.values():
             cursor.execute(f"DELETE FROM {quote(model._meta.db_table)}")
         cursor.execute(f"DELETE FROM {quote(ChangeLogEntry._meta.db_table)}")
+        groups: dict[tuple[str, tuple[str, ...]], list[list[Any]]] = {}
         for label, key, version, fields in snapshot:
             sql: ModelSQL = sql_for(label)
             _pk, db_pk = sql.pk_value(key)
             values = sql.values(fields, create=True)
-            cursor.execute(sql.insert_sql(tuple(values)), [db_pk, version, *sql.db_values(values)])
+            groups.setdefault((label, tuple(values)), []).append([db_pk, version, *sql.db_values(values)])
+        for (label, attnames), params in groups.items():
+            cursor.executemany(sql_for(label).insert_sql(attnames), params)
         cursor.execute(
             f"INSERT INTO {quote(ChangeLogEntry._meta.db_table)} (version, changeset_id, origin, hash, payload) "
             "VALUES (%s, %s, %s, %s, %s)",

@@ -92,7 +92,8 @@ def make_plan(states: dict[MemberId, MemberState], hashes: dict[MemberId, dict[s
         state = states[member]
         if (state.version, state.hash) == (top.version, top.hash):
             continue
-        if holds(winner, member) and top.low <= state.version + 1:
+        # an empty node takes a snapshot: inserting the rows beats replaying the whole history
+        if state.version > 0 and holds(winner, member) and top.low <= state.version + 1:
             delta[member] = state.version
         else:
             known = hashes[winner].get(str(state.version))
@@ -196,10 +197,10 @@ class Coordinator:
             return
         self._apply(batch)
 
-    def _apply(self, batch: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
+    def _apply(self, batch: list[tuple[str, bytes]], *, replay: bool = False) -> list[dict[str, Any]]:
         before = self.applier.version
         try:
-            return self.applier.apply_batch(batch)
+            return self.applier.apply_batch(batch, replay=replay)
         except Exception as exc:  # the applier must outlive any single bad batch
             log.exception("applying a batch failed")
             self.applier.fail([payload for _, payload in batch], "error", f"replicator error: {exc}")
@@ -360,7 +361,7 @@ class Coordinator:
             expected.append((version, digest))
         if not batch:
             return
-        self._apply(batch)
+        self._apply(batch, replay=True)
         current.entries += len(batch)
         if (self.applier.version, self.applier.hash) != expected[-1]:
             raise RuntimeError(

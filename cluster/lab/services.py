@@ -34,6 +34,7 @@ def node_environment(directory: Path, name: str, address: str, root_password: st
         "PVE_NODE_NAME": name,
         "PVE_NODE_ADDRESS": address,
         "PVE_TRANSPORT": "corosync",
+        "PVE_COROSYNC_CONF": str(directory / "corosync.conf"),  # the file this node's corosync reads
         "PVE_ROOT_PASSWORD": root_password,
         "PVE_LOG_LEVEL": "INFO",
         "PYTHONPATH": str(REPO),

@@ -48,10 +48,10 @@ def test_a_member_behind_the_retained_log_gets_a_snapshot_not_marked_diverged():
     assert plan.snapshot == {(2, 2): False} and plan.delta == {}
 
 
-def test_an_empty_node_gets_a_delta_when_the_whole_log_is_kept():
+def test_an_empty_node_gets_a_snapshot_even_when_the_whole_log_is_kept():
     h = history("a", 100)
     plan = make_plan(*cluster({(1, 1): (h, 100, 1), (4, 4): (h, 0, 1)}))
-    assert plan.delta == {(4, 4): 0}
+    assert plan.delta == {} and plan.snapshot == {(4, 4): False}
 
 
 def test_the_majority_history_wins_over_a_longer_forced_minority():

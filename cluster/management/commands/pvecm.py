@@ -50,3 +50,27 @@ class Command(BaseCommand):
             raise CommandError(f"Cannot initialize CMAP service: {exc}") from None
         formatter = corosync_status.format_status if options["verb"] == "status" else corosync_status.format_nodes
         self.stdout.write(formatter(status), ending="")
+        if options["verb"] == "status":
+            self._replication_warnings()
+
+    def _replication_warnings(self) -> None:
+        """What the replicator knows and corosync does not: a diverged history, unequal checksums."""
+        from replicator import client
+        from replicator.exceptions import ReplicationError
+
+        try:
+            state = client.status()
+        except ReplicationError as exc:
+            self.stdout.write(f"\nWARNING: replicator not reachable: {exc}")
+            return
+        divergence = state.get("divergence")
+        if divergence:
+            self.stdout.write(
+                f"\nWARNING: this node's history diverged from {divergence['winner']}'s "
+                f"(forced quorum?); its state at version {divergence['lost_version']} is kept in {divergence['file']}"
+            )
+        verification = state.get("verification") or {}
+        if verification and not verification.get("agree", True):
+            self.stdout.write(f"\nWARNING: state checksums differ between members at version {verification['version']}")
+        if not state.get("synced", True):
+            self.stdout.write("\nWARNING: this node is synchronising its state; writes wait")
