@@ -22,6 +22,7 @@ def node_environment(
         "PVE_NODE_NAME": node,
         "PVE_ROOT_PASSWORD": "test-root-password",
         "PVE_NODE_ADDRESS": "127.0.0.1",
+        "PVE_COROSYNC_CONF": str(data_dir / "corosync" / "corosync.conf"),  # never the host's file
         "PVE_LOG_LEVEL": "WARNING",
         "DJANGO_SETTINGS_MODULE": "portal.settings",
     }

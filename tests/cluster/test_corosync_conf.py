@@ -20,7 +20,7 @@ from replicator.exceptions import ConflictError
 # The session replicator (started after collection) copies into the test data directory, never
 # into /etc/corosync; ``host_conf`` checks the running process really got this.
 HOST_CONF = Path(os.environ["PVE_DATA_DIR"]) / "corosync" / "corosync.conf"
-os.environ["PVE_COROSYNC_CONF"] = str(HOST_CONF)
+assert os.environ["PVE_COROSYNC_CONF"] == str(HOST_CONF)  # set by tests.harness.node_environment
 PROBE = Path(__file__).with_name("corosync_conf_probe.py")
 
 GOLDEN = """\
