@@ -4,7 +4,7 @@ PYTHON := .venv/bin/python
 RUFF := .venv/bin/ruff
 PYTEST := .venv/bin/pytest
 
-.PHONY: bootstrap run test lint bench clean
+.PHONY: bootstrap run test lint bench bench-cluster clean
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -26,6 +26,10 @@ test: bootstrap
 
 bench: bootstrap
 	$(PYTHON) bench/replicated_writes.py
+
+bench-cluster: bootstrap
+	$(PYTHON) bench/cluster_writes.py --nodes 3
+	$(PYTHON) bench/cluster_writes.py --nodes 5
 
 clean:
 	rm -rf data .pytest_cache .ruff_cache

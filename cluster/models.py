@@ -69,10 +69,12 @@ class ClusterLogEntry(ReplicatedModel):
     """One entry of the cluster-wide log (``/cluster/log``); the admin audit trail too.
 
     A ring of PVE_CLUSTER_LOG_MAX entries: the replicator drops the oldest at fixed versions.
+    Entries of a node whose diverged history was replaced are written again (merged by time).
     """
 
     ring_size_setting = "PVE_CLUSTER_LOG_MAX"
     ring_order = ("time", "uid")
+    merge_after_divergence = True
 
     uid = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     time = models.BigIntegerField(help_text="Epoch seconds, from the writer's clock.")

@@ -132,6 +132,7 @@ class Replicator:
             data_dir=Path(settings.PVE_DATA_DIR),
             render_all=self.mirror_thread.notify_all,
             cluster_log=self.cluster_log,
+            resubmit=self.resubmit,
             checksum_interval=settings.PVE_CHECKSUM_INTERVAL,
             clustered=self.clustered,
         )
@@ -199,6 +200,25 @@ class Replicator:
         return acks.wait(
             result["version"], result["hash"], self.transport.quorum_needed, self.transport.quorate, deadline
         )
+
+    def resubmit(self, rows: list[list[Any]]) -> None:
+        """Write rows again as new change sets (in the background): merges a diverged node's log."""
+
+        def _write() -> None:
+            for start in range(0, len(rows), 200):
+                ops = [
+                    {"m": label, "k": key, "o": "save", "v": 0, "f": fields}
+                    for label, key, _v, fields in rows[start : start + 200]
+                ]
+                cs = changeset.new_changeset(ops)
+                for _attempt in range(30):
+                    result = self.submit(changeset.encode(cs), cs["id"], settings.PVE_REPLICATOR_TIMEOUT)
+                    if result["ok"] or result.get("code") == "conflict" or self.stopping.is_set():
+                        break
+                    self.stopping.wait(1.0)
+            log.info("merged %d rows of the replaced history back", len(rows))
+
+        threading.Thread(target=_write, name="merge", daemon=True).start()
 
     def cluster_log(self, message: str, pri: int = 6) -> None:
         """Append to the replicated cluster log from inside the replicator, without blocking the caller."""

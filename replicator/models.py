@@ -81,6 +81,9 @@ class ReplicatedModel(models.Model):
     # A ring: at most ``settings.<ring_size_setting>`` rows, the oldest by ``ring_order`` dropped.
     ring_size_setting: ClassVar[str | None] = None
     ring_order: ClassVar[tuple[str, ...]] = ()
+    # Rows a node loses when its diverged history is replaced are written again afterwards
+    # (append-only records such as the cluster log), so they are merged rather than lost.
+    merge_after_divergence: ClassVar[bool] = False
 
     version = models.BigIntegerField(default=0, editable=False)
 

@@ -26,9 +26,11 @@ CLUSTER = "cluster"
 Row = list[Any]
 
 
-def rows() -> Iterator[Row]:
-    """Every replicated row, in canonical order."""
+def rows(labels: set[str] | None = None) -> Iterator[Row]:
+    """Every replicated row (of the models ``labels``, if given), in canonical order."""
     for label in sorted(REPLICATED_MODELS):
+        if labels is not None and label not in labels:
+            continue
         model = REPLICATED_MODELS[label]
         fields = [f for f in _payload_fields(model) if not f.primary_key]
         for instance in model.objects.using(CLUSTER).order_by("pk").iterator(chunk_size=2000):

@@ -35,7 +35,7 @@ from django.db import connections
 
 from replicator import snapshot
 from replicator.applier import MAX_BATCH, Applier
-from replicator.models import ChangeLogEntry
+from replicator.models import REPLICATED_MODELS, ChangeLogEntry
 from replicator.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,7 @@ class Coordinator:
         data_dir: Path,
         render_all: Callable[[int], None],
         cluster_log: Callable[[str, int], None],
+        resubmit: Callable[[list[snapshot.Row]], None] = lambda rows: None,
         checksum_interval: float = 600.0,
         clustered: bool = False,
     ) -> None:
@@ -135,6 +136,7 @@ class Coordinator:
         self.data_dir = data_dir
         self.render_all = render_all
         self.cluster_log = cluster_log
+        self.resubmit = resubmit
         self.checksum_interval = checksum_interval
         self.queue: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self.ready = threading.Event()  # in sync: writes may go out
@@ -393,8 +395,14 @@ class Coordinator:
                     "winner": winner,
                 }
                 log.error("history diverged from %s's: local state kept in %s", winner, path)
+            mergeable = {label for label, model in REPLICATED_MODELS.items() if model.merge_after_divergence}
+            kept = list(snapshot.rows(mergeable)) if diverged else []
             version, cs_id, origin, digest = header["head"]
             snapshot.install(current.rows, (version, cs_id, origin, digest, blob), self.applier._model_sql)
+            present = {(row[0], json.dumps(row[1])) for row in current.rows if row[0] in mergeable}
+            lost = [row for row in kept if (row[0], json.dumps(row[1])) not in present]
+            if lost:
+                self.resubmit(lost)
             self.applier.reload_head()
             current.entries = len(current.rows)
             self.render_all(self.applier.version)

@@ -27,6 +27,13 @@ def pool_op(poolid: str, comment: str = "", base: int = 0) -> dict[str, Any]:
     return {"m": "authz.pool", "k": poolid, "o": "save", "v": base, "f": {"poolid": poolid, "comment": comment}}
 
 
+def log_op(msg: str, node: str = "node1") -> dict[str, Any]:
+    """A cluster log entry, as the cluster log writes it."""
+    uid = str(uuid.uuid4())
+    fields = {"uid": uid, "time": int(time.time()), "pri": 6, "tag": "test", "pid": 1, "node": node, "user": ""}
+    return {"m": "cluster.clusterlogentry", "k": uid, "o": "save", "v": 0, "f": {**fields, "msg": msg}}
+
+
 def vm_op(vmid: int, node: str, base: int = 0, **config: Any) -> dict[str, Any]:
     fields = {"vmid": vmid, "node_id": node, "pool_id": None, "config": config, "lock": ""}
     return {"m": "vms.vm", "k": vmid, "o": "save", "v": base, "f": fields}

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-import uuid
 
 import pytest
 
 from cluster.lab import netns
 from cluster.lab.cluster import LabCluster
-from tests.cluster.replication import Ledger, pool_op, query, status, submit, wait_converged, wait_for
+from tests.cluster.replication import Ledger, log_op, pool_op, query, status, submit, wait_converged, wait_for
 
 pytestmark = pytest.mark.slow
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent.parent
@@ -50,12 +48,6 @@ def pvecm(lab: LabCluster, node, *args: str) -> subprocess.CompletedProcess:
     )
     out, err = process.communicate(timeout=60)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
-
-
-def log_op(msg: str) -> dict:
-    uid = str(uuid.uuid4())
-    fields = {"uid": uid, "time": int(time.time()), "pri": 6, "tag": "test", "pid": 1, "node": "node1", "user": ""}
-    return {"m": "cluster.clusterlogentry", "k": uid, "o": "save", "v": 0, "f": {**fields, "msg": msg}}
 
 
 def test_one_node_down_expected_1_then_the_other_returns_by_snapshot(lab):
