@@ -116,3 +116,94 @@ class KeyMaterial(ReplicatedModel):
 
     def __str__(self) -> str:
         return self.path
+
+
+class Group(ReplicatedModel):
+    """A group of users (``group:`` lines); ACLs may name it as ``@groupid``."""
+
+    groupid = models.CharField(max_length=64, primary_key=True)
+    comment = models.CharField(max_length=4096, blank=True, default="")
+
+    class Meta:
+        ordering = ["groupid"]
+
+    def __str__(self) -> str:
+        return self.groupid
+
+
+class GroupMember(ReplicatedModel):
+    """One user in one group; the key ``<groupid>:<userid>`` is the same on every node."""
+
+    key = models.CharField(max_length=140, primary_key=True)
+    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+
+    class Meta:
+        ordering = ["key"]
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.key = f"{self.group_id}:{self.user_id}"
+        super().save(*args, **kwargs)
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.group_id}"
+
+
+class Role(ReplicatedModel):
+    """A custom role (``role:`` lines); the built-in roles are data, never rows."""
+
+    roleid = models.CharField(max_length=64, primary_key=True)
+    privs = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["roleid"]
+
+    def __str__(self) -> str:
+        return self.roleid
+
+
+class ACLEntry(ReplicatedModel):
+    """One (path, user/group/token, role) grant, as Proxmox's ``acl:`` lines carry them."""
+
+    TYPES = [("user", "user"), ("group", "group"), ("token", "token")]
+
+    key = models.CharField(max_length=400, primary_key=True)
+    path = models.CharField(max_length=255)
+    type = models.CharField(max_length=8, choices=TYPES)
+    ugid = models.CharField(max_length=130)
+    roleid = models.CharField(max_length=64)
+    propagate = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["path", "type", "ugid", "roleid"]
+        verbose_name = "ACL entry"
+        verbose_name_plural = "ACL entries"
+
+    @staticmethod
+    def make_key(path: str, type_: str, ugid: str, roleid: str) -> str:
+        return f"{path}|{type_}|{ugid}|{roleid}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.key = self.make_key(self.path, self.type, self.ugid, self.roleid)
+        super().save(*args, **kwargs)
+
+    def __str__(self) -> str:
+        return f"{self.path} {self.type}:{self.ugid} {self.roleid}{'' if self.propagate else ' (no propagate)'}"
+
+
+class APIToken(ReplicatedModel):
+    """``<userid>!<name>``: privilege-separated by default; only a hash of the secret is kept."""
+
+    tokenid = models.CharField(max_length=130, primary_key=True)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="tokens")
+    expire = models.BigIntegerField(default=0, help_text="Epoch seconds; 0 means never.")
+    privsep = models.BooleanField(default=True)
+    comment = models.CharField(max_length=4096, blank=True, default="")
+    secret_hash = models.CharField(max_length=128, blank=True, default="")
+
+    class Meta:
+        ordering = ["tokenid"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return self.tokenid

@@ -1,14 +1,14 @@
-"""Privilege checks used by every edge (API, admin, CLIs run as a user).
+"""Privilege checks used by every edge (API, admin, CLIs run as a user, websockets).
 
-Until the ACL resolver lands (access-control issue) only the superuser holds privileges:
-everyone else is denied, never allowed by default.
+One resolver (``authz.resolver``, PVE-INTERNALS §6.6) decides; ``root@pam`` holds everything.
+A principal is a user, or an API token (``user@realm!name``) carried as ``tokenid``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from authz.models import SUPERUSER
+from authz import resolver
 
 
 class PermissionDenied(Exception):
@@ -19,12 +19,39 @@ class PermissionDenied(Exception):
         self.path, self.privilege = path, privilege
 
 
-def has_privileges(user: Any, path: str, privileges: list[str] | tuple[str, ...], *, any_of: bool = False) -> bool:
+def principal_of(user: Any) -> str | None:
+    """The resolver's name for a request's user: its token id when it came with a token."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    return getattr(user, "tokenid", None) or getattr(user, "pk", None)
+
+
+def privileges(user: Any, path: str) -> set[str]:
+    principal = principal_of(user)
+    if principal is None or not getattr(user, "is_active", False):
+        return set()
+    return resolver.privileges(resolver.state(), principal, path)
+
+
+def has_privileges(user: Any, path: str, privileges_: list[str] | tuple[str, ...], *, any_of: bool = False) -> bool:
     """Whether ``user`` holds the privileges on ``path`` (all of them, or one with ``any_of``)."""
-    return bool(getattr(user, "is_active", False)) and getattr(user, "pk", None) == SUPERUSER
+    held = privileges(user, path)
+    wanted = set(privileges_)
+    return bool(wanted & held) if any_of else wanted <= held
 
 
-def check(user: Any, path: str, privileges: list[str] | tuple[str, ...], *, any_of: bool = False) -> None:
+def check(user: Any, path: str, privileges_: list[str] | tuple[str, ...], *, any_of: bool = False) -> None:
     """Raise PermissionDenied naming the first missing privilege."""
-    if not has_privileges(user, path, privileges, any_of=any_of):
-        raise PermissionDenied(path, privileges[0] if privileges else "")
+    held = privileges(user, path)
+    if any_of:
+        if not set(privileges_) & held:
+            raise PermissionDenied(path, privileges_[0] if privileges_ else "")
+        return
+    for privilege in privileges_:
+        if privilege not in held:
+            raise PermissionDenied(path, privilege)
+
+
+def check_vm(user: Any, vmid: int, privileges_: list[str] | tuple[str, ...], *, any_of: bool = False) -> None:
+    """Proxmox's ``check_vm_perm``: pool membership is part of the resolution of ``/vms/<vmid>``."""
+    check(user, f"/vms/{vmid}", privileges_, any_of=any_of)

@@ -1,0 +1,166 @@
+"""The permission resolver: PVE-INTERNALS §6.6, exactly, over a cached snapshot of the ACL state.
+
+The snapshot (ACL tree, group members, roles, pool members, tokens, users) is rebuilt when the
+replicated version moves, so a grant or a revocation made on any node is in force on the next
+check everywhere: one indexed query per check decides whether the cache is still current.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from authz.privileges import BUILTIN_ROLES, NO_ACCESS, PRIVILEGES
+
+SUPERUSER = "root@pam"
+RoleSet = dict[str, bool]  # role -> propagate
+
+
+@dataclass
+class ACLState:
+    """Everything resolution needs, as plain data (loaded from the database or built in tests)."""
+
+    # path -> "user" | "group" | "token" -> ugid -> {role: propagate}
+    acl: dict[str, dict[str, dict[str, RoleSet]]] = field(default_factory=dict)
+    groups_of: dict[str, set[str]] = field(default_factory=dict)  # userid -> groupids
+    roles: dict[str, frozenset[str]] = field(default_factory=lambda: dict(BUILTIN_ROLES))
+    pool_of: dict[str, str] = field(default_factory=dict)  # "/vms/100" or "/storage/x" -> poolid
+    users: dict[str, tuple[bool, int]] = field(default_factory=dict)  # userid -> (enable, expire)
+    tokens: dict[str, tuple[bool, int]] = field(default_factory=dict)  # tokenid -> (privsep, expire)
+
+    def grant(self, path: str, kind: str, ugid: str, role: str, propagate: bool = True) -> None:
+        self.acl.setdefault(path, {}).setdefault(kind, {}).setdefault(ugid, {})[role] = propagate
+
+
+def _prefixes(path: str) -> list[str]:
+    parts = [p for p in path.split("/") if p]
+    return ["/"] + ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _applicable(entries: RoleSet, final: bool) -> RoleSet:
+    return {role: propagate for role, propagate in entries.items() if final or propagate}
+
+
+def walk(state: ACLState, principal: str, path: str) -> RoleSet:
+    """Steps 3-4: roles from the ACL tree for a user, or for a token's own entries."""
+    is_token = "!" in principal
+    roles: RoleSet = {}
+    for prefix in _prefixes(path):
+        node = state.acl.get(prefix)
+        if not node:
+            continue
+        final = prefix == path
+        if is_token:
+            found = _applicable(node.get("token", {}).get(principal, {}), final)
+            if found:
+                roles = found
+            continue
+        found = _applicable(node.get("user", {}).get(principal, {}), final)
+        if found:
+            roles = found
+            continue
+        union: RoleSet = {}
+        for group in state.groups_of.get(principal, ()):
+            union.update(_applicable(node.get("group", {}).get(group, {}), final))
+        if union:
+            roles = union
+    if NO_ACCESS in roles:
+        return {NO_ACCESS: roles[NO_ACCESS]}
+    return roles
+
+
+def roles_at(state: ACLState, principal: str, path: str) -> RoleSet:
+    """Step 5: the walk, plus the roles of the pool holding a VM or storage."""
+    roles = walk(state, principal, path)
+    pool = state.pool_of.get(path)
+    if pool is None:
+        return roles
+    if NO_ACCESS in roles:
+        return roles
+    pool_roles = walk(state, principal, f"/pool/{pool}")
+    if NO_ACCESS in pool_roles:
+        return {NO_ACCESS: False}
+    for role in pool_roles:
+        roles.setdefault(role, False)
+    return roles
+
+
+def _privileges_of(state: ACLState, roles: RoleSet) -> set[str]:
+    privs: set[str] = set()
+    for role in roles:
+        privs |= state.roles.get(role, frozenset())
+    return privs
+
+
+def _active(entry: tuple[bool, int] | None, now: float) -> bool:
+    return entry is not None and entry[0] and (entry[1] == 0 or entry[1] > now)
+
+
+def privileges(state: ACLState, principal: str, path: str, now: float | None = None) -> set[str]:
+    """Steps 1-7: the privileges ``principal`` (userid or tokenid) holds on ``path``."""
+    now = time.time() if now is None else now
+    if principal == SUPERUSER:
+        return set(PRIVILEGES)
+    userid, _, _ = principal.partition("!")
+    if not _active(state.users.get(userid), now):
+        return set()
+    if "!" not in principal:
+        return _privileges_of(state, roles_at(state, principal, path))
+    token = state.tokens.get(principal)
+    if token is None or (token[1] and token[1] <= now):
+        return set()
+    user_privs = privileges(state, userid, path, now)
+    if not token[0]:  # privsep off: the token is its user
+        return user_privs
+    return _privileges_of(state, roles_at(state, principal, path)) & user_privs
+
+
+# --- the live snapshot -----------------------------------------------------------------------
+
+_lock = threading.Lock()
+_cached: tuple[int, ACLState] | None = None
+
+
+def current_version() -> int:
+    from replicator.models import ChangeLogEntry
+
+    head = ChangeLogEntry.objects.using("cluster").order_by("-version").values_list("version", flat=True).first()
+    return head or 0
+
+
+def load_state() -> ACLState:
+    """Read the ACL state from the cluster database."""
+    from authz.models import ACLEntry, APIToken, GroupMember, Role, User
+    from vms.models import VM, Storage
+
+    state = ACLState()
+    for entry in ACLEntry.objects.using("cluster").all():
+        state.grant(entry.path, entry.type, entry.ugid, entry.roleid, entry.propagate)
+    for member in GroupMember.objects.using("cluster").all():
+        state.groups_of.setdefault(member.user_id, set()).add(member.group_id)
+    for role in Role.objects.using("cluster").all():
+        if role.roleid not in BUILTIN_ROLES:
+            state.roles[role.roleid] = frozenset(role.privs) & PRIVILEGES
+    for userid, enable, expire in User.objects.using("cluster").values_list("userid", "enable", "expire"):
+        state.users[userid] = (enable, expire)
+    for tokenid, privsep, expire in APIToken.objects.using("cluster").values_list("tokenid", "privsep", "expire"):
+        state.tokens[tokenid] = (privsep, expire)
+    for vmid, pool in VM.objects.using("cluster").exclude(pool=None).values_list("vmid", "pool_id"):
+        state.pool_of[f"/vms/{vmid}"] = pool
+    for storeid, pool in Storage.objects.using("cluster").exclude(pool=None).values_list("storeid", "pool_id"):
+        state.pool_of[f"/storage/{storeid}"] = pool
+    return state
+
+
+def state() -> ACLState:
+    """The cached snapshot, reloaded when the replicated version has moved since it was built."""
+    global _cached
+    version = current_version()
+    with _lock:
+        if _cached is not None and _cached[0] == version:
+            return _cached[1]
+    fresh = load_state()
+    with _lock:
+        _cached = (version, fresh)
+    return fresh
