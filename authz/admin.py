@@ -8,13 +8,15 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
-from authz.models import KeyMaterial, Pool, Realm, User
+from authz.models import ACLEntry, APIToken, Group, GroupMember, KeyMaterial, Pool, Realm, Role, User
 from portal.admin import AuditedModelAdmin, ReadOnlyAdmin
 from replicator.mirror import is_private
 
 
 @admin.register(Realm)
 class RealmAdmin(AuditedModelAdmin):
+    acl_root, acl_object = "/access/realm", "/access/realm/{realm}"
+    acl_view, acl_change = ("Sys.Audit", "Realm.AllocateUser"), ("Realm.Allocate",)
     list_display = ("realm", "type", "comment", "default")
 
 
@@ -34,6 +36,8 @@ class UserForm(forms.ModelForm):
 
 @admin.register(User)
 class UserAdmin(AuditedModelAdmin):
+    acl_root = "/access"
+    acl_view, acl_change = ("Sys.Audit", "User.Modify"), ("User.Modify",)
     form = UserForm
     list_display = ("userid", "realm", "enable", "expire", "firstname", "lastname", "email")
     list_filter = ("realm", "enable")
@@ -41,6 +45,16 @@ class UserAdmin(AuditedModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         return ("userid", "realm") if obj is not None else ()
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.is_superuser:
+            return bool(getattr(request.user, "is_superuser", False))  # only root changes root@pam
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.is_superuser:
+            return False
+        return super().has_delete_permission(request, obj)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         if form.cleaned_data.get("new_password"):
@@ -50,6 +64,8 @@ class UserAdmin(AuditedModelAdmin):
 
 @admin.register(Pool)
 class PoolAdmin(AuditedModelAdmin):
+    acl_root, acl_object = "/pool", "/pool/{poolid}"
+    acl_view, acl_change = ("Pool.Audit",), ("Pool.Allocate",)
     list_display = ("poolid", "comment")
 
 
@@ -67,3 +83,37 @@ class KeyMaterialAdmin(ReadOnlyAdmin):
 
     def public_content(self, obj: KeyMaterial) -> str:
         return "(private)" if self.private(obj) else obj.content
+
+
+@admin.register(Group)
+class GroupAdmin(ReadOnlyAdmin):
+    """Groups, members, roles, ACL entries and tokens are changed with pveum or the API (validated there)."""
+
+    acl_root, acl_view = "/access", ("Sys.Audit", "Group.Allocate")
+    list_display = ("groupid", "comment")
+
+
+@admin.register(GroupMember)
+class GroupMemberAdmin(ReadOnlyAdmin):
+    acl_root, acl_view = "/access", ("Sys.Audit", "Group.Allocate")
+    list_display = ("group", "user")
+
+
+@admin.register(Role)
+class RoleAdmin(ReadOnlyAdmin):
+    acl_root, acl_view = "/access", ("Sys.Audit", "Permissions.Modify")
+    list_display = ("roleid", "privs")
+
+
+@admin.register(ACLEntry)
+class ACLEntryAdmin(ReadOnlyAdmin):
+    acl_root, acl_view = "/access", ("Sys.Audit", "Permissions.Modify")
+    list_display = ("path", "type", "ugid", "roleid", "propagate")
+    list_filter = ("type", "roleid")
+    search_fields = ("path", "ugid")
+
+
+@admin.register(APIToken)
+class APITokenAdmin(ReadOnlyAdmin):
+    list_display = ("tokenid", "privsep", "expire", "comment")
+    exclude = ("secret_hash",)

@@ -16,6 +16,7 @@ AUTHKEY_PUB_OLD = "authkey.pub.old"
 WWW_KEY = "pve-www.key"
 _DUMMY_HASH = make_password("not-a-real-password-used-for-timing")
 _LOCAL_REALMS = ("pam", "pve")
+_DUMMY_TOKEN_HASH = tickets.hash_token_secret("00000000-0000-0000-0000-000000000000")
 
 
 def _key(path: str) -> bytes | None:
@@ -28,6 +29,21 @@ def _require_key(path: str) -> bytes:
     if key is None:
         raise AuthenticationFailed("cluster keys not initialised yet")
     return key
+
+
+def user_from_api_token(tokenid: str, secret: str) -> User | None:
+    """The token's enabled user if the token exists, is unexpired and the secret matches; else None."""
+    from authz.models import APIToken
+
+    token = APIToken.objects.filter(tokenid=tokenid).select_related("user").first()
+    if token is None:
+        tickets.verify_token_secret(secret, _DUMMY_TOKEN_HASH)  # same work for unknown tokens
+        return None
+    if not tickets.verify_token_secret(secret, token.secret_hash):
+        return None
+    if (token.expire and token.expire <= time.time()) or not token.user.is_active:
+        return None
+    return token.user
 
 
 def active_user(userid: str) -> User:

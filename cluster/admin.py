@@ -13,6 +13,7 @@ from portal.admin import AuditedModelAdmin, ReadOnlyAdmin
 
 @admin.register(ClusterSettings)
 class ClusterSettingsAdmin(AuditedModelAdmin):
+    acl_root, acl_view, acl_change = "/", ("Sys.Audit",), ("Sys.Modify",)
     list_display = ("id",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -24,6 +25,8 @@ class ClusterSettingsAdmin(AuditedModelAdmin):
 
 @admin.register(Node)
 class NodeAdmin(AuditedModelAdmin):
+    acl_root, acl_object = "/nodes", "/nodes/{name}"
+    acl_view, acl_change = ("Sys.Audit",), ("Sys.Modify",)
     list_display = ("name", "nodeid", "address", "votes", "ssl_fingerprint")
     readonly_fields = ("ssl_fingerprint",)
 
@@ -33,6 +36,7 @@ class NodeAdmin(AuditedModelAdmin):
 
 @admin.register(ClusterLogEntry)
 class ClusterLogAdmin(ReadOnlyAdmin):
+    acl_root, acl_view = "/", ("Sys.Syslog",)
     list_display = ("time", "node", "user", "tag", "msg")
     list_filter = ("node",)
     search_fields = ("msg", "user")

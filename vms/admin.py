@@ -13,6 +13,8 @@ from vms.models import VM, Storage
 
 @admin.register(Storage)
 class StorageAdmin(AuditedModelAdmin):
+    acl_root, acl_object = "/storage", "/storage/{storeid}"
+    acl_view, acl_change = ("Datastore.Audit",), ("Datastore.Allocate",)
     list_display = ("storeid", "type", "path", "content", "shared", "nodes", "disable")
 
 
@@ -58,6 +60,17 @@ class VMForm(forms.ModelForm):
 
 @admin.register(VM)
 class VMAdmin(AuditedModelAdmin):
+    acl_root, acl_object = "/vms", "/vms/{vmid}"
+    acl_view = ("VM.Audit",)
+    acl_change = (
+        "VM.Config.Disk",
+        "VM.Config.CPU",
+        "VM.Config.Memory",
+        "VM.Config.Network",
+        "VM.Config.HWType",
+        "VM.Config.Options",
+    )
+    acl_add = acl_delete = ("VM.Allocate",)
     form = VMForm
     list_display = ("vmid", "name", "node", "pool", "lock")
     list_filter = ("node", "pool")

@@ -46,3 +46,37 @@ class TicketAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return COOKIE
+
+
+class TokenUser:
+    """A request authenticated by an API token: its user's attributes, resolved as the token."""
+
+    is_authenticated = True
+    is_anonymous = False
+
+    def __init__(self, user: Any, tokenid: str) -> None:
+        self._user = user
+        self.tokenid = tokenid
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._user, name)
+
+    def __str__(self) -> str:
+        return self.tokenid
+
+
+class APITokenAuthentication(authentication.BaseAuthentication):
+    """``Authorization: PVEAPIToken=<user@realm!name>=<secret>``; no CSRF token needed (not a cookie)."""
+
+    def authenticate(self, request: Request) -> tuple[Any, dict[str, str]] | None:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header.startswith(tickets.API_TOKEN_PREFIX):
+            return None
+        try:
+            tokenid, secret = tickets.parse_api_token_header(header)
+        except tickets.TicketError:
+            raise exceptions.AuthenticationFailed("invalid API token") from None
+        user = services.user_from_api_token(tokenid, secret)
+        if user is None:
+            raise exceptions.AuthenticationFailed("invalid API token")
+        return TokenUser(user, tokenid), {"type": "token", "tokenid": tokenid}

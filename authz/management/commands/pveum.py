@@ -1,0 +1,166 @@
+"""``manage.py pveum``: users, groups, roles, ACLs and API tokens, as Proxmox's ``pveum`` (run as root@pam)."""
+
+from __future__ import annotations
+
+import getpass
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from authz import access
+from authz.models import SUPERUSER, ACLEntry, APIToken, Group, Role, User
+from authz.privileges import BUILTIN_ROLES
+from replicator.exceptions import ReplicationError
+
+
+def _bool(value: str) -> bool:
+    if value not in ("0", "1"):
+        raise CommandError(f"expected 0 or 1, got '{value}'")
+    return value == "1"
+
+
+def _list(value: str | None) -> list[str]:
+    return [item for item in (value or "").replace(";", ",").split(",") if item]
+
+
+class Command(BaseCommand):
+    help = "User management: user, group, role, acl and user token commands (Proxmox's pveum)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        top = parser.add_subparsers(dest="area", required=True)
+        user = top.add_parser("user").add_subparsers(dest="verb", required=True)
+        for verb in ("add", "modify"):
+            sub = user.add_parser(verb)
+            sub.add_argument("userid")
+            for option in ("email", "firstname", "lastname", "comment", "keys", "groups"):
+                sub.add_argument(f"--{option}")
+            sub.add_argument("--expire", type=int)
+            sub.add_argument("--enable", type=_bool)
+            if verb == "add":
+                sub.add_argument("--password", help="pve realm only; prompted when given as '-'")
+            else:
+                sub.add_argument("--append", action="store_true", help="add to --groups instead of replacing")
+        user.add_parser("delete").add_argument("userid")
+        user.add_parser("list")
+        token = user.add_parser("token").add_subparsers(dest="token_verb", required=True)
+        add = token.add_parser("add")
+        add.add_argument("userid")
+        add.add_argument("tokenid")
+        add.add_argument("--privsep", type=_bool, default=True)
+        add.add_argument("--expire", type=int, default=0)
+        add.add_argument("--comment", default="")
+        remove = token.add_parser("remove")
+        remove.add_argument("userid")
+        remove.add_argument("tokenid")
+        token.add_parser("list").add_argument("userid")
+        group = top.add_parser("group").add_subparsers(dest="verb", required=True)
+        gadd = group.add_parser("add")
+        gadd.add_argument("groupid")
+        gadd.add_argument("--comment", default="")
+        group.add_parser("delete").add_argument("groupid")
+        group.add_parser("list")
+        role = top.add_parser("role").add_subparsers(dest="verb", required=True)
+        for verb in ("add", "modify"):
+            sub = role.add_parser(verb)
+            sub.add_argument("roleid")
+            sub.add_argument("--privs", default="")
+            if verb == "modify":
+                sub.add_argument("--append", action="store_true")
+        role.add_parser("delete").add_argument("roleid")
+        role.add_parser("list")
+        acl = top.add_parser("acl").add_subparsers(dest="verb", required=True)
+        for verb in ("modify", "delete"):
+            sub = acl.add_parser(verb)
+            sub.add_argument("path")
+            sub.add_argument("--roles", required=True)
+            sub.add_argument("--users")
+            sub.add_argument("--groups")
+            sub.add_argument("--tokens")
+            sub.add_argument("--propagate", type=_bool, default=True)
+        acl.add_parser("list")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        area, verb = options["area"], options.get("verb")
+        try:
+            getattr(self, f"_{area}")(verb, options)
+        except access.AccessError as exc:
+            raise CommandError(str(exc)) from None
+        except ReplicationError as exc:
+            raise CommandError(str(exc)) from None
+
+    def _user(self, verb: str, o: dict[str, Any]) -> None:
+        fields = {k: o.get(k) for k in ("email", "firstname", "lastname", "comment", "keys", "expire", "enable")}
+        fields = {k: v for k, v in fields.items() if v is not None}
+        if verb == "add":
+            password = o["password"]
+            if password == "-":
+                password = getpass.getpass("Enter new password: ")
+                if password != getpass.getpass("Retype new password: "):
+                    raise CommandError("passwords do not match")
+            access.add_user(o["userid"], password=password, **fields)
+            if o["groups"]:
+                access.modify_user(o["userid"], groups=_list(o["groups"]), append=True)
+        elif verb == "modify":
+            groups = _list(o["groups"]) if o["groups"] is not None else None
+            access.modify_user(o["userid"], groups=groups, append=o["append"], **fields)
+        elif verb == "delete":
+            access.delete_user(o["userid"])
+        elif verb == "list":
+            for user in User.objects.all():
+                groups = ",".join(user.memberships.order_by("group_id").values_list("group_id", flat=True))
+                self.stdout.write(f"{user.userid}\t{int(user.enable)}\t{user.expire}\t{user.email}\t{groups}")
+        elif verb == "token":
+            self._token(o)
+
+    def _token(self, o: dict[str, Any]) -> None:
+        verb = o["token_verb"]
+        if verb == "add":
+            token, secret = access.add_token(
+                o["userid"], o["tokenid"], privsep=o["privsep"], expire=o["expire"], comment=o["comment"]
+            )
+            self.stdout.write(f"full-tokenid: {token.tokenid}\nvalue: {secret}\n(the value is shown only once)")
+        elif verb == "remove":
+            access.delete_token(f"{o['userid']}!{o['tokenid']}")
+        else:
+            for token in APIToken.objects.filter(user_id=o["userid"]):
+                self.stdout.write(
+                    f"{token.tokenid.split('!', 1)[1]}\t{int(token.privsep)}\t{token.expire}\t{token.comment}"
+                )
+
+    def _group(self, verb: str, o: dict[str, Any]) -> None:
+        if verb == "add":
+            access.add_group(o["groupid"], o["comment"])
+        elif verb == "delete":
+            access.delete_group(o["groupid"])
+        else:
+            for group in Group.objects.all():
+                members = ",".join(group.members.order_by("user_id").values_list("user_id", flat=True))
+                self.stdout.write(f"{group.groupid}\t{members}\t{group.comment}")
+
+    def _role(self, verb: str, o: dict[str, Any]) -> None:
+        if verb in ("add", "modify"):
+            access.save_role(o["roleid"], _list(o["privs"]), create=verb == "add", append=o.get("append", False))
+        elif verb == "delete":
+            access.delete_role(o["roleid"])
+        else:
+            for roleid, privs in sorted(BUILTIN_ROLES.items()):
+                self.stdout.write(f"{roleid}\t{','.join(sorted(privs))}\t(special)")
+            for role in Role.objects.all():
+                self.stdout.write(f"{role.roleid}\t{','.join(sorted(role.privs))}")
+
+    def _acl(self, verb: str, o: dict[str, Any]) -> None:
+        if verb == "list":
+            for entry in ACLEntry.objects.all():
+                self.stdout.write(f"{entry.path}\t{entry.type}\t{entry.ugid}\t{entry.roleid}\t{int(entry.propagate)}")
+            return
+        root = User.objects.get(userid=SUPERUSER)
+        access.modify_acl(
+            root,
+            o["path"],
+            _list(o["roles"]),
+            users=_list(o["users"]),
+            groups=_list(o["groups"]),
+            tokens=_list(o["tokens"]),
+            propagate=o["propagate"],
+            delete=verb == "delete",
+        )

@@ -1,0 +1,201 @@
+"""Access control end to end: pveum, user.cfg, ACLs in force on the API, API tokens, delegation."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from authz import access
+from authz.models import ACLEntry, APIToken, User
+from replicator import client as replicator_client
+from tests.harness import manage
+from vms.models import VM
+
+pytestmark = [pytest.mark.usefixtures("replicator")]
+API = "/api2/json"
+NODE = "testnode"
+
+
+def pveum(node_env, *args: str, check: bool = True):
+    return manage(node_env, "pveum", *args, check=check)
+
+
+def login(username: str, password: str) -> tuple[Client, str]:
+    client = Client(enforce_csrf_checks=True)
+    response = client.post(f"{API}/access/ticket", {"username": username, "password": password})
+    assert response.status_code == 200, response.content
+    data = response.json()["data"]
+    client.cookies["PVEAuthCookie"] = data["ticket"]
+    return client, data["CSRFPreventionToken"]
+
+
+@pytest.fixture(scope="module")
+def world(node_env):
+    """dave (member of ops, PVEVMUser on VM 7100 only), erin (VM.Allocate on /vms), two VMs."""
+    for vmid in (7100, 7101):
+        if not VM.objects.filter(vmid=vmid).exists():
+            VM(vmid=vmid, node_id=NODE, config={"name": f"acl{vmid}", "memory": "512"}).save()
+    if not User.objects.filter(userid="dave@pve").exists():
+        pveum(node_env, "user", "add", "dave@pve", "--email", "dave@example.com")
+        pveum(node_env, "group", "add", "ops", "--comment", "operators")
+        pveum(node_env, "user", "modify", "dave@pve", "--groups", "ops")
+        pveum(node_env, "role", "add", "Watcher", "--privs", "VM.Audit,Sys.Audit")
+        pveum(node_env, "acl", "modify", "/vms/7100", "--roles", "PVEVMUser", "--groups", "ops")
+        access.add_user("erin@pve", password="erin-password")
+        pveum(node_env, "acl", "modify", "/vms", "--roles", "PVEVMAdmin", "--users", "erin@pve")
+        dave = User.objects.get(userid="dave@pve")
+        dave.set_password("dave-password")
+        dave.save()
+    return {"dave": login("dave@pve", "dave-password"), "erin": login("erin@pve", "erin-password")}
+
+
+def vm_list(client: Client) -> set[int]:
+    response = client.get(f"{API}/nodes/{NODE}/qemu")
+    assert response.status_code == 200, response.content
+    return {vm["vmid"] for vm in response.json()["data"]}
+
+
+def test_pveum_writes_user_cfg_in_proxmox_format(world, etc_dir):
+    replicator_client.wait_mirror(replicator_client.status()["version"])
+    text = (etc_dir / "user.cfg").read_text()
+    assert "user:dave@pve:1:0:::dave@example.com:::" in text
+    assert "group:ops:dave@pve:operators:" in text
+    assert "role:Watcher:Sys.Audit,VM.Audit:" in text
+    assert "acl:1:/vms/7100:@ops:PVEVMUser:" in text
+    assert "acl:1:/vms:erin@pve:PVEVMAdmin:" in text
+
+
+def test_listing_and_reading_are_restricted_by_the_acl(world):
+    dave, _ = world["dave"]
+    listed = vm_list(dave)
+    assert 7100 in listed and 7101 not in listed
+    assert dave.get(f"{API}/nodes/{NODE}/qemu/7100/config").status_code == 200
+    denied = dave.get(f"{API}/nodes/{NODE}/qemu/7101/config")
+    assert denied.status_code == 403 and "Permission check failed (/vms/7101, VM.Audit)" in denied.json()["message"]
+    erin, _ = world["erin"]
+    assert {7100, 7101} <= vm_list(erin)
+
+
+def test_a_privilege_on_another_object_does_not_allow_a_change(world):
+    dave, csrf = world["dave"]
+    before = VM.objects.get(vmid=7101).version
+    response = dave.put(
+        f"{API}/nodes/{NODE}/qemu/7101/config",
+        "memory=1024",
+        content_type="application/x-www-form-urlencoded",
+        HTTP_CSRFPREVENTIONTOKEN=csrf,
+    )
+    assert response.status_code == 403
+    # and PVEVMUser on 7100 has no VM.Config.Memory either
+    response = dave.put(
+        f"{API}/nodes/{NODE}/qemu/7100/config",
+        "memory=1024",
+        content_type="application/x-www-form-urlencoded",
+        HTTP_CSRFPREVENTIONTOKEN=csrf,
+    )
+    assert response.status_code == 403
+    assert VM.objects.get(vmid=7101).version == before
+    erin, erin_csrf = world["erin"]
+    response = erin.put(
+        f"{API}/nodes/{NODE}/qemu/7101/config",
+        "memory=1024",
+        content_type="application/x-www-form-urlencoded",
+        HTTP_CSRFPREVENTIONTOKEN=erin_csrf,
+    )
+    assert response.status_code == 200, response.content
+    assert VM.objects.get(vmid=7101).config["memory"] == "1024"
+
+
+def test_revoking_takes_effect_at_once(world, node_env):
+    dave, _ = world["dave"]
+    assert 7100 in vm_list(dave)
+    pveum(node_env, "acl", "delete", "/vms/7100", "--roles", "PVEVMUser", "--groups", "ops")
+    assert 7100 not in vm_list(dave)
+    pveum(node_env, "acl", "modify", "/vms/7100", "--roles", "PVEVMUser", "--groups", "ops")
+    assert 7100 in vm_list(dave)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("acl", "modify", "/vms/99", "--roles", "PVEVMUser", "--users", "dave@pve"), "invalid ACL path"),
+        (("acl", "modify", "/nonsense", "--roles", "PVEVMUser", "--users", "dave@pve"), "invalid ACL path"),
+        (("acl", "modify", "/vms", "--roles", "NoSuchRole", "--users", "dave@pve"), "role 'NoSuchRole' does not exist"),
+        (("acl", "modify", "/vms", "--roles", "PVEVMUser", "--users", "ghost@pve"), "user 'ghost@pve' does not exist"),
+        (("role", "add", "Bad", "--privs", "VM.Audit,VM.Fly"), "invalid privilege name(s): VM.Fly"),
+        (("role", "modify", "PVEAdmin", "--privs", "VM.Audit"), "cannot modify special role 'PVEAdmin'"),
+        (("user", "add", "bad user@pve"), "invalid user id"),
+        (("user", "add", "zed@nowhere"), "domain 'nowhere' does not exist"),
+        (("user", "delete", "root@pam"), "cannot be removed"),
+    ],
+)
+def test_bad_input_is_a_clear_error_and_changes_nothing(world, node_env, args, message):
+    before = replicator_client.status()["version"]
+    result = pveum(node_env, *args, check=False)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert replicator_client.status()["version"] == before
+
+
+def test_delegation_never_exceeds_the_granter(world):
+    erin = User.objects.get(userid="erin@pve")  # PVEVMAdmin on /vms, no Permissions.Modify
+    with pytest.raises(access.AccessError, match="Permission check failed"):
+        access.modify_acl(erin, "/vms/7100", ["Administrator"], users=["dave@pve"])
+    with pytest.raises(access.AccessError, match="NoAccess"):
+        access.modify_acl(erin, "/vms/7100", ["NoAccess"], users=["dave@pve"])
+    with pytest.raises(access.AccessError, match=r"Permissions\.Modify"):
+        access.modify_acl(erin, "/storage", ["PVEAuditor"], users=["dave@pve"])
+    access.modify_acl(erin, "/vms/7101", ["PVEVMUser"], users=["dave@pve"])  # a subset of what she holds
+    assert ACLEntry.objects.filter(path="/vms/7101", ugid="dave@pve", roleid="PVEVMUser").exists()
+    access.modify_acl(erin, "/vms/7101", ["PVEVMUser"], users=["dave@pve"], delete=True)
+    assert not ACLEntry.objects.filter(path="/vms/7101", ugid="dave@pve").exists()
+
+
+def test_api_tokens_privilege_separated_revocable_and_disabled_with_their_user(world, node_env):
+    result = pveum(node_env, "user", "token", "add", "erin@pve", "ci")
+    secret = next(line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("value: "))
+    assert secret not in APIToken.objects.get(tokenid="erin@pve!ci").secret_hash
+    header = {"HTTP_AUTHORIZATION": f"PVEAPIToken=erin@pve!ci={secret}"}
+    client = Client()
+    assert client.get(f"{API}/nodes/{NODE}/qemu", **header).json()["data"] == []  # privsep: no ACL of its own
+    pveum(node_env, "acl", "modify", "/vms", "--roles", "PVEAuditor", "--tokens", "erin@pve!ci")
+    assert {7100, 7101} <= {vm["vmid"] for vm in client.get(f"{API}/nodes/{NODE}/qemu", **header).json()["data"]}
+    wrong = {"HTTP_AUTHORIZATION": f"PVEAPIToken=erin@pve!ci={secret[:-1]}0"}
+    assert client.get(f"{API}/nodes/{NODE}/qemu", **wrong).status_code == 401
+    # a token with more roles than its user is still held to the user (privilege separation)
+    pveum(node_env, "acl", "modify", "/", "--roles", "Administrator", "--tokens", "erin@pve!ci")
+    assert client.get(f"{API}/nodes", **header).status_code == 200
+    assert client.get(f"{API}/cluster/status", **header).status_code == 403  # Sys.Audit: erin lacks it
+    # disabling the user disables the token at once; re-enabling restores it
+    pveum(node_env, "user", "modify", "erin@pve", "--enable", "0")
+    assert client.get(f"{API}/nodes/{NODE}/qemu", **header).status_code == 401
+    pveum(node_env, "user", "modify", "erin@pve", "--enable", "1")
+    assert client.get(f"{API}/nodes/{NODE}/qemu", **header).status_code == 200
+    # removing the token revokes it at once, with its ACL entries
+    pveum(node_env, "user", "token", "remove", "erin@pve", "ci")
+    assert client.get(f"{API}/nodes/{NODE}/qemu", **header).status_code == 401
+    assert not ACLEntry.objects.filter(type="token", ugid="erin@pve!ci").exists()
+
+
+def admin_client(username: str, password: str) -> Client:
+    client = Client()
+    response = client.post("/admin/login/", {"username": username, "password": password, "next": "/admin/"})
+    assert response.status_code == 302, response.content[:300]
+    return client
+
+
+def test_the_admin_applies_the_same_acls(world):
+    dave = admin_client("dave@pve", "dave-password")
+    listing = dave.get("/admin/vms/vm/")
+    assert listing.status_code == 200
+    assert b"acl7100" in listing.content and b"acl7101" not in listing.content
+    assert dave.get("/admin/vms/vm/7101/change/").status_code in (302, 403, 404)
+    view = dave.get("/admin/vms/vm/7100/change/")
+    assert view.status_code == 200 and b'name="config_text"' not in view.content  # view only: PVEVMUser
+    assert dave.get("/admin/authz/user/").status_code == 403
+    assert dave.get("/admin/authz/aclentry/").status_code == 403
+    before = VM.objects.get(vmid=7100).version
+    dave.post("/admin/vms/vm/7100/delete/", {"post": "yes"})
+    assert VM.objects.get(vmid=7100).version == before and VM.objects.filter(vmid=7100).exists()
+    erin = admin_client("erin@pve", "erin-password")
+    assert b'name="config_text"' in erin.get("/admin/vms/vm/7101/change/").content
+    assert erin.get("/admin/authz/user/root@pam/change/").status_code in (302, 403, 404)
