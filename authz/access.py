@@ -23,7 +23,11 @@ CLUSTER = "cluster"
 
 
 class AccessError(ValueError):
-    """Bad input or a refused delegation; nothing was changed."""
+    """Bad input; nothing was changed."""
+
+
+class AccessDenied(AccessError):
+    """A refused delegation (HTTP 403); nothing was changed."""
 
 
 def _check_id(kind: str, value: str) -> str:
@@ -228,13 +232,13 @@ def _check_delegation(actor: Any, path: str, roles: list[str], propagate: bool) 
     area_priv = {"/storage": "Datastore.Allocate", "/vms": "VM.Allocate", "/pool": "Pool.Allocate"}
     area = next((priv for prefix, priv in area_priv.items() if path == prefix or path.startswith(prefix + "/")), None)
     if area is None or area not in held:
-        raise AccessError(f"Permission check failed ({path}, Permissions.Modify)")
+        raise AccessDenied(f"Permission check failed ({path}, Permissions.Modify)")
     for roleid in roles:
         if roleid == NO_ACCESS:
-            raise AccessError("NoAccess can only be granted with Permissions.Modify")
+            raise AccessDenied("NoAccess can only be granted with Permissions.Modify")
         missing = role_privileges(roleid) - held
         if missing:
-            raise AccessError(f"Permission check failed ({path}, {sorted(missing)[0]})")
+            raise AccessDenied(f"Permission check failed ({path}, {sorted(missing)[0]})")
 
 
 # --- API tokens ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
+from authz.api import manage_views as access_manage
 from authz.api import views as access
 from cluster.api import views as cluster
 from portal.api.routing import api_path, api_urlpatterns
@@ -13,6 +14,15 @@ api = api_urlpatterns(
     [
         api_path("access/ticket", access.TicketView.as_view()),
         api_path("access/domains", access.DomainsView.as_view()),
+        api_path("access/acl", access_manage.AclView.as_view()),
+        api_path("access/users", access_manage.UsersView.as_view()),
+        api_path("access/users/{userid}", access_manage.UserView.as_view()),
+        api_path("access/users/{userid}/token", access_manage.TokensView.as_view()),
+        api_path("access/users/{userid}/token/{tokenid}", access_manage.TokenView.as_view()),
+        api_path("access/groups", access_manage.GroupsView.as_view()),
+        api_path("access/groups/{groupid}", access_manage.GroupView.as_view()),
+        api_path("access/roles", access_manage.RolesView.as_view()),
+        api_path("access/roles/{roleid}", access_manage.RoleView.as_view()),
         api_path("version", cluster.VersionView.as_view()),
         api_path("nodes", cluster.NodesView.as_view()),
         api_path("cluster/status", cluster.ClusterStatusView.as_view()),

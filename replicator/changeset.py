@@ -20,6 +20,7 @@ from django.db.models.deletion import Collector
 from django.utils.encoding import is_protected_type
 
 from replicator.exceptions import ChangeSetTooLargeError
+from replicator.routers import is_cluster_model
 
 Op = dict[str, Any]
 
@@ -67,13 +68,32 @@ def save_op(
     }
 
 
+class _ClusterCollector(Collector):
+    """Django's cascade collector, blind to models outside the cluster database.
+
+    Node-local models that point at replicated ones (the admin's log, say) have no rows in the
+    cluster database; a cascade must not look for them there.
+    """
+
+    def can_fast_delete(self, objs: Any, from_field: Any = None) -> bool:
+        model = getattr(objs, "model", None) or (type(objs) if isinstance(objs, models.Model) else objs)
+        if isinstance(model, type) and not is_cluster_model(model):
+            return False
+        return super().can_fast_delete(objs, from_field)
+
+    def related_objects(self, related_model: Any, related_fields: Any, objs: Any) -> Any:
+        if not is_cluster_model(related_model):
+            return related_model._base_manager.none()
+        return super().related_objects(related_model, related_fields, objs)
+
+
 def delete_ops(instances: Iterable[models.Model], using: str = "cluster") -> tuple[list[Op], list[models.Model]]:
     """Ops deleting ``instances`` and everything Django's cascade rules reach from them.
 
     The cascade is computed on the writer, so every node deletes exactly the same rows; apply
     re-checks foreign keys and refuses the change set if a row appeared meanwhile.
     """
-    collector = Collector(using=using)
+    collector = _ClusterCollector(using=using)
     collector.collect(list(instances))
     ops: list[Op] = []
     touched: list[models.Model] = []

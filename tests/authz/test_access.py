@@ -199,3 +199,56 @@ def test_the_admin_applies_the_same_acls(world):
     erin = admin_client("erin@pve", "erin-password")
     assert b'name="config_text"' in erin.get("/admin/vms/vm/7101/change/").content
     assert erin.get("/admin/authz/user/root@pam/change/").status_code in (302, 403, 404)
+
+
+def test_access_api_as_proxmox_clients_use_it(world):
+    root, csrf = login("root@pam", "test-root-password")
+    form = {"content_type": "application/x-www-form-urlencoded", "HTTP_CSRFPREVENTIONTOKEN": csrf}
+
+    def call(method, path, body=""):
+        return getattr(root, method)(f"{API}{path}", body, **form)
+
+    assert call("post", "/access/users", "userid=fred@pve&password=fred-password&email=f%40x.org").status_code == 200
+    assert call("post", "/access/groups", "groupid=apiteam&comment=API").status_code == 200
+    assert call("put", "/access/users/fred@pve", "groups=apiteam").status_code == 200
+    assert call("post", "/access/roles", "roleid=ApiRole&privs=VM.Audit,VM.Console").status_code == 200
+    assert call("put", "/access/acl", "path=/vms/7100&roles=ApiRole&groups=apiteam&propagate=0").status_code == 200
+    acl = root.get(f"{API}/access/acl").json()["data"]
+    assert {"path": "/vms/7100", "type": "group", "ugid": "apiteam", "roleid": "ApiRole", "propagate": 0} in acl
+    assert root.get(f"{API}/access/groups/apiteam").json()["data"]["members"] == ["fred@pve"]
+    assert root.get(f"{API}/access/roles/ApiRole").json()["data"] == {"VM.Audit": 1, "VM.Console": 1}
+    user = root.get(f"{API}/access/users/fred@pve").json()["data"]
+    assert user["groups"] == ["apiteam"] and user["email"] == "f@x.org"
+    created = call("post", "/access/users/fred@pve/token/tf", "privsep=0").json()["data"]
+    assert created["full-tokenid"] == "fred@pve!tf" and len(created["value"]) == 36
+    token = {"HTTP_AUTHORIZATION": f"PVEAPIToken=fred@pve!tf={created['value']}"}
+    assert vm_list_with(token) == {7100}
+    # bad input: clear errors, nothing changed
+    before = replicator_client.status()["version"]
+    bad = call("put", "/access/acl", "path=/vms/12&roles=ApiRole&groups=apiteam")
+    assert bad.status_code == 400 and "invalid ACL path" in bad.json()["message"]
+    assert call("post", "/access/users", "userid=fred@pve").status_code == 400
+    assert call("post", "/access/roles", "roleid=PVEAdmin&privs=VM.Audit").status_code == 400
+    assert replicator_client.status()["version"] == before
+    # an unprivileged user may not grant, and sees only himself
+    dave, dave_csrf = world["dave"]
+    denied = dave.put(
+        f"{API}/access/acl",
+        "path=/&roles=Administrator&users=dave@pve",
+        content_type="application/x-www-form-urlencoded",
+        HTTP_CSRFPREVENTIONTOKEN=dave_csrf,
+    )
+    assert denied.status_code == 403 and replicator_client.status()["version"] == before
+    assert [u["userid"] for u in dave.get(f"{API}/access/users").json()["data"]] == ["dave@pve"]
+    assert dave.get(f"{API}/access/users/fred@pve").status_code == 403
+    # deleting the user removes its token and ACL entries at once
+    assert call("delete", "/access/users/fred@pve").status_code == 200
+    assert Client().get(f"{API}/nodes/{NODE}/qemu", **token).status_code == 401
+    assert call("delete", "/access/roles/ApiRole").status_code == 200
+    assert not ACLEntry.objects.filter(roleid="ApiRole").exists()
+
+
+def vm_list_with(headers: dict) -> set[int]:
+    response = Client().get(f"{API}/nodes/{NODE}/qemu", **headers)
+    assert response.status_code == 200, response.content
+    return {vm["vmid"] for vm in response.json()["data"]}
