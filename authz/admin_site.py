@@ -55,7 +55,11 @@ class PVEAdminSite(admin.AdminSite):
         error = ""
         if request.method == "POST" and form.is_valid():
             try:
-                user = services.authenticate_password(form.cleaned_data["username"], form.cleaned_data["password"])
+                user = services.login(
+                    form.cleaned_data["username"],
+                    form.cleaned_data["password"],
+                    rhost=request.META.get("REMOTE_ADDR", ""),
+                )
                 ticket, _csrf = services.issue_ticket(user)
             except AuthenticationFailed:
                 error = "Login failed: wrong user name or password."

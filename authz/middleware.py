@@ -8,7 +8,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import SimpleLazyObject
 
-from authz import services, tickets
+from authz import resolver, services, tickets
 from authz.exceptions import AuthenticationFailed
 
 COOKIE = "PVEAuthCookie"
@@ -32,4 +32,5 @@ class TicketAuthenticationMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request.user = SimpleLazyObject(lambda: user_for_request(request))
-        return self.get_response(request)
+        with resolver.request_scope():
+            return self.get_response(request)

@@ -207,3 +207,14 @@ class APIToken(ReplicatedModel):
 
     def __str__(self) -> str:
         return self.tokenid
+
+
+class LoginFailures(models.Model):
+    """Node-local (``default`` database) failed-login counter per login name; see ``authz.throttle``."""
+
+    key = models.CharField(max_length=255, primary_key=True)
+    count = models.PositiveIntegerField(default=0)
+    window_start = models.BigIntegerField(default=0)
+
+    class Meta:
+        default_permissions = ()

@@ -120,6 +120,21 @@ def privileges(state: ACLState, principal: str, path: str, now: float | None = N
 
 _lock = threading.Lock()
 _cached: tuple[int, ACLState] | None = None
+_scope = threading.local()
+
+
+class request_scope:
+    """Within one request the ACL snapshot is checked against the replicated version once.
+
+    A listing of 10,000 VMs then costs one version query, not 10,000; the next request sees any
+    change made meanwhile, anywhere in the cluster.
+    """
+
+    def __enter__(self) -> None:
+        _scope.active, _scope.state = True, None
+
+    def __exit__(self, *exc: object) -> None:
+        _scope.active, _scope.state = False, None
 
 
 def current_version() -> int:
@@ -156,11 +171,18 @@ def load_state() -> ACLState:
 def state() -> ACLState:
     """The cached snapshot, reloaded when the replicated version has moved since it was built."""
     global _cached
+    scoped = getattr(_scope, "state", None) if getattr(_scope, "active", False) else None
+    if scoped is not None:
+        return scoped
     version = current_version()
     with _lock:
         if _cached is not None and _cached[0] == version:
+            if getattr(_scope, "active", False):
+                _scope.state = _cached[1]
             return _cached[1]
     fresh = load_state()
     with _lock:
         _cached = (version, fresh)
+    if getattr(_scope, "active", False):
+        _scope.state = fresh
     return fresh

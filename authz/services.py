@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from django.contrib.auth.hashers import check_password, make_password
@@ -63,6 +64,38 @@ def authenticate_password(username: str, password: str, realm: str | None = None
         raise AuthenticationFailed()
     if not check_password(password, user.password) or not user.is_active:
         raise AuthenticationFailed()
+    return user
+
+
+def login(username: str, password: str, realm: str | None = None, *, rhost: str = "") -> User:
+    """A password login with throttling and cluster-log records; one error for every failure."""
+    from authz import throttle
+    from portal import audit
+    from replicator.exceptions import ReplicationError
+
+    key = username if realm is None or "@" in username else f"{username}@{realm}"
+    where = f" from {rhost}" if rhost else ""
+    if throttle.blocked(key):
+        check_password(password, _DUMMY_HASH)  # the same work and answer as a wrong password
+        time.sleep(throttle.MAX_DELAY)
+        raise AuthenticationFailed()
+    try:
+        user = authenticate_password(username, password, realm)
+    except AuthenticationFailed:
+        count = throttle.record_failure(key)
+        time.sleep(throttle.delay_for(count))
+        message = None
+        if count < throttle.LIMIT:
+            message = f"authentication failure; user={key}{where}"
+        elif count == throttle.LIMIT:
+            message = f"too many failed logins for {key}{where}: further attempts refused for up to an hour"
+        if message:
+            with contextlib.suppress(ReplicationError):  # a read-only cluster still answers logins
+                audit.record(key, message)
+        raise
+    throttle.record_success(key)
+    with contextlib.suppress(ReplicationError):
+        audit.record(user.userid, f"successful auth for user '{user.userid}'{where}")
     return user
 
 

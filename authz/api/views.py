@@ -55,7 +55,9 @@ class TicketView(PVEAPIView):
                 if user.userid != username:
                     user = services.active_user(username)
             else:
-                user = services.authenticate_password(username, password, str(realm) if realm else None)
+                user = services.login(
+                    username, password, str(realm) if realm else None, rhost=request.META.get("REMOTE_ADDR", "")
+                )
             ticket, csrf = services.issue_ticket(user)
         except (AuthenticationFailed, tickets.TicketError):
             raise APIError(401, "authentication failure") from None

@@ -84,7 +84,7 @@ def test_volatile_status_shows_every_node_and_who_is_offline(lab):
         entry = nodes[node.name]
         assert entry["online"] == 1 and entry["ip"] == node.address
         assert entry["maxcpu"] >= 1 and entry["maxmem"] > 0 and entry["uptime"] > 0
-        assert abs(entry["time"] - nodes["node1"]["time"]) < 10
+        assert abs(entry["time"] - entry["received"]) < 5  # its clock, as seen on arrival at node1
     cut = lab.nodes[4]
     lab.partition(cut)
     wait_for(lambda: board(lab.nodes[0])[cut.name]["online"] == 0, 30, what="node5 offline in the status")
