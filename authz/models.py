@@ -109,6 +109,7 @@ class KeyMaterial(ReplicatedModel):
 
     path = models.CharField(max_length=255, primary_key=True)
     content = models.TextField()
+    created = models.BigIntegerField(default=0, help_text="Epoch seconds (the ticket key rotates every 24 h).")
 
     class Meta:
         ordering = ["path"]

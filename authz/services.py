@@ -10,6 +10,7 @@ from django.contrib.auth.hashers import check_password, make_password
 from authz import tickets
 from authz.exceptions import AuthenticationFailed
 from authz.models import KeyMaterial, User
+from replicator.exceptions import ReplicationError
 
 AUTHKEY = "priv/authkey.key"
 AUTHKEY_PUB = "authkey.pub"
@@ -71,7 +72,6 @@ def login(username: str, password: str, realm: str | None = None, *, rhost: str 
     """A password login with throttling and cluster-log records; one error for every failure."""
     from authz import throttle
     from portal import audit
-    from replicator.exceptions import ReplicationError
 
     key = username if realm is None or "@" in username else f"{username}@{realm}"
     where = f" from {rhost}" if rhost else ""
@@ -99,9 +99,45 @@ def login(username: str, password: str, realm: str | None = None, *, rhost: str 
     return user
 
 
+KEY_LIFETIME = 24 * 3600
+
+
+def rotate_authkey_if_due(now: int) -> bool:
+    """Replace the ticket signing key once it is 24 h old; the previous public key stays valid.
+
+    Every node may try at once: the change set is based on the key's version, so one rotation
+    wins and the others conflict, which is fine (they reload and use the winner's key).
+    """
+    from django.db import transaction
+
+    from cluster import keys
+    from replicator.exceptions import ConflictError
+
+    current = {k.path: k for k in KeyMaterial.objects.filter(path__in=(AUTHKEY, AUTHKEY_PUB, AUTHKEY_PUB_OLD))}
+    private = current.get(AUTHKEY)
+    if private is None or AUTHKEY_PUB not in current or now - private.created < KEY_LIFETIME:
+        return False
+    new_private = keys.generate_rsa_key()
+    old = current.get(AUTHKEY_PUB_OLD) or KeyMaterial(path=AUTHKEY_PUB_OLD)
+    old.content, old.created = current[AUTHKEY_PUB].content, now
+    private.content, private.created = new_private.decode(), now
+    public = current[AUTHKEY_PUB]
+    public.content, public.created = keys.public_key_pem(new_private).decode(), now
+    try:
+        with transaction.atomic(using="cluster"):
+            old.save()
+            private.save()
+            public.save()
+    except ConflictError:
+        return False
+    return True
+
+
 def issue_ticket(user: User, *, now: int | None = None) -> tuple[str, str]:
     """A ticket and CSRF prevention token for ``user``, valid on every node of the cluster."""
     now = int(time.time()) if now is None else now
+    with contextlib.suppress(ReplicationError):  # read-only cluster: keep signing with the current key
+        rotate_authkey_if_due(now)
     ticket = tickets.create_ticket(user.userid, _require_key(AUTHKEY), now=now)
     csrf = tickets.create_csrf_token(user.userid, csrf_secret(), now=now)
     return ticket, csrf

@@ -50,8 +50,9 @@ def cluster_identity(node_name: str) -> list[Model]:
         wanted.append(ClusterSettings(id="datacenter", options={"keyboard": "en-us"}))
     if AUTHKEY not in present:
         private = keys.generate_rsa_key()
-        wanted.append(KeyMaterial(path=AUTHKEY, content=private.decode()))
-        wanted.append(KeyMaterial(path=AUTHKEY_PUB, content=keys.public_key_pem(private).decode()))
+        stamp = int(now.timestamp())
+        wanted.append(KeyMaterial(path=AUTHKEY, content=private.decode(), created=stamp))
+        wanted.append(KeyMaterial(path=AUTHKEY_PUB, content=keys.public_key_pem(private).decode(), created=stamp))
     if WWW_KEY not in present:
         wanted.append(KeyMaterial(path=WWW_KEY, content=keys.generate_www_key().decode()))
     if CA_CERT not in present:
