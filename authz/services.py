@@ -59,7 +59,14 @@ def active_user(userid: str) -> User:
 def authenticate_password(username: str, password: str, realm: str | None = None) -> User:
     """Check a password for the local realms (``pam`` root and ``pve``); one error for every failure."""
     userid = username if realm is None or "@" in username else f"{username}@{realm}"
-    user = User.objects.filter(userid=userid).first()
+    user = User.objects.filter(userid=userid).select_related("realm").first()
+    if user is not None and user.realm.type == "ldap":
+        from authz import ldap_realm
+
+        name = user.userid.rsplit("@", 1)[0]
+        if not user.is_active or not ldap_realm.authenticate(user.realm, name, password):
+            raise AuthenticationFailed()
+        return user
     if user is None or user.realm_id not in _LOCAL_REALMS or not user.password:
         check_password(password, _DUMMY_HASH)  # same work for unknown users
         raise AuthenticationFailed()

@@ -23,6 +23,26 @@ def _list(value: str | None) -> list[str]:
     return [item for item in (value or "").replace(";", ",").split(",") if item]
 
 
+REALM_OPTIONS = (
+    "server1",
+    "server2",
+    "port",
+    "mode",
+    "verify",
+    "capath",
+    "base_dn",
+    "user_attr",
+    "bind_dn",
+    "filter",
+    "user_classes",
+    "group_dn",
+    "group_name_attr",
+    "group_filter",
+    "group_classes",
+    "comment",
+)
+
+
 class Command(BaseCommand):
     help = "User management: user, group, role, acl and user token commands (Proxmox's pveum)."
 
@@ -78,6 +98,21 @@ class Command(BaseCommand):
             sub.add_argument("--tokens")
             sub.add_argument("--propagate", type=_bool, default=True)
         acl.add_parser("list")
+        realm = top.add_parser("realm").add_subparsers(dest="verb", required=True)
+        for verb in ("add", "modify"):
+            sub = realm.add_parser(verb)
+            sub.add_argument("realm")
+            if verb == "add":
+                sub.add_argument("--type", required=True, choices=["ldap"])
+            for option in REALM_OPTIONS:
+                sub.add_argument(f"--{option}")
+            sub.add_argument("--password", help="bind password; '-' prompts")
+        realm.add_parser("delete").add_argument("realm")
+        realm.add_parser("list")
+        sync = realm.add_parser("sync")
+        sync.add_argument("realm")
+        sync.add_argument("--scope", choices=["users", "groups", "both"], default="both")
+        sync.add_argument("--remove-vanished", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
         area, verb = options["area"], options.get("verb")
@@ -164,3 +199,73 @@ class Command(BaseCommand):
             propagate=o["propagate"],
             delete=verb == "delete",
         )
+
+    def _realm(self, verb: str, o: dict[str, Any]) -> None:
+        from django.db import transaction
+
+        from authz import realm_sync
+        from authz.models import KeyMaterial, Realm
+        from cluster import task_index
+
+        if verb == "list":
+            for realm in Realm.objects.all():
+                self.stdout.write(f"{realm.realm}\t{realm.type}\t{realm.comment}")
+            return
+        if verb == "sync":
+            lines: list[str] = []
+
+            def work(task: Any) -> None:
+                realm_sync.sync(o["realm"], scope=o["scope"], remove_vanished=o["remove_vanished"], log=task.log)
+
+            upid = task_index.run_inline("auth-realm-sync", o["realm"], SUPERUSER, work)
+            for entry in task_index.read_log(upid, 0, 10_000)[0]:
+                lines.append(str(entry["t"]))
+            self.stdout.write("\n".join(lines))
+            if lines and lines[-1] != "TASK OK":
+                raise CommandError(lines[-1])
+            return
+        name = o["realm"]
+        if verb == "delete":
+            if name in ("pam", "pve"):
+                raise CommandError(f"cannot remove the built-in realm '{name}'")
+            realm = Realm.objects.filter(realm=name).first()
+            if realm is None:
+                raise CommandError(f"domain '{name}' does not exist")
+            if realm.users.exists():
+                raise CommandError(f"domain '{name}' still has users")
+            realm.delete()
+            return
+        realm = Realm.objects.filter(realm=name).first()
+        if verb == "add":
+            if realm is not None:
+                raise CommandError(f"domain '{name}' already exists")
+            access._check_id("realm", name)
+            realm = Realm(realm=name, type=o["type"], options={})
+        elif realm is None:
+            raise CommandError(f"domain '{name}' does not exist")
+        options = dict(realm.options)
+        for key in REALM_OPTIONS:
+            if o.get(key) is not None and key != "comment":
+                if "\n" in o[key]:
+                    raise CommandError(f"invalid value for {key}")
+                options[key] = o[key]
+        if o.get("comment") is not None:
+            realm.comment = o["comment"]
+        realm.options = options
+        from authz import ldap_realm
+
+        password = o.get("password")
+        if password == "-":
+            password = getpass.getpass("Enter bind password: ")
+        with transaction.atomic(using="cluster"):
+            realm.save()
+            if password is not None:
+                key = KeyMaterial.objects.filter(path=f"priv/realm/{name}.pw").first() or KeyMaterial(
+                    path=f"priv/realm/{name}.pw"
+                )
+                key.content = password + "\n"
+                key.save()
+        try:
+            ldap_realm.config(Realm.objects.get(realm=name))
+        except ldap_realm.RealmConfigError as exc:
+            self.stderr.write(f"warning: {exc}")

@@ -1,0 +1,123 @@
+"""LDAP realms against a real OpenLDAP slapd: login, realm sync, TLS verification, timeouts, escaping."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.test import Client
+
+from authz.models import Group, GroupMember, Realm, User
+from tests.authz.slapd import ADMIN_DN, ADMIN_PASSWORD, SUFFIX, Slapd
+from tests.harness import manage
+
+pytestmark = [pytest.mark.usefixtures("replicator")]
+API = "/api2/json"
+
+
+@pytest.fixture(scope="module")
+def slapd(tmp_path_factory):
+    server = Slapd(tmp_path_factory.mktemp("slapd"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def pveum(node_env, *args: str, check: bool = True):
+    return manage(node_env, "pveum", *args, check=check)
+
+
+def add_realm(node_env, name: str, server: Slapd, *extra: str) -> None:
+    if Realm.objects.filter(realm=name).exists():
+        return
+    pveum(
+        node_env,
+        "realm", "add", name, "--type", "ldap", "--server1", "127.0.0.1", "--port", str(server.port),
+        "--base_dn", f"ou=people,{SUFFIX}", "--user_attr", "uid", "--bind_dn", ADMIN_DN,
+        "--password", ADMIN_PASSWORD, "--group_dn", f"ou=groups,{SUFFIX}", *extra,
+    )  # fmt: skip
+
+
+def login(username: str, password: str) -> int:
+    return Client().post(f"{API}/access/ticket", {"username": username, "password": password}).status_code
+
+
+@pytest.fixture(scope="module")
+def corp(slapd, node_env):
+    add_realm(node_env, "corp", slapd)
+    result = pveum(node_env, "realm", "sync", "corp")
+    assert "TASK OK" in result.stdout, result.stdout + result.stderr
+    return "corp"
+
+
+def test_realm_sync_creates_users_and_groups(corp, etc_dir):
+    assert {u.userid for u in User.objects.filter(realm_id="corp")} == {"lara@corp", "mike@corp", "nina@corp"}
+    assert User.objects.get(userid="lara@corp").email == "lara@example.org"
+    members = set(GroupMember.objects.filter(group_id="devs-corp").values_list("user_id", flat=True))
+    assert members == {"lara@corp", "mike@corp"}
+    assert Group.objects.filter(groupid="ops-corp").exists()
+    # the bind password is key material under priv/, never in domains.cfg
+    from replicator import client
+
+    client.wait_mirror(client.status()["version"])
+    assert ADMIN_PASSWORD not in (etc_dir / "domains.cfg").read_text()
+    assert (etc_dir / "priv" / "realm" / "corp.pw").stat().st_mode & 0o777 == 0o600
+
+
+def test_ldap_login_right_wrong_unknown_and_injection(corp):
+    assert login("lara@corp", "lara-pass") == 200
+    assert login("lara@corp", "wrong") == 401
+    assert login("lara@corp", "") in (400, 401)
+    assert login("zoe@corp", "anything") == 401  # not in the directory, not a user
+    assert login("*@corp", "lara-pass") == 401
+    assert login("lara)(uid=*@corp", "lara-pass") in (400, 401)
+
+
+def test_vanished_users_are_removed_on_request(corp, node_env, slapd):
+    import subprocess
+
+    subprocess.run(
+        ["ldapdelete", "-x", "-H", f"ldap://127.0.0.1:{slapd.port}", "-D", ADMIN_DN, "-w", ADMIN_PASSWORD,
+         f"uid=nina,ou=people,{SUFFIX}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    pveum(node_env, "realm", "sync", "corp")
+    assert User.objects.filter(userid="nina@corp").exists()  # kept without --remove-vanished
+    pveum(node_env, "realm", "sync", "corp", "--remove-vanished")
+    assert not User.objects.filter(userid="nina@corp").exists()
+
+
+def test_ldaps_verifies_the_server_certificate(slapd, node_env):
+    add_realm(node_env, "corptls", slapd, "--mode", "ldaps", "--capath", str(slapd.ca))
+    realm = Realm.objects.get(realm="corptls")
+    realm.options = {**realm.options, "port": str(slapd.tls_port)}
+    realm.save()
+    assert "TASK OK" in pveum(node_env, "realm", "sync", "corptls", "--scope", "users").stdout
+    assert login("lara@corptls", "lara-pass") == 200
+    realm = Realm.objects.get(realm="corptls")
+    realm.options = {**realm.options, "capath": str(slapd.other_ca)}  # a CA that did not sign the server
+    realm.save()
+    assert login("lara@corptls", "lara-pass") == 401
+    failed = pveum(node_env, "realm", "sync", "corptls", check=False)
+    assert failed.returncode != 0 and "realm sync" in (failed.stdout + failed.stderr)
+
+
+def test_an_unreachable_server_fails_within_a_bounded_time(slapd, node_env, corp):
+    realm = Realm.objects.get(realm="corp")
+    saved = dict(realm.options)
+    realm.options = {**saved, "server1": "10.255.255.1", "server2": "127.0.0.1"}  # first one never answers
+    realm.save()
+    try:
+        started = time.monotonic()
+        assert login("lara@corp", "lara-pass") == 200  # the second server answers
+        assert time.monotonic() - started < 30
+        realm = Realm.objects.get(realm="corp")
+        realm.options = {**saved, "server1": "10.255.255.1"}
+        realm.save()
+        started = time.monotonic()
+        assert login("lara@corp", "lara-pass") == 401
+        assert time.monotonic() - started < 30
+    finally:
+        realm = Realm.objects.get(realm="corp")
+        realm.options = saved
+        realm.save()
