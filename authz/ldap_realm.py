@@ -34,6 +34,7 @@ class RealmConfigError(ValueError):
 @dataclass(frozen=True)
 class LDAPRealm:
     realm: str
+    ad_domain: str  # Active Directory: users bind as <name>@<domain>; empty for plain LDAP
     uris: tuple[str, ...]
     starttls: bool
     verify: bool
@@ -63,10 +64,19 @@ class LDAPRealm:
 
 
 def config(realm: Realm) -> LDAPRealm:
-    """The LDAP settings of a realm row (type ``ldap``)."""
-    if realm.type != "ldap":
-        raise RealmConfigError(f"realm '{realm.realm}' is not an LDAP realm")
-    o = realm.options or {}
+    """The LDAP settings of a realm row (type ``ldap`` or ``ad``)."""
+    if realm.type not in ("ldap", "ad"):
+        raise RealmConfigError(f"realm '{realm.realm}' is not an LDAP or Active Directory realm")
+    o = dict(realm.options or {})
+    ad = realm.type == "ad"
+    if ad:
+        if not o.get("domain"):
+            raise RealmConfigError(f"realm '{realm.realm}': option 'domain' is required")
+        o.setdefault("base_dn", ",".join(f"DC={part}" for part in str(o["domain"]).split(".")))
+        o.setdefault("user_attr", "sAMAccountName")
+        o.setdefault("user_classes", "user")
+        o.setdefault("group_classes", "group")
+        o.setdefault("group_dn", o["base_dn"])
     for key in ("server1", "base_dn", "user_attr"):
         if not o.get(key):
             raise RealmConfigError(f"realm '{realm.realm}': option '{key}' is required")
@@ -79,6 +89,7 @@ def config(realm: Realm) -> LDAPRealm:
     password = KeyMaterial.objects.filter(path=f"priv/realm/{realm.realm}.pw").values_list("content", flat=True)
     return LDAPRealm(
         realm=realm.realm,
+        ad_domain=str(o["domain"]) if ad else "",
         uris=tuple(f"{scheme}://{server}:{port}" for server in servers),
         starttls=mode == "ldap+starttls",
         verify=str(o.get("verify", "1")) != "0",
@@ -87,7 +98,7 @@ def config(realm: Realm) -> LDAPRealm:
         user_attr=str(o["user_attr"]),
         bind_dn=str(o.get("bind_dn", "")),
         bind_password=(password.first() or "").strip(),
-        user_filter=str(o.get("filter", "")),
+        user_filter=str(o.get("filter", "")) + ("(!(objectClass=computer))" if ad else ""),
         user_classes=tuple(c.lower() for c in str(o.get("user_classes", "")).split(",") if c) or DEFAULT_USER_CLASSES,
         group_dn=str(o.get("group_dn", "")),
         group_name_attr=str(o.get("group_name_attr", "cn")),
@@ -115,7 +126,9 @@ class RealmBackend(LDAPBackend):
                 "START_TLS": cfg.starttls,
                 "BIND_DN": cfg.bind_dn,
                 "BIND_PASSWORD": cfg.bind_password,
-                "USER_SEARCH": LDAPSearch(cfg.base_dn, ldap.SCOPE_SUBTREE, user_filter),
+                # Active Directory: bind as the user's principal name, as Proxmox does
+                "USER_SEARCH": None if cfg.ad_domain else LDAPSearch(cfg.base_dn, ldap.SCOPE_SUBTREE, user_filter),
+                "USER_DN_TEMPLATE": f"%(user)s@{cfg.ad_domain}" if cfg.ad_domain else None,
                 "CONNECTION_OPTIONS": cfg.connection_options(),
                 "ALWAYS_UPDATE_USER": False,
                 "NO_NEW_USERS": True,

@@ -60,7 +60,7 @@ def authenticate_password(username: str, password: str, realm: str | None = None
     """Check a password for the local realms (``pam`` root and ``pve``); one error for every failure."""
     userid = username if realm is None or "@" in username else f"{username}@{realm}"
     user = User.objects.filter(userid=userid).select_related("realm").first()
-    if user is not None and user.realm.type == "ldap":
+    if user is not None and user.realm.type in ("ldap", "ad"):
         from authz import ldap_realm
 
         name = user.userid.rsplit("@", 1)[0]

@@ -16,6 +16,7 @@ PACKAGES=(
   openssh-server                            # node-to-node channel
   libldap2-dev libsasl2-dev                 # to build python-ldap (LDAP realms)
   slapd ldap-utils                          # a real OpenLDAP server for the LDAP realm tests
+  samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind  # an AD DC for the AD tests
 )
 
 installed() {

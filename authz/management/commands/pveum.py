@@ -24,6 +24,7 @@ def _list(value: str | None) -> list[str]:
 
 
 REALM_OPTIONS = (
+    "domain",
     "server1",
     "server2",
     "port",
@@ -103,7 +104,7 @@ class Command(BaseCommand):
             sub = realm.add_parser(verb)
             sub.add_argument("realm")
             if verb == "add":
-                sub.add_argument("--type", required=True, choices=["ldap"])
+                sub.add_argument("--type", required=True, choices=["ldap", "ad"])
             for option in REALM_OPTIONS:
                 sub.add_argument(f"--{option}")
             sub.add_argument("--password", help="bind password; '-' prompts")
