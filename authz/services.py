@@ -56,6 +56,19 @@ def active_user(userid: str) -> User:
     return user
 
 
+SUPERUSER_ID = "root@pam"
+PAM_SERVICE = "pve-django-auth"  # not shipped: PAM falls back to /etc/pam.d/other unless the operator adds it
+
+
+def _pam_authenticate(name: str, password: str) -> bool:
+    """Linux accounts through PAM (``pam`` realm users other than root@pam, whose password is ours)."""
+    import pam
+
+    if not password or "\0" in password or "\0" in name:
+        return False
+    return bool(pam.pam().authenticate(name, password, service=PAM_SERVICE))
+
+
 def authenticate_password(username: str, password: str, realm: str | None = None) -> User:
     """Check a password for the local realms (``pam`` root and ``pve``); one error for every failure."""
     userid = username if realm is None or "@" in username else f"{username}@{realm}"
@@ -65,6 +78,10 @@ def authenticate_password(username: str, password: str, realm: str | None = None
 
         name = user.userid.rsplit("@", 1)[0]
         if not user.is_active or not ldap_realm.authenticate(user.realm, name, password):
+            raise AuthenticationFailed()
+        return user
+    if user is not None and user.realm_id == "pam" and user.userid != SUPERUSER_ID:
+        if not user.is_active or not _pam_authenticate(user.userid.rsplit("@", 1)[0], password):
             raise AuthenticationFailed()
         return user
     if user is None or user.realm_id not in _LOCAL_REALMS or not user.password:

@@ -55,3 +55,19 @@ def test_an_account_over_the_limit_is_refused_even_with_the_right_password():
     assert response.status_code == 401 and response.json()["message"] == "authentication failure\n"
     # an hour later the window is over
     assert throttle.failures("hank@pve", now=__import__("time").time() + throttle.WINDOW + 1) == 0
+
+
+def test_pam_realm_users_log_in_with_their_linux_password():
+    import subprocess
+
+    subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", "pvepamuser"], check=False, capture_output=True)
+    subprocess.run(["chpasswd"], input="pvepamuser:Linux-Pass-42\n", text=True, check=True)
+    try:
+        if not User.objects.filter(userid="pvepamuser@pam").exists():
+            access.add_user("pvepamuser@pam")
+        assert attempt("pvepamuser@pam", "Linux-Pass-42") == 200
+        assert attempt("pvepamuser@pam", "not-the-password") == 401
+        subprocess.run(["usermod", "-L", "pvepamuser"], check=True)  # a locked Linux account
+        assert attempt("pvepamuser@pam", "Linux-Pass-42") == 401
+    finally:
+        subprocess.run(["userdel", "pvepamuser"], check=False, capture_output=True)
