@@ -24,8 +24,22 @@ TICKET_LIFETIME = 7200
 
 
 class LoginForm(forms.Form):
-    username = forms.CharField(label="User name (name@realm)", max_length=64)
+    username = forms.CharField(label="User name", max_length=64)
     password = forms.CharField(label="Password", widget=forms.PasswordInput, max_length=4096)
+    realm = forms.ChoiceField(label="Realm", required=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from authz.models import Realm
+
+        realms = list(Realm.objects.order_by("-default", "realm").values_list("realm", "comment"))
+        self.fields["realm"].choices = [(name, f"{comment or name} ({name})") for name, comment in realms]
+
+    def userid(self) -> str:
+        """``name@realm``; a name typed with its realm wins over the chooser, as in Proxmox's GUI."""
+        name = self.cleaned_data["username"]
+        realm = self.cleaned_data.get("realm")
+        return name if "@" in name or not realm else f"{name}@{realm}"
 
 
 def set_ticket_cookie(response: HttpResponse, ticket: str) -> None:
@@ -56,7 +70,7 @@ class PVEAdminSite(admin.AdminSite):
         if request.method == "POST" and form.is_valid():
             try:
                 user = services.login(
-                    form.cleaned_data["username"],
+                    form.userid(),
                     form.cleaned_data["password"],
                     rhost=request.META.get("REMOTE_ADDR", ""),
                 )

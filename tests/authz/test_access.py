@@ -252,3 +252,14 @@ def vm_list_with(headers: dict) -> set[int]:
     response = Client().get(f"{API}/nodes/{NODE}/qemu", **headers)
     assert response.status_code == 200, response.content
     return {vm["vmid"] for vm in response.json()["data"]}
+
+
+def test_admin_login_with_the_realm_chooser(world):
+    page = Client().get("/admin/login/")
+    assert b'name="realm"' in page.content and b"(pve)" in page.content
+    client = Client()
+    response = client.post("/admin/login/", {"username": "dave", "realm": "pve", "password": "dave-password"})
+    assert response.status_code == 302
+    assert client.get("/admin/vms/vm/").status_code == 200
+    wrong_realm = Client().post("/admin/login/", {"username": "dave", "realm": "pam", "password": "dave-password"})
+    assert wrong_realm.status_code == 401
