@@ -8,7 +8,7 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
-from authz.models import ACLEntry, APIToken, Group, GroupMember, KeyMaterial, Pool, Realm, Role, User
+from authz.models import KeyMaterial, Pool, Realm, User
 from portal.admin import AuditedModelAdmin, ReadOnlyAdmin
 from replicator.mirror import is_private
 
@@ -85,35 +85,4 @@ class KeyMaterialAdmin(ReadOnlyAdmin):
         return "(private)" if self.private(obj) else obj.content
 
 
-@admin.register(Group)
-class GroupAdmin(ReadOnlyAdmin):
-    """Groups, members, roles, ACL entries and tokens are changed with pveum or the API (validated there)."""
-
-    acl_root, acl_view = "/access", ("Sys.Audit", "Group.Allocate")
-    list_display = ("groupid", "comment")
-
-
-@admin.register(GroupMember)
-class GroupMemberAdmin(ReadOnlyAdmin):
-    acl_root, acl_view = "/access", ("Sys.Audit", "Group.Allocate")
-    list_display = ("group", "user")
-
-
-@admin.register(Role)
-class RoleAdmin(ReadOnlyAdmin):
-    acl_root, acl_view = "/access", ("Sys.Audit", "Permissions.Modify")
-    list_display = ("roleid", "privs")
-
-
-@admin.register(ACLEntry)
-class ACLEntryAdmin(ReadOnlyAdmin):
-    acl_root, acl_view = "/access", ("Sys.Audit", "Permissions.Modify")
-    list_display = ("path", "type", "ugid", "roleid", "propagate")
-    list_filter = ("type", "roleid")
-    search_fields = ("path", "ugid")
-
-
-@admin.register(APIToken)
-class APITokenAdmin(ReadOnlyAdmin):
-    list_display = ("tokenid", "privsep", "expire", "comment")
-    exclude = ("secret_hash",)
+from authz import admin_access  # noqa: E402,F401  (groups, roles, ACL entries, tokens)

@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from authz import access
-from authz.models import ACLEntry, APIToken, User
+from authz.models import ACLEntry, APIToken, GroupMember, Role, User
 from replicator import client as replicator_client
 from tests.harness import manage
 from vms.models import VM
@@ -263,3 +263,49 @@ def test_admin_login_with_the_realm_chooser(world):
     assert client.get("/admin/vms/vm/").status_code == 200
     wrong_realm = Client().post("/admin/login/", {"username": "dave", "realm": "pam", "password": "dave-password"})
     assert wrong_realm.status_code == 401
+
+
+def test_admin_edits_groups_roles_acls_and_revokes_tokens(world, node_env):
+    root = admin_client("root@pam", "test-root-password")
+    response = root.post(
+        "/admin/authz/group/add/", {"groupid": "admins-ui", "comment": "from the admin", "members": ["dave@pve"]}
+    )
+    assert response.status_code == 302, response.content[:2000]
+    assert set(GroupMember.objects.filter(group_id="admins-ui").values_list("user_id", flat=True)) == {"dave@pve"}
+    bad = root.post("/admin/authz/group/add/", {"groupid": "bad group!", "comment": ""})
+    assert bad.status_code == 200 and b"invalid group id" in bad.content
+    response = root.post("/admin/authz/role/add/", {"roleid": "UiRole", "privileges": ["VM.Audit", "VM.Console"]})
+    assert response.status_code == 302 and Role.objects.get(roleid="UiRole").privs == ["VM.Audit", "VM.Console"]
+    assert b"cannot modify special role" in root.post("/admin/authz/role/add/", {"roleid": "PVEAdmin"}).content
+    response = root.post(
+        "/admin/authz/aclentry/add/",
+        {"path": "/vms/7101", "type": "group", "ugid": "admins-ui", "roleid": "UiRole", "propagate": "on"},
+    )
+    assert response.status_code == 302
+    dave, _ = world["dave"]
+    assert 7101 in vm_list(dave)  # in force at once
+    invalid = root.post(
+        "/admin/authz/aclentry/add/", {"path": "/vms/12", "type": "group", "ugid": "admins-ui", "roleid": "UiRole"}
+    )
+    assert invalid.status_code == 200 and b"invalid ACL path" in invalid.content
+    # deleting the group through the admin removes its ACL entries too
+    response = root.post("/admin/authz/group/admins-ui/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not ACLEntry.objects.filter(ugid="admins-ui").exists() and 7101 not in vm_list(dave)
+    # tokens: listed and revoked, never created, in the admin
+    result = pveum(node_env, "user", "token", "add", "dave@pve", "ui")
+    secret = next(line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("value: "))
+    header = {"HTTP_AUTHORIZATION": f"PVEAPIToken=dave@pve!ui={secret}"}
+    assert Client().get(f"{API}/nodes/{NODE}/qemu", **header).status_code == 200
+    assert root.get("/admin/authz/apitoken/add/").status_code == 403
+    assert root.post("/admin/authz/apitoken/dave@pve!ui/delete/", {"post": "yes"}).status_code == 302
+    assert Client().get(f"{API}/nodes/{NODE}/qemu", **header).status_code == 401
+    # a user without Sys.Modify / Permissions.Modify cannot use these pages
+    erin = admin_client("erin@pve", "erin-password")
+    assert erin.get("/admin/authz/role/add/").status_code == 403
+    assert (
+        erin.post(
+            "/admin/authz/aclentry/add/", {"path": "/", "type": "user", "ugid": "erin@pve", "roleid": "Administrator"}
+        ).status_code
+        == 403
+    )
