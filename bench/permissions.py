@@ -122,7 +122,18 @@ def listing(env: dict[str, str], vms: int) -> dict[str, float]:
 
     root_s, root_n = timed("root@pam", "test-root-password")
     user_s, user_n = timed("bench@pve", "bench-password")
-    return {"live_rate": live_rate, "root_s": root_s, "root_n": root_n, "user_s": user_s, "user_n": user_n}
+    # the same user also granted every VM: 10,000 checks, and the same page size as root's
+    access.modify_acl(root, "/vms", ["PVEAuditor"], groups=["benchers"])
+    all_s, all_n = timed("bench@pve", "bench-password")
+    return {
+        "live_rate": live_rate,
+        "root_s": root_s,
+        "root_n": root_n,
+        "user_s": user_s,
+        "user_n": user_n,
+        "all_s": all_s,
+        "all_n": all_n,
+    }
 
 
 def main() -> None:
@@ -154,7 +165,9 @@ def main() -> None:
             f"- `has_privileges` outside a request (a version query per check): {result['live_rate']:,.0f} checks/s.",
             f"- `GET /nodes/<node>/qemu` of {result['root_n']:,} VMs: root@pam {result['root_s'] * 1000:.0f} ms; "
             f"a user with 500 ACL entries (sees {result['user_n']:,}) {result['user_s'] * 1000:.0f} ms; "
-            f"ratio {ratio:.2f} (target under 1.5).",
+            f"ratio {ratio:.2f} (target under 1.5); the same user also granted PVEAuditor on /vms "
+            f"(sees {result['all_n']:,}, every VM checked) {result['all_s'] * 1000:.0f} ms, ratio "
+            f"{result['all_s'] / result['root_s']:.2f}.",
             "",
         ]
     )
