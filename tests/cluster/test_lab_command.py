@@ -126,6 +126,9 @@ def lab_lifecycle(tmp_path: Path) -> None:
         taken = session.get("https://10.213.0.3:8006/api2/json/cluster/nextid", params={"vmid": 100}, timeout=10)
         assert taken.status_code == 400 and "already exists" in taken.json()["errors"]["vmid"]
         conf = tmp_path / "lab" / "node3" / "etc" / "pve" / "nodes" / "node1" / "qemu-server" / "100.conf"
+        deadline = time.monotonic() + 30  # the tree is rendered after the apply, in batches
+        while not conf.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert "name: labvm" in conf.read_text()
         nodes = session.get("https://10.213.0.3:8006/api2/json/nodes", timeout=10).json()["data"]
         assert sorted(n["node"] for n in nodes) == ["node1", "node2", "node3"]
