@@ -144,6 +144,7 @@ class Coordinator:
             self.ready.set()
         self.round: Round | None = None
         self.members: list[MemberId] = []
+        self.member_names: dict[MemberId, str] = {}
         self.me: MemberId | None = None
         self.buffer: list[tuple[str, bytes]] = []
         self.last_sync: dict[str, Any] = {}
@@ -209,9 +210,29 @@ class Coordinator:
             return []
         finally:
             if self.applier.version != before and self.round is None:
-                # Only other origins wait for this node's ack; its own writers count its apply directly.
-                others = any(origin != self.node for origin, _ in batch)
-                self.transport.send_ack(self.applier.version, self.applier.hash, broadcast=others)
+                self.transport.send_ack(self.applier.version, self.applier.hash, broadcast=self._must_ack(batch))
+
+    def _must_ack(self, batch: list[tuple[str, bytes]]) -> bool:
+        """Whether this node is one of the peers that acknowledge a change set of the batch.
+
+        An origin needs acknowledgements from quorum - 1 peers; the designated ones are the next
+        nodes after it in name order among the members, the same choice on every node. The others
+        stay silent (one CPG message per peer and write saved); if a designated peer dies, the
+        sync round after the membership change acknowledges for everyone.
+        """
+        names = sorted(set(self.member_names.values()))
+        needed = self.transport.quorum_needed() - 1
+        if needed <= 0:
+            return False
+        for origin, _payload in batch:
+            if origin == self.node:
+                continue  # its own writers count its apply directly
+            if origin not in names or self.node not in names:
+                return True  # membership not known by name yet: acknowledge to be safe
+            at = names.index(origin)
+            if self.node in (names[at + 1 :] + names[:at])[:needed]:
+                return True
+        return False
 
     def _drop_buffer(self, why: str) -> None:
         if self.buffer:
@@ -301,6 +322,7 @@ class Coordinator:
             self._end(current, header, blob)
 
     def _plan(self, current: Round) -> None:
+        self.member_names = {member: state.node for member, state in current.states.items()}
         plan = current.plan = make_plan(current.states, current.hashes)
         if not plan.delta and not plan.snapshot:
             self._finish(current, "none")
