@@ -359,7 +359,9 @@ def sync_host(text: str, members: set[str]) -> bool:
     """
     if settings.PVE_NODE_NAME not in members:
         return False
-    reload = reload_corosync if settings.PVE_TRANSPORT == "corosync" else None
+    from replicator.daemon import transport_kind
+
+    reload = reload_corosync if transport_kind() == "corosync" else None
     try:
         return install(text, Path(settings.PVE_COROSYNC_CONF), reload=reload)
     except Exception:

@@ -104,9 +104,9 @@ PVE_ROOT_PASSWORD = _env("PVE_ROOT_PASSWORD")
 PVE_MAX_CHANGESET_BYTES = _env_int("PVE_MAX_CHANGESET_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024)
 PVE_CHANGELOG_RETAIN = _env_int("PVE_CHANGELOG_RETAIN", 100_000, 100, 10_000_000)
 PVE_REPLICATOR_TIMEOUT = _env_int("PVE_REPLICATOR_TIMEOUT", 30, 1, 3600)
-PVE_TRANSPORT = _env("PVE_TRANSPORT", "local")
-if PVE_TRANSPORT not in ("local", "corosync"):
-    raise ImproperlyConfigured(f"PVE_TRANSPORT must be local or corosync, got {PVE_TRANSPORT!r}")
+PVE_TRANSPORT = _env("PVE_TRANSPORT", "auto")
+if PVE_TRANSPORT not in ("auto", "local", "corosync"):
+    raise ImproperlyConfigured(f"PVE_TRANSPORT must be auto, local or corosync, got {PVE_TRANSPORT!r}")
 PVE_CPG_GROUP = _env("PVE_CPG_GROUP", "pve_django_v1")
 PVE_FAULT_INJECTION = _env_bool("PVE_FAULT_INJECTION", False)
 PVE_STATUS_INTERVAL = _env_int("PVE_STATUS_INTERVAL", 2, 1, 60)
@@ -269,3 +269,12 @@ LOGGING = {
 PVE_COROSYNC_CONF = Path(_env("PVE_COROSYNC_CONF", "/etc/corosync/corosync.conf") or "")
 if not PVE_COROSYNC_CONF.is_absolute():
     raise ImproperlyConfigured(f"PVE_COROSYNC_CONF must be an absolute path, got {str(PVE_COROSYNC_CONF)!r}")
+# The corosync authkey beside corosync.conf (Proxmox: /etc/corosync/authkey).
+PVE_COROSYNC_AUTHKEY = Path(_env("PVE_COROSYNC_AUTHKEY", str(PVE_COROSYNC_CONF.parent / "authkey")) or "").resolve()
+# Whether ``runnode`` supervises corosync itself (lab and single-host use) instead of systemd.
+PVE_RUN_COROSYNC = _env_bool("PVE_RUN_COROSYNC", False)
+# This node's root SSH key pair (``id_ed25519``) used for node-to-node SSH (Proxmox: /root/.ssh).
+PVE_SSH_DIR = Path(_env("PVE_SSH_DIR", str(PVE_DATA_DIR / "ssh")) or "").resolve()
+# The public host key of this node's sshd, published to the other nodes' known hosts.
+PVE_SSH_HOST_KEY = Path(_env("PVE_SSH_HOST_KEY", "/etc/ssh/ssh_host_ed25519_key.pub") or "").resolve()
+PVE_SSH_PORT = _env_int("PVE_SSH_PORT", 22, 1, 65535)

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import queue
+import re
 import signal
 import socket
 import threading
@@ -104,9 +105,28 @@ class MirrorThread(threading.Thread):
         return True
 
 
+def transport_kind() -> str:
+    """``PVE_TRANSPORT``, with ``auto`` resolved: ``corosync`` once this node is in the host's corosync.conf.
+
+    As pmxcfs does, a node is a cluster member when its corosync configuration exists; the
+    authkey must exist and the nodelist name this node, so a distribution's example
+    corosync.conf does not count.
+    """
+    if settings.PVE_TRANSPORT != "auto":
+        return str(settings.PVE_TRANSPORT)
+    if not Path(settings.PVE_COROSYNC_AUTHKEY).exists():
+        return "local"
+    try:
+        text = Path(settings.PVE_COROSYNC_CONF).read_text(errors="replace")
+    except OSError:
+        return "local"
+    names = re.findall(r"^\s*name\s*:\s*(\S+)\s*$", text, re.MULTILINE)
+    return "corosync" if settings.PVE_NODE_NAME in names else "local"
+
+
 def make_transport(node: str) -> Transport:
-    """``PVE_TRANSPORT``: ``local`` for a single node, ``corosync`` for a cluster member."""
-    if settings.PVE_TRANSPORT == "corosync":
+    """``local`` for a single node, ``corosync`` for a cluster member (see ``transport_kind``)."""
+    if transport_kind() == "corosync":
         from replicator.corosync_transport import CorosyncTransport
 
         return CorosyncTransport(node, settings.PVE_CPG_GROUP)
