@@ -6,7 +6,7 @@ class ClusterConfig(AppConfig):
     verbose_name = "Cluster"
 
     def ready(self) -> None:
-        from cluster import bootstrap, nodestatus, renderers, services  # noqa: F401  (registration side effects)
+        from cluster import bootstrap, nodestatus, renderers, services, ssh_keys  # noqa: F401  (registration side effects)
         from portal import audit
         from replicator import volatile
 

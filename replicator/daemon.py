@@ -24,7 +24,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
-from replicator import bootstrap, changeset, faults, protocol, volatile
+from replicator import bootstrap, changeset, faults, protocol, snapshot, volatile
 from replicator.applier import Applier
 from replicator.exceptions import NotQuorateError, ReplicationError
 from replicator.mirror import Mirror
@@ -105,6 +105,9 @@ class MirrorThread(threading.Thread):
         return True
 
 
+RESTART_EXIT_CODE = 75  # EX_TEMPFAIL: "start me again" to runnode and to systemd's Restart=on-failure
+
+
 def transport_kind() -> str:
     """``PVE_TRANSPORT``, with ``auto`` resolved: ``corosync`` once this node is in the host's corosync.conf.
 
@@ -157,6 +160,8 @@ class Replicator:
             clustered=self.clustered,
         )
         self.stopping = threading.Event()
+        self.done = threading.Event()
+        self.exit_code = 0
         self.bootstrapped = threading.Event()
         self.server: socket.socket | None = None
 
@@ -286,6 +291,11 @@ class Replicator:
         if op == "verify":
             self.coordinator.request_verify()
             return {"ok": True}
+        if op == "restart":
+            self.request_restart("requested (corosync configuration changed)")
+            return {"ok": True}
+        if op == "reset_for_join":
+            return self.reset_for_join()
         if op == "wait_mirror":
             done = self.mirror_thread.wait(int(message.get("version", 0)), float(message.get("timeout", 10)))
             if not done:
@@ -300,6 +310,7 @@ class Replicator:
     def status(self) -> dict[str, Any]:
         return {
             "node": self.node,
+            "clustered": self.clustered,
             "version": self.applier.version,
             "hash": self.applier.hash,
             "quorate": self.transport.quorate(),
@@ -438,6 +449,38 @@ class Replicator:
                 connections.close_all()
             self.stopping.wait(0.5)
 
+    def request_restart(self, why: str) -> None:
+        """Exit with RESTART_EXIT_CODE shortly (after the answer is sent); runnode and systemd start us again.
+
+        How a node switches between standalone and cluster member: the transport is chosen at start.
+        """
+        log.info("replicator restarting: %s", why)
+        self.exit_code = RESTART_EXIT_CODE
+        threading.Timer(0.2, self.done.set).start()
+
+    def reset_for_join(self) -> dict[str, Any]:
+        """Before joining a cluster: keep the standalone state in a dated file, empty the database, restart.
+
+        The joining node takes the cluster's state whole, as Proxmox's ``finish_join`` does; its
+        VMs are carried back in by the join after the sync.
+        """
+        if self.clustered:
+            return {"ok": False, "code": "invalid", "error": "this node is already a cluster member"}
+        directory = Path(settings.PVE_DATA_DIR) / "backup"
+
+        def _reset() -> Path:
+            path = snapshot.save_diverged(directory, self.applier.version, self.applier.hash, "join")
+            snapshot.prune_backups(directory)
+            snapshot.wipe()
+            self.applier.reload_head()
+            return path
+
+        future: Future[Path] = Future()
+        self.coordinator.event(("call", _reset, future))
+        path = future.result(timeout=300)
+        self.request_restart("state emptied to join a cluster")
+        return {"ok": True, "backup": str(path)}
+
     def stop(self) -> None:
         self.stopping.set()
         if self.server is not None:
@@ -458,6 +501,7 @@ class Replicator:
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+        self.done = done
         self.start()
         done.wait()
         self.stop()

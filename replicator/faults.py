@@ -15,3 +15,8 @@ def crash_point(name: str, origin: str, payload: bytes) -> None:
     """SIGKILL this process (as ``kill -9`` would) at point ``name`` if the change set asks for it."""
     if settings.PVE_FAULT_INJECTION and origin == settings.PVE_NODE_NAME and f"crash:{name}".encode() in payload:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def clock_offset() -> float:
+    """Seconds this node's status clock runs ahead (``PVE_CLOCK_OFFSET``): a skewed clock without root."""
+    return float(settings.PVE_CLOCK_OFFSET) if settings.PVE_FAULT_INJECTION else 0.0

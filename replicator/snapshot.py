@@ -85,6 +85,23 @@ def install(snapshot: list[Row], head: tuple[int, str, str, str, bytes], sql_for
         )
 
 
+def wipe() -> None:
+    """Delete every replicated row and the change log: the node starts from version 0 (before a join)."""
+    connection = connections[CLUSTER]
+    with transaction.atomic(using=CLUSTER), connection.cursor() as cursor:
+        quote = connection.ops.quote_name
+        for model in REPLICATED_MODELS.values():
+            cursor.execute(f"DELETE FROM {quote(model._meta.db_table)}")
+        cursor.execute(f"DELETE FROM {quote(ChangeLogEntry._meta.db_table)}")
+
+
+def prune_backups(directory: Path, keep: int = 10) -> None:
+    """Keep the ``keep`` newest ``cluster-*.json`` files of a backup directory (Proxmox keeps 10 dumps)."""
+    files = sorted(directory.glob("cluster-*.json"), key=lambda path: path.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)
+
+
 def save_diverged(directory: Path, version: int, head_hash: str, reason: str) -> Path:
     """Keep the losing side's state as a dated file before it is replaced; returns its path."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)

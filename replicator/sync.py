@@ -257,6 +257,12 @@ class Coordinator:
                 self._sync_message(tuple(event[1]), header, blob)
             except Exception:
                 log.exception("sync message from %s failed", event[1])
+        elif kind == "call":  # run a function between applies (no change set is half applied)
+            call: Future[Any] = event[2]
+            try:
+                call.set_result(event[1]())
+            except Exception as exc:
+                call.set_exception(exc)
         elif kind == "checksum":
             future: Future[dict[str, Any]] = event[1]
             try:

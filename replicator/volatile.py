@@ -3,6 +3,10 @@
 Never written to disk: every replicator multicasts its own node's status every few seconds
 and keeps what the others sent in memory. A node that leaves the CPG membership is shown
 offline at once, with its last report kept for display.
+
+Clocks: a message carries ``clock``, the sender's time when it was sent, and the receiver stamps
+``received`` from its own clock; their difference is the sender's clock offset (plus the CPG
+transit, well under a millisecond): enough to warn about skewed clocks.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from replicator import faults
 
 Collector = Callable[[], dict[str, Any]]
 _collectors: list[Collector] = []
@@ -23,10 +29,18 @@ def register_collector(collector: Collector) -> Collector:
     return collector
 
 
+def now() -> float:
+    """This node's clock as status messages see it (shifted only by fault injection, for tests)."""
+    return time.time() + faults.clock_offset()
+
+
 def collect(node: str, nodeid: int) -> dict[str, Any]:
-    data: dict[str, Any] = {"node": node, "nodeid": nodeid, "time": time.time()}
+    data: dict[str, Any] = {"node": node, "nodeid": nodeid}
     for collector in _collectors:
         data.update(collector())
+    stamp = now()  # taken last, right before sending
+    data["clock"] = stamp
+    data["time"] = int(stamp)
     return data
 
 
@@ -40,7 +54,7 @@ class StatusBoard:
 
     def update(self, message: bytes) -> None:
         data = json.loads(message)
-        data["received"] = time.time()
+        data["received"] = now()
         with self.lock:
             self.nodes[str(data["node"])] = data
 

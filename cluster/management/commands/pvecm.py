@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from cluster import pvecm_lifecycle
 from replicator.corosync import CorosyncError
 
 SPLIT_BRAIN_WARNING = (
@@ -25,8 +26,12 @@ class Command(BaseCommand):
         sub.add_parser("nodes", help="the current members")
         expected = sub.add_parser("expected", help="set the expected votes (allows operation without quorum)")
         expected.add_argument("votes", type=int)
+        pvecm_lifecycle.add_parsers(sub)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["verb"] in pvecm_lifecycle.VERBS:
+            pvecm_lifecycle.handle(options["verb"], options, self.stdout)
+            return
         conf = Path(settings.PVE_ETC_DIR) / "corosync.conf"
         if not conf.exists():
             raise CommandError(f"Corosync config '{conf}' does not exist - is this node part of a cluster?")
@@ -54,7 +59,8 @@ class Command(BaseCommand):
             self._replication_warnings()
 
     def _replication_warnings(self) -> None:
-        """What the replicator knows and corosync does not: a diverged history, unequal checksums."""
+        """What the replicator knows and corosync does not: a diverged history, unequal checksums, skewed clocks."""
+        from cluster import clock
         from replicator import client
         from replicator.exceptions import ReplicationError
 
@@ -74,3 +80,5 @@ class Command(BaseCommand):
             self.stdout.write(f"\nWARNING: state checksums differ between members at version {verification['version']}")
         if not state.get("synced", True):
             self.stdout.write("\nWARNING: this node is synchronising its state; writes wait")
+        for warning in clock.live_warnings():
+            self.stdout.write(f"\n{warning}")

@@ -1,5 +1,6 @@
 """``manage.py replicator``: the process that owns every write to the cluster database."""
 
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand
@@ -11,4 +12,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         from replicator.daemon import Replicator
 
-        Replicator().serve_forever()
+        replicator = Replicator()
+        replicator.serve_forever()
+        if replicator.exit_code:
+            sys.exit(replicator.exit_code)
