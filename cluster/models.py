@@ -57,6 +57,9 @@ class CorosyncConfig(ReplicatedModel):
     totem = models.JSONField(default=dict, blank=True, help_text="totem options besides name, version, interfaces")
     interfaces = models.JSONField(default=dict, blank=True, help_text='options by link number, e.g. {"0": {}}')
     sections = models.JSONField(default=dict, blank=True, help_text="other top-level sections (logging, system)")
+    quorum_device = models.JSONField(
+        default=dict, blank=True, help_text="quorum.device (QDevice: model net, votes, net options); empty: none"
+    )
 
     class Meta:
         verbose_name = "corosync configuration"
