@@ -38,6 +38,19 @@ def _env_int(name: str, default: int, minimum: int, maximum: int) -> int:
     return value
 
 
+def _env_float(name: str, default: float, minimum: float, maximum: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ImproperlyConfigured(f"{name} must be between {minimum:g} and {maximum:g}, got {value:g}")
+    return value
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = _env(name)
     if raw is None:
@@ -110,6 +123,10 @@ if PVE_TRANSPORT not in ("auto", "local", "corosync"):
 PVE_CPG_GROUP = _env("PVE_CPG_GROUP", "pve_django_v1")
 PVE_FAULT_INJECTION = _env_bool("PVE_FAULT_INJECTION", False)
 PVE_STATUS_INTERVAL = _env_int("PVE_STATUS_INTERVAL", 2, 1, 60)
+# Online nodes whose clocks differ by more than this many seconds are warned about.
+PVE_CLOCK_SKEW_WARN = _env_float("PVE_CLOCK_SKEW_WARN", 2.0, 0.1, 3600.0)
+# Tests only, honoured with PVE_FAULT_INJECTION: seconds added to this node's clock in its volatile status.
+PVE_CLOCK_OFFSET = _env_float("PVE_CLOCK_OFFSET", 0.0, -86400.0, 86400.0)
 PVE_CLUSTER_LOG_MAX = _env_int("PVE_CLUSTER_LOG_MAX", 10_000, 100, 10_000_000)
 PVE_CHECKSUM_INTERVAL = _env_int("PVE_CHECKSUM_INTERVAL", 600, 5, 86400)
 PVE_LOCAL_STORAGE_PATH = Path(_env("PVE_LOCAL_STORAGE_PATH", str(PVE_DATA_DIR / "vz"))).resolve()

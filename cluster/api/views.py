@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from authz.permissions import check, has_privileges
-from cluster import nodestatus, task_index
+from cluster import clock, nodestatus, task_index
 from cluster.models import Node, Task
 from cluster.upid import parse_upid
 from portal.api import params
@@ -62,6 +62,7 @@ class ClusterStatusView(PVEAPIView):
         nodes = list(Node.objects.all())
         live = _live_status()
         board = live.get("nodes", {})
+        clocks = clock.node_clocks(board) if live.get("transport") == "corosync" else {}  # skew needs two nodes
         entries: list[dict[str, Any]] = []
         if live.get("transport") == "corosync":
             entries.append(
@@ -87,6 +88,7 @@ class ClusterStatusView(PVEAPIView):
                     "local": int(local),
                     "online": int(online),
                     "level": "",
+                    **clock.api_fields(clocks.get(node.name)),
                 }
             )
         return ok(entries)
