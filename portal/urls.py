@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 
 from authz.api import manage_views as access_manage
 from authz.api import views as access
+from cluster.api import config_views as cluster_config
 from cluster.api import views as cluster
 from portal.api.routing import api_path, api_urlpatterns
 from vms.api import views as qemu
@@ -26,6 +27,11 @@ api = api_urlpatterns(
         api_path("version", cluster.VersionView.as_view()),
         api_path("nodes", cluster.NodesView.as_view()),
         api_path("cluster/status", cluster.ClusterStatusView.as_view()),
+        api_path("cluster/config", cluster_config.ConfigIndexView.as_view()),
+        api_path("cluster/config/apiversion", cluster_config.ApiVersionView.as_view()),
+        api_path("cluster/config/join", cluster_config.JoinView.as_view()),
+        api_path("cluster/config/nodes", cluster_config.NodesView.as_view()),
+        api_path("cluster/config/nodes/{node}", cluster_config.NodeView.as_view()),
         api_path("cluster/nextid", qemu.NextIdView.as_view()),
         api_path("nodes/{node}/tasks", cluster.TaskListView.as_view()),
         api_path("nodes/{node}/tasks/{upid}/status", cluster.TaskStatusView.as_view()),

@@ -110,6 +110,35 @@ def redis_spec(env: dict[str, str]) -> ChildSpec:
     )
 
 
+COROSYNC_SCRIPT = """
+while [ ! -f "$1" ] || [ ! -f "$2" ]; do sleep 0.5; done
+if [ "$(dirname "$2")" = /etc/corosync ]; then exec corosync -f -c "$2"; fi
+exec unshare -m sh -c 'mount -t tmpfs none /run && mount --bind "$1" /var/lib/corosync \
+  && mount --bind "$2" /etc/corosync && exec corosync -f -c "$3"' sh "$3" "$(dirname "$2")" "$2"
+"""
+
+
+def corosync_spec(env: dict[str, str]) -> ChildSpec:
+    """corosync under the runner (``PVE_RUN_COROSYNC``), started once the node has an authkey and a corosync.conf.
+
+    A relocated configuration (a lab node) gets private /run, /var/lib/corosync and /etc/corosync
+    mounts, so several nodes on one host each read their own authkey.
+    """
+    data = Path(settings.PVE_DATA_DIR)
+    lib = data / "corosync-lib"
+    lib.mkdir(parents=True, exist_ok=True)
+    argv = [
+        "sh",
+        "-c",
+        COROSYNC_SCRIPT,
+        "sh",
+        str(settings.PVE_COROSYNC_AUTHKEY),
+        str(settings.PVE_COROSYNC_CONF),
+        str(lib),
+    ]
+    return ChildSpec("corosync", argv, env, cwd=data)
+
+
 def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -> list[ChildSpec]:
     python = sys.executable
     data = Path(settings.PVE_DATA_DIR)
@@ -118,6 +147,8 @@ def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -
     specs: list[ChildSpec] = []
     if settings.REDIS_URL is None:
         specs.append(redis_spec(env))
+    if settings.PVE_RUN_COROSYNC:
+        specs.append(corosync_spec(env))
 
     replicator_socket = Path(settings.PVE_REPLICATOR_SOCKET)
     cert, key = certificate_paths(Path(settings.PVE_ETC_DIR), settings.PVE_NODE_NAME)

@@ -1,0 +1,176 @@
+"""``/cluster/config``: create a cluster, join one (over the API, as Proxmox's GUI does), add and remove nodes.
+
+Every endpoint needs ``Sys.Audit`` (reading) or ``Sys.Modify`` (changing) on ``/``, as in
+Proxmox. Create and join run as tasks (``clustercreate``, ``clusterjoin``) and answer with the
+UPID at once; adding and removing a node are single replicated changes answered directly.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from django.db import connections
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from authz.permissions import check
+from cluster import corosync_conf, join, membership, task_index
+from cluster.models import Node
+from portal.api import params
+from portal.api.errors import APIError, ParameterError
+from portal.api.views import PVEAPIView, ok
+
+NODE_NAME = r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+FINGERPRINT = r"([A-Fa-f0-9]{2}:){31}[A-Fa-f0-9]{2}"
+
+
+def _user(request: Request) -> str:
+    return str(getattr(request.user, "pk", "") or "root@pam")
+
+
+def run_background(type_: str, id_: str, user: str, work: Any) -> str:
+    """Start ``work`` as a task in a thread of this process and return its UPID at once.
+
+    Create and join restart this node's replicator and may run before a Celery worker of the
+    cluster exists, so they run beside the request, like Proxmox's forked workers.
+    """
+    handle = task_index.TaskHandle(type_, id_, user)
+
+    def _run() -> None:
+        try:
+            work(handle)
+        except Exception as exc:
+            handle.finish(str(exc) or type(exc).__name__)
+        else:
+            handle.finish()
+        finally:
+            connections.close_all()
+
+    threading.Thread(target=_run, name=f"task-{type_}", daemon=True).start()
+    return handle.upid
+
+
+class ConfigIndexView(PVEAPIView):
+    def get(self, request: Request, **kwargs: Any) -> Response:
+        check(request.user, "/", ["Sys.Audit"])
+        return ok([{"name": name} for name in ("apiversion", "join", "nodes", "qdevice", "totem")])
+
+    def post(self, request: Request, **kwargs: Any) -> Response:
+        check(request.user, "/", ["Sys.Modify"])
+        values = params.collect(request, {})
+        name = params.string(values.get("clustername"), "clustername", max_length=15)
+        nodeid = params.integer(values["nodeid"], "nodeid", minimum=1) if "nodeid" in values else None
+        votes = params.integer(values.get("votes", 1), "votes", minimum=1)
+        try:
+            join.assert_joinable()
+            corosync_conf.validate(corosync_conf.CorosyncConfig(cluster_name=name), [])
+        except (join.JoinError, ValueError) as exc:
+            raise APIError(500, str(exc)) from None
+        return ok(
+            run_background(
+                "clustercreate",
+                name,
+                _user(request),
+                lambda task: join.create(name, nodeid=nodeid, votes=votes, progress=task.log, user=_user(request)),
+            )
+        )
+
+
+class ApiVersionView(PVEAPIView):
+    def get(self, request: Request, **kwargs: Any) -> Response:
+        check(request.user, "/", ["Sys.Audit"])
+        return ok(membership.JOIN_API_VERSION)
+
+
+class JoinView(PVEAPIView):
+    def get(self, request: Request, **kwargs: Any) -> Response:
+        check(request.user, "/", ["Sys.Audit"])
+        try:
+            return ok(membership.join_info())
+        except membership.MembershipError as exc:
+            raise APIError(500, str(exc)) from None
+
+    def post(self, request: Request, **kwargs: Any) -> Response:
+        """Join this node to the cluster of ``hostname`` (the fingerprint is required, the password is root@pam's)."""
+        check(request.user, "/", ["Sys.Modify"])
+        values = params.collect(request, {})
+        host = params.string(values.get("hostname"), "hostname", max_length=255)
+        fingerprint = params.string(values.get("fingerprint"), "fingerprint", pattern=FINGERPRINT)
+        password = params.string(values.get("password"), "password", max_length=1024)
+        nodeid = params.integer(values["nodeid"], "nodeid", minimum=1) if "nodeid" in values else None
+        votes = params.integer(values.get("votes", 1), "votes", minimum=0)
+        force = bool(params.boolean(values.get("force", 0), "force"))
+        try:
+            join.assert_joinable(force=force)
+        except join.JoinError as exc:
+            raise APIError(500, str(exc)) from None
+        from cluster import join_remote
+
+        def work(task: task_index.TaskHandle) -> None:
+            join_remote.join_over_api(
+                host,
+                password=password,
+                fingerprint=fingerprint,
+                nodeid=nodeid,
+                votes=votes,
+                force=force,
+                progress=task.log,
+            )
+
+        return ok(run_background("clusterjoin", "", _user(request), work))
+
+
+class NodesView(PVEAPIView):
+    def get(self, request: Request, **kwargs: Any) -> Response:
+        check(request.user, "/", ["Sys.Audit"])
+        return ok(
+            [
+                {
+                    "node": n.name,
+                    "name": n.name,
+                    "nodeid": str(n.nodeid),
+                    "quorum_votes": str(n.votes),
+                    "ring0_addr": n.address,
+                }
+                for n in Node.objects.order_by("name")
+            ]
+        )
+
+
+class NodeView(PVEAPIView):
+    def post(self, request: Request, node: str, **kwargs: Any) -> Response:
+        """addnode: the cluster side of a join; answers with the corosync authkey and corosync.conf."""
+        check(request.user, "/", ["Sys.Modify"])
+        values = params.collect(request, {"node": node})
+        params.string(node, "node", pattern=NODE_NAME)
+        address = params.string(values.get("new_node_ip", values.get("link0")), "new_node_ip", max_length=255)
+        nodeid = params.integer(values["nodeid"], "nodeid", minimum=1) if "nodeid" in values else None
+        votes = params.integer(values.get("votes", 1), "votes", minimum=0)
+        force = bool(params.boolean(values.get("force", 0), "force"))
+        vmids_text = params.string(values.get("vmids", ""), "vmids", pattern=r"[0-9,]*")
+        try:
+            answer = membership.add_node(
+                node,
+                address.split(",")[0].removeprefix("address="),
+                nodeid=nodeid,
+                votes=votes,
+                force=force,
+                vmids=[int(v) for v in vmids_text.split(",") if v],
+                user=_user(request),
+            )
+        except membership.MembershipError as exc:
+            raise APIError(500, str(exc)) from None
+        return ok(answer)
+
+    def delete(self, request: Request, node: str, **kwargs: Any) -> Response:
+        check(request.user, "/", ["Sys.Modify"])
+        values = params.collect(request, {"node": node})
+        force = bool(params.boolean(values.get("force", 0), "force"))
+        try:
+            membership.delete_node(node, force=force, user=_user(request))
+        except membership.MembershipError as exc:
+            if "not a known host" in str(exc):
+                raise ParameterError({"node": str(exc)}) from None
+            raise APIError(500, str(exc)) from None
+        return ok(None)
