@@ -44,6 +44,27 @@ DEFAULT_SECTIONS: dict[str, Any] = {"logging": {"debug": "off", "to_syslog": "ye
 RESERVED_TOTEM = frozenset({"cluster_name", "config_version", "interface"})
 RESERVED_SECTIONS = frozenset({"nodelist", "quorum", "totem"})
 
+# quorum.device keys ``pvecm qdevice`` writes or corosync-qdevice(8) documents for model net.
+DEVICE_KEYS = frozenset({"model", "votes", "timeout", "sync_timeout", "net"})
+DEVICE_NET_KEYS = frozenset(
+    {
+        "algorithm",
+        "connect_timeout",
+        "force_ip_version",
+        "host",
+        "keep_active_partition_tie_breaker",
+        "port",
+        "tie_breaker",
+        "tls",
+    }
+)
+DEVICE_NET_CHOICES = {
+    "algorithm": ("ffsplit", "lms"),
+    "tls": ("on", "off", "required"),
+    "force_ip_version": ("0", "4", "6"),
+    "keep_active_partition_tie_breaker": ("on", "off"),
+}
+
 _CLUSTER_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,13}[A-Za-z0-9])?$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _BAD_VALUE_RE = re.compile(r"[\x00-\x1f{}#]")
@@ -102,7 +123,8 @@ def render(config: CorosyncConfig, nodes: Iterable[Node], *, config_version: int
         "interface": [{**interfaces[n], "linknumber": int(n)} for n in sorted(interfaces, key=int)],
     }
     sections = {k: v for k, v in (config.sections or {}).items() if k not in RESERVED_SECTIONS}
-    return serialize({**sections, "nodelist": {"node": node_sections}, "quorum": dict(QUORUM), "totem": totem})
+    quorum = {**QUORUM, **({"device": copy.deepcopy(config.quorum_device)} if config.quorum_device else {})}
+    return serialize({**sections, "nodelist": {"node": node_sections}, "quorum": quorum, "totem": totem})
 
 
 def load() -> tuple[CorosyncConfig | None, list[Node]]:
@@ -157,6 +179,8 @@ def validate(config: CorosyncConfig, nodes: Iterable[Node]) -> None:
         if name in RESERVED_SECTIONS or not _KEY_RE.match(name):
             raise ValueError(f"section {name!r} cannot be set")
         _check_options(name, options, nested=True)
+    if config.quorum_device:
+        validate_quorum_device(config.quorum_device)
     interfaces = config.interfaces or {"0": {}}
     if not isinstance(interfaces, dict) or not interfaces:
         raise ValueError("interfaces: expected a mapping of link number to options")
@@ -183,6 +207,33 @@ def validate(config: CorosyncConfig, nodes: Iterable[Node]) -> None:
             if address in seen:
                 raise ValueError(f"node {node.name}: address {address} is already used by {seen[address]}")
             seen[address] = node.name
+
+
+def validate_quorum_device(device: Any) -> None:
+    """A QDevice section corosync-qdevice accepts: model net with a host; ffsplit only with one vote."""
+    _check_options("quorum.device", device, nested=True)
+    if set(device) - DEVICE_KEYS:
+        raise ValueError(f"quorum.device: unknown keys {', '.join(sorted(set(device) - DEVICE_KEYS))}")
+    if device.get("model") != "net":
+        raise ValueError("quorum.device.model: only 'net' is supported")
+    for key in ("votes", "timeout", "sync_timeout"):
+        if key in device and (not str(device[key]).isdigit() or int(device[key]) < 1):
+            raise ValueError(f"quorum.device.{key}: a positive integer is expected")
+    net = device.get("net")
+    if not isinstance(net, dict) or not net.get("host"):
+        raise ValueError("quorum.device.net.host: the qnetd host is required")
+    if set(net) - DEVICE_NET_KEYS:
+        raise ValueError(f"quorum.device.net: unknown keys {', '.join(sorted(set(net) - DEVICE_NET_KEYS))}")
+    if " " in str(net["host"]):
+        raise ValueError(f"quorum.device.net.host: invalid host {net['host']!r}")
+    for key, choices in DEVICE_NET_CHOICES.items():
+        if key in net and str(net[key]) not in choices:
+            raise ValueError(f"quorum.device.net.{key}: one of {', '.join(choices)}")
+    for key in ("port", "connect_timeout"):
+        if key in net and (not str(net[key]).isdigit() or int(net[key]) < 1):
+            raise ValueError(f"quorum.device.net.{key}: a positive integer is expected")
+    if net.get("algorithm", "ffsplit") == "ffsplit" and str(device.get("votes", "")) != "1":
+        raise ValueError("quorum.device.votes: the ffsplit algorithm needs exactly 1 vote")
 
 
 # --- Changes (config_version bumped in the same change set) ----------------------------------

@@ -8,7 +8,16 @@ from dataclasses import dataclass
 
 from replicator.corosync.cmap import Cmap
 from replicator.corosync.cpg import CpgGroup
-from replicator.corosync.quorum import Votequorum
+from replicator.corosync.errors import CorosyncError
+from replicator.corosync.quorum import (
+    VOTEQUORUM_INFO_ALLOW_DOWNSCALE,
+    VOTEQUORUM_INFO_AUTO_TIE_BREAKER,
+    VOTEQUORUM_INFO_LAST_MAN_STANDING,
+    VOTEQUORUM_INFO_QDEVICE_CAST_VOTE,
+    VOTEQUORUM_INFO_QDEVICE_REGISTERED,
+    QuorumInfo,
+    Votequorum,
+)
 
 VOTEQUORUM_NODESTATE_MEMBER = 1
 
@@ -20,6 +29,7 @@ class MemberStatus:
     name: str
     address: str
     local: bool
+    qdevice: str = ""  # corosync-quorumtool's per-node QDevice flags: "A,V,NMW", or "NR" (not registered)
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,14 @@ class ClusterStatus:
     two_node: bool
     wait_for_all: bool
     members: list[MemberStatus]
+    flags: int = 0  # the local node's VOTEQUORUM_INFO_* bits
+    qdevice_votes: int = 0
+    qdevice_name: str = ""
+
+    @property
+    def qdevice_shown(self) -> bool:
+        """Whether a member has a QDevice registered: the member table gets its column and line."""
+        return any(m.qdevice and m.qdevice != "NR" for m in self.members)
 
 
 def _ring_id(timeout: float = 2.0) -> str:
@@ -59,6 +77,40 @@ def _ring_id(timeout: float = 2.0) -> str:
     return rings[-1] if rings else "?"
 
 
+def qdevice_flags(info: QuorumInfo) -> str:
+    """``A,V,NMW``: alive or not, casting its vote or not, master wins or not; ``NR`` when not registered."""
+    if not info.qdevice_registered:
+        return "NR"
+    return ",".join(
+        (
+            "A" if info.qdevice_alive else "NA",
+            "V" if info.qdevice_cast_vote else "NV",
+            "MW" if info.qdevice_master_wins else "NMW",
+        )
+    )
+
+
+def online_nodeids(nodeids: list[int] | None = None) -> set[int]:
+    """Node ids votequorum counts as members now (of ``nodeids``, default: corosync's nodelist)."""
+    cmap = Cmap()
+    quorum = Votequorum()
+    try:
+        if nodeids is None:
+            nodeids = [int(entry["nodeid"]) for entry in cmap.nodes()]  # type: ignore[call-overload]
+        online = set()
+        for nodeid in nodeids:
+            try:
+                info = quorum.info(nodeid)
+            except CorosyncError:
+                continue
+            if info.node_id == nodeid and info.node_state == VOTEQUORUM_NODESTATE_MEMBER:
+                online.add(nodeid)
+        return online
+    finally:
+        quorum.close()
+        cmap.close()
+
+
 def read_status() -> ClusterStatus:
     """Read everything ``pvecm status`` shows (CorosyncError when corosync is not reachable)."""
     cmap = Cmap()
@@ -77,6 +129,7 @@ def read_status() -> ClusterStatus:
                         name=str(entry["name"] or ""),
                         address=str(entry["ring0_addr"] or ""),
                         local=nodeid == local.node_id,
+                        qdevice=qdevice_flags(info),
                     )
                 )
         crypto = cmap.get_string("totem.crypto_cipher")
@@ -96,6 +149,9 @@ def read_status() -> ClusterStatus:
             two_node=local.two_node,
             wait_for_all=local.wait_for_all,
             members=sorted(members, key=lambda m: m.nodeid),
+            flags=local.flags,
+            qdevice_votes=local.qdevice_votes,
+            qdevice_name=local.qdevice_name,
         )
     finally:
         quorum.close()
@@ -111,9 +167,11 @@ def _field(label: str, value: object) -> str:
 
 
 def format_status(status: ClusterStatus, *, now: float | None = None) -> str:
-    flags = ["Quorate"] if status.quorate else []
-    flags += ["2Node"] if status.two_node else []
+    # corosync-quorumtool's order (2Node first); LastManStanding and later only from the flag bits.
+    flags = ["2Node"] if status.two_node else []
+    flags += ["Quorate"] if status.quorate else []
     flags += ["WaitForAll"] if status.wait_for_all else []
+    flags += [name for bit, name in _LATER_FLAGS if status.flags & bit]
     lines = [
         *_section("Cluster information"),
         _field("Name", status.name),
@@ -137,13 +195,43 @@ def format_status(status: ClusterStatus, *, now: float | None = None) -> str:
         _field("Flags", " ".join(flags)),
         "",
         *_section("Membership information"),
-        f"{'Nodeid':>10} {'Votes':>10} Name",
+        *_member_table(status, [f"0x{m.nodeid:08x}" for m in status.members], [m.address for m in status.members]),
     ]
-    lines += [f"0x{m.nodeid:08x} {m.votes:>10} {m.address}{' (local)' if m.local else ''}" for m in status.members]
     return "\n".join(lines) + "\n"
 
 
+_LATER_FLAGS = (
+    (VOTEQUORUM_INFO_LAST_MAN_STANDING, "LastManStanding"),
+    (VOTEQUORUM_INFO_AUTO_TIE_BREAKER, "AutoTieBreaker"),
+    (VOTEQUORUM_INFO_ALLOW_DOWNSCALE, "AllowDownscale"),
+    (VOTEQUORUM_INFO_QDEVICE_REGISTERED, "Qdevice"),
+)
+
+
+def _member_table(status: ClusterStatus, ids: list[str], names: list[str], *, hex_ids: bool = True) -> list[str]:
+    """corosync-quorumtool's table: ``Nodeid Votes [Qdevice] Name``, then the QDevice's own line.
+
+    The QDevice line shows its votes only while this node's QDevice casts its vote, else 0 and
+    ``(votes N)``, as corosync-quorumtool does.
+    """
+    qdevice = status.qdevice_shown
+    lines = [f"{'Nodeid':>10} {'Votes':>10} " + (f"{'Qdevice':>10} " if qdevice else "") + "Name"]
+    for member, nodeid, name in zip(status.members, ids, names, strict=True):
+        column = f"{member.qdevice:>10} " if qdevice else ""
+        lines.append(f"{nodeid:>10} {member.votes:>10} {column}{name}{' (local)' if member.local else ''}")
+    if qdevice:
+        casting = bool(status.flags & VOTEQUORUM_INFO_QDEVICE_CAST_VOTE)
+        nodeid = "0x00000000" if hex_ids else "0"
+        suffix = "" if casting else f" (votes {status.qdevice_votes})"
+        votes = status.qdevice_votes if casting else 0
+        lines.append(f"{nodeid:>10} {votes:>10}            {status.qdevice_name}{suffix}")
+    return lines
+
+
 def format_nodes(status: ClusterStatus) -> str:
-    lines = [*_section("Membership information"), f"{'Nodeid':>10} {'Votes':>10} Name"]
-    lines += [f"{m.nodeid:>10} {m.votes:>10} {m.name}{' (local)' if m.local else ''}" for m in status.members]
+    ids = [str(m.nodeid) for m in status.members]
+    lines = [
+        *_section("Membership information"),
+        *_member_table(status, ids, [m.name for m in status.members], hex_ids=False),
+    ]
     return "\n".join(lines) + "\n"

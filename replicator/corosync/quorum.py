@@ -11,6 +11,13 @@ from replicator.corosync.errors import check, load, retry
 VOTEQUORUM_INFO_TWONODE = 1
 VOTEQUORUM_INFO_QUORATE = 2
 VOTEQUORUM_INFO_WAIT_FOR_ALL = 4
+VOTEQUORUM_INFO_LAST_MAN_STANDING = 8
+VOTEQUORUM_INFO_AUTO_TIE_BREAKER = 16
+VOTEQUORUM_INFO_ALLOW_DOWNSCALE = 32
+VOTEQUORUM_INFO_QDEVICE_REGISTERED = 64
+VOTEQUORUM_INFO_QDEVICE_ALIVE = 128
+VOTEQUORUM_INFO_QDEVICE_CAST_VOTE = 256
+VOTEQUORUM_INFO_QDEVICE_MASTER_WINS = 512
 VOTEQUORUM_QDEVICE_MAX_NAME_LEN = 255
 VOTEQUORUM_LOCAL_NODEID = 0  # getinfo(0) asks about the local node
 CS_TRACK_CURRENT = 1
@@ -86,6 +93,25 @@ class QuorumInfo:
     quorate: bool
     two_node: bool
     wait_for_all: bool
+    flags: int = 0  # VOTEQUORUM_INFO_* bits, qdevice state included
+    qdevice_votes: int = 0
+    qdevice_name: str = ""
+
+    @property
+    def qdevice_registered(self) -> bool:
+        return bool(self.flags & VOTEQUORUM_INFO_QDEVICE_REGISTERED)
+
+    @property
+    def qdevice_alive(self) -> bool:
+        return bool(self.flags & VOTEQUORUM_INFO_QDEVICE_ALIVE)
+
+    @property
+    def qdevice_cast_vote(self) -> bool:
+        return bool(self.flags & VOTEQUORUM_INFO_QDEVICE_CAST_VOTE)
+
+    @property
+    def qdevice_master_wins(self) -> bool:
+        return bool(self.flags & VOTEQUORUM_INFO_QDEVICE_MASTER_WINS)
 
 
 class Votequorum:
@@ -116,6 +142,9 @@ class Votequorum:
             quorate=bool(raw.flags & VOTEQUORUM_INFO_QUORATE),
             two_node=bool(raw.flags & VOTEQUORUM_INFO_TWONODE),
             wait_for_all=bool(raw.flags & VOTEQUORUM_INFO_WAIT_FOR_ALL),
+            flags=raw.flags,
+            qdevice_votes=raw.qdevice_votes,
+            qdevice_name=raw.qdevice_name.decode(errors="replace"),
         )
 
     def _quorum(self, _handle: int, _context: int, quorate: int, count: int, nodes: object) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from cluster import pvecm_lifecycle
+from cluster import pvecm_lifecycle, qdevice
 from replicator.corosync import CorosyncError
 
 SPLIT_BRAIN_WARNING = (
@@ -27,10 +27,14 @@ class Command(BaseCommand):
         expected = sub.add_parser("expected", help="set the expected votes (allows operation without quorum)")
         expected.add_argument("votes", type=int)
         pvecm_lifecycle.add_parsers(sub)
+        qdevice.add_parsers(sub)
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["verb"] in pvecm_lifecycle.VERBS:
             pvecm_lifecycle.handle(options["verb"], options, self.stdout)
+            return
+        if options["verb"] == "qdevice":
+            qdevice.handle(options, self.stdout)
             return
         conf = Path(settings.PVE_ETC_DIR) / "corosync.conf"
         if not conf.exists():
