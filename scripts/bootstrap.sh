@@ -12,6 +12,7 @@ PACKAGES=(
   python3-venv openssl procps iproute2      # venv, key material tools, pgrep/ps, ip
   redis-server                              # the private Celery broker / Channels layer of a node
   corosync libcpg4 libquorum5 libvotequorum8 libcmap4 libcfg7   # membership, CPG (via ctypes)
+  corosync-qdevice corosync-qnetd           # QDevice: the third vote of a two-node cluster (and its lab arbiter)
   qemu-system-x86 qemu-utils ipxe-qemu      # VMs, disk images, NIC option ROMs (a Recommends)
   openssh-server                            # node-to-node channel
   libldap2-dev libsasl2-dev                 # to build python-ldap (LDAP realms)
