@@ -1,0 +1,217 @@
+"""The pvecm workflow end to end on three standalone lab nodes (whole node runners, real sshd, real corosync).
+
+Node 1 creates the cluster, node 2 joins over SSH (after refused attempts that change nothing),
+node 3 joins through the API after a join killed half way, then node 3 is deleted and cannot
+write, and the remaining two-node cluster is read-only with a node down until ``expected 1``.
+The tests of this module run in order and share the lab.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cluster.lab import netns, services, standalone
+from cluster.lab.cluster import LabCluster
+from tests.cluster.lifecycle import api, authorize, host_key_fingerprint, login, manage, tls_fingerprint
+from tests.cluster.replication import pool_op, query, status, submit, wait_converged, wait_for
+
+pytestmark = pytest.mark.slow
+PASSWORD = "lifecycle-root-pw"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    cluster = LabCluster(
+        tmp_path_factory.mktemp("lifecycle"),
+        3,
+        root_password=PASSWORD,
+        env={"PVE_FAULT_INJECTION": "1", "PVE_LOG_LEVEL": "INFO"},
+    )
+    try:
+        standalone.up_standalone(cluster)
+        for node in cluster.nodes:
+            node.env.update(services.web_environment(node.address))
+        cluster.start_services("node", timeout=180)
+        yield cluster
+    finally:
+        cluster.teardown()
+    assert not {n.namespace for n in cluster.nodes} & netns.namespaces()
+
+
+def conf_text(node) -> str:
+    path = node.directory / "corosync" / "corosync.conf"
+    return path.read_text() if path.exists() else ""
+
+
+def members(node) -> list[str]:
+    return sorted(query(node, "SELECT name FROM cluster_node"))
+
+
+def test_create_makes_node1_a_quorate_one_node_cluster(lab):
+    node1 = lab.nodes[0]
+    result = manage(lab, node1, "pvecm", "create", "labc")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "Cluster labc created" in result.stdout and "waiting" in result.stdout
+    state = status(node1)
+    assert state["clustered"] and state["quorate"] and state["synced"]
+    assert "cluster_name: labc" in conf_text(node1) and "name: node1" in conf_text(node1)
+    assert (node1.directory / "corosync" / "authkey").stat().st_mode & 0o777 == 0o400
+    shown = manage(lab, node1, "pvecm", "status")
+    assert (
+        shown.returncode == 0 and "Name:             labc" in shown.stdout and "Quorate:          Yes" in shown.stdout
+    )
+    again = manage(lab, node1, "pvecm", "create", "other")
+    assert again.returncode != 0 and "already part of cluster 'labc'" in again.stderr
+
+
+def test_refused_joins_change_nothing(lab):
+    node1, node2, _node3 = lab.nodes
+    before = status(node1)["version"], conf_text(node1)
+    wrong_key = manage(lab, node2, "pvecm", "add", node1.address, "--ssh-fingerprint", "SHA256:" + "A" * 43)
+    assert wrong_key.returncode != 0 and "not the expected" in wrong_key.stderr
+    unconfirmed = manage(lab, node2, "pvecm", "add", node1.address)  # no terminal to confirm on
+    assert unconfirmed.returncode != 0 and "was not confirmed" in unconfirmed.stderr
+    fingerprint = host_key_fingerprint(node1)
+    wrong_password = manage(
+        lab,
+        node2,
+        "pvecm",
+        "add",
+        node1.address,
+        "--ssh-fingerprint",
+        fingerprint,
+        "--password-file",
+        "-",
+        input="nope\n",
+    )
+    assert wrong_password.returncode != 0 and "authentication as root@10.213.0.1 failed" in wrong_password.stderr
+    unreachable = manage(lab, node2, "pvecm", "add", "10.213.0.77", "--ssh-fingerprint", fingerprint)
+    assert unreachable.returncode != 0 and "cannot" in unreachable.stderr and "10.213.0.77" in unreachable.stderr
+    authorize(node1, node2)
+    wrong_tls = manage(
+        lab, node2, "pvecm", "add", node1.address, "--ssh-fingerprint", fingerprint, "--fingerprint", "AB" * 32
+    )
+    assert wrong_tls.returncode != 0 and "certificate fingerprint" in wrong_tls.stderr
+    # VMID conflicts: both hold VM 100; the join lists it and is refused.
+    assert manage(lab, node1, "qm", "create", "100", "--name", "clustervm").returncode == 0
+    assert manage(lab, node2, "qm", "create", "100", "--name", "clash").returncode == 0
+    assert manage(lab, node2, "qm", "create", "201", "--name", "carried").returncode == 0
+    clash = manage(lab, node2, "pvecm", "add", node1.address, "--ssh-fingerprint", fingerprint)
+    assert clash.returncode != 0 and "VMs whose IDs exist in the cluster: 100" in clash.stderr
+    after = status(node1)
+    assert conf_text(node1) == before[1] and after["version"] == before[0] + 1  # only VM 100 was written
+    assert members(node1) == [("node1",)]
+    assert not (node2.directory / "corosync" / "authkey").exists() and not status(node2)["clustered"]
+
+
+def test_node2_joins_over_ssh_and_its_vm_is_carried_in(lab):
+    node1, node2, _node3 = lab.nodes
+    assert manage(lab, node2, "qm", "destroy", "100").returncode == 0
+    result = manage(lab, node2, "pvecm", "add", node1.address, "--ssh-fingerprint", host_key_fingerprint(node1))
+    assert result.returncode == 0, result.stderr + result.stdout
+    for step in ("SSH host key of", "restart as a cluster member", "Backed up", "Carried VM(s) 201", "successfully added"):
+        assert step in result.stdout, result.stdout
+    wait_converged(lab, [node1, node2])
+    assert members(node2) == [("node1",), ("node2",)]
+    assert query(node1, "SELECT node_id FROM vms_vm WHERE vmid = 201") == [("node2",)]
+    assert query(node2, "SELECT node_id FROM vms_vm WHERE vmid = 100") == [("node1",)]
+    assert list((node2.directory / "backup").glob("cluster-*.json"))
+    assert "name: node2" in conf_text(node1) and conf_text(node1) == conf_text(node2)
+    # node2's certificate is now signed by the cluster CA, and every node trusts every node over SSH.
+    wait_for(
+        lambda: (
+            (node2.directory / "etc/pve/pve-root-ca.pem").read_text()
+            == (node1.directory / "etc/pve/pve-root-ca.pem").read_text()
+        )
+    )
+    keys = (node1.directory / "etc/pve/priv/authorized_keys").read_text()
+    assert (node2.directory / "ssh/id_ed25519.pub").read_text().split()[1] in keys
+    known = (node2.directory / "etc/pve/priv/known_hosts").read_text()
+    assert f"node1,{node1.address} ssh-ed25519" in known
+
+
+def test_join_killed_half_way_then_retried_through_the_api(lab):
+    node1, _node2, node3 = lab.nodes
+    authorize(node1, node3)
+    killed = manage(
+        lab,
+        node3,
+        "pvecm",
+        "add",
+        node1.address,
+        "--ssh-fingerprint",
+        host_key_fingerprint(node1),
+        env={"PVE_JOIN_CRASH": "after_addnode"},
+    )
+    assert killed.returncode == -9
+    assert ("node3",) in members(node1) and not status(node3)["clustered"]
+    assert status(node1)["quorate"]  # two of three votes
+    auth = login(lab, node3, PASSWORD)
+    code, body = api(
+        lab,
+        node3,
+        "POST",
+        "/cluster/config/join",
+        {"hostname": node1.address, "fingerprint": tls_fingerprint(node1), "password": PASSWORD},
+        auth,
+    )
+    assert code == 200, body
+    upid = body["data"]
+    assert upid.startswith("UPID:node3:") and ":clusterjoin:" in upid
+    wait_converged(lab, timeout=120)
+    log = ""
+
+    def finished() -> bool:
+        nonlocal log
+        code, answer = api(lab, node3, "GET", f"/nodes/node3/tasks/{upid}/status", auth=login(lab, node3, PASSWORD))
+        return code == 200 and answer["data"]["status"] == "stopped"
+
+    wait_for(finished, 120, interval=1, what="the join task to end")
+    code, answer = api(lab, node3, "GET", f"/nodes/node3/tasks/{upid}/log", auth=login(lab, node3, PASSWORD))
+    log = "\n".join(line["t"] for line in answer["data"])
+    assert "continuing an earlier join" in log and log.rstrip().endswith("TASK OK"), log
+    shown = manage(lab, node3, "pvecm", "nodes")
+    assert shown.returncode == 0 and shown.stdout.count("node") >= 3 and "node3 (local)" in shown.stdout
+
+
+def test_delnode_refusals_then_the_removed_node_cannot_write(lab):
+    node1, node2, node3 = lab.nodes
+    myself = manage(lab, node1, "pvecm", "delnode", "node1")
+    assert myself.returncode != 0 and "Cannot delete myself" in myself.stderr
+    owner = manage(lab, node1, "pvecm", "delnode", "node2")
+    assert owner.returncode != 0 and "still owns VMs 201" in owner.stderr
+    before = int(conf_text(node1).split("config_version: ")[1].split()[0])
+    removed = manage(lab, node1, "pvecm", "delnode", "node3")
+    assert removed.returncode == 0, removed.stderr
+    wait_converged(lab, [node1, node2])
+    assert members(node2) == [("node1",), ("node2",)]
+    wait_for(lambda: "node3" not in conf_text(node2), 30, what="node3 gone from node2's corosync.conf")
+    assert int(conf_text(node2).split("config_version: ")[1].split()[0]) > before
+    keys = (node1.directory / "etc/pve/priv/authorized_keys").read_text()
+    assert (node3.directory / "ssh/id_ed25519.pub").read_text().split()[1] not in keys
+    assert "node3" not in (node1.directory / "etc/pve/priv/known_hosts").read_text()
+    assert query(node1, "SELECT COUNT(*) FROM authz_keymaterial WHERE path LIKE 'nodes/node3/%'") == [(0,)]
+    # node3 comes back (its runner restarts corosync with its old config) and cannot write.
+    time.sleep(3)
+    refused = submit(node3, [pool_op("from-removed-node")], timeout=10)
+    assert not refused.get("ok"), refused
+    assert query(node1, "SELECT COUNT(*) FROM authz_pool WHERE poolid = 'from-removed-node'") == [(0,)]
+
+
+def test_two_node_cluster_with_one_node_down_is_read_only_until_expected_1(lab):
+    node1, node2, _node3 = lab.nodes
+    lab.partition(node2)
+    try:
+        wait_for(lambda: not status(node1).get("quorate"), 30, what="node1 read-only without node2")
+        refused = submit(node1, [pool_op("two-refused")])
+        assert refused["code"] == "not_quorate"
+        expected = manage(lab, node1, "pvecm", "expected", "1")
+        assert expected.returncode == 0 and "split brain" in expected.stderr
+        wait_for(lambda: status(node1).get("quorate"), 30, what="node1 writable after expected 1")
+        assert submit(node1, [pool_op("two-after-expected")])["ok"]
+    finally:
+        lab.heal()
+    wait_converged(lab, [node1, node2], timeout=90)
+    assert query(node2, "SELECT COUNT(*) FROM authz_pool WHERE poolid = 'two-after-expected'") == [(1,)]
