@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_protect
 from authz import services
 from authz.exceptions import AuthenticationFailed
 from authz.middleware import COOKIE
-from portal import audit
+from portal import audit, banners
 
 TICKET_LIFETIME = 7200
 
@@ -101,5 +101,5 @@ class PVEAdminSite(admin.AdminSite):
         return response
 
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        context = {"recent_audit": audit.recent(10), **(extra_context or {})}
+        context = {"recent_audit": audit.recent(10), "banners": banners.collect(), **(extra_context or {})}
         return super().index(request, context)

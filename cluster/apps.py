@@ -7,9 +7,11 @@ class ClusterConfig(AppConfig):
 
     def ready(self) -> None:
         from cluster import bootstrap, nodestatus, renderers, services, ssh_keys  # noqa: F401  (registration side effects)
-        from portal import audit
+        from cluster.clock import live_warnings
+        from portal import audit, banners
         from replicator import volatile
 
         audit.set_sink(lambda user, message: services.log_cluster_message(message, user=user))
         audit.set_recent(services.recent_cluster_log)
         volatile.register_collector(nodestatus.volatile_status)
+        banners.register(live_warnings)

@@ -12,12 +12,15 @@ transit, well under a millisecond): enough to warn about skewed clocks.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from replicator import faults
+
+log = logging.getLogger(__name__)
 
 Collector = Callable[[], dict[str, Any]]
 _collectors: list[Collector] = []
@@ -37,7 +40,10 @@ def now() -> float:
 def collect(node: str, nodeid: int) -> dict[str, Any]:
     data: dict[str, Any] = {"node": node, "nodeid": nodeid}
     for collector in _collectors:
-        data.update(collector())
+        try:
+            data.update(collector())
+        except Exception:  # one broken collector must not silence the node (and its clock)
+            log.exception("status collector %r failed", collector)
     stamp = now()  # taken last, right before sending
     data["clock"] = stamp
     data["time"] = int(stamp)
