@@ -33,6 +33,8 @@ from replicator.transport import Sink, Transport
 from replicator.volatile import StatusBoard
 
 log = logging.getLogger(__name__)
+# Longer than a QDevice's default sync_timeout (30 s), during which corosync refuses sends.
+SYNC_SEND_TIMEOUT = 40.0
 
 HEARTBEAT_INTERVAL = 0.5
 RECONNECT_DELAY = 1.0
@@ -97,8 +99,13 @@ class CorosyncTransport(Transport):
         self._send(b"C" + self.node_name.encode() + b"\0" + payload)
 
     def send_sync(self, message: bytes) -> None:
-        """Multicast a sync message (allowed without quorum: sync runs in every partition)."""
-        self._send(b"S" + message)
+        """Multicast a sync message (allowed without quorum: sync runs in every partition).
+
+        Corosync refuses sends (TRY_AGAIN) until its own sync after a membership change ends;
+        with a QDevice that sync waits for the device's vote, for seconds (up to its 30 s
+        sync_timeout), so a round's first message waits that long rather than failing.
+        """
+        self._send(b"S" + message, timeout=SYNC_SEND_TIMEOUT)
 
     def send_ack(self, version: int, head: str, *, broadcast: bool = True) -> None:
         self.acks.ack(self.nodeid, version, head)
@@ -112,8 +119,14 @@ class CorosyncTransport(Transport):
             self._send(b"V" + message)
 
     def quorum_needed(self) -> int:
-        """Votequorum's quorum (one vote per node), never less than 1."""
-        return max(1, self._quorum_votes)
+        """Acknowledgements a write needs: votequorum's quorum (one vote per node), at most the members here.
+
+        Without a QDevice a quorate partition has at least that many members, so this is the
+        quorum. With one, a partition can be quorate with the device's vote: a lone node plus
+        the device counts its own apply (Proxmox's pmxcfs likewise writes on such a node).
+        """
+        members = len({nodeid for nodeid, _ in self.members})
+        return max(1, min(self._quorum_votes, members) if members else self._quorum_votes)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -133,7 +146,7 @@ class CorosyncTransport(Transport):
 
     # --- sending -------------------------------------------------------------------------
 
-    def _send(self, message: bytes) -> None:
+    def _send(self, message: bytes, *, timeout: float | None = None) -> None:
         cpg = self._cpg
         if cpg is None or not self._connected:
             raise NotQuorateError("cluster not ready - no connection to corosync")
@@ -141,7 +154,7 @@ class CorosyncTransport(Transport):
             with self._inflight_lock:
                 self._inflight.append(time.monotonic())
             try:
-                cpg.mcast(message, timeout=max(self.token_timeout, 1.0))
+                cpg.mcast(message, timeout=timeout if timeout is not None else max(self.token_timeout, 1.0))
             except CorosyncError as exc:
                 with self._inflight_lock:
                     if self._inflight:

@@ -35,6 +35,7 @@ from django.db import connections
 
 from replicator import snapshot
 from replicator.applier import MAX_BATCH, Applier
+from replicator.exceptions import ReplicationError
 from replicator.models import REPLICATED_MODELS, ChangeLogEntry
 from replicator.transport import Transport
 
@@ -245,7 +246,10 @@ class Coordinator:
     def _control(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
         if kind == "confchg":
-            self._start_round(event[1], event[2])
+            try:
+                self._start_round(event[1], event[2])
+            except ReplicationError:  # this thread must outlive it; the next membership change starts a round
+                log.exception("cannot start the sync round for membership %s", event[1])
         elif kind == "lost":
             self.ready.clear()
             self.round = None
