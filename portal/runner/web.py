@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import ssl
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -90,6 +91,39 @@ def wait_for_certificate(certfile: Path, keyfile: Path, timeout: float = CERTIFI
         time.sleep(0.2)
 
 
+def watch_certificate(
+    context: ssl.SSLContext, certfile: Path, keyfile: Path, interval: float = 2.0
+) -> threading.Thread:
+    """Load a renewed node certificate into the live context (new handshakes use it; pveproxy's reload).
+
+    A node that joins a cluster gets a certificate signed by the cluster CA; ``pvecm updatecerts``
+    renews it. A missing or half-written pair is skipped until it is whole again.
+    """
+
+    def stamp() -> tuple[float, float] | None:
+        try:
+            return certfile.stat().st_mtime, keyfile.stat().st_mtime
+        except OSError:
+            return None
+
+    def run() -> None:
+        seen = stamp()
+        while True:
+            time.sleep(interval)
+            now = stamp()
+            if now is None or now == seen:
+                continue
+            try:
+                context.load_cert_chain(str(certfile), str(keyfile))
+            except (OSError, ssl.SSLError):
+                continue  # mid-replacement: try again on the next round
+            seen = now
+
+    thread = threading.Thread(target=run, name="certificate-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     from django.conf import settings
@@ -99,6 +133,8 @@ def main() -> None:
     config = build_config(
         settings.PVE_BIND_ADDRESS, settings.PVE_HTTPS_PORT, certfile, keyfile, settings.PVE_LOG_LEVEL.lower()
     )
+    if config.ssl is not None:
+        watch_certificate(config.ssl, certfile, keyfile)
     uvicorn.Server(config).run()
 
 
