@@ -15,3 +15,11 @@ class ClusterConfig(AppConfig):
         audit.set_recent(services.recent_cluster_log)
         volatile.register_collector(nodestatus.volatile_status)
         banners.register(live_warnings)
+        self._register_tasks()
+
+    def _register_tasks(self) -> None:
+        """Task errors answer in Proxmox's shape."""
+        from cluster.exceptions import TaskError
+        from portal.api.errors import register_error
+
+        register_error(TaskError, lambda exc: exc.status)

@@ -45,18 +45,6 @@ def local_stats() -> dict[str, object]:
 
 def volatile_status() -> dict[str, object]:
     """What this node publishes to the others over CPG: address, load, memory, clock, recent tasks."""
-    from cluster.models import Task
+    from cluster.task_entries import recent_tasks
 
-    tasks = [
-        {
-            "upid": task.upid,
-            "type": task.type,
-            "id": task.vmid,
-            "user": task.user,
-            "starttime": task.starttime,
-            "endtime": task.endtime,
-            "status": task.exitstatus if task.endtime else "running",
-        }
-        for task in Task.objects.order_by("-starttime")[:20]
-    ]
-    return {"ip": settings.PVE_NODE_ADDRESS or "", **local_stats(), "tasks": tasks}
+    return {"ip": settings.PVE_NODE_ADDRESS or "", **local_stats(), "tasks": recent_tasks()}

@@ -1,7 +1,8 @@
 """Tasks with UPIDs: a node-local index row plus a log file ending in ``TASK OK`` / ``TASK ERROR``.
 
-Config-only operations run inline in the request (they are quick); long operations run the
-same handle from a Celery worker.
+Config-only operations run inline in the request (they are quick); long operations are
+submitted to this node's Celery worker (``cluster.task_runner``) and write through the same
+handle there.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
 
 from cluster.models import Task
 from cluster.upid import UPID, parse_upid, process_start_ticks
+
+# A UPID names its process and second: a second task of the same process, second, type, id and
+# user gets the next free second rather than a duplicate id.
+UPID_ATTEMPTS = 60
 
 
 def log_path(upid: str) -> Path:
@@ -23,39 +29,83 @@ def log_path(upid: str) -> Path:
     return Path(settings.PVE_DATA_DIR) / "tasks" / f"{parsed.starttime & 0xF:X}" / upid
 
 
+def create_task(type_: str, id_: str, user: str, *, status: str = Task.RUNNING, **fields: object) -> Task:
+    """A new UPID of this node naming this process, with its index row and an empty log file."""
+    pid, pstart = os.getpid(), process_start_ticks()
+    starttime = int(time.time())
+    for attempt in range(UPID_ATTEMPTS):
+        upid = str(UPID(settings.PVE_NODE_NAME, pid, pstart, starttime + attempt, type_, id_, user))
+        try:
+            with transaction.atomic(using="default"):
+                task = Task.objects.create(
+                    upid=upid,
+                    node=settings.PVE_NODE_NAME,
+                    type=type_,
+                    vmid=id_,
+                    user=user,
+                    starttime=starttime + attempt,
+                    status=status,
+                    pid=pid if status == Task.RUNNING else None,
+                    pstart=pstart if status == Task.RUNNING else None,
+                    **fields,
+                )
+        except IntegrityError:
+            continue
+        path = log_path(upid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        return task
+    raise RuntimeError(f"no free UPID for {type_}:{id_}:{user} within {UPID_ATTEMPTS} s")
+
+
+def error_status(error: str) -> str:
+    """An error's exit status: its first line (Proxmox keeps one line), never empty."""
+    first = error.strip().splitlines()[0].strip() if error.strip() else ""
+    return first[:4000] or "unknown error"
+
+
 class TaskHandle:
-    """A running task: append log lines, then finish with OK or an error."""
+    """A running task: append log lines, then finish with OK, warnings or an error."""
 
     def __init__(self, type_: str, vmid: str, user: str) -> None:
-        self.upid = str(
-            UPID(
-                node=settings.PVE_NODE_NAME,
-                pid=os.getpid(),
-                pstart=process_start_ticks(),
-                starttime=int(time.time()),
-                type=type_,
-                id=vmid,
-                user=user,
-            )
-        )
-        self.path = log_path(self.upid)
+        """A new task run by this process (inline, or in a thread of it)."""
+        self._attach(create_task(type_, vmid, user).upid)
+
+    @classmethod
+    def attach(cls, upid: str) -> TaskHandle:
+        """The handle of an existing task (a worker running a submitted one)."""
+        handle = cls.__new__(cls)
+        handle._attach(upid)
+        return handle
+
+    def _attach(self, upid: str) -> None:
+        self.upid = upid
+        self.path = log_path(upid)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.touch()
-        self.task = Task.objects.create(
-            upid=self.upid, node=settings.PVE_NODE_NAME, type=type_, vmid=vmid, user=user, starttime=int(time.time())
-        )
+        self.warnings = 0
+
+    @property
+    def task(self) -> Task:
+        return Task.objects.get(upid=self.upid)
 
     def log(self, line: str) -> None:
         with open(self.path, "a") as handle:
             handle.write(line.replace("\n", " ") + "\n")
 
+    def warn(self, line: str) -> None:
+        """A warning line; the task then ends with ``TASK WARNINGS: <n>`` instead of ``TASK OK``."""
+        self.warnings += 1
+        self.log(f"WARN: {line}")
+
+    def exitstatus(self, error: str | None = None) -> str:
+        if error is not None:
+            return error_status(error)
+        return f"WARNINGS: {self.warnings}" if self.warnings else "OK"
+
     def finish(self, error: str | None = None) -> None:
-        exitstatus = "OK" if error is None else error.splitlines()[0] if error.strip() else "unknown error"
-        self.log("TASK OK" if error is None else f"TASK ERROR: {exitstatus}")
-        self.task.status = "stopped"
-        self.task.exitstatus = exitstatus
-        self.task.endtime = int(time.time())
-        self.task.save(update_fields=["status", "exitstatus", "endtime"])
+        from cluster import task_state  # it writes through log_path: imported late, not in a cycle
+
+        task_state.finish(self.upid, self.exitstatus(error))
 
 
 def run_inline(type_: str, vmid: str, user: str, work: Callable[[TaskHandle], None]) -> str:
@@ -70,11 +120,15 @@ def run_inline(type_: str, vmid: str, user: str, work: Callable[[TaskHandle], No
     return handle.upid
 
 
+def read_lines(upid: str) -> list[str]:
+    try:
+        return log_path(upid).read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+
+
 def read_log(upid: str, start: int = 0, limit: int = 50) -> tuple[list[dict[str, object]], int]:
     """Lines ``[start, start+limit)`` as ``{n, t}`` (1-based) and the total line count."""
-    try:
-        lines = log_path(upid).read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        lines = []
+    lines = read_lines(upid)
     chosen = lines[start : start + limit] if limit > 0 else lines[start:]
     return [{"n": start + i + 1, "t": text} for i, text in enumerate(chosen)], len(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from celery import Celery
@@ -16,7 +17,18 @@ app.autodiscover_tasks()
 
 @worker_process_init.connect
 def _fresh_connections(**_kwargs: object) -> None:
-    """Prefork children must not share the parent's database connections."""
+    """Prefork children must not share the parent's database connections.
+
+    The worker's main process uses the database too (it ends a task after a hard time limit),
+    so the inherited connections are dropped without a word to the server: ``close()`` would
+    end a PostgreSQL session the parent still uses. (Celery's Django fixup does the same; this
+    keeps it true whatever the fixup does.)
+    """
     from django.db import connections
 
-    connections.close_all()
+    for connection in connections.all(initialized_only=True):
+        raw = connection.connection
+        if raw is not None:
+            with contextlib.suppress(AttributeError, OSError, TypeError):
+                os.close(raw.fileno())
+            connection.connection = None

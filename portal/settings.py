@@ -150,6 +150,16 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = f"node.{PVE_NODE_NAME}"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A task message delivered to a worker that died without acknowledging it is delivered again
+# after this many seconds; the task itself never runs twice (cluster.task_runner).
+PVE_TASK_REDELIVERY_TIMEOUT = _env_int("PVE_TASK_REDELIVERY_TIMEOUT", 3600, 2, 7 * 86400)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": PVE_TASK_REDELIVERY_TIMEOUT,
+    "unacked_restore_interval": max(1, min(10, PVE_TASK_REDELIVERY_TIMEOUT // 4)),
+    "unacked_restore_throttle": 1,
+}
+# Each node's beat runs the task reconciler on its own worker (queue node.<name>).
+CELERY_BEAT_SCHEDULE = {"reconcile-tasks": {"task": "cluster.reconcile_tasks", "schedule": 60.0}}
 
 
 def _secret_key() -> str:

@@ -7,6 +7,7 @@ from django.views.generic import RedirectView
 from authz.api import manage_views as access_manage
 from authz.api import views as access
 from cluster.api import config_views as cluster_config
+from cluster.api import tasks as cluster_tasks
 from cluster.api import views as cluster
 from portal.api.routing import api_path, api_urlpatterns
 from vms.api import views as qemu
@@ -33,9 +34,11 @@ api = api_urlpatterns(
         api_path("cluster/config/nodes", cluster_config.NodesView.as_view()),
         api_path("cluster/config/nodes/{node}", cluster_config.NodeView.as_view()),
         api_path("cluster/nextid", qemu.NextIdView.as_view()),
-        api_path("nodes/{node}/tasks", cluster.TaskListView.as_view()),
-        api_path("nodes/{node}/tasks/{upid}/status", cluster.TaskStatusView.as_view()),
-        api_path("nodes/{node}/tasks/{upid}/log", cluster.TaskLogView.as_view()),
+        api_path("cluster/tasks", cluster_tasks.ClusterTasksView.as_view()),
+        api_path("nodes/{node}/tasks", cluster_tasks.TaskListView.as_view()),
+        api_path("nodes/{node}/tasks/{upid}", cluster_tasks.TaskView.as_view()),
+        api_path("nodes/{node}/tasks/{upid}/status", cluster_tasks.TaskStatusView.as_view()),
+        api_path("nodes/{node}/tasks/{upid}/log", cluster_tasks.TaskLogView.as_view()),
         api_path("nodes/{node}/qemu", qemu.QemuListView.as_view()),
         api_path("nodes/{node}/qemu/{vmid}", qemu.QemuVMView.as_view()),
         api_path("nodes/{node}/qemu/{vmid}/config", qemu.QemuConfigView.as_view()),

@@ -8,6 +8,7 @@ all-or-nothing; an error is raised from the block's exit.
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import threading
@@ -26,6 +27,15 @@ from replicator.exceptions import (
 
 CLUSTER = "cluster"
 _local = threading.local()
+
+
+def _forget_after_fork() -> None:
+    """A forked child (a Celery prefork process) must not share its parent's socket: start afresh."""
+    global _local
+    _local = threading.local()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 class _Connection:

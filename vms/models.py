@@ -39,6 +39,9 @@ class VM(ReplicatedModel):
     pool = models.ForeignKey(Pool, null=True, blank=True, on_delete=models.SET_NULL, related_name="vms")
     config = models.JSONField(default=dict, blank=True)
     lock = models.CharField(max_length=32, blank=True, default="")
+    lock_owner = models.CharField(
+        max_length=255, blank=True, default="", help_text="UPID of the task holding the lock (a lease); empty: none."
+    )
 
     class Meta:
         ordering = ["vmid"]

@@ -1,4 +1,4 @@
-"""``/version``, ``/nodes``, ``/cluster/status`` and task endpoints."""
+"""``/version``, ``/nodes`` and ``/cluster/status``; the task endpoints are in ``cluster.api.tasks``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from authz.permissions import check, has_privileges
-from cluster import clock, nodestatus, task_index
-from cluster.models import Node, Task
-from cluster.upid import parse_upid
-from portal.api import params
+from cluster import clock, nodestatus
+from cluster.models import Node
 from portal.api.errors import APIError, ParameterError
 from portal.api.views import PVEAPIView, ok
 from replicator import client
@@ -22,12 +20,12 @@ VERSION = {"version": "9.1.1", "release": "9.1", "repoid": "pve-django", "consol
 
 
 def local_node_or_error(node: str) -> Node:
-    """The node named in the path, which must be this node until requests are proxied."""
+    """The node named in the path: this one (requests for another node were forwarded to it)."""
     row = Node.objects.filter(name=node).first()
     if row is None:
         raise ParameterError({"node": f"no such cluster node '{node}'"})
-    if node != settings.PVE_NODE_NAME:
-        raise APIError(595, f"no route to node '{node}' (forwarding to other nodes is not available yet)")
+    if node != settings.PVE_NODE_NAME:  # only with forwarding disabled (PVEDisableProxy) or off
+        raise APIError(500, f"request for node '{node}' reached node '{settings.PVE_NODE_NAME}'")
     return row
 
 
@@ -102,70 +100,3 @@ def _live_status() -> dict[str, Any]:
     except ReplicationError:
         return {}
     return {**status, **answer}
-
-
-def _task_or_error(node: str, upid: str) -> Task:
-    local_node_or_error(node)
-    try:
-        parse_upid(upid)
-    except ValueError:
-        raise ParameterError({"upid": f"unable to parse worker upid '{upid}'"}) from None
-    task = Task.objects.filter(upid=upid).first()
-    if task is None:
-        raise ParameterError({"upid": "no such task"})
-    return task
-
-
-def _may_see_task(request: Request, task: Task) -> bool:
-    return task.user == getattr(request.user, "pk", None) or has_privileges(
-        request.user, f"/nodes/{task.node}", ["Sys.Audit"]
-    )
-
-
-def task_entry(task: Task) -> dict[str, Any]:
-    upid = parse_upid(task.upid)
-    entry: dict[str, Any] = {
-        "upid": task.upid,
-        "node": upid.node,
-        "pid": upid.pid,
-        "pstart": upid.pstart,
-        "starttime": upid.starttime,
-        "type": upid.type,
-        "id": upid.id,
-        "user": upid.user,
-        "status": task.status,
-    }
-    if task.status == "stopped":
-        entry["exitstatus"] = task.exitstatus
-        entry["endtime"] = task.endtime
-    return entry
-
-
-class TaskStatusView(PVEAPIView):
-    def get(self, request: Request, node: str, upid: str, **kwargs: Any) -> Response:
-        task = _task_or_error(node, upid)
-        if not _may_see_task(request, task):
-            check(request.user, f"/nodes/{node}", ["Sys.Audit"])
-        return ok(task_entry(task))
-
-
-class TaskLogView(PVEAPIView):
-    def get(self, request: Request, node: str, upid: str, **kwargs: Any) -> Response:
-        task = _task_or_error(node, upid)
-        if not _may_see_task(request, task):
-            check(request.user, f"/nodes/{node}", ["Sys.Audit"])
-        values = params.collect(request, {"node": node, "upid": upid})
-        start = params.integer(values.get("start", 0), "start", minimum=0)
-        limit = params.integer(values.get("limit", 50), "limit", minimum=0)
-        lines, total = task_index.read_log(task.upid, start, limit)
-        return ok(lines, total=total)
-
-
-class TaskListView(PVEAPIView):
-    def get(self, request: Request, node: str, **kwargs: Any) -> Response:
-        local_node_or_error(node)
-        values = params.collect(request, {"node": node})
-        start = params.integer(values.get("start", 0), "start", minimum=0)
-        limit = params.integer(values.get("limit", 50), "limit", minimum=0)
-        tasks = [t for t in Task.objects.filter(node=node)[: start + limit + 500] if _may_see_task(request, t)]
-        return ok([task_entry(t) for t in tasks[start : start + limit]], total=len(tasks))

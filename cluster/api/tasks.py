@@ -1,0 +1,207 @@
+"""Task endpoints: ``/nodes/{node}/tasks[/{upid}[/status|/log]]`` and ``/cluster/tasks``.
+
+Permissions as in Proxmox (pve-manager API2/Tasks.pm): anyone authenticated may call them;
+a task's owner sees and stops it, others need ``Sys.Audit`` (reading) or ``Sys.Modify``
+(stopping) on ``/nodes/<node>``; lists are filtered, not refused. A token's tasks are its
+user's too, a user's tasks are not its tokens'. Requests for another node never get here: the
+base view forwards them to that node.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpResponse
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from authz.permissions import check, has_privileges, principal_of
+from cluster import task_entries, task_runner
+from cluster.api.views import _live_status, local_node_or_error
+from cluster.models import Task
+from cluster.task_index import log_path, read_log
+from cluster.upid import parse_upid
+from portal.api import params
+from portal.api.errors import APIError, ParameterError
+from portal.api.views import PVEAPIView, ok
+
+LIST_PARAMETERS = {
+    "start",
+    "limit",
+    "userfilter",
+    "typefilter",
+    "vmid",
+    "errors",
+    "source",
+    "since",
+    "until",
+    "statusfilter",
+}
+STATUS_TYPES = ("ok", "warning", "error", "unknown")
+DOWNLOAD_COMPRESS_ABOVE = 1024  # bytes, as Proxmox
+
+
+def caller(request: Request) -> str:
+    return principal_of(request.user) or ""
+
+
+def owns(request: Request, task_user: str) -> bool:
+    """Proxmox's ``check_task_user``: a token only sees its own tasks, a user its own and its tokens'."""
+    user, _, _token = task_user.partition("!")
+    return caller(request) in (task_user, user) if _token else caller(request) == user
+
+
+def _reject_unknown(values: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise ParameterError(
+            {
+                name: "property is not defined in schema and the schema does not allow additional properties"
+                for name in unknown
+            }
+        )
+
+
+def _task_or_error(node: str, upid: str) -> Task:
+    local_node_or_error(node)
+    try:
+        parse_upid(upid)
+    except ValueError:
+        raise ParameterError({"upid": "unable to parse worker upid"}) from None
+    task = Task.objects.filter(upid=upid, node=node).first()
+    if task is None:
+        raise ParameterError({"upid": "no such task"})
+    return task
+
+
+def _check_task(request: Request, task: Task, privilege: str) -> None:
+    if not owns(request, task.user):
+        check(request.user, f"/nodes/{task.node}", [privilege])
+
+
+class TaskListView(PVEAPIView):
+    def get(self, request: Request, node: str, **kwargs: Any) -> Response:
+        local_node_or_error(node)
+        values = params.collect(request, {})
+        _reject_unknown(values, LIST_PARAMETERS)
+        with params.ParamCollector(values) as p:
+            start = p.integer("start", minimum=0, default=0)
+            limit = p.integer("limit", minimum=0, default=50)
+            userfilter = p.string("userfilter", max_length=128, default="")
+            typefilter = p.string("typefilter", max_length=64, default="")
+            vmid = p.integer("vmid", minimum=100, maximum=999_999_999, default=None)
+            errors = p.boolean("errors", default=0)
+            source = p.enum("source", ("archive", "active", "all"), default="archive")
+            since = p.integer("since", default=None)
+            until = p.integer("until", default=None)
+            statusfilter = p.string("statusfilter", max_length=64, default=None)
+        wanted = set(STATUS_TYPES)
+        if errors:
+            wanted.discard("ok")
+        elif statusfilter is not None:
+            wanted = {item.strip().lower() for item in statusfilter.replace(";", ",").split(",") if item.strip()}
+            if wanted - set(STATUS_TYPES):
+                raise ParameterError({"statusfilter": f"value must be a list of {', '.join(STATUS_TYPES)}"})
+        tasks = Task.objects.filter(node=node).order_by("-starttime", "-upid")
+        if source == "archive":
+            tasks = tasks.filter(status=Task.STOPPED)
+        elif source == "active":
+            tasks = tasks.exclude(status=Task.STOPPED)
+        if typefilter:
+            tasks = tasks.filter(type=typefilter)
+        if vmid is not None:
+            tasks = tasks.filter(vmid=str(vmid))
+        if since is not None:
+            tasks = tasks.filter(starttime__gte=since)
+        if until is not None:
+            tasks = tasks.filter(starttime__lte=until)
+        if userfilter:
+            tasks = tasks.filter(user__icontains=userfilter)
+        auditor = has_privileges(request.user, f"/nodes/{node}", ["Sys.Audit"])
+        matched = [
+            task
+            for task in tasks.iterator()
+            if (auditor or owns(request, task.user)) and task_entries.status_type(task) in wanted
+        ]
+        page = matched[start : start + limit] if limit > 0 else []
+        return ok([task_entries.list_entry(task) for task in page], total=len(matched))
+
+
+class TaskView(PVEAPIView):
+    def get(self, request: Request, node: str, upid: str, **kwargs: Any) -> Response:
+        _task_or_error(node, upid)
+        return ok([{"name": "log"}, {"name": "status"}])
+
+    def delete(self, request: Request, node: str, upid: str, **kwargs: Any) -> Response:
+        """Stop the task (a queued one never starts); Sys.Modify on the node unless it is the caller's."""
+        task = _task_or_error(node, upid)
+        _check_task(request, task, "Sys.Modify")
+        task_runner.stop(task.upid)
+        return ok(None)
+
+
+class TaskStatusView(PVEAPIView):
+    def get(self, request: Request, node: str, upid: str, **kwargs: Any) -> Response:
+        task = _task_or_error(node, upid)
+        _check_task(request, task, "Sys.Audit")
+        return ok(task_entries.status_entry(task))
+
+
+class TaskLogView(PVEAPIView):
+    def get(self, request: Request, node: str, upid: str, **kwargs: Any) -> Response:
+        task = _task_or_error(node, upid)
+        _check_task(request, task, "Sys.Audit")
+        values = params.collect(request, {})
+        _reject_unknown(values, {"start", "limit", "download"})
+        with params.ParamCollector(values) as p:
+            start = p.integer("start", minimum=0, default=0)
+            limit = p.integer("limit", minimum=0, default=50)
+            download = p.boolean("download", default=0)
+        if download:
+            if "start" in values or "limit" in values:
+                raise APIError(500, "'download' cannot be used together with 'start' or 'limit' parameters")
+            return _download(task)
+        lines, total = read_log(task.upid, start, limit)
+        return ok(lines, total=total)
+
+
+def _download(task: Task) -> HttpResponse:
+    """The whole log as a file, gzip-encoded above 1 KiB (as Proxmox streams it)."""
+    try:
+        content = log_path(task.upid).read_bytes()
+    except FileNotFoundError:
+        content = b""
+    upid = parse_upid(task.upid)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(upid.starttime))
+    response = HttpResponse(content_type="text/plain")
+    if len(content) > DOWNLOAD_COMPRESS_ABOVE:
+        content = gzip.compress(content)
+        response["Content-Encoding"] = "gzip"
+    response.content = content
+    response["Content-Disposition"] = f'attachment; filename="task-{upid.node}-{upid.type}-{stamp}.log"'
+    return response
+
+
+class ClusterTasksView(PVEAPIView):
+    """Recent tasks of every online node: this node's from its index, the others' from their status."""
+
+    def get(self, request: Request, **kwargs: Any) -> Response:
+        _reject_unknown(params.collect(request, {}), set())
+        local = settings.PVE_NODE_NAME
+        published: list[dict[str, Any]] = list(task_entries.recent_tasks())
+        for name, status in _live_status().get("nodes", {}).items():
+            if name != local and status.get("online"):
+                published.extend(item for item in status.get("tasks", []) if isinstance(item, dict))
+        everyone = has_privileges(request.user, "/", ["Sys.Audit"])
+        entries = []
+        for item in published:
+            entry = task_entries.cluster_entry(item)
+            if entry is None:
+                continue
+            full_user = f"{entry['user']}!{entry['tokenid']}" if "tokenid" in entry else entry["user"]
+            if everyone or owns(request, full_user):
+                entries.append(entry)
+        return ok(entries)

@@ -1,0 +1,71 @@
+"""The VM lock as a task lease: the config's ``lock`` plus ``lock_owner`` (the holding task's UPID).
+
+Taking and dropping it are replicated writes with the row's version as base, so of two tasks
+racing for one VM exactly one wins (the other's write is a conflict, re-read, and refused as
+locked); a config edit in between only makes the writer re-read and try again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.conf import settings
+
+from replicator.exceptions import ConflictError
+from vms.exceptions import VMLocked, VMNotFound
+from vms.models import VM
+
+ATTEMPTS = 5
+
+
+def _vm(key: str) -> VM:
+    vm = VM.objects.filter(vmid=int(key)).first()
+    if vm is None:
+        raise VMNotFound(int(key), settings.PVE_NODE_NAME)
+    return vm
+
+
+class VMLocks:
+    """``cluster.task_locks`` provider for kind ``vm`` (key: the vmid)."""
+
+    def check(self, key: str) -> None:
+        vm = _vm(key)
+        if vm.lock:
+            raise VMLocked(vm.vmid, vm.lock)
+
+    def acquire(self, key: str, reason: str, owner: str) -> None:
+        if not owner:
+            raise ValueError("a lease needs an owner (the task's UPID)")
+        for _attempt in range(ATTEMPTS):
+            vm = _vm(key)
+            if vm.lock:
+                if vm.lock_owner == owner:
+                    return
+                raise VMLocked(vm.vmid, vm.lock)
+            vm.lock, vm.lock_owner = reason, owner
+            try:
+                vm.save(update_fields=["lock", "lock_owner"])
+                return
+            except ConflictError:
+                continue  # the row changed since it was read: read it again
+        raise ConflictError(f"unable to lock VM {key}: its configuration keeps changing")
+
+    def release(self, key: str, owner: str) -> bool:
+        if not owner:  # a lock set by hand has no owner and is only removed by hand (qm unlock)
+            return False
+        for _attempt in range(ATTEMPTS):
+            vm = VM.objects.filter(vmid=int(key)).first()
+            if vm is None or vm.lock_owner != owner:
+                return False
+            vm.lock, vm.lock_owner = "", ""
+            try:
+                vm.save(update_fields=["lock", "lock_owner"])
+                return True
+            except ConflictError:
+                continue
+        raise ConflictError(f"unable to unlock VM {key}: its configuration keeps changing")
+
+    def held(self) -> Iterable[tuple[str, str]]:
+        return [
+            (str(vmid), owner) for vmid, owner in VM.objects.exclude(lock_owner="").values_list("vmid", "lock_owner")
+        ]
