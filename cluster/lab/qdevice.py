@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.lab import netns
-from cluster.lab.cluster import SUBNET, LabCluster, terminate_all
+from cluster.lab.cluster import SUBNET, LabCluster, LabNode, terminate_all
 from cluster.qdevice import CommandRunner, QdeviceError
 
 QNETD_ADDRESS = f"{SUBNET}.250"
@@ -96,7 +96,7 @@ class NamespaceRunner(CommandRunner):
         lab_host.root.mkdir(parents=True, exist_ok=True)
         with open(lab_host.root / "qdevice.log", "ab") as log:
             subprocess.Popen(
-                host_argv(lab_host, ["corosync-qdevice", "-f", "-d"]),
+                host_argv(lab_host, ["corosync-qdevice", "-f"]),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -132,9 +132,9 @@ def qdevice_pid(host: LabHost) -> int | None:
     return pid
 
 
-def node_host(lab: LabCluster, index: int) -> tuple[str, LabHost]:
-    node = lab.nodes[index]
-    return node.address, LabHost(node.namespace, node.directory / "qdevice-host")
+def node_host(node: LabNode) -> LabHost:
+    """A lab node as a qdevice host: its namespace, its private /etc/corosync and /run under its directory."""
+    return LabHost(node.namespace, node.directory / "qdevice-host")
 
 
 class LabQnetd:
@@ -166,7 +166,7 @@ class LabQnetd:
     def start(self, timeout: float = 30) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                host_argv(self.host, ["corosync-qnetd", "-f", "-d"]),
+                host_argv(self.host, ["corosync-qnetd", "-f"]),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -204,7 +204,7 @@ class LabQnetd:
 
 
 def lab_hosts(lab: LabCluster, qnetd: LabQnetd) -> dict[str, LabHost]:
-    hosts = dict(node_host(lab, index) for index in range(len(lab.nodes)))
+    hosts = {node.address: node_host(node) for node in lab.nodes}
     hosts[qnetd.address] = qnetd.host
     return hosts
 
@@ -219,5 +219,4 @@ def write_hosts(lab: LabCluster, qnetd: LabQnetd) -> Path:
 
 def stop_all_qdevices(lab: LabCluster) -> None:
     """Stop every node's corosync-qdevice (teardown; ``LabCluster.teardown`` also ends them by namespace)."""
-    pids = [pid for index in range(len(lab.nodes)) if (pid := qdevice_pid(node_host(lab, index)[1])) is not None]
-    terminate_all(pids, 10)
+    terminate_all([pid for node in lab.nodes if (pid := qdevice_pid(node_host(node))) is not None], 10)
