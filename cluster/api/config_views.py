@@ -139,6 +139,7 @@ class NodesView(PVEAPIView):
 
 
 class NodeView(PVEAPIView):
+    proxyto = None  # ``{node}`` here is the node being added or removed, answered by this member
     def post(self, request: Request, node: str, **kwargs: Any) -> Response:
         """addnode: the cluster side of a join; answers with the corosync authkey and corosync.conf."""
         check(request.user, "/", ["Sys.Modify"])
