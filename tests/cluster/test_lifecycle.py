@@ -111,7 +111,13 @@ def test_node2_joins_over_ssh_and_its_vm_is_carried_in(lab):
     assert manage(lab, node2, "qm", "destroy", "100").returncode == 0
     result = manage(lab, node2, "pvecm", "add", node1.address, "--ssh-fingerprint", host_key_fingerprint(node1))
     assert result.returncode == 0, result.stderr + result.stdout
-    for step in ("SSH host key of", "restart as a cluster member", "Backed up", "Carried VM(s) 201", "successfully added"):
+    for step in (
+        "SSH host key of",
+        "restart as a cluster member",
+        "Backed up",
+        "Carried VM(s) 201",
+        "successfully added",
+    ):
         assert step in result.stdout, result.stdout
     wait_converged(lab, [node1, node2])
     assert members(node2) == [("node1",), ("node2",)]
@@ -161,17 +167,29 @@ def test_join_killed_half_way_then_retried_through_the_api(lab):
     upid = body["data"]
     assert upid.startswith("UPID:node3:") and ":clusterjoin:" in upid
     wait_converged(lab, timeout=120)
-    log = ""
+
+    def serves_cluster_certificate() -> bool:
+        """node3's web answers with a certificate from the cluster CA (renewed by the join, reloaded live)."""
+        try:
+            login(lab, node3, PASSWORD)
+        except AssertionError:
+            return False
+        return True
+
+    wait_for(serves_cluster_certificate, 60, interval=1, what="node3 to serve a certificate of the cluster CA")
+    auth = login(lab, node3, PASSWORD)
 
     def finished() -> bool:
-        nonlocal log
-        code, answer = api(lab, node3, "GET", f"/nodes/node3/tasks/{upid}/status", auth=login(lab, node3, PASSWORD))
+        code, answer = api(lab, node3, "GET", f"/nodes/node3/tasks/{upid}/status", auth=auth)
         return code == 200 and answer["data"]["status"] == "stopped"
 
     wait_for(finished, 120, interval=1, what="the join task to end")
-    code, answer = api(lab, node3, "GET", f"/nodes/node3/tasks/{upid}/log", auth=login(lab, node3, PASSWORD))
+    code, answer = api(lab, node3, "GET", f"/nodes/node3/tasks/{upid}/log", auth=auth)
     log = "\n".join(line["t"] for line in answer["data"])
     assert "continuing an earlier join" in log and log.rstrip().endswith("TASK OK"), log
+    # The task is visible through another node's API too (forwarded to node3).
+    code, answer = api(lab, node1, "GET", f"/nodes/node3/tasks/{upid}/status", auth=login(lab, node1, PASSWORD))
+    assert code == 200 and answer["data"]["exitstatus"] == "OK", answer
     shown = manage(lab, node3, "pvecm", "nodes")
     assert shown.returncode == 0 and shown.stdout.count("node") >= 3 and "node3 (local)" in shown.stdout
 
