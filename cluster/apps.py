@@ -15,11 +15,14 @@ class ClusterConfig(AppConfig):
         audit.set_recent(services.recent_cluster_log)
         volatile.register_collector(nodestatus.volatile_status)
         banners.register(live_warnings)
-        self._register_tasks()
+        self._register_tasks_and_forwarding()
 
-    def _register_tasks(self) -> None:
-        """Task errors answer in Proxmox's shape."""
+    def _register_tasks_and_forwarding(self) -> None:
+        """Task errors answer in Proxmox's shape; ``/nodes/<other>/...`` is forwarded to that node."""
+        from cluster import node_routing
         from cluster.exceptions import TaskError
+        from portal.api import forwarding
         from portal.api.errors import register_error
 
         register_error(TaskError, lambda exc: exc.status)
+        forwarding.set_node_resolver(node_routing.resolve)

@@ -13,7 +13,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.api.errors import exception_handler
+from portal.api import forwarding
+from portal.api.errors import API_PREFIX, exception_handler
 from portal.api.params import check_no_body
 from portal.api.parsers import PVEFormParser
 from portal.api.renderers import CONTENT_TYPE, Envelope, PVEJSONRenderer
@@ -53,13 +54,17 @@ def ok(data: Any = None, **extra: Any) -> Response:
 class PVEAPIView(APIView):
     """Endpoint base: JSON envelope, form/JSON/multipart bodies, Proxmox errors, no pagination.
 
-    Authentication comes from settings (``DEFAULT_AUTHENTICATION_CLASSES``). ``public = True``
+    Authentication comes from settings (``DEFAULT_AUTHENTICATION_CLASSES``). A ``/nodes/<node>/...``
+    path naming another node (``proxyto``: the URL parameter holding the node) is forwarded to
+    that node once the caller is authenticated. ``public = True``
     endpoints (login, realm list) still run it, but a failed one leaves the caller anonymous and
     any caller is allowed. Unknown methods on a known path are 501, as in Proxmox. CSRF is the
     authentication class's business (``CSRFPreventionToken``), so Django's check is off.
     """
 
     public: bool = False
+    # The URL parameter naming the node that must answer (Proxmox's ``proxyto``); None: answer here.
+    proxyto: str | None = "node"
     content_negotiation_class = PVEContentNegotiation
     renderer_classes = [PVEJSONRenderer]
     parser_classes = [PVEFormParser, JSONParser, MultiPartParser]
@@ -89,9 +94,19 @@ class PVEAPIView(APIView):
         super().permission_denied(request, message=message, code=code)
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        """Proxmox's 501 for a GET/DELETE with content comes before authentication."""
+        """Proxmox's 501 for a GET/DELETE with content comes before authentication; forwarding after it."""
         check_no_body(request)
         super().initial(request, *args, **kwargs)
+        if self.proxyto and self.proxyto in kwargs and request.path.startswith(f"{API_PREFIX}/nodes/"):
+            target = forwarding.target_for(request, str(kwargs[self.proxyto]))
+            if target is not None:
+                raise forwarding.Forward(target)
+
+    def handle_exception(self, exc: Exception) -> Any:
+        """A request for another node is answered by that node (see ``portal.api.forwarding``)."""
+        if isinstance(exc, forwarding.Forward):
+            return forwarding.relay(self.request, exc.target)
+        return super().handle_exception(exc)
 
     def get_exception_handler(self) -> Any:
         """This package's handler, whatever settings say."""

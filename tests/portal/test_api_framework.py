@@ -63,6 +63,7 @@ class Open(PVEAPIView):
 
     authentication_classes: list[Any] = []
     public = True
+    proxyto = None  # these views answer for any node name ("pve"), none is forwarded
 
 
 class ThingView(Open):
