@@ -16,18 +16,21 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from io import StringIO
 from pathlib import Path
 
 import pytest
 import requests
 from django.conf import settings
 from django.db.models import Max
+from django.test import override_settings
 
 from authz import access
 from authz.models import ACLEntry, APIToken, User
 from authz.permissions import has_privileges
 from cluster import keys
 from cluster.models import Node
+from cluster.task_follow import follow_task
 from tests.harness import REPO, ReplicatorProcess, node_environment
 from vms.models import VM
 
@@ -226,3 +229,10 @@ def test_unknown_unreachable_impostor_nodes_and_loops(nodes, etc_dir):
     assert impostor.status_code == 596 and "fingerprint" in impostor.json()["message"]
     loop = root.get(nodes.url(f"/nodes/{B_NODE}/tasks"), headers={"PVEDisableProxy": "true"})
     assert loop.status_code == 500 and loop.json()["message"] == "proxy loop detected\n"
+
+
+def test_follow_a_task_on_another_node(nodes, b_task):
+    out = StringIO()
+    with override_settings(PVE_HTTPS_PORT=nodes.port):
+        assert follow_task(b_task, out) == "OK"
+    assert out.getvalue().splitlines()[-1] == "TASK OK"
