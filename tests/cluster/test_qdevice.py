@@ -250,12 +250,21 @@ def test_setup_adds_the_device_on_every_node_and_three_votes(lab):
     assert "0x00000000          1            Qdevice\n" in text
 
 
-def test_a_second_setup_is_refused_and_changes_nothing(lab):
-    first = lab.nodes[0]
+def test_a_second_setup_is_refused_and_changes_nothing_unless_forced(lab):
+    first, second = lab.nodes
     before = snapshot_state(lab)
     result = pvecm(lab, first, "qdevice", "setup", "10.213.0.250")
     assert result.returncode != 0 and "QDevice already configured!" in result.stderr
     assert snapshot_state(lab) == before
+
+    old_pids = [qdevice_pid(node_host(n)) for n in lab.nodes]
+    result = pvecm(lab, second, "qdevice", "setup", "10.213.0.250", "--force")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert [host_conf(n) for n in lab.nodes] == [conf for conf, _files in before]  # the same section: no bump
+    new_pids = [qdevice_pid(node_host(n)) for n in lab.nodes]
+    assert None not in new_pids and not set(new_pids) & set(old_pids)  # new certificates, restarted daemons
+    assert snapshot_state(lab) != before
+    wait_for(lambda: all(quorumtool(lab, n).count("A,V,NMW") == 2 for n in lab.nodes), 60, interval=0.3, what="votes")
 
 
 def test_one_node_down_the_other_stays_quorate_and_writable(lab):
