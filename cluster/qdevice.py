@@ -15,11 +15,12 @@ exec`` in the lab (``cluster.lab.qdevice.NamespaceRunner``, chosen by ``PVE_LAB_
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import ipaddress
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from django.conf import settings
@@ -62,7 +63,7 @@ class Runner(Protocol):
 
 
 class CommandRunner:
-    """Files and the corosync-qdevice service over ``run`` alone (cat, systemctl): a transport implements ``run``.
+    """Files and the corosync-qdevice service over ``run`` alone (base64, systemctl): a transport implements ``run``.
 
     An SSH transport quotes ``argv`` for the remote shell (``shlex.join``); a namespace
     transport passes it as it is.
@@ -251,7 +252,7 @@ def _exchange_certificates(
 
     out("INFO: copying CA cert and initializing on all nodes")
     for name, host in hosts.items():
-        runner.run(host, ["rm", "-rf", "--", NODE_BASE_DIR])
+        run(host, ["rm", "-rf", "--", NODE_BASE_DIR])  # a fresh database: -i refuses an existing one
         runner.put(host, f"{NODE_BASE_DIR}/{CA_FILE}", ca, 0o644)
         _log_output(out, name, run(host, [QDEVICE_CERTUTIL, "-i", "-c", f"{NODE_BASE_DIR}/{CA_FILE}"]))
 
@@ -306,20 +307,19 @@ def setup(
     hosts = node_addresses(nodes, network)
     config.quorum_device = device_section(address, algorithm)
     corosync_conf.validate(config, nodes)
-    runner = runner if runner is not None else default_runner()
     master = settings.PVE_NODE_NAME if settings.PVE_NODE_NAME in hosts else sorted(hosts)[0]
+    with _runner(runner) as remote:
+        if force:  # a running qdevice of an earlier setup holds the NSS database about to be replaced
+            for host in hosts.values():
+                remote.stop_qdevice(host)
+        _exchange_certificates(remote, address, config.cluster_name, hosts, master, out)
 
-    if force:  # a running qdevice of an earlier setup holds the NSS database about to be replaced
-        for host in hosts.values():
-            runner.stop_qdevice(host)
-    _exchange_certificates(runner, address, config.cluster_name, hosts, master, out)
-
-    out("INFO: add QDevice to cluster configuration")
-    version = corosync_conf.update_corosync(config)
-    _wait_config_version(runner, hosts, version, out)
-    for name, host in hosts.items():
-        out(f"INFO: start and enable corosync qdevice daemon on node '{name}'...")
-        runner.start_qdevice(host)
+        out("INFO: add QDevice to cluster configuration")
+        version = corosync_conf.update_corosync(config)
+        _wait_config_version(remote, hosts, version, out)
+        for name, host in hosts.items():
+            out(f"INFO: start and enable corosync qdevice daemon on node '{name}'...")
+            remote.start_qdevice(host)
     corosync_conf.reload_corosync()
     return version
 
@@ -334,20 +334,31 @@ def remove(*, runner: Runner | None = None, out: Output = print) -> int:
     if not config.quorum_device:
         raise QdeviceError("No QDevice configured!")
     hosts = node_addresses(nodes)
-    runner = runner if runner is not None else default_runner()
-    config.quorum_device = {}
-    version = corosync_conf.update_corosync(config)
-    _wait_config_version(runner, hosts, version, out)
-    run = functools.partial(check_run, runner)
-    for host in hosts.values():
-        runner.stop_qdevice(host)
-        run(host, ["rm", "-rf", "--", QDEVICE_STATE_DIR])
+    with _runner(runner) as remote:
+        config.quorum_device = {}
+        version = corosync_conf.update_corosync(config)
+        _wait_config_version(remote, hosts, version, out)
+        for host in hosts.values():
+            remote.stop_qdevice(host)
+            check_run(remote, host, ["rm", "-rf", "--", QDEVICE_STATE_DIR])
     corosync_conf.reload_corosync()
     out("Removed Qdevice.")
     return version
 
 
 # --- Helpers ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _runner(given: Runner | None) -> Iterator[Runner]:
+    """The caller's runner, or the default one, closed (its SSH connections) when done."""
+    runner = given if given is not None else default_runner()
+    try:
+        yield runner
+    finally:
+        close = getattr(runner, "close", None)
+        if given is None and close is not None:
+            close()
 
 
 def _log_output(out: Output, node: str, output: bytes) -> None:
