@@ -59,6 +59,7 @@ class CorosyncTransport(Transport):
         self._quorum: Votequorum | None = None
         self._quorate = False
         self._quorum_votes = 0
+        self._quorum_members = 0  # nodes votequorum counts as members (a QDevice not included)
         self.acks = AckTracker()
         self.board = StatusBoard()
         self._connected = False
@@ -119,14 +120,15 @@ class CorosyncTransport(Transport):
             self._send(b"V" + message)
 
     def quorum_needed(self) -> int:
-        """Acknowledgements a write needs: votequorum's quorum (one vote per node), at most the members here.
+        """Acknowledgements a write needs: votequorum's quorum (one vote per node), at most corosync's members.
 
         Without a QDevice a quorate partition has at least that many members, so this is the
         quorum. With one, a partition can be quorate with the device's vote: a lone node plus
         the device counts its own apply (Proxmox's pmxcfs likewise writes on such a node).
         """
-        members = len({nodeid for nodeid, _ in self.members})
-        return max(1, min(self._quorum_votes, members) if members else self._quorum_votes)
+        if not self._quorum_members:
+            return max(1, self._quorum_votes)
+        return max(1, min(self._quorum_votes, self._quorum_members))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -200,7 +202,8 @@ class CorosyncTransport(Transport):
         )
         self._emit(("confchg", list(self.members), (self.nodeid, self.pid)))
 
-    def _on_quorum(self, quorate: bool, _nodes: list[int]) -> None:
+    def _on_quorum(self, quorate: bool, nodes: list[int]) -> None:
+        self._quorum_members = len(nodes)
         if self._quorum is not None:
             with contextlib.suppress(CorosyncError):
                 self._quorum_votes = self._quorum.info().quorum
@@ -232,6 +235,7 @@ class CorosyncTransport(Transport):
         was = self._connected
         self._connected = False
         self._quorate = False
+        self._quorum_members = 0
         self.members = []
         self.board.members(set())
         self.last_error = reason

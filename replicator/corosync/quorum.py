@@ -20,6 +20,7 @@ VOTEQUORUM_INFO_QDEVICE_CAST_VOTE = 256
 VOTEQUORUM_INFO_QDEVICE_MASTER_WINS = 512
 VOTEQUORUM_QDEVICE_MAX_NAME_LEN = 255
 VOTEQUORUM_LOCAL_NODEID = 0  # getinfo(0) asks about the local node
+VOTEQUORUM_NODESTATE_MEMBER = 1
 CS_TRACK_CURRENT = 1
 CS_TRACK_CHANGES = 2
 CS_DISPATCH_ALL = 2
@@ -150,7 +151,9 @@ class Votequorum:
     def _quorum(self, _handle: int, _context: int, quorate: int, count: int, nodes: object) -> None:
         try:
             if self._on_quorum is not None:
-                members = [nodes[i].nodeid for i in range(count)] if count else []  # type: ignore[index]
+                # the nodes votequorum counts as members now (dead nodes and a QDevice, id 0, left out)
+                entries = [nodes[i] for i in range(count)] if count else []  # type: ignore[index]
+                members = [e.nodeid for e in entries if e.state == VOTEQUORUM_NODESTATE_MEMBER and e.nodeid]
                 self._on_quorum(bool(quorate), members)
         except BaseException as exc:  # must not unwind into C; re-raised by dispatch()
             self._errors.append(exc)
