@@ -79,15 +79,18 @@ def join_over_ssh(
     join.assert_joinable(force=force)
     ssh_keys.ensure_root_key()
     progress(f"connecting to {host} over SSH")
+    known_hosts = Path(settings.PVE_SSH_DIR) / "known_hosts"
     with ssh.connect(
         host,
         port=port or settings.PVE_SSH_PORT,
         password=password,
         key_file=ssh_keys.root_key_path(),
+        known_hosts=known_hosts,
         expected_fingerprint=ssh_fingerprint,
         confirm=confirm,
     ) as conn:
         progress(f"SSH host key of {host}: {ssh_keys.fingerprint(conn.host_key)}")
+        ssh.remember_host_key(known_hosts, host, conn.host_key)
         info = _remote_json(conn, ["pvecm", "joininfo"])
         _check_info(info, fingerprint, progress)
         vms = join.local_vms()

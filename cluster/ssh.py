@@ -147,6 +147,20 @@ def connect(
     return Connection(client, host, policy.accepted or (_key_line(remote_key) if remote_key else ""))
 
 
+def remember_host_key(known_hosts: Path, host: str, key_line: str) -> None:
+    """Add ``host``'s verified key to a known-hosts file (as ssh does after the operator said yes)."""
+    try:
+        lines = known_hosts.read_text().splitlines()
+    except FileNotFoundError:
+        lines = []
+    entry = f"{host} {key_line}"
+    if entry in lines:
+        return
+    known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(known_hosts, "a") as handle:
+        handle.write(entry + "\n")
+
+
 def ask_on_terminal(hostname: str, shown: str) -> bool:
     """The interactive confirmation, as ssh asks it (only on a terminal)."""
     if not sys.stdin.isatty():

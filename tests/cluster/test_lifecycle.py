@@ -154,6 +154,16 @@ def test_join_killed_half_way_then_retried_through_the_api(lab):
     assert killed.returncode == -9
     assert ("node3",) in members(node1) and not status(node3)["clustered"]
     assert status(node1)["quorate"]  # two of three votes
+    # node3 remembered node1's host key; a different key at that address now is refused outright.
+    known = node3.directory / "ssh" / "known_hosts"
+    assert f"{node1.address} ssh-ed25519" in known.read_text()
+    other_key = (lab.nodes[1].directory / "sshd" / "ssh_host_ed25519_key.pub").read_text().split()[1]
+    good = known.read_text()
+    known.write_text(good.replace(good.split()[2], other_key))
+    changed = manage(lab, node3, "pvecm", "add", node1.address)
+    assert changed.returncode != 0 and "changed" in changed.stderr and "man-in-the-middle" in changed.stderr
+    assert not status(node3)["clustered"] and not (node3.directory / "corosync" / "authkey").exists()
+    known.write_text(good)
     auth = login(lab, node3, PASSWORD)
     code, body = api(
         lab,
@@ -237,3 +247,13 @@ def test_two_node_cluster_with_one_node_down_is_read_only_until_expected_1(lab):
         lab.heal()
     wait_converged(lab, [node1, node2], timeout=90)
     assert query(node2, "SELECT COUNT(*) FROM authz_pool WHERE poolid = 'two-after-expected'") == [(1,)]
+
+
+def test_updatecerts_renews_the_node_certificate_cluster_wide(lab):
+    node1, node2, _node3 = lab.nodes
+    before = query(node1, "SELECT ssl_fingerprint FROM cluster_node WHERE name = 'node2'")[0][0]
+    renewed = manage(lab, node2, "pvecm", "updatecerts", "--force")
+    assert renewed.returncode == 0 and "new certificate for node2" in renewed.stdout, renewed.stderr
+    wait_converged(lab, [node1, node2])
+    after = query(node1, "SELECT ssl_fingerprint FROM cluster_node WHERE name = 'node2'")[0][0]
+    assert after != before and after == tls_fingerprint(node2)
