@@ -22,6 +22,7 @@ from portal.api.errors import APIError, ParameterError
 from portal.api.views import PVEAPIView, ok
 
 NODE_NAME = r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+CLUSTER_NAME = r"[A-Za-z0-9]([A-Za-z0-9-]{0,13}[A-Za-z0-9])?"
 FINGERPRINT = r"([A-Fa-f0-9]{2}:){31}[A-Fa-f0-9]{2}"
 
 
@@ -59,7 +60,7 @@ class ConfigIndexView(PVEAPIView):
     def post(self, request: Request, **kwargs: Any) -> Response:
         check(request.user, "/", ["Sys.Modify"])
         values = params.collect(request, {})
-        name = params.string(values.get("clustername"), "clustername", max_length=15)
+        name = params.string(values.get("clustername"), "clustername", max_length=15, pattern=CLUSTER_NAME)
         nodeid = params.integer(values["nodeid"], "nodeid", minimum=1) if "nodeid" in values else None
         votes = params.integer(values.get("votes", 1), "votes", minimum=1)
         try:
@@ -140,6 +141,7 @@ class NodesView(PVEAPIView):
 
 class NodeView(PVEAPIView):
     proxyto = None  # ``{node}`` here is the node being added or removed, answered by this member
+
     def post(self, request: Request, node: str, **kwargs: Any) -> Response:
         """addnode: the cluster side of a join; answers with the corosync authkey and corosync.conf."""
         check(request.user, "/", ["Sys.Modify"])
