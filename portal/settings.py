@@ -157,6 +157,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": PVE_TASK_REDELIVERY_TIMEOUT,
     "unacked_restore_interval": max(1, min(10, PVE_TASK_REDELIVERY_TIMEOUT // 4)),
     "unacked_restore_throttle": 1,
+    # The restore sweep's lock in redis: a worker killed while holding it must not hold up
+    # redelivery for long (kombu's default is 300 s).
+    "unacked_mutex_expire": min(300, max(5, PVE_TASK_REDELIVERY_TIMEOUT)),
 }
 # Each node's beat runs the task reconciler on its own worker (queue node.<name>).
 CELERY_BEAT_SCHEDULE = {"reconcile-tasks": {"task": "cluster.reconcile_tasks", "schedule": 60.0}}

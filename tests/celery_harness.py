@@ -21,6 +21,14 @@ from tests.harness import REPO
 OPERATIONS_MODULE = "tests.cluster.task_operations"
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 class RedisServer:
     """A private redis-server listening only on ``socket_path`` (as the node runner starts it)."""
 
@@ -119,8 +127,13 @@ class CeleryWorker:
     def kill9(self) -> None:
         """SIGKILL the whole worker (main process and pool) at once, as a crash or OOM kill would."""
         assert self.process is not None
+        pool = self.children()
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(_running(pid) for pid in pool):  # SIGKILL lands asynchronously
+            assert time.monotonic() < deadline, "the worker's pool survived SIGKILL"
+            time.sleep(0.01)
 
     def stop(self) -> None:
         """Warm shutdown (running tasks finish), then anything left of the group is killed."""
