@@ -16,10 +16,6 @@ class UnknownOperation(TaskError):
         super().__init__(f"unknown task operation '{name}'")
 
 
-class LockHeld(TaskError):
-    """The object is locked by another task (or by hand): Proxmox's ``VM is locked (<reason>)``."""
-
-
 class TaskFailed(TaskError):
     """A followed task ended with an error; the message is its exit status."""
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
+
 from cluster.models import Task
 from cluster.upid import parse_upid
 
@@ -58,6 +60,35 @@ def list_entry(task: Task) -> dict[str, Any]:
     else:
         entry["status"] = "RUNNING"
     return entry
+
+
+def node_tasks(
+    node: str,
+    *,
+    source: str = "archive",
+    typefilter: str = "",
+    vmid: int | None = None,
+    since: int | None = None,
+    until: int | None = None,
+    userfilter: str = "",
+) -> QuerySet[Task]:
+    """A node's tasks, newest first, with ``GET /nodes/{node}/tasks``'s filters that the database can apply."""
+    tasks = Task.objects.filter(node=node).order_by("-starttime", "-upid")
+    if source == "archive":
+        tasks = tasks.filter(status=Task.STOPPED)
+    elif source == "active":
+        tasks = tasks.exclude(status=Task.STOPPED)
+    if typefilter:
+        tasks = tasks.filter(type=typefilter)
+    if vmid is not None:
+        tasks = tasks.filter(vmid=str(vmid))
+    if since is not None:
+        tasks = tasks.filter(starttime__gte=since)
+    if until is not None:
+        tasks = tasks.filter(starttime__lte=until)
+    if userfilter:
+        tasks = tasks.filter(user__icontains=userfilter)  # Proxmox: m/\Q$userfilter\E/i
+    return tasks
 
 
 def published(task: Task) -> dict[str, Any]:

@@ -84,10 +84,6 @@ class TaskHandle:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.warnings = 0
 
-    @property
-    def task(self) -> Task:
-        return Task.objects.get(upid=self.upid)
-
     def log(self, line: str) -> None:
         with open(self.path, "a") as handle:
             handle.write(line.replace("\n", " ") + "\n")

@@ -85,8 +85,8 @@ def _check_task(request: Request, task: Task, privilege: str) -> None:
 class TaskListView(PVEAPIView):
     def get(self, request: Request, node: str, **kwargs: Any) -> Response:
         local_node_or_error(node)
-        values = params.collect(request, {})
-        _reject_unknown(values, LIST_PARAMETERS)
+        values = params.collect(request, {"node": node})
+        _reject_unknown(values, LIST_PARAMETERS | {"node"})
         with params.ParamCollector(values) as p:
             start = p.integer("start", minimum=0, default=0)
             limit = p.integer("limit", minimum=0, default=50)
@@ -105,21 +105,9 @@ class TaskListView(PVEAPIView):
             wanted = {item.strip().lower() for item in statusfilter.replace(";", ",").split(",") if item.strip()}
             if wanted - set(STATUS_TYPES):
                 raise ParameterError({"statusfilter": f"value must be a list of {', '.join(STATUS_TYPES)}"})
-        tasks = Task.objects.filter(node=node).order_by("-starttime", "-upid")
-        if source == "archive":
-            tasks = tasks.filter(status=Task.STOPPED)
-        elif source == "active":
-            tasks = tasks.exclude(status=Task.STOPPED)
-        if typefilter:
-            tasks = tasks.filter(type=typefilter)
-        if vmid is not None:
-            tasks = tasks.filter(vmid=str(vmid))
-        if since is not None:
-            tasks = tasks.filter(starttime__gte=since)
-        if until is not None:
-            tasks = tasks.filter(starttime__lte=until)
-        if userfilter:
-            tasks = tasks.filter(user__icontains=userfilter)
+        tasks = task_entries.node_tasks(
+            node, source=source, typefilter=typefilter, vmid=vmid, since=since, until=until, userfilter=userfilter
+        )
         auditor = has_privileges(request.user, f"/nodes/{node}", ["Sys.Audit"])
         matched = [
             task
@@ -154,8 +142,8 @@ class TaskLogView(PVEAPIView):
     def get(self, request: Request, node: str, upid: str, **kwargs: Any) -> Response:
         task = _task_or_error(node, upid)
         _check_task(request, task, "Sys.Audit")
-        values = params.collect(request, {})
-        _reject_unknown(values, {"start", "limit", "download"})
+        values = params.collect(request, {"node": node, "upid": upid})
+        _reject_unknown(values, {"node", "upid", "start", "limit", "download"})
         with params.ParamCollector(values) as p:
             start = p.integer("start", minimum=0, default=0)
             limit = p.integer("limit", minimum=0, default=50)

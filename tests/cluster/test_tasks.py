@@ -342,3 +342,28 @@ def test_log_paging_and_download(root):
     both = root.get(f"{API}/nodes/{NODE}/tasks/{upid}/log?download=1&start=0")
     assert both.status_code == 500
     assert Path(task_index.log_path(upid)).stat().st_size > 1024
+
+
+def test_list_filters_source_vmid_user_and_time(root):
+    done = task_index.run_inline("testfilter", "7609", "filter-user@pve", lambda task: None)
+    other = task_index.run_inline("testfilter", "7608", "root@pam", lambda task: None)
+    active = task_index.TaskHandle("testfilter", "7609", "root@pam")
+    base = f"{API}/nodes/{NODE}/tasks?typefilter=testfilter&limit=100"
+
+    def upids(query: str) -> list[str]:
+        answer = root.get(base + query)
+        assert answer.status_code == 200, answer.content
+        return [item["upid"] for item in answer.json()["data"]]
+
+    assert set(upids("")) == {done, other}  # archive by default: finished tasks only
+    assert upids("&source=active") == [active.upid]
+    assert set(upids("&source=all")) == {done, other, active.upid}
+    assert set(upids("&source=all&vmid=7609")) == {done, active.upid}
+    assert upids("&userfilter=FILTER-user") == [done]  # a case-insensitive substring, as Proxmox
+    started = parse_upid(done).starttime
+    assert done in upids(f"&since={started}&until={started}") and not upids(f"&since={started + 3600}")
+    running = root.get(base + "&source=active").json()["data"][0]
+    assert running["status"] == "RUNNING" and "endtime" not in running
+    unknown = root.get(base + "&color=blue")
+    assert unknown.status_code == 400 and "color" in unknown.json()["errors"]
+    active.finish()

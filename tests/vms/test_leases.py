@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 import pytest
 from django.db import connections
@@ -22,13 +23,14 @@ def owner(number: int) -> str:
 
 
 @pytest.fixture
-def vm() -> VM:
+def vm() -> Iterator[VM]:
     existing = VM.objects.filter(vmid=7650).first()
     if existing is not None:
         existing.delete()
     created = VM(vmid=7650, node_id=NODE, config={"name": "lease"})
     created.save()
-    return created
+    yield created
+    VM.objects.filter(vmid=7650).delete()
 
 
 def test_racing_acquirers_get_exactly_one_lease(vm):
