@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 
 from django.contrib.auth.hashers import check_password, make_password
@@ -16,9 +17,19 @@ AUTHKEY = "priv/authkey.key"
 AUTHKEY_PUB = "authkey.pub"
 AUTHKEY_PUB_OLD = "authkey.pub.old"
 WWW_KEY = "pve-www.key"
-_DUMMY_HASH = make_password("not-a-real-password-used-for-timing")
 _LOCAL_REALMS = ("pam", "pve")
-_DUMMY_TOKEN_HASH = tickets.hash_token_secret("00000000-0000-0000-0000-000000000000")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A password hash to check unknown users against (same work, same answer); made on first use,
+    not at import: hashing costs about half a second, which every process start would pay."""
+    return make_password("not-a-real-password-used-for-timing")
+
+
+@functools.cache
+def _dummy_token_hash() -> str:
+    return tickets.hash_token_secret("00000000-0000-0000-0000-000000000000")
 
 
 def _key(path: str) -> bytes | None:
@@ -39,7 +50,7 @@ def user_from_api_token(tokenid: str, secret: str) -> User | None:
 
     token = APIToken.objects.filter(tokenid=tokenid).select_related("user").first()
     if token is None:
-        tickets.verify_token_secret(secret, _DUMMY_TOKEN_HASH)  # same work for unknown tokens
+        tickets.verify_token_secret(secret, _dummy_token_hash())  # same work for unknown tokens
         return None
     if not tickets.verify_token_secret(secret, token.secret_hash):
         return None
@@ -85,7 +96,7 @@ def authenticate_password(username: str, password: str, realm: str | None = None
             raise AuthenticationFailed()
         return user
     if user is None or user.realm_id not in _LOCAL_REALMS or not user.password:
-        check_password(password, _DUMMY_HASH)  # same work for unknown users
+        check_password(password, _dummy_hash())  # same work for unknown users
         raise AuthenticationFailed()
     if not check_password(password, user.password) or not user.is_active:
         raise AuthenticationFailed()
@@ -100,7 +111,7 @@ def login(username: str, password: str, realm: str | None = None, *, rhost: str 
     key = username if realm is None or "@" in username else f"{username}@{realm}"
     where = f" from {rhost}" if rhost else ""
     if throttle.blocked(key):
-        check_password(password, _DUMMY_HASH)  # the same work and answer as a wrong password
+        check_password(password, _dummy_hash())  # the same work and answer as a wrong password
         time.sleep(throttle.MAX_DELAY)
         raise AuthenticationFailed()
     try:

@@ -32,17 +32,6 @@ def remote_manage(args: list[str]) -> list[str]:
     return ["sh", "-c", script, "sh", sys.executable, str(REPO / "manage.py"), *args]
 
 
-def _remote_json(conn: ssh.Connection, args: list[str]) -> dict[str, Any]:
-    result = conn.run(remote_manage(args))
-    if result.returncode != 0:
-        message = (result.stderr.strip() or result.stdout.strip()).splitlines()
-        raise join.JoinError(f"'pvecm {args[1]}' on {conn.host} failed: {message[-1] if message else 'no output'}")
-    try:
-        return json.loads(result.stdout)
-    except ValueError:
-        raise join.JoinError(f"'pvecm {args[1]}' on {conn.host} gave no JSON answer: {result.stdout[:200]!r}") from None
-
-
 def normalise_fingerprint(value: str) -> str:
     return value.replace(":", "").strip().upper()
 
@@ -91,8 +80,6 @@ def join_over_ssh(
     ) as conn:
         progress(f"SSH host key of {host}: {ssh_keys.fingerprint(conn.host_key)}")
         ssh.remember_host_key(known_hosts, host, conn.host_key)
-        info = _remote_json(conn, ["pvecm", "joininfo"])
-        _check_info(info, fingerprint, progress)
         vms = join.local_vms()
         args = ["pvecm", "addnode", settings.PVE_NODE_NAME, "--new_node_ip", local_address(), "--votes", str(votes)]
         if nodeid is not None:
@@ -101,8 +88,31 @@ def join_over_ssh(
             args += ["--vmids", ",".join(str(vm["vmid"]) for vm in vms)]
         if force:
             args.append("--force")
+        # One remote process: it prints the join information, waits for our go, then adds us.
+        dialogue = conn.dialogue(remote_manage([*args, "--confirm-on-stdin"]))
+        first = dialogue.readline()
+        try:
+            info = json.loads(first)
+        except ValueError:
+            result = dialogue.finish()
+            message = (result.stderr.strip() or first.strip() or "no output").splitlines()[-1]
+            raise join.JoinError(f"'pvecm addnode' on {host} failed: {message}") from None
+        try:
+            _check_info(info, fingerprint, progress)
+        except join.JoinError:
+            dialogue.send("abort")
+            dialogue.finish()
+            raise
         progress(f"asking {host} to add node {settings.PVE_NODE_NAME} ({local_address()})")
-        answer = _remote_json(conn, args)
+        dialogue.send("add")
+        result = dialogue.finish()
+        if result.returncode != 0:
+            message = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1]
+            raise join.JoinError(f"'pvecm addnode' on {host} failed: {message}")
+        try:
+            answer = json.loads(result.stdout)
+        except ValueError:
+            raise join.JoinError(f"'pvecm addnode' on {host} gave no JSON answer: {result.stdout[:200]!r}") from None
     for warning in answer.get("warnings", []):
         progress(f"WARNING: {warning}")
     join.crash_point("after_addnode")

@@ -11,6 +11,7 @@ import getpass
 import json
 import os
 import sys
+import time
 from typing import Any
 
 from django.core.management.base import CommandError
@@ -45,6 +46,9 @@ def add_parsers(sub: Any) -> None:
     addnode.add_argument("--votes", type=int, default=1)
     addnode.add_argument("--vmids", default="", help="comma-separated VMIDs the joining node holds")
     addnode.add_argument("--force", action="store_true")
+    addnode.add_argument(
+        "--confirm-on-stdin", action="store_true", help="print the join information, add only after 'add' on stdin"
+    )
     delnode = sub.add_parser("delnode", help="remove a node from the cluster")
     delnode.add_argument("node", help="node name or address")
     delnode.add_argument("--force", action="store_true", help="also drop the configs of VMs the node still owns")
@@ -73,8 +77,10 @@ def _vmids(text: str) -> list[int]:
 
 
 def handle(verb: str, options: dict[str, Any], out: Any) -> None:
+    started = time.monotonic()
+
     def progress(line: str) -> None:
-        out.write(line)
+        out.write(f"[{time.monotonic() - started:6.1f}s] {line}")
         out.flush()
 
     try:
@@ -83,6 +89,11 @@ def handle(verb: str, options: dict[str, Any], out: Any) -> None:
         elif verb == "add":
             _add(options, progress)
         elif verb == "addnode":
+            if options["confirm_on_stdin"]:
+                out.write(json.dumps(membership.join_info()))
+                out.flush()
+                if sys.stdin.readline().strip() != "add":
+                    raise CommandError("join aborted by the joining node")
             answer = membership.add_node(
                 options["node"],
                 options["new_node_ip"],

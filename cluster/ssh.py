@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paramiko
 
@@ -58,6 +59,33 @@ class Result:
     stderr: str
 
 
+class Dialogue:
+    """A remote process read and written line by line; ``finish`` collects the rest and the exit code."""
+
+    def __init__(self, host: str, stdin: Any, stdout: Any, stderr: Any) -> None:
+        self.host, self.stdin, self.stdout, self.stderr = host, stdin, stdout, stderr
+
+    def readline(self) -> str:
+        try:
+            return self.stdout.readline()
+        except (OSError, paramiko.SSHException) as exc:
+            raise SSHError(f"command on {self.host} failed: {exc}") from None
+
+    def send(self, line: str) -> None:
+        self.stdin.write(line + "\n")
+        self.stdin.flush()
+
+    def finish(self) -> Result:
+        try:
+            self.stdin.channel.shutdown_write()
+            out = self.stdout.read().decode(errors="replace")
+            err = self.stderr.read().decode(errors="replace")
+            code = self.stdout.channel.recv_exit_status()
+        except (OSError, paramiko.SSHException) as exc:
+            raise SSHError(f"command on {self.host} failed: {exc}") from None
+        return Result(code, out, err)
+
+
 class Connection:
     """An open SSH session to one node; ``run`` executes an argv there."""
 
@@ -79,6 +107,14 @@ class Connection:
         except (OSError, paramiko.SSHException) as exc:
             raise SSHError(f"command on {self.host} failed: {exc}") from None
         return Result(code, out, err)
+
+    def dialogue(self, argv: list[str], *, timeout: float = 120) -> Dialogue:
+        """Start ``argv`` and talk to it line by line (one remote process for a question and its answer)."""
+        try:
+            stdin, stdout, stderr = self.client.exec_command(shlex.join(argv), timeout=timeout)
+        except (OSError, paramiko.SSHException) as exc:
+            raise SSHError(f"command on {self.host} failed: {exc}") from None
+        return Dialogue(self.host, stdin, stdout, stderr)
 
     def close(self) -> None:
         self.client.close()

@@ -27,6 +27,7 @@ MAX_RESTARTS = 5  # restarts of one child within RESTART_WINDOW before the runne
 RESTART_WINDOW = 60.0
 STOP_TIMEOUT = 10.0  # SIGTERM, then SIGKILL after this many seconds
 TAIL_LINES = 20
+RESTART_EXIT_CODE = 75  # a child exiting with this wants to be started again at once (replicator.daemon)
 
 
 @dataclass
@@ -181,6 +182,12 @@ class Supervisor:
         """Restart dead children with backoff; GiveUp after too many restarts in the window."""
         for child in self.children:
             if self.stopping.is_set() or child.alive():
+                continue
+            if child.exit_code() == RESTART_EXIT_CODE:
+                # Asked to be started again (the replicator switching to cluster membership): no
+                # backoff, and not a failure counted towards giving up.
+                log.info("%s asked to be restarted", child.spec.name)
+                self._start_child(child)
                 continue
             now = time.monotonic()
             while child.restarts and now - child.restarts[0] > self.window:

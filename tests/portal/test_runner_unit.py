@@ -362,3 +362,18 @@ def test_uvicorn_config_of_the_web_process_uses_the_hardened_context(tmp_path):
     assert config.ssl.minimum_version == ssl.TLSVersion.TLSv1_2
     assert _handshake(config.ssl, ssl.TLSVersion.TLSv1_1)[0] is None
     assert _handshake(config.ssl, ssl.TLSVersion.TLSv1_3)[0] == "TLSv1.3"
+
+
+def test_a_child_asking_to_be_restarted_is_started_again_at_once_and_not_counted(tmp_path):
+    restarter = [sys.executable, "-c", "import sys; sys.exit(75)"]
+    supervisor = Supervisor([ChildSpec("replicator", restarter)], tmp_path, max_restarts=1, backoff=lambda n: 30)
+    supervisor.start()
+    try:
+        for _ in range(5):  # would give up after one counted restart, or wait 30 s of backoff
+            supervisor.children[0].process.wait(timeout=10)
+            started = time.monotonic()
+            supervisor.watch_once()
+            assert time.monotonic() - started < 5
+        assert not supervisor.children[0].restarts
+    finally:
+        supervisor.stop()

@@ -18,6 +18,8 @@ SPLIT_BRAIN_WARNING = (
 
 
 class Command(BaseCommand):
+    # No system checks: joins run this command over SSH on the cluster node, and checks add a second.
+    requires_system_checks: list[str] = []
     help = "Cluster membership and quorum (pvecm status, pvecm nodes, pvecm expected N)."
 
     def add_arguments(self, parser: CommandParser) -> None:
