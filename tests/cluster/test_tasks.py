@@ -253,7 +253,7 @@ def test_worker_killed_mid_task_leaves_no_stale_lock_and_never_runs_twice(
     runs = tmp_path / "runs"
     lock = LockSpec("vm", str(vmid), "backup")
     upid = task_runner.submit("vzdump", str(vmid), "root@pam", "test.sleep", lock=lock, seconds=4, runs=str(runs))
-    wait_for(lambda: vm_lock(vmid) == ("backup", upid), what="the lease")
+    wait_for(lambda: vm_lock(vmid) == ("backup", upid) and runs.exists(), what="the lease and the work to start")
     celery_worker.kill9()
     assert status(root, upid)["status"] == "running"  # the row cannot know yet
     assert task_reconcile.reconcile()["ended"] >= 1
@@ -273,7 +273,7 @@ def test_restarted_worker_ends_the_dead_task_by_itself(root, celery_worker, vms,
     runs = tmp_path / "runs"
     lock = LockSpec("vm", str(vmid), "backup")
     upid = task_runner.submit("vzdump", str(vmid), "root@pam", "test.sleep", lock=lock, seconds=4, runs=str(runs))
-    wait_for(lambda: vm_lock(vmid) == ("backup", upid), what="the lease")
+    wait_for(lambda: vm_lock(vmid) == ("backup", upid) and runs.exists(), what="the lease and the work to start")
     celery_worker.kill9()
     celery_worker.start()  # its start-up reconcile, or the redelivered message, ends the task
     assert wait_stopped(root, upid, timeout=30)["exitstatus"] == task_runner.WORKER_LOST
