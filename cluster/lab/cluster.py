@@ -84,6 +84,7 @@ class LabCluster:
         self.cluster_name = cluster_name
         self.root_password = root_password
         self.orphan_pids: dict[str, int] = {}  # processes started by another process (``from_state``)
+        self.standalone = False  # nodes start unclustered (``cluster.lab.standalone``)
         self.nodes = [
             LabNode(
                 nodeid=i,

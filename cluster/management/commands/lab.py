@@ -21,7 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from cluster.lab import netns, services
+from cluster.lab import netns, services, standalone
 from cluster.lab.cluster import HOST_ADDRESS, SUBNET, LabCluster, LabNode
 
 
@@ -31,9 +31,15 @@ def _state_path() -> Path:
 
 def _load() -> LabCluster:
     try:
-        return LabCluster.from_state(json.loads(_state_path().read_text()))
+        state = json.loads(_state_path().read_text())
     except FileNotFoundError:
         raise CommandError("no lab is up (run: manage.py lab up --nodes 3)") from None
+    lab = LabCluster.from_state(state)
+    if state.get("standalone"):
+        lab.standalone = True
+        for node in lab.nodes:
+            node.env.update(standalone.standalone_environment(node))
+    return lab
 
 
 def _save(lab: LabCluster) -> None:
@@ -42,7 +48,7 @@ def _save(lab: LabCluster) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as file:
-        json.dump(lab.state(), file)
+        json.dump({**lab.state(), "standalone": lab.standalone}, file)
 
 
 def _password() -> str:
@@ -66,6 +72,11 @@ class Command(BaseCommand):
         up = sub.add_parser("up", help="create the namespaces, start corosync and a node runner on every node")
         up.add_argument("--nodes", type=int, default=3)
         up.add_argument("--root-password", default=None, help="password of root@pam (default: generated)")
+        up.add_argument(
+            "--standalone",
+            action="store_true",
+            help="start unclustered nodes, each with its own sshd, to try pvecm create and pvecm add",
+        )
         sub.add_parser("status", help="quorum and version of every node's replicator")
         sub.add_parser("down", help="stop everything and remove every namespace the lab made")
         partition = sub.add_parser("partition", help="cut one node's link")
@@ -78,7 +89,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         verb = options["verb"]
         if verb == "up":
-            self._up(options["nodes"], options["root_password"] or _password())
+            self._up(options["nodes"], options["root_password"] or _password(), options["standalone"])
             return
         lab = _with_web(_load())
         if verb == "down":
@@ -95,13 +106,14 @@ class Command(BaseCommand):
         elif verb == "exec":
             node = self._node(lab, options["node"])
             argv = options["argv"][1:] if options["argv"][:1] == ["--"] else options["argv"]
-            etc = node.directory / "etc" / "pve"
-            etc.mkdir(parents=True, exist_ok=True)
-            (etc / "corosync.conf").write_text((node.directory / "corosync.conf").read_text())
+            if not lab.standalone:
+                etc = node.directory / "etc" / "pve"
+                etc.mkdir(parents=True, exist_ok=True)
+                (etc / "corosync.conf").write_text((node.directory / "corosync.conf").read_text())
             env = {**services.without_host_settings(dict(os.environ)), **node.env}
             os.execvpe("ip", ["ip", "netns", "exec", node.namespace, *argv], env)
 
-    def _up(self, size: int, password: str) -> None:
+    def _up(self, size: int, password: str, alone: bool = False) -> None:
         if _state_path().exists():
             raise CommandError(f"a lab is already up ({_state_path()}); run: manage.py lab down")
         if not 1 <= size <= 16:
@@ -120,9 +132,15 @@ class Command(BaseCommand):
         lab = _with_web(LabCluster(Path(settings.PVE_DATA_DIR) / "lab", size, root_password=password))
         try:
             self._progress(started, f"network: {SUBNET}.0/24, host {HOST_ADDRESS} on {lab.host_port}")
-            lab.up()
-            lab.connect_host()
-            self._progress(started, f"corosync ready on {size} nodes; starting the node runners")
+            if alone:
+                lab.standalone = True
+                standalone.up_standalone(lab)
+                lab.connect_host()
+                self._progress(started, f"sshd ready on {size} standalone nodes; starting the node runners")
+            else:
+                lab.up()
+                lab.connect_host()
+                self._progress(started, f"corosync ready on {size} nodes; starting the node runners")
             lab.start_services("node", timeout=180)
             self._progress(started, "replicators quorate and in sync")
             for node in lab.nodes:
@@ -141,6 +159,19 @@ class Command(BaseCommand):
             )
         self.stdout.write(f"login: root@pam, password {password}")
         self.stdout.write(f"cluster CA: {services.ca_path(lab.nodes[0].directory)}")
+        if alone:
+            from cluster.keys import certificate_fingerprint
+
+            first = lab.nodes[0]
+            cert = first.directory / "etc" / "pve" / "nodes" / first.name / "pve-ssl.pem"
+            self.stdout.write(
+                "try: manage.py lab exec node1 -- .venv/bin/python manage.py pvecm create lab\n"
+                "     manage.py lab exec node2 -- .venv/bin/python manage.py pvecm add "
+                f"{first.address} --use-api --fingerprint {certificate_fingerprint(cert.read_bytes())} --password-file -\n"
+                "     (type the root@pam password above; or authorize node2's ssh/id_ed25519.pub in "
+                "node1/sshd/authorized_keys and join over SSH)"
+            )
+            return
         self.stdout.write(
             "try: manage.py lab status; manage.py lab exec node1 -- .venv/bin/python manage.py pvecm status"
         )
