@@ -1,21 +1,19 @@
 """``/cluster/config``: create a cluster, join one (over the API, as Proxmox's GUI does), add and remove nodes.
 
 Every endpoint needs ``Sys.Audit`` (reading) or ``Sys.Modify`` (changing) on ``/``, as in
-Proxmox. Create and join run as tasks (``clustercreate``, ``clusterjoin``) and answer with the
-UPID at once; adding and removing a node are single replicated changes answered directly.
+Proxmox. Create and join run as tasks of this node's Celery worker (``clustercreate``,
+``clusterjoin``) and answer with the UPID at once; adding and removing a node are single replicated changes answered directly.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
-from django.db import connections
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from authz.permissions import check
-from cluster import corosync_conf, join, membership, task_index
+from cluster import corosync_conf, join, membership, task_runner
 from cluster.models import Node
 from portal.api import params
 from portal.api.errors import APIError, ParameterError
@@ -28,28 +26,6 @@ FINGERPRINT = r"([A-Fa-f0-9]{2}:){31}[A-Fa-f0-9]{2}"
 
 def _user(request: Request) -> str:
     return str(getattr(request.user, "pk", "") or "root@pam")
-
-
-def run_background(type_: str, id_: str, user: str, work: Any) -> str:
-    """Start ``work`` as a task in a thread of this process and return its UPID at once.
-
-    Create and join restart this node's replicator and may run before a Celery worker of the
-    cluster exists, so they run beside the request, like Proxmox's forked workers.
-    """
-    handle = task_index.TaskHandle(type_, id_, user)
-
-    def _run() -> None:
-        try:
-            work(handle)
-        except Exception as exc:
-            handle.finish(str(exc) or type(exc).__name__)
-        else:
-            handle.finish()
-        finally:
-            connections.close_all()
-
-    threading.Thread(target=_run, name=f"task-{type_}", daemon=True).start()
-    return handle.upid
 
 
 class ConfigIndexView(PVEAPIView):
@@ -68,12 +44,10 @@ class ConfigIndexView(PVEAPIView):
             corosync_conf.validate(corosync_conf.CorosyncConfig(cluster_name=name), [])
         except (join.JoinError, ValueError) as exc:
             raise APIError(500, str(exc)) from None
+        user = _user(request)
         return ok(
-            run_background(
-                "clustercreate",
-                name,
-                _user(request),
-                lambda task: join.create(name, nodeid=nodeid, votes=votes, progress=task.log, user=_user(request)),
+            task_runner.submit(
+                "clustercreate", name, user, "cluster.create", name=name, nodeid=nodeid, votes=votes, user=user
             )
         )
 
@@ -106,20 +80,19 @@ class JoinView(PVEAPIView):
             join.assert_joinable(force=force)
         except join.JoinError as exc:
             raise APIError(500, str(exc)) from None
-        from cluster import join_remote
-
-        def work(task: task_index.TaskHandle) -> None:
-            join_remote.join_over_api(
-                host,
-                password=password,
-                fingerprint=fingerprint,
-                nodeid=nodeid,
-                votes=votes,
-                force=force,
-                progress=task.log,
-            )
-
-        return ok(run_background("clusterjoin", "", _user(request), work))
+        upid = task_runner.submit(
+            "clusterjoin",
+            "",
+            _user(request),
+            "cluster.join",
+            host=host,
+            password=password,
+            fingerprint=fingerprint,
+            nodeid=nodeid,
+            votes=votes,
+            force=force,
+        )
+        return ok(upid)
 
 
 class NodesView(PVEAPIView):
