@@ -67,9 +67,7 @@ def install(snapshot: list[Row], head: tuple[int, str, str, str, bytes], sql_for
     connection = connections[CLUSTER]
     with transaction.atomic(using=CLUSTER), connection.cursor() as cursor:
         quote = connection.ops.quote_name
-        for model in REPLICATED_MODELS.values():
-            cursor.execute(f"DELETE FROM {quote(model._meta.db_table)}")
-        cursor.execute(f"DELETE FROM {quote(ChangeLogEntry._meta.db_table)}")
+        _delete_all(cursor, quote)
         groups: dict[tuple[str, tuple[str, ...]], list[list[Any]]] = {}
         for label, key, version, fields in snapshot:
             sql: ModelSQL = sql_for(label)
@@ -89,10 +87,13 @@ def wipe() -> None:
     """Delete every replicated row and the change log: the node starts from version 0 (before a join)."""
     connection = connections[CLUSTER]
     with transaction.atomic(using=CLUSTER), connection.cursor() as cursor:
-        quote = connection.ops.quote_name
-        for model in REPLICATED_MODELS.values():
-            cursor.execute(f"DELETE FROM {quote(model._meta.db_table)}")
-        cursor.execute(f"DELETE FROM {quote(ChangeLogEntry._meta.db_table)}")
+        _delete_all(cursor, connection.ops.quote_name)
+
+
+def _delete_all(cursor: Any, quote: Any) -> None:
+    for model in REPLICATED_MODELS.values():
+        cursor.execute(f"DELETE FROM {quote(model._meta.db_table)}")
+    cursor.execute(f"DELETE FROM {quote(ChangeLogEntry._meta.db_table)}")
 
 
 def prune_backups(directory: Path, keep: int = 10) -> None:
