@@ -410,7 +410,7 @@ def sync_host(text: str, members: set[str]) -> bool:
     """
     if settings.PVE_NODE_NAME not in members:
         return False
-    from replicator.daemon import transport_kind
+    from replicator.transport import transport_kind
 
     reload = reload_corosync if transport_kind() == "corosync" else None
     try:

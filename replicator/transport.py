@@ -8,8 +8,12 @@ interface over CPG.
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from django.conf import settings
 
 from replicator.exceptions import NotQuorateError
 from replicator.volatile import StatusBoard
@@ -84,3 +88,34 @@ class LocalTransport(Transport):
 
     def stop(self) -> None:
         self._sink = None
+
+
+RESTART_EXIT_CODE = 75  # EX_TEMPFAIL: "start me again" to runnode and to systemd's Restart=on-failure
+
+
+def transport_kind() -> str:
+    """``PVE_TRANSPORT``, with ``auto`` resolved: ``corosync`` once this node is in the host's corosync.conf.
+
+    As pmxcfs does, a node is a cluster member when its corosync configuration exists; the
+    authkey must exist and the nodelist name this node, so a distribution's example
+    corosync.conf does not count.
+    """
+    if settings.PVE_TRANSPORT != "auto":
+        return str(settings.PVE_TRANSPORT)
+    if not Path(settings.PVE_COROSYNC_AUTHKEY).exists():
+        return "local"
+    try:
+        text = Path(settings.PVE_COROSYNC_CONF).read_text(errors="replace")
+    except OSError:
+        return "local"
+    names = re.findall(r"^\s*name\s*:\s*(\S+)\s*$", text, re.MULTILINE)
+    return "corosync" if settings.PVE_NODE_NAME in names else "local"
+
+
+def make_transport(node: str) -> Transport:
+    """``local`` for a single node, ``corosync`` for a cluster member (see ``transport_kind``)."""
+    if transport_kind() == "corosync":
+        from replicator.corosync_transport import CorosyncTransport
+
+        return CorosyncTransport(node, settings.PVE_CPG_GROUP)
+    return LocalTransport(node)

@@ -27,7 +27,7 @@ MAX_RESTARTS = 5  # restarts of one child within RESTART_WINDOW before the runne
 RESTART_WINDOW = 60.0
 STOP_TIMEOUT = 10.0  # SIGTERM, then SIGKILL after this many seconds
 TAIL_LINES = 20
-RESTART_EXIT_CODE = 75  # a child exiting with this wants to be started again at once (replicator.daemon)
+RESTART_EXIT_CODE = 75  # a child exiting with this wants to be started again at once (replicator.transport)
 
 
 @dataclass

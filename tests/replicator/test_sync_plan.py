@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from replicator.applier import GENESIS_HASH, chain_hash
-from replicator.sync import MemberState, make_plan, pack, unpack
+from replicator.sync_plan import MemberState, make_plan, pack, unpack
 
 
 def history(tag: str, length: int, base: list[str] | None = None) -> list[str]:
