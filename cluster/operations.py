@@ -11,8 +11,8 @@ LIFECYCLE_TIME_LIMIT = 600
 
 
 @operation("cluster.create", time_limit=LIFECYCLE_TIME_LIMIT)
-def create_cluster(task: Any, name: str, nodeid: int | None, votes: int, user: str) -> None:
-    join.create(name, nodeid=nodeid, votes=votes, progress=task.log, user=user)
+def create_cluster(task: Any, name: str, nodeid: int | None, votes: int, actor: str) -> None:
+    join.create(name, nodeid=nodeid, votes=votes, progress=task.log, user=actor)
 
 
 @operation("cluster.join", time_limit=LIFECYCLE_TIME_LIMIT)

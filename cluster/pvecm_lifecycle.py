@@ -27,6 +27,9 @@ def add_parsers(sub: Any) -> None:
     create.add_argument("clustername")
     create.add_argument("--nodeid", type=int)
     create.add_argument("--votes", type=int, default=1)
+    create.add_argument(
+        "--foreground", action="store_true", help="run here instead of as a clustercreate task of this node's worker"
+    )
     add = sub.add_parser("add", help="join this node to the cluster of an existing node")
     add.add_argument("hostname", help="address of a cluster node")
     add.add_argument("--fingerprint", help="SHA-256 fingerprint of that node's TLS certificate")
@@ -85,7 +88,10 @@ def handle(verb: str, options: dict[str, Any], out: Any) -> None:
 
     try:
         if verb == "create":
-            join.create(options["clustername"], nodeid=options["nodeid"], votes=options["votes"], progress=progress)
+            if options["foreground"]:
+                join.create(options["clustername"], nodeid=options["nodeid"], votes=options["votes"], progress=progress)
+            else:
+                _create_task(options, out)
         elif verb == "add":
             _add(options, progress)
         elif verb == "addnode":
@@ -114,6 +120,29 @@ def handle(verb: str, options: dict[str, Any], out: Any) -> None:
             for line in membership.update_certs(force=options["force"]):
                 progress(line)
     except (join.JoinError, membership.MembershipError, ssh.SSHError, ReplicationError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _create_task(options: dict[str, Any], out: Any) -> None:
+    """Submit ``clustercreate`` to this node's worker and follow its log (checks first, so refusals are at once)."""
+    from cluster import task_follow, task_runner
+    from cluster.exceptions import TaskFailed
+
+    join.assert_joinable()
+    upid = task_runner.submit(
+        "clustercreate",
+        options["clustername"],
+        "root@pam",
+        "cluster.create",
+        name=options["clustername"],
+        nodeid=options["nodeid"],
+        votes=options["votes"],
+        actor="root@pam",
+    )
+    out.write(upid)
+    try:
+        task_follow.follow_task(upid, getattr(out, "_out", out), timeout=900)
+    except TaskFailed as exc:
         raise CommandError(str(exc)) from None
 
 

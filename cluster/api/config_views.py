@@ -47,7 +47,7 @@ class ConfigIndexView(PVEAPIView):
         user = _user(request)
         return ok(
             task_runner.submit(
-                "clustercreate", name, user, "cluster.create", name=name, nodeid=nodeid, votes=votes, user=user
+                "clustercreate", name, user, "cluster.create", name=name, nodeid=nodeid, votes=votes, actor=user
             )
         )
 

@@ -51,9 +51,11 @@ def members(node) -> list[str]:
 
 def test_create_makes_node1_a_quorate_one_node_cluster(lab):
     node1 = lab.nodes[0]
-    result = manage(lab, node1, "pvecm", "create", "labc")
+    result = manage(lab, node1, "pvecm", "create", "labc")  # a clustercreate task of node1's worker, followed
     assert result.returncode == 0, result.stderr + result.stdout
-    assert "Cluster labc created" in result.stdout and "waiting" in result.stdout
+    upid = result.stdout.splitlines()[0]
+    assert upid.startswith("UPID:node1:") and ":clustercreate:labc:root@pam:" in upid
+    assert "Cluster labc created" in result.stdout and "waiting" in result.stdout and "TASK OK" in result.stdout
     state = status(node1)
     assert state["clustered"] and state["quorate"] and state["synced"]
     assert "cluster_name: labc" in conf_text(node1) and "name: node1" in conf_text(node1)
