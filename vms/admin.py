@@ -75,11 +75,12 @@ class VMAdmin(AuditedModelAdmin):
     list_display = ("vmid", "name", "node", "pool", "lock")
     list_filter = ("node", "pool")
     search_fields = ("vmid",)
-    fields = ("vmid", "node", "pool", "lock", "config_text")
+    fields = ("vmid", "node", "pool", "lock", "lock_owner", "config_text")
 
     @admin.display(description="name")
     def name(self, vm: VM) -> str:
         return str(vm.config.get("name", ""))
 
     def get_readonly_fields(self, request: Any, obj: Any = None) -> tuple[str, ...]:
-        return ("vmid", "node") if obj is not None else ()
+        # lock_owner is the task holding the lock: set and cleared by tasks (or ``qm unlock``), never typed in
+        return ("vmid", "node", "lock_owner") if obj is not None else ("lock_owner",)

@@ -96,3 +96,23 @@ def test_devices_added_by_an_update_are_completed(node_env):
     assert config["scsi0"] == "local:vm-903-disk-0,size=2G"
     assert config["scsi1"] == "local:vm-903-disk-1,size=4G"
     assert config["net1"].startswith("virtio=BC:24:11:") and config["net1"].endswith(",bridge=vmbr1")
+
+
+def test_qm_unlock_removes_a_leftover_lease_and_refuses_nothing_else(node_env):
+    assert qm(node_env, "create", "905", "--name", "locked").returncode == 0
+    vm = VM.objects.get(vmid=905)
+    vm.lock, vm.lock_owner = "backup", "UPID:testnode:00001234:00000001:65A1B2C3:vzdump:905:root@pam:"
+    vm.save(update_fields=["lock", "lock_owner"])
+    refused = qm(node_env, "set", "905", "--cores", "2")
+    assert refused.returncode != 0 and "locked (backup)" in refused.stderr
+    unlocked = qm(node_env, "unlock", "905")
+    assert unlocked.returncode == 0 and "unlocked (was 'backup', held by UPID:testnode:" in unlocked.stdout
+    vm = VM.objects.get(vmid=905)
+    assert (vm.lock, vm.lock_owner) == ("", "")
+    assert qm(node_env, "set", "905", "--cores", "2").returncode == 0
+    again = qm(node_env, "unlock", "905")
+    assert again.returncode == 0 and "is not locked" in again.stdout
+    version = VM.objects.get(vmid=905).version
+    assert qm(node_env, "unlock", "905", "--force", "1").returncode != 0
+    assert VM.objects.get(vmid=905).version == version
+    assert qm(node_env, "destroy", "905").returncode == 0

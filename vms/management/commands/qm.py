@@ -39,10 +39,10 @@ def _options(extra: list[str]) -> dict[str, str]:
 
 
 class Command(BaseCommand):
-    help = "Manage QEMU VM configurations: create, set, config, list, destroy."
+    help = "Manage QEMU VM configurations: create, set, config, list, destroy, unlock."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("verb", choices=["create", "set", "config", "list", "destroy"])
+        parser.add_argument("verb", choices=["create", "set", "config", "list", "destroy", "unlock"])
         parser.add_argument("vmid", nargs="?")
         parser.add_argument("rest", nargs=argparse.REMAINDER)
 
@@ -89,6 +89,19 @@ class Command(BaseCommand):
         vm = self._vm(vmid)
         services.destroy_vm(vm, actor=ACTOR, skiplock=skiplock)
         self.stdout.write(f"VM {vm.vmid} destroyed")
+
+    def _unlock(self, vmid: str, options: dict[str, str]) -> None:
+        """Proxmox's ``qm unlock``: remove a lock by hand (a leftover of a crash, or set by hand)."""
+        if options:
+            raise CommandError(f"qm unlock takes no options but {', '.join(sorted(options))}")
+        vm = self._vm(vmid)
+        if not vm.lock:
+            self.stdout.write(f"VM {vm.vmid} is not locked")
+            return
+        was, owner = vm.lock, vm.lock_owner
+        vm.lock, vm.lock_owner = "", ""
+        vm.save(update_fields=["lock", "lock_owner"])
+        self.stdout.write(f"VM {vm.vmid} unlocked (was '{was}'{f', held by {owner}' if owner else ''})")
 
     def _list(self) -> None:
         self.stdout.write(f"{'VMID':>10} {'NAME':<20} {'STATUS':<10} {'MEM(MB)':>10} {'BOOTDISK(GB)':>12} {'PID':>10}")
