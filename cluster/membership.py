@@ -133,12 +133,23 @@ def add_node(
         corosync_conf.save_nodes(node)
     rendered = corosync_conf.render_current()
     assert rendered is not None
+    _reload_local(rendered)
     return {
         "corosync_authkey": base64.b64encode(settings.PVE_COROSYNC_AUTHKEY.read_bytes()).decode(),
         "corosync_conf": rendered[0],
         "nodeid": node.nodeid,
         "warnings": warnings,
     }
+
+
+def _reload_local(rendered: tuple[str, set[str]]) -> None:
+    """Install the new corosync.conf here and reload corosync now, before answering the joiner.
+
+    The mirror would do the same once it renders the change, but it may be busy (a bulk write
+    before the join); a joiner whose peer does not know it yet has its packets dropped until the
+    reload, which can cost corosync a consensus timeout. The mirror then finds the file current.
+    """
+    corosync_conf.sync_host(*rendered)
 
 
 def find_node(name_or_address: str) -> Node:

@@ -153,9 +153,9 @@ def test_join_killed_half_way_then_retried_through_the_api(lab):
         host_key_fingerprint(node1),
         env={"PVE_JOIN_CRASH": "after_addnode"},
     )
-    assert killed.returncode == -9
+    assert killed.returncode == -9, killed.stdout + killed.stderr
     assert ("node3",) in members(node1) and not status(node3)["clustered"]
-    assert status(node1)["quorate"]  # two of three votes
+    assert wait_for(lambda: status(node1).get("quorate"), 10, what="node1 quorate with 2 of 3 votes") >= 0
     # node3 remembered node1's host key; a different key at that address now is refused outright.
     known = node3.directory / "ssh" / "known_hosts"
     assert f"{node1.address} ssh-ed25519" in known.read_text()
@@ -163,7 +163,9 @@ def test_join_killed_half_way_then_retried_through_the_api(lab):
     good = known.read_text()
     known.write_text(good.replace(good.split()[2], other_key))
     changed = manage(lab, node3, "pvecm", "add", node1.address)
-    assert changed.returncode != 0 and "changed" in changed.stderr and "man-in-the-middle" in changed.stderr
+    assert changed.returncode != 0 and "changed" in changed.stderr and "man-in-the-middle" in changed.stderr, (
+        changed.stderr
+    )
     assert not status(node3)["clustered"] and not (node3.directory / "corosync" / "authkey").exists()
     known.write_text(good)
     auth = login(lab, node3, PASSWORD)
@@ -200,10 +202,23 @@ def test_join_killed_half_way_then_retried_through_the_api(lab):
     log = "\n".join(line["t"] for line in answer["data"])
     assert "continuing an earlier join" in log and log.rstrip().endswith("TASK OK"), log
     # The task is visible through another node's API too (forwarded to node3).
-    code, answer = api(lab, node1, "GET", f"/nodes/node3/tasks/{upid}/status", auth=login(lab, node1, PASSWORD))
-    assert code == 200 and answer["data"]["exitstatus"] == "OK", answer
+    node1_auth = login(lab, node1, PASSWORD)
+    seen: list = []
+
+    def forwarded() -> bool:
+        """Through node1 once node1 holds node3's new certificate fingerprint (replicated with the join)."""
+        seen.append(api(lab, node1, "GET", f"/nodes/node3/tasks/{upid}/status", auth=node1_auth))
+        code, answer = seen[-1]
+        return code == 200 and answer["data"]["exitstatus"] == "OK"
+
+    try:
+        wait_for(forwarded, 30, interval=1, what="node3's task through node1")
+    except AssertionError:
+        raise AssertionError(f"through node1: {seen[-3:]}") from None
     shown = manage(lab, node3, "pvecm", "nodes")
-    assert shown.returncode == 0 and shown.stdout.count("node") >= 3 and "node3 (local)" in shown.stdout
+    assert shown.returncode == 0 and shown.stdout.count("node") >= 3 and "node3 (local)" in shown.stdout, (
+        shown.stdout + shown.stderr
+    )
 
 
 def test_delnode_refusals_then_the_removed_node_cannot_write(lab):
