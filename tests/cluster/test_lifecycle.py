@@ -134,10 +134,11 @@ def test_node2_joins_over_ssh_and_its_vm_is_carried_in(lab):
             == (node1.directory / "etc/pve/pve-root-ca.pem").read_text()
         )
     )
-    keys = (node1.directory / "etc/pve/priv/authorized_keys").read_text()
-    assert (node2.directory / "ssh/id_ed25519.pub").read_text().split()[1] in keys
-    known = (node2.directory / "etc/pve/priv/known_hosts").read_text()
-    assert f"node1,{node1.address} ssh-ed25519" in known
+    node2_key = (node2.directory / "ssh/id_ed25519.pub").read_text().split()[1]
+    keys = node1.directory / "etc/pve/priv/authorized_keys"
+    wait_for(lambda: node2_key in keys.read_text(), 10, what="node2's key authorized on node1")
+    known = node2.directory / "etc/pve/priv/known_hosts"
+    wait_for(lambda: f"node1,{node1.address} ssh-ed25519" in known.read_text(), 10, what="node1 in node2's known_hosts")
 
 
 def test_join_killed_half_way_then_retried_through_the_api(lab):
@@ -237,7 +238,8 @@ def test_delnode_refusals_then_the_removed_node_cannot_write(lab):
     node3_key = (node3.directory / "ssh/id_ed25519.pub").read_text().split()[1]
     authorized = node1.directory / "etc/pve/priv/authorized_keys"
     wait_for(lambda: node3_key not in authorized.read_text(), 10, what="node3's key revoked")
-    assert "node3" not in (node1.directory / "etc/pve/priv/known_hosts").read_text()
+    known_hosts = node1.directory / "etc/pve/priv/known_hosts"
+    wait_for(lambda: "node3" not in known_hosts.read_text(), 10, what="node3's host key gone from known_hosts")
     assert query(node1, "SELECT COUNT(*) FROM authz_keymaterial WHERE path LIKE 'nodes/node3/%'") == [(0,)]
     # node3 comes back (its runner restarts corosync with its old config) and cannot write.
     time.sleep(3)
