@@ -38,6 +38,23 @@ def local_address() -> str:
         return "127.0.0.1"
 
 
+def node_certificate(
+    node_name: str, address: str, present: dict[str, str], now: datetime
+) -> tuple[list[KeyMaterial], str]:
+    """A new certificate and key for ``node_name`` from the cluster CA (rows to save), and its fingerprint."""
+    from cluster import keys
+
+    cert, key = keys.issue_node_certificate(
+        present[CA_CERT].encode(), present[CA_KEY].encode(), node_name, [address], now=now
+    )
+    rows = []
+    for path, content in ((node_cert_path(node_name), cert), (node_key_path(node_name), key)):
+        row = KeyMaterial.objects.using("cluster").filter(path=path).first() or KeyMaterial(path=path)
+        row.content = content.decode()
+        rows.append(row)
+    return rows, keys.certificate_fingerprint(cert)
+
+
 @bootstrap.register
 def cluster_identity(node_name: str) -> list[Model]:
     """Create whatever of the cluster's and this node's identity is missing."""
@@ -64,12 +81,8 @@ def cluster_identity(node_name: str) -> list[Model]:
     node = Node.objects.using("cluster").filter(name=node_name).first()
     fingerprint = None
     if node_cert_path(node_name) not in present:
-        cert, key = keys.issue_node_certificate(
-            present[CA_CERT].encode(), present[CA_KEY].encode(), node_name, [address], now=now
-        )
-        wanted.append(KeyMaterial(path=node_cert_path(node_name), content=cert.decode()))
-        wanted.append(KeyMaterial(path=node_key_path(node_name), content=key.decode()))
-        fingerprint = keys.certificate_fingerprint(cert)
+        rows, fingerprint = node_certificate(node_name, address, present, now)
+        wanted.extend(rows)
     if node is None:
         nodeid = bootstrap.local_nodeid()
         if nodeid is None:

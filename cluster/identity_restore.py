@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db.migrations.loader import MigrationLoader
 
 from cluster import identity_db
+from cluster.corosync_conf import atomic_write
 from cluster.identity import FORMAT, FORMAT_VERSION, MANIFEST, ROLE_LABELS, role_path
 from cluster.identity_db import IdentityError
 
@@ -219,7 +220,7 @@ def _install(manifest: dict[str, Any], database: Path, files: list[tuple[dict[st
             backup.keep(entry["role"], target)
         if entry["role"] == "ssh":
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # sshd wants the key directory private
-        _atomic_write(target, data, mode)
+        atomic_write(target, data, mode)
         lines.append(f"restored {ROLE_LABELS[entry['role']]} {target} ({mode:04o})")
     lines.extend(_install_database(manifest, database, backup))
     lines.extend(f"not in the archive: {note}" for note in manifest.get("missing", []))
@@ -294,24 +295,3 @@ def _next_steps(manifest: dict[str, Any]) -> str:
         f"next: {start} (systemctl start pve-django.target, or manage.py runnode, which also migrates the "
         f"node-local database); {outcome}"
     )
-
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    """Write, fsync, rename, fsync the directory, with ``mode`` set before the name appears."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb", closefd=False) as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)

@@ -213,7 +213,7 @@ def kill_node(nodeid: int) -> bool:
 
 def update_certs(*, force: bool = False) -> list[str]:
     """``pvecm updatecerts``: this node's certificate (new with ``force`` or when missing) and SSH keys republished."""
-    from cluster import bootstrap, keys
+    from cluster import bootstrap
 
     node_name = settings.PVE_NODE_NAME
     lines: list[str] = []
@@ -221,19 +221,11 @@ def update_certs(*, force: bool = False) -> list[str]:
     rows: list[Any] = list(ssh_keys.publish_node_keys(node_name))
     node = Node.objects.using("cluster").get(name=node_name)
     if force or bootstrap.node_cert_path(node_name) not in present:
-        cert, key = keys.issue_node_certificate(
-            present[bootstrap.CA_CERT].encode(),
-            present[bootstrap.CA_KEY].encode(),
-            node_name,
-            [node.address or bootstrap.local_address()],
-            now=datetime.datetime.now(datetime.UTC),
+        address = node.address or bootstrap.local_address()
+        certificate, node.ssl_fingerprint = bootstrap.node_certificate(
+            node_name, address, present, datetime.datetime.now(datetime.UTC)
         )
-        for path, content in ((bootstrap.node_cert_path(node_name), cert), (bootstrap.node_key_path(node_name), key)):
-            row = KeyMaterial.objects.using("cluster").filter(path=path).first() or KeyMaterial(path=path)
-            row.content = content.decode()
-            rows.append(row)
-        node.ssl_fingerprint = keys.certificate_fingerprint(cert)
-        rows.append(node)
+        rows += [*certificate, node]
         lines.append(f"new certificate for {node_name}, fingerprint {node.ssl_fingerprint}")
     with transaction.atomic(using="cluster"):
         for row in rows:

@@ -95,18 +95,10 @@ class Connection:
         self.host_key = host_key
 
     def run(self, argv: list[str], *, input: str | None = None, timeout: float = 120) -> Result:
-        command = shlex.join(argv)
-        try:
-            stdin, stdout, stderr = self.client.exec_command(command, timeout=timeout)
-            if input is not None:
-                stdin.write(input)
-            stdin.channel.shutdown_write()
-            out = stdout.read().decode(errors="replace")
-            err = stderr.read().decode(errors="replace")
-            code = stdout.channel.recv_exit_status()
-        except (OSError, paramiko.SSHException) as exc:
-            raise SSHError(f"command on {self.host} failed: {exc}") from None
-        return Result(code, out, err)
+        dialogue = self.dialogue(argv, timeout=timeout)
+        if input is not None:
+            dialogue.stdin.write(input)
+        return dialogue.finish()
 
     def dialogue(self, argv: list[str], *, timeout: float = 120) -> Dialogue:
         """Start ``argv`` and talk to it line by line (one remote process for a question and its answer)."""
