@@ -19,6 +19,7 @@ from django.db import connections
 from portal.runner.celery_cli import beat_argv, worker_argv
 from portal.runner.supervisor import ChildSpec, Supervisor
 from portal.runner.web import certificate_paths
+from replicator import bootstrap, private
 
 log = logging.getLogger("runnode")
 
@@ -87,7 +88,7 @@ def redis_spec(env: dict[str, str]) -> ChildSpec:
         "--unixsocket",
         str(sock),
         "--unixsocketperm",
-        "700",
+        "600",  # read and write for the node user only (a socket needs no x bit)
         "--save",
         "",  # no RDB snapshots
         "--appendonly",
@@ -152,12 +153,14 @@ def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -
 
     replicator_socket = Path(settings.PVE_REPLICATOR_SOCKET)
     cert, key = certificate_paths(Path(settings.PVE_ETC_DIR), settings.PVE_NODE_NAME)
+    terminal = os.dup(2) if os.isatty(2) else None  # where a generated root password is shown, not logged
     specs.append(
         ChildSpec(
             "replicator",
             [python, str(MANAGE), "replicator"],
-            env,
+            env if terminal is None else {**env, bootstrap.TERMINAL_FD_ENV: str(terminal)},
             cwd=REPO,
+            pass_fds=() if terminal is None else (terminal,),
             # Web, worker and beat submit writes through this socket; the web server needs the
             # node certificate the replicator renders into the config tree.
             ready=lambda: unix_socket_accepts(replicator_socket) and cert.exists() and key.exists(),
@@ -194,8 +197,7 @@ def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -
 
 def run_node(*, web: bool = True, worker: bool = True, beat: bool = True, run_migrations: bool = True) -> int:
     """Migrate, then supervise the node until SIGTERM/SIGINT; returns the exit code."""
-    Path(settings.PVE_DATA_DIR).mkdir(parents=True, exist_ok=True)
-    Path(settings.PVE_LOG_DIR).mkdir(parents=True, exist_ok=True)
+    private.secure_from_settings()  # data directory 0700, databases and logs 0600, also when made before
     if run_migrations:
         try:
             migrate()

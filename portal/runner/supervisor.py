@@ -45,6 +45,7 @@ class ChildSpec:
     ready: Callable[[], bool] | None = None
     ready_timeout: float = 60.0
     waiting_for: str = "it to become ready"
+    pass_fds: tuple[int, ...] = ()  # descriptors the child inherits (with the same numbers)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class Child:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            pass_fds=self.spec.pass_fds,
         )
         self.tee = threading.Thread(target=self._tee, args=(self.process,), name=f"tee-{self.spec.name}", daemon=True)
         self.tee.start()
@@ -78,7 +80,9 @@ class Child:
     def _tee(self, process: subprocess.Popen) -> None:
         """Copy the child's output to its own log file and to our stderr, prefixed with its name."""
         assert process.stdout is not None
-        with open(self.log_path, "ab") as logfile:
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)  # logs may name users and hosts: the node's user only, whatever the umask
+        with os.fdopen(fd, "ab") as logfile:
             for line in process.stdout:
                 text = line.decode(errors="replace").rstrip("\r\n")
                 self.tail.append(text)
@@ -139,7 +143,7 @@ class Supervisor:
         stop_timeout: float = STOP_TIMEOUT,
         backoff: Callable[[int], float] | None = None,
     ) -> None:
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.children = [Child(spec, log_dir) for spec in specs]
         self.max_restarts = max_restarts
         self.window = window
