@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import connections
 
 from portal.runner.celery_cli import beat_argv, worker_argv
+from portal.runner.lifetime import NodeLocked, lock_node
 from portal.runner.supervisor import ChildSpec, Supervisor
 from portal.runner.web import certificate_paths
 from replicator import bootstrap, private
@@ -197,6 +198,12 @@ def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -
 
 def run_node(*, web: bool = True, worker: bool = True, beat: bool = True, run_migrations: bool = True) -> int:
     """Migrate, then supervise the node until SIGTERM/SIGINT; returns the exit code."""
+    private.make_private_dir(Path(settings.PVE_DATA_DIR))
+    try:
+        node_lock = lock_node(Path(settings.PVE_DATA_DIR))  # held by the runner and every child
+    except NodeLocked as exc:
+        log.error("not starting the node: %s", exc)
+        return 1
     private.secure_from_settings()  # data directory 0700, databases and logs 0600, also when made before
     if run_migrations:
         try:
@@ -206,4 +213,4 @@ def run_node(*, web: bool = True, worker: bool = True, beat: bool = True, run_mi
             return 1
     specs = node_children(web=web, worker=worker, beat=beat)
     connections.close_all()  # nothing inherited across fork (Popen forks before exec)
-    return Supervisor(specs, Path(settings.PVE_LOG_DIR)).run()
+    return Supervisor(specs, Path(settings.PVE_LOG_DIR), inherit_fds=(node_lock,)).run()

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from portal.runner.lifetime import die_with_parent
+
 log = logging.getLogger("runnode")
 
 MAX_RESTARTS = 5  # restarts of one child within RESTART_WINDOW before the runner gives up
@@ -56,6 +58,7 @@ class Child:
     restarts: deque[float] = field(default_factory=deque)
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     tee: threading.Thread | None = None
+    inherit_fds: tuple[int, ...] = ()  # given to every child (the node lock)
 
     @property
     def log_path(self) -> Path:
@@ -63,7 +66,7 @@ class Child:
 
     def start(self) -> None:
         # argv list, never a shell; a session of its own so a terminal's Ctrl-C reaches only the
-        # runner, which then stops the children in order.
+        # runner, which then stops the children in order; killed with the runner (lifetime).
         self.process = subprocess.Popen(
             self.spec.argv,
             env=self.spec.env,
@@ -72,7 +75,8 @@ class Child:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            pass_fds=self.spec.pass_fds,
+            pass_fds=(*self.spec.pass_fds, *self.inherit_fds),
+            preexec_fn=die_with_parent(),
         )
         self.tee = threading.Thread(target=self._tee, args=(self.process,), name=f"tee-{self.spec.name}", daemon=True)
         self.tee.start()
@@ -142,9 +146,15 @@ class Supervisor:
         window: float = RESTART_WINDOW,
         stop_timeout: float = STOP_TIMEOUT,
         backoff: Callable[[int], float] | None = None,
+        inherit_fds: tuple[int, ...] = (),
     ) -> None:
+        """``inherit_fds`` are handed to every child (:func:`portal.runner.lifetime.lock_node`'s lock).
+
+        Children end with the thread that runs the supervisor (their parent-death signal): run it
+        from the thread that lives as long as the node.
+        """
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.children = [Child(spec, log_dir) for spec in specs]
+        self.children = [Child(spec, log_dir, inherit_fds=inherit_fds) for spec in specs]
         self.max_restarts = max_restarts
         self.window = window
         self.stop_timeout = stop_timeout
