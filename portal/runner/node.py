@@ -16,6 +16,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connections
 
+from portal.runner.broker import redis_argv
 from portal.runner.celery_cli import beat_argv, worker_argv
 from portal.runner.lifetime import NodeLocked, lock_node
 from portal.runner.supervisor import ChildSpec, Supervisor
@@ -82,25 +83,7 @@ def _probe_host(bind: str) -> str:
 def redis_spec(env: dict[str, str]) -> ChildSpec:
     sock = Path(settings.PVE_REDIS_SOCKET)
     data = Path(settings.PVE_DATA_DIR)
-    argv = [
-        "redis-server",
-        "--port",
-        "0",  # no TCP: a private broker, reachable only through the socket
-        "--unixsocket",
-        str(sock),
-        "--unixsocketperm",
-        "600",  # read and write for the node user only (a socket needs no x bit)
-        "--save",
-        "",  # no RDB snapshots
-        "--appendonly",
-        "no",
-        "--dir",
-        str(data),
-        "--daemonize",
-        "no",
-        "--logfile",
-        "",  # stdout, teed by the supervisor
-    ]
+    argv = redis_argv(sock, data)
     return ChildSpec(
         "redis",
         argv,
