@@ -149,7 +149,7 @@ def test_runnode_serves_the_admin_over_https_and_stops_cleanly_on_sigterm(tmp_pa
         listed = subprocess.run(["pgrep", "-P", str(runner.pid)], capture_output=True, text=True).stdout
         children = [int(pid) for pid in listed.split()]
         assert len(children) == len(CHILDREN), output()
-        assert (data / "redis.sock").stat().st_mode & 0o077 == 0  # unixsocketperm 700
+        assert (data / "redis.sock").stat().st_mode & 0o077 == 0  # unixsocketperm 600
     finally:
         if runner.poll() is None:
             runner.send_signal(signal.SIGTERM)
