@@ -6,6 +6,9 @@ import sys
 
 
 def main() -> None:
+    from replicator.private import restrict_umask
+
+    restrict_umask()  # databases, logs, sockets and keys of the node are created for its owner only
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     from django.core.management import execute_from_command_line
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
-import sys
+from pathlib import Path
 
 from django.conf import settings
 from django.db.models import Model
 
 from authz.models import SUPERUSER, Realm, User
 from replicator import bootstrap
+
+log = logging.getLogger(__name__)
 
 BUILTIN_REALMS = {
     "pam": ("pam", "Linux PAM standard authentication"),
@@ -38,10 +41,21 @@ def builtin_access(node_name: str) -> list[Model]:
 
 
 def _announce_generated_password(password: str) -> None:
-    """Print the generated password once and keep it in a 0600 file for the operator."""
-    path = settings.PVE_DATA_DIR / "initial-root-password"
+    """Keep the generated password in a 0600 file and show it once on the terminal that started the node.
+
+    Never in a log or the journal: the log line says only where the file is.
+    """
+    path = Path(settings.PVE_DATA_DIR) / "initial-root-password"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file left by an older release may be readable by others
     with os.fdopen(fd, "w") as handle:
         handle.write(password + "\n")
-    message = f"generated password for root@pam: {password} (also in {path}; change it after the first login)"
-    print(message, file=sys.stderr, flush=True)  # whatever the log level: shown exactly once
+    shown = bootstrap.tell_terminal(
+        f"generated password for root@pam: {password} (also in {path}; change it after the first login)\n"
+    )
+    log.warning(
+        "generated a password for root@pam: it is in %s (readable by this node's user only)%s; "
+        "change it after the first login",
+        path,
+        ", and was shown on the terminal that started the node" if shown else "",
+    )

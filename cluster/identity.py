@@ -29,11 +29,11 @@ import django
 from django.conf import settings
 
 from cluster import identity_db
+from cluster.identity_archive import MANIFEST, known_link, known_piece
 from cluster.identity_db import IdentityError
 
 FORMAT = "pve-django-node-identity"
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 
 ROLE_LABELS = {
     "corosync-authkey": "corosync authkey",
@@ -90,14 +90,16 @@ def identity_pieces() -> tuple[list[Piece], list[str]]:
         else:
             notes.append(f"no {ROLE_LABELS[role]} at {path} (not a cluster member?)")
     ssh_dir = Path(settings.PVE_SSH_DIR)
-    entries = sorted(ssh_dir.iterdir()) if ssh_dir.is_dir() else []
-    found.extend(Piece("ssh", p.name, p) for p in entries if p.is_file() or p.is_symlink())
-    notes.extend(f"skipped directory {p} (only files of the SSH directory are kept)" for p in entries if p.is_dir())
+    for path in sorted(ssh_dir.iterdir()) if ssh_dir.is_dir() else []:
+        if _kept("ssh", path):
+            found.append(Piece("ssh", path.name, path))
+        else:
+            notes.append(f"skipped {path} (keys, authorized_keys and known_hosts of the SSH directory are kept)")
     if not any(piece.role == "ssh" for piece in found):
         notes.append(f"no root SSH keys in {ssh_dir}")
     host_dir = Path(settings.PVE_SSH_HOST_KEY).parent
     host_keys = sorted(host_dir.glob("ssh_host_*")) if host_dir.is_dir() else []
-    found.extend(Piece("ssh-host", p.name, p) for p in host_keys if p.is_file())
+    found.extend(Piece("ssh-host", p.name, p) for p in host_keys if _kept("ssh-host", p))
     if not host_keys:
         notes.append(f"no sshd host keys beside {settings.PVE_SSH_HOST_KEY}")
     secret = role_path("secret-key", "secret_key")
@@ -106,6 +108,15 @@ def identity_pieces() -> tuple[list[Piece], list[str]]:
     else:
         notes.append(f"no secret key at {secret} (PVE_SECRET_KEY set in the environment?)")
     return found, notes
+
+
+def _kept(role: str, path: Path) -> bool:
+    """A file the restore accepts: a known identity file, a regular file or the one known symlink."""
+    if not known_piece(role, path.name):
+        return False
+    if path.is_symlink():
+        return os.readlink(path) == known_link(role, path.name)
+    return path.is_file()
 
 
 def sha256_file(path: Path) -> str:

@@ -1,8 +1,9 @@
 """Node identity restore: Proxmox's node re-install procedure, the restoring half.
 
-Everything is checked before anything is touched: the archive must be readable, be this node's
-(``PVE_NODE_NAME``), carry only migrations this code knows, and every member must match the
-SHA-256 in its manifest; the database copy must pass SQLite's integrity check and sit at the
+Everything is checked before anything is touched: the archive must be readable, hold exactly
+the members its manifest lists (regular files only, each once, naming known identity files:
+``cluster.identity_archive``), be this node's (``PVE_NODE_NAME``), carry only migrations this
+code knows, and every member must match the SHA-256 in its manifest; the database copy must pass SQLite's integrity check and sit at the
 manifest's version; the node's replicator must not be running. Only then are files put in place
 (atomically, private keys 0600), each replaced file kept first in a dated directory under
 ``PVE_DATA_DIR/backup``. Started again, the node is itself and catches up with its cluster.
@@ -27,7 +28,7 @@ from typing import IO, Any
 from django.conf import settings
 from django.db.migrations.loader import MigrationLoader
 
-from cluster import identity_db
+from cluster import identity_archive, identity_db
 from cluster.corosync_conf import atomic_write
 from cluster.identity import FORMAT, FORMAT_VERSION, MANIFEST, ROLE_LABELS, role_path
 from cluster.identity_db import IdentityError
@@ -54,10 +55,15 @@ def restore_backup(archive: Path, *, allow_running: bool = False) -> list[str]:
     except READ_ERRORS as exc:
         raise IdentityError(f"{archive} is not a readable identity archive: {exc}") from None
     with tar:
+        try:
+            found = identity_archive.members(tar, archive)
+        except READ_ERRORS as exc:
+            raise IdentityError(f"{archive} is not a readable identity archive: {exc}") from None
         manifest = _manifest(tar, archive)
         try:
+            identity_archive.check_manifest_members(manifest, found, archive)
             _check_compatible(manifest)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise IdentityError(f"{archive} has a malformed manifest: {exc!r}") from None
         running = replicator_running()
         if running and not allow_running:

@@ -19,7 +19,7 @@ def create_cluster(task: Any, name: str, nodeid: int | None, votes: int, actor: 
 def join_cluster(
     task: Any, host: str, password: str, fingerprint: str, nodeid: int | None, votes: int, force: bool
 ) -> None:
-    """The API join (``POST /cluster/config/join``); the password travels only on this node's private broker."""
+    """The API join (``POST /cluster/config/join``); ``password`` comes from the task's one-time secret file."""
     from cluster import join_remote
 
     join_remote.join_over_api(

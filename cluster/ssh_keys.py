@@ -52,6 +52,7 @@ def ensure_root_key() -> str:
             capture_output=True,
             timeout=30,
         )
+        public.chmod(0o644)  # public on purpose, as ssh-keygen makes it without the node's umask 077
     return public.read_text().strip()
 
 

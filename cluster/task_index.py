@@ -52,8 +52,9 @@ def create_task(type_: str, id_: str, user: str, *, status: str = Task.RUNNING, 
         except IntegrityError:
             continue
         path = log_path(upid)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
+        for directory in (path.parent.parent, path.parent):  # task logs are for the node's user only
+            directory.mkdir(exist_ok=True, mode=0o700)
+        path.touch(mode=0o600)
         return task
     raise RuntimeError(f"no free UPID for {type_}:{id_}:{user} within {UPID_ATTEMPTS} s")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 
-from cluster import task_locks, task_state
+from cluster import task_locks, task_secrets, task_state
 from cluster.models import Task
 from cluster.task_runner import end_dead, queue_of
 from cluster.upid import parse_upid
@@ -38,6 +38,7 @@ def reconcile(*, now: float | None = None) -> dict[str, int]:
             log.warning("task %s: its process is gone; ended as an error", task.upid)
             ended += 1
     ended += _end_lost_messages(node, now)
+    task_secrets.sweep(lambda upid: Task.objects.filter(upid=upid, status__in=Task.ACTIVE).exists())
     released = 0
     for kind, key, owner in task_locks.held_leases():
         if _owner_is_dead(owner, node) and task_locks.release(task_locks.LockSpec(kind, key, ""), owner):

@@ -25,7 +25,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 
-from cluster import task_locks, task_state
+from cluster import task_locks, task_secrets, task_state
 from cluster.exceptions import TaskError
 from cluster.models import Task
 from cluster.task_index import TaskHandle, create_task
@@ -63,14 +63,16 @@ def submit(
     node: str | None = None,
     lock: task_locks.LockSpec | None = None,
     time_limit: int | None = None,
+    secret_kwargs: dict[str, str] | None = None,
     **kwargs: Any,
 ) -> str:
-    """Queue ``operation(task, **kwargs)`` as a task on ``node`` (default: this node); its UPID.
+    """Queue ``operation(task, **kwargs, **secret_kwargs)`` as a task on ``node`` (default: this node); its UPID.
 
     A ``lock`` that is taken already is refused here at once (Proxmox's ``check_lock``); the
     worker takes the lease when the task starts. Another node's task goes to that node's queue
     on this node's broker, so it only runs where brokers are shared; API requests for another
-    node are forwarded to it instead and submit there.
+    node are forwarded to it instead and submit there. ``secret_kwargs`` (passwords) never enter
+    the message: it carries a one-time reference to them (``cluster.task_secrets``).
     """
     spec = get_operation(operation)
     limit = int(time_limit or spec.time_limit)
@@ -81,12 +83,16 @@ def submit(
     if lock is not None:
         task_locks.check(lock)
     node = node or settings.PVE_NODE_NAME
+    if secret_kwargs and (node != settings.PVE_NODE_NAME or set(secret_kwargs) & set(kwargs)):
+        raise TaskError("a task's secret arguments are for a task of this node, named apart from its other arguments")
     lock_data = lock.as_dict() if lock is not None else None
     if node == settings.PVE_NODE_NAME:
         upid = create_task(type_, id_, user, status=Task.QUEUED, operation=operation, lock=lock_data).upid
     else:
         upid = str(UPID(node, os.getpid(), process_start_ticks(), int(time.time()), type_, id_, user))
     message = {"upid": upid, "operation": operation, "kwargs": kwargs, "lock": lock_data, "time_limit": limit}
+    if secret_kwargs:
+        message["secret"] = task_secrets.store(upid, secret_kwargs)
     transaction.on_commit(lambda: _send(node, message, limit), using="default")
     return upid
 
@@ -127,15 +133,28 @@ def _ensure_row(upid: str, operation: str, lock: dict[str, Any] | None) -> None:
 
 
 def execute(
-    upid: str, operation: str, kwargs: dict[str, Any], lock: dict[str, Any] | None, *, worker: str, time_limit: int
+    upid: str,
+    operation: str,
+    kwargs: dict[str, Any],
+    lock: dict[str, Any] | None,
+    *,
+    worker: str,
+    time_limit: int,
+    secret: str | None = None,
 ) -> str:
-    """Run a delivered task once (the body of the Celery task); returns what happened."""
+    """Run a delivered task once (the body of the Celery task); returns what happened.
+
+    ``secret`` is the one-time reference to the task's secret arguments, read only by the run
+    that claimed the task.
+    """
     _ensure_row(upid, operation, lock)
     if not task_state.claim_start(upid, worker):
         return _duplicate(upid)
     handle = TaskHandle.attach(upid)
     error: str | None = None
     try:
+        if secret is not None:
+            kwargs = {**kwargs, **task_secrets.take(upid, secret)}
         spec = get_operation(operation)
         if lock is not None:
             task_locks.acquire(task_locks.LockSpec.from_dict(lock), upid)

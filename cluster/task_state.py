@@ -13,7 +13,7 @@ import logging
 import os
 import time
 
-from cluster import task_locks
+from cluster import task_locks, task_secrets
 from cluster.models import Task
 from cluster.task_index import log_path, read_lines
 from cluster.upid import process_start_ticks
@@ -73,6 +73,7 @@ def begin_finish(upid: str, exitstatus: str, *, from_status: tuple[str, ...] = T
 
 def complete(upid: str) -> None:
     """Release the lease, end the log with the final line, mark the row stopped (idempotent)."""
+    task_secrets.discard(upid)  # a task that ends without running leaves no password behind
     task = Task.objects.filter(upid=upid).first()
     if task is None or task.status != Task.FINISHING:
         return

@@ -29,9 +29,10 @@ def run_task(
     kwargs: dict[str, Any] | None = None,
     lock: dict[str, Any] | None = None,
     time_limit: int = 0,
+    secret: str | None = None,
 ) -> str:
     return task_runner.execute(
-        upid, operation, kwargs or {}, lock, worker=self.request.hostname or "", time_limit=time_limit
+        upid, operation, kwargs or {}, lock, worker=self.request.hostname or "", time_limit=time_limit, secret=secret
     )
 
 

@@ -112,6 +112,28 @@ PVE_CLUSTER_DATABASE_URL = _env("PVE_CLUSTER_DATABASE_URL", f"sqlite:///{PVE_DAT
 PVE_LOCAL_DATABASE_URL = _env("PVE_LOCAL_DATABASE_URL", f"sqlite:///{PVE_DATA_DIR / 'local.db'}")
 REDIS_URL = _env("REDIS_URL")
 PVE_REDIS_SOCKET = PVE_DATA_DIR / "redis.sock"
+# A broker other than a unix socket inside the data directory (TCP, or a socket other local users
+# may reach) lets them queue tasks for the node's worker: refused unless the operator says so.
+PVE_ALLOW_REMOTE_BROKER = _env_bool("PVE_ALLOW_REMOTE_BROKER", False)
+
+
+def _check_broker_url(url: str) -> None:
+    """REDIS_URL must be ``unix://`` to a socket inside PVE_DATA_DIR (0700) unless PVE_ALLOW_REMOTE_BROKER=1."""
+    if PVE_ALLOW_REMOTE_BROKER:
+        return
+    parts = urlsplit(url)
+    path = Path(unquote(parts.path)).resolve() if parts.scheme == "unix" and parts.path.startswith("/") else None
+    if path is None or not path.is_relative_to(PVE_DATA_DIR):
+        raise ImproperlyConfigured(
+            f"REDIS_URL {url!r} is not a unix socket inside PVE_DATA_DIR ({PVE_DATA_DIR}): any local user "
+            "who reaches the broker can queue tasks for this node's worker. Unset REDIS_URL (runnode and "
+            "pve-django-redis.service run a private redis on <PVE_DATA_DIR>/redis.sock), or set "
+            "PVE_ALLOW_REMOTE_BROKER=1 to use it anyway"
+        )
+
+
+if REDIS_URL is not None:
+    _check_broker_url(REDIS_URL)
 PVE_REPLICATOR_SOCKET = Path(_env("PVE_REPLICATOR_SOCKET", str(PVE_DATA_DIR / "replicator.sock")))
 PVE_ROOT_PASSWORD = _env("PVE_ROOT_PASSWORD")
 PVE_MAX_CHANGESET_BYTES = _env_int("PVE_MAX_CHANGESET_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024)
@@ -174,7 +196,7 @@ def _secret_key() -> str:
     try:
         return path.read_text().strip()
     except FileNotFoundError:
-        PVE_DATA_DIR.mkdir(parents=True, exist_ok=True)
+        PVE_DATA_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = secrets.token_urlsafe(48)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:

@@ -27,6 +27,7 @@ from replicator import bootstrap, changeset, faults, protocol, snapshot, volatil
 from replicator.applier import Applier
 from replicator.exceptions import NotQuorateError, ReplicationError
 from replicator.mirror import Mirror
+from replicator.peers import PeerCheck
 from replicator.state import enter_apply_mode
 from replicator.sync import Coordinator
 from replicator.transport import RESTART_EXIT_CODE, LocalTransport, Transport, make_transport
@@ -102,6 +103,14 @@ class MirrorThread(threading.Thread):
                     return False
                 self.cond.wait(remaining)
         return True
+
+
+def _refuse(conn: socket.socket) -> None:
+    with conn, contextlib.suppress(OSError):
+        conn.settimeout(1)
+        protocol.send_message(
+            conn, {"ok": False, "code": "error", "error": "permission denied: only root and the node's user"}
+        )
 
 
 class Replicator:
@@ -325,7 +334,7 @@ class Replicator:
                     return
 
     def _listen(self) -> socket.socket:
-        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.socket_path.with_name(self.socket_path.name + ".new")
         if tmp.exists():
             tmp.unlink()
@@ -337,6 +346,7 @@ class Replicator:
         return server
 
     def _accept_loop(self, server: socket.socket) -> None:
+        peers = PeerCheck()
         while not self.stopping.is_set():
             try:
                 conn, _ = server.accept()
@@ -344,6 +354,9 @@ class Replicator:
                 if self.stopping.is_set():
                     return
                 raise
+            if not peers.allows(conn):  # before a byte of the request is read
+                _refuse(conn)
+                continue
             threading.Thread(target=self._serve_connection, args=(conn,), name="client", daemon=True).start()
 
     def start(self) -> None:

@@ -84,8 +84,8 @@ class JoinView(PVEAPIView):
             "",
             _user(request),
             "cluster.join",
+            secret_kwargs={"password": password},  # never in the task message (cluster.task_secrets)
             host=host,
-            password=password,
             fingerprint=fingerprint,
             nodeid=nodeid,
             votes=votes,

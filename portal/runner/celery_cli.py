@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from replicator.private import restrict_umask
+
 WORKER_CONCURRENCY = 2
 
 
@@ -72,6 +74,7 @@ def main(args: list[str] | None = None) -> None:
     if len(args) != 1 or args[0] not in ("worker", "beat"):
         sys.exit("usage: python -m portal.runner.celery_cli worker|beat")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    restrict_umask()  # kept across exec: Celery's files (beat's schedule, task logs) are private
     argv = argv_for(args[0])
     os.execv(argv[0], argv)
 

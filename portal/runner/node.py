@@ -16,9 +16,12 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connections
 
+from portal.runner.broker import redis_argv
 from portal.runner.celery_cli import beat_argv, worker_argv
+from portal.runner.lifetime import NodeLocked, lock_node
 from portal.runner.supervisor import ChildSpec, Supervisor
 from portal.runner.web import certificate_paths
+from replicator import bootstrap, private
 
 log = logging.getLogger("runnode")
 
@@ -80,25 +83,7 @@ def _probe_host(bind: str) -> str:
 def redis_spec(env: dict[str, str]) -> ChildSpec:
     sock = Path(settings.PVE_REDIS_SOCKET)
     data = Path(settings.PVE_DATA_DIR)
-    argv = [
-        "redis-server",
-        "--port",
-        "0",  # no TCP: a private broker, reachable only through the socket
-        "--unixsocket",
-        str(sock),
-        "--unixsocketperm",
-        "700",
-        "--save",
-        "",  # no RDB snapshots
-        "--appendonly",
-        "no",
-        "--dir",
-        str(data),
-        "--daemonize",
-        "no",
-        "--logfile",
-        "",  # stdout, teed by the supervisor
-    ]
+    argv = redis_argv(sock, data)
     return ChildSpec(
         "redis",
         argv,
@@ -152,12 +137,14 @@ def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -
 
     replicator_socket = Path(settings.PVE_REPLICATOR_SOCKET)
     cert, key = certificate_paths(Path(settings.PVE_ETC_DIR), settings.PVE_NODE_NAME)
+    terminal = os.dup(2) if os.isatty(2) else None  # where a generated root password is shown, not logged
     specs.append(
         ChildSpec(
             "replicator",
             [python, str(MANAGE), "replicator"],
-            env,
+            env if terminal is None else {**env, bootstrap.TERMINAL_FD_ENV: str(terminal)},
             cwd=REPO,
+            pass_fds=() if terminal is None else (terminal,),
             # Web, worker and beat submit writes through this socket; the web server needs the
             # node certificate the replicator renders into the config tree.
             ready=lambda: unix_socket_accepts(replicator_socket) and cert.exists() and key.exists(),
@@ -194,8 +181,13 @@ def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -
 
 def run_node(*, web: bool = True, worker: bool = True, beat: bool = True, run_migrations: bool = True) -> int:
     """Migrate, then supervise the node until SIGTERM/SIGINT; returns the exit code."""
-    Path(settings.PVE_DATA_DIR).mkdir(parents=True, exist_ok=True)
-    Path(settings.PVE_LOG_DIR).mkdir(parents=True, exist_ok=True)
+    private.make_private_dir(Path(settings.PVE_DATA_DIR))
+    try:
+        node_lock = lock_node(Path(settings.PVE_DATA_DIR))  # held by the runner and every child
+    except NodeLocked as exc:
+        log.error("not starting the node: %s", exc)
+        return 1
+    private.secure_from_settings()  # data directory 0700, databases and logs 0600, also when made before
     if run_migrations:
         try:
             migrate()
@@ -204,4 +196,4 @@ def run_node(*, web: bool = True, worker: bool = True, beat: bool = True, run_mi
             return 1
     specs = node_children(web=web, worker=worker, beat=beat)
     connections.close_all()  # nothing inherited across fork (Popen forks before exec)
-    return Supervisor(specs, Path(settings.PVE_LOG_DIR)).run()
+    return Supervisor(specs, Path(settings.PVE_LOG_DIR), inherit_fds=(node_lock,)).run()

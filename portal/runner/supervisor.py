@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from portal.runner.lifetime import die_with_parent
+
 log = logging.getLogger("runnode")
 
 MAX_RESTARTS = 5  # restarts of one child within RESTART_WINDOW before the runner gives up
@@ -45,6 +47,7 @@ class ChildSpec:
     ready: Callable[[], bool] | None = None
     ready_timeout: float = 60.0
     waiting_for: str = "it to become ready"
+    pass_fds: tuple[int, ...] = ()  # descriptors the child inherits (with the same numbers)
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Child:
     restarts: deque[float] = field(default_factory=deque)
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     tee: threading.Thread | None = None
+    inherit_fds: tuple[int, ...] = ()  # given to every child (the node lock)
 
     @property
     def log_path(self) -> Path:
@@ -62,7 +66,7 @@ class Child:
 
     def start(self) -> None:
         # argv list, never a shell; a session of its own so a terminal's Ctrl-C reaches only the
-        # runner, which then stops the children in order.
+        # runner, which then stops the children in order; killed with the runner (lifetime).
         self.process = subprocess.Popen(
             self.spec.argv,
             env=self.spec.env,
@@ -71,6 +75,8 @@ class Child:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            pass_fds=(*self.spec.pass_fds, *self.inherit_fds),
+            preexec_fn=die_with_parent(),
         )
         self.tee = threading.Thread(target=self._tee, args=(self.process,), name=f"tee-{self.spec.name}", daemon=True)
         self.tee.start()
@@ -78,7 +84,9 @@ class Child:
     def _tee(self, process: subprocess.Popen) -> None:
         """Copy the child's output to its own log file and to our stderr, prefixed with its name."""
         assert process.stdout is not None
-        with open(self.log_path, "ab") as logfile:
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)  # logs may name users and hosts: the node's user only, whatever the umask
+        with os.fdopen(fd, "ab") as logfile:
             for line in process.stdout:
                 text = line.decode(errors="replace").rstrip("\r\n")
                 self.tail.append(text)
@@ -138,9 +146,15 @@ class Supervisor:
         window: float = RESTART_WINDOW,
         stop_timeout: float = STOP_TIMEOUT,
         backoff: Callable[[int], float] | None = None,
+        inherit_fds: tuple[int, ...] = (),
     ) -> None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.children = [Child(spec, log_dir) for spec in specs]
+        """``inherit_fds`` are handed to every child (:func:`portal.runner.lifetime.lock_node`'s lock).
+
+        Children end with the thread that runs the supervisor (their parent-death signal): run it
+        from the thread that lives as long as the node.
+        """
+        log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.children = [Child(spec, log_dir, inherit_fds=inherit_fds) for spec in specs]
         self.max_restarts = max_restarts
         self.window = window
         self.stop_timeout = stop_timeout

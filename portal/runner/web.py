@@ -20,6 +20,7 @@ import uvicorn
 from uvicorn.config import create_ssl_context
 
 from portal.runner.reason import ReasonPhraseH11Protocol
+from replicator.private import restrict_umask
 
 APPLICATION = "portal.asgi:application"
 CERTIFICATE_WAIT = 60.0
@@ -125,6 +126,7 @@ def watch_certificate(
 
 
 def main() -> None:
+    restrict_umask()  # task logs and anything else the web process creates are private
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     from django.conf import settings
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -68,3 +69,9 @@ def stuck(task: TaskHandle, seconds: float = 30.0) -> None:
 def touch(task: TaskHandle, path: str) -> None:
     Path(path).write_text(str(os.getpid()))
     task.log(f"touched {path}")
+
+
+@operation("test.secret")
+def secret(task: TaskHandle, password: str) -> None:
+    """Proves a secret argument arrived, without writing it anywhere (its SHA-256 only)."""
+    task.log(f"got a password with sha256 {hashlib.sha256(password.encode()).hexdigest()}")

@@ -247,6 +247,110 @@ def test_refusals_change_nothing(node, archive, tmp_path):
         assert node.tree() == before, name
 
 
+def _member(name: str, body: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = "") -> tuple:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size, info.mode = kind, link, len(body), 0o600
+    return info, body
+
+
+def crafted_copies(archive: Path, directory: Path) -> dict[str, tuple[Path, str]]:
+    """Archives an attacker could hand to the restore, each with the refusal it must meet."""
+    with tarfile.open(archive) as tar:
+        original = [(info, tar.extractfile(info).read()) for info in tar.getmembers()]
+    manifest = json.loads(dict((i.name, b) for i, b in original)["manifest.json"])
+
+    def without(name: str) -> list[tuple]:
+        return [(i, b) for i, b in original if i.name != name]
+
+    def with_manifest(change) -> list[tuple]:  # type: ignore[no-untyped-def]
+        """The archive with its manifest edited by ``change``, plus the members ``change`` returns."""
+        changed = json.loads(json.dumps(manifest))
+        extra = change(changed) or []
+        rest = [(i, b) for i, b in original if i.name != "manifest.json"]
+        return [_member("manifest.json", json.dumps(changed).encode()), *rest, *extra]
+
+    def add_piece(role: str, name: str, body: bytes):  # type: ignore[no-untyped-def]
+        def change(m: dict) -> list[tuple]:
+            m["files"].append(
+                {
+                    "role": role,
+                    "name": name,
+                    "member": f"files/{role}/{name}",
+                    "mode": 0o600,
+                    "private": True,
+                    "sha256": hashlib.sha256(body).hexdigest(),
+                    "size": len(body),
+                    "path": "x",
+                }
+            )
+            return [_member(f"files/{role}/{name}", body)]
+
+        return change
+
+    def set_link(name: str, target: str):  # type: ignore[no-untyped-def]
+        def change(m: dict) -> None:
+            entries = [e for e in m["files"] if (e["role"], e["name"]) == ("ssh", name)]
+            if entries:
+                entries[0]["link"] = target
+            else:
+                m["files"].append({"role": "ssh", "name": name, "link": target, "path": "x"})
+
+        return change
+
+    def rename_member(m: dict) -> None:
+        entry = next(e for e in m["files"] if (e["role"], e["name"]) == ("ssh", "id_ed25519"))
+        entry["member"] = "files/ssh-host/id_ed25519"
+
+    key = "files/ssh/id_ed25519"
+    cases = {
+        "extra member": ([*original, _member("files/ssh/rc", b"evil")], "does not list: files/ssh/rc"),
+        "absolute member": ([*original, _member("/etc/cron.d/evil", b"* * * * * root evil")], "name outside"),
+        "dot-dot member": ([*original, _member("files/../../evil", b"evil")], "name outside"),
+        "symlink member": (
+            [*without(key), _member(key, kind=tarfile.SYMTYPE, link="/etc/shadow")],
+            f"{key} is a symlink",
+        ),
+        "hard link member": (
+            [*without(key), _member(key, kind=tarfile.LNKTYPE, link="manifest.json")],
+            f"{key} is a hard link",
+        ),
+        "device member": ([*original, _member("files/ssh/null", kind=tarfile.CHRTYPE)], "is a device file"),
+        "fifo member": ([*original, _member("files/ssh/fifo", kind=tarfile.FIFOTYPE)], "is a device file or fifo"),
+        "directory member": ([*original, _member("files/ssh", kind=tarfile.DIRTYPE)], "is a directory"),
+        "duplicate member": ([_member(key, b"evil key"), *original], f"holds member {key} twice"),
+        "missing member": (without("files/ssh/id_ed25519.pub"), "lacks members its manifest lists"),
+        "unknown ssh file": (with_manifest(add_piece("ssh", "rc", b"evil")), "ssh/rc, which is not a file"),
+        "sshd config": (
+            with_manifest(add_piece("ssh-host", "sshd_config", b"PermitRootLogin yes\n")),
+            "ssh-host/sshd_config",
+        ),
+        "link elsewhere": (with_manifest(set_link("authorized_keys", "/etc/shadow")), "only ssh/authorized_keys"),
+        "another link": (with_manifest(set_link("id_rsa", "/tmp/evil")), "only ssh/authorized_keys"),
+        "misplaced member": (with_manifest(rename_member), "malformed entry for ssh/id_ed25519"),
+    }
+    paths = {}
+    for name, (members, reason) in cases.items():
+        path = directory / f"{name.replace(' ', '-')}.tar.gz"
+        with tarfile.open(path, "w:gz") as tar:
+            for info, body in members:
+                tar.addfile(info, io.BytesIO(body) if info.isreg() else None)
+        paths[name] = (path, reason)
+    return paths
+
+
+@pytest.mark.postgres_too
+def test_crafted_archives_are_refused_and_change_nothing(node, archive, tmp_path):
+    """Members beyond the manifest, links, devices, paths outside the known targets: each refused, nothing written."""
+    node.replicator.stop()
+    before = node.tree()
+    for name, (path, reason) in crafted_copies(archive, tmp_path).items():
+        result = node.pvenode("identity-restore", str(path))
+        assert result.returncode != 0, (name, result.stdout)
+        assert reason in result.stderr, (name, result.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+        assert node.tree() == before, name
+
+
 @pytest.mark.postgres_too
 def test_restore_over_a_changed_node_keeps_what_it_replaces(node, archive):
     original = (node.ssh / "id_ed25519").read_bytes()

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from portal.runner.lifetime import NodeLocked, lock_node
 from portal.runner.supervisor import ChildSpec, GiveUp, Supervisor, default_backoff
 from portal.runner.web import build_config, server_ssl_context
 
@@ -248,6 +249,80 @@ def test_sigterm_to_the_runner_stops_everything_and_exits_zero(tmp_path):
         if runner.poll() is None:
             runner.kill()
     assert not Path(f"/proc/{child_pid}").exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_children_die_with_a_killed_runner_and_the_data_directory_stays_locked_while_any_process_lives(tmp_path):
+    """SIGKILL to a real runner: its children get their parent-death signal; a process they left
+    behind (here a daemonised grandchild, which has no such signal) keeps the node lock, so a
+    second runner is refused until it is gone."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    sleeper = f"import os, time; open({str(pids)!r} + '/sleeper', 'w').write(str(os.getpid())); time.sleep(60)"
+    spawner = textwrap.dedent(
+        f"""
+        import os, time
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                open({str(pids)!r} + "/grandchild", "w").write(str(os.getpid()))
+                time.sleep(60)
+            os._exit(0)
+        open({str(pids)!r} + "/spawner", "w").write(str(os.getpid()))
+        time.sleep(60)
+        """
+    )
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from portal.runner.lifetime import lock_node
+        from portal.runner.supervisor import ChildSpec, Supervisor
+        lock = lock_node(Path({str(tmp_path)!r}))
+        specs = [
+            ChildSpec("sleeper", [sys.executable, "-c", {sleeper!r}], ready=Path({str(pids)!r}, "sleeper").exists),
+            ChildSpec("spawner", [sys.executable, "-c", {spawner!r}], ready=Path({str(pids)!r}, "grandchild").exists),
+        ]
+        sys.exit(Supervisor(specs, Path({str(tmp_path)!r}), inherit_fds=(lock,)).run(poll=0.05))
+        """
+    )
+    runner = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    names = ("sleeper", "spawner", "grandchild")
+    grandchild = None
+    try:
+        deadline = time.monotonic() + 30
+        while not all((pids / name).exists() and (pids / name).read_text() for name in names):
+            assert time.monotonic() < deadline and runner.poll() is None, "the children did not start"
+            time.sleep(0.05)
+        sleeper_pid, spawner_pid, grandchild = (int((pids / name).read_text()) for name in names)
+        with pytest.raises(NodeLocked, match=r"in use by another runnode.*\(python"):
+            lock_node(tmp_path, wait=0.2)  # the runner itself holds it
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(sleeper_pid) or _alive(spawner_pid):
+            assert time.monotonic() < deadline, "children outlived their runner"
+            time.sleep(0.02)
+        assert _alive(grandchild)
+        with pytest.raises(NodeLocked, match=rf"{grandchild} \(python"):
+            lock_node(tmp_path, wait=0.2)
+        os.kill(grandchild, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(grandchild):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        os.close(lock_node(tmp_path, wait=5))  # free once the last process of the first runner is gone
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        if grandchild is not None and _alive(grandchild):
+            os.kill(grandchild, signal.SIGKILL)
 
 
 def test_sigterm_while_waiting_for_readiness_is_a_clean_stop(tmp_path):

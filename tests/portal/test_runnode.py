@@ -149,7 +149,7 @@ def test_runnode_serves_the_admin_over_https_and_stops_cleanly_on_sigterm(tmp_pa
         listed = subprocess.run(["pgrep", "-P", str(runner.pid)], capture_output=True, text=True).stdout
         children = [int(pid) for pid in listed.split()]
         assert len(children) == len(CHILDREN), output()
-        assert (data / "redis.sock").stat().st_mode & 0o077 == 0  # unixsocketperm 700
+        assert (data / "redis.sock").stat().st_mode & 0o077 == 0  # unixsocketperm 600
     finally:
         if runner.poll() is None:
             runner.send_signal(signal.SIGTERM)
@@ -167,3 +167,91 @@ def test_runnode_serves_the_admin_over_https_and_stops_cleanly_on_sigterm(tmp_pa
         assert (logs / f"{name}.log").exists(), name
     assert (logs / "web.log").stat().st_size > 0
     assert "[replicator]" in output() and "[web]" in output()  # prefixed copies on the runner's stderr
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children ...), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _runnode(env: dict[str, str], out: Path) -> subprocess.Popen:
+    with open(out, "ab") as handle:
+        return subprocess.Popen(
+            [sys.executable, str(REPO / "manage.py"), "runnode"],
+            env=env,
+            cwd=REPO,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+@pytest.mark.slow
+def test_a_second_runnode_is_refused_and_the_children_die_with_a_killed_runner(tmp_path):
+    data = tmp_path / "node"
+    env = _node_env(data, _free_port())
+    first_out, second_out = tmp_path / "first.out", tmp_path / "second.out"
+    first = _runnode(env, first_out)
+    second: subprocess.Popen | None = None
+    processes: list[int] = []
+    try:
+        deadline = time.monotonic() + 180
+        worker_log = data / "log" / "worker.log"
+        while not (worker_log.exists() and "ready." in worker_log.read_text(errors="replace")):
+            assert first.poll() is None and time.monotonic() < deadline, first_out.read_text()[-3000:]
+            time.sleep(0.3)
+        while len(subprocess.run(["pgrep", "-P", str(first.pid)], capture_output=True).stdout.split()) < len(CHILDREN):
+            assert time.monotonic() < deadline, first_out.read_text()[-3000:]
+            time.sleep(0.3)
+        processes = _descendants(first.pid)  # the children and their own (Celery's pool, say)
+        assert len(processes) > len(CHILDREN)
+
+        second = _runnode(env, second_out)
+        assert second.wait(timeout=60) == 1
+        refusal = second_out.read_text()
+        assert f"{data} is in use by another runnode or the processes it started" in refusal, refusal
+        assert "starting redis" not in refusal and "migrating" not in refusal  # refused before anything
+        assert first.poll() is None and all(_alive(pid) for pid in processes)  # the first node is untouched
+
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while left := [pid for pid in processes if _alive(pid)]:
+            assert time.monotonic() < deadline, f"processes outlived their runner: {left}"
+            time.sleep(0.05)
+    finally:
+        for runner in (first, second):
+            if runner is not None and runner.poll() is None:
+                os.killpg(runner.pid, signal.SIGKILL)
+        for pid in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    third = _runnode(env, tmp_path / "third.out")  # the data directory is free again
+    try:
+        deadline = time.monotonic() + 180
+        while len(subprocess.run(["pgrep", "-P", str(third.pid)], capture_output=True).stdout.split()) < len(CHILDREN):
+            assert third.poll() is None and time.monotonic() < deadline, (tmp_path / "third.out").read_text()[-3000:]
+            time.sleep(0.3)
+    finally:
+        third.send_signal(signal.SIGTERM)
+        assert third.wait(timeout=90) == 0

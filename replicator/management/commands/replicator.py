@@ -11,7 +11,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         from replicator.daemon import Replicator
+        from replicator.private import secure_from_settings
 
+        secure_from_settings()  # an existing data directory made readable by an older release
         replicator = Replicator()
         replicator.serve_forever()
         if replicator.exit_code:
