@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import router, transaction
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
@@ -16,8 +17,14 @@ from replicator.exceptions import ReplicationError
 VERSION_FIELD = "_loaded_version"
 
 
-def _actor(request: HttpRequest) -> str:
-    return str(getattr(request.user, "pk", "") or "")
+def actor_name(request: HttpRequest) -> str:
+    """The name the cluster log gives the request's user: its token id when it came with a token.
+
+    The same rule as ``authz.permissions.principal_of``, which portal cannot import; admins in the
+    apps pass ``request.user`` to their services, which name it with that function.
+    """
+    user = request.user
+    return str(getattr(user, "tokenid", None) or getattr(user, "pk", "") or "")
 
 
 class ACLAdminMixin:
@@ -58,10 +65,11 @@ class ACLAdminMixin:
         queryset = super().get_queryset(request)  # type: ignore[misc]
         if getattr(request.user, "is_superuser", False):
             return queryset
+        privs = self.acl_view + self.acl_change  # viewing or changing, as has_view_permission
         if self.acl_object:
-            allowed = [obj.pk for obj in queryset if self._acl(request, self.acl_view, obj)]
+            allowed = [obj.pk for obj in queryset if self._acl(request, privs, obj)]
             return queryset.filter(pk__in=allowed)
-        return queryset if self._acl(request, self.acl_view) else queryset.none()
+        return queryset if self._acl(request, privs) else queryset.none()
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return bool(getattr(request.user, "is_active", False))
@@ -86,52 +94,77 @@ class ACLAdminMixin:
 class AuditedModelAdmin(ACLAdminMixin, admin.ModelAdmin):
     """Admin for replicated models.
 
-    Every add, change and delete lands in the replicated cluster log; the change form carries
-    the version the operator loaded, so saving over someone else's newer change is a conflict
-    rather than a silent overwrite; replication errors (conflict, no quorum) become messages.
+    Every add, change and delete lands in the replicated cluster log in the same change set as
+    the change itself: by default ``save_model`` and ``delete_model`` write the row and its entry
+    together; an app whose admin overrides them calls its own services instead, which audit
+    their writes themselves (``actor=request.user``). Django's separate ``log_*`` calls record
+    nothing, so nothing is logged twice. The change form carries the version the operator
+    loaded, so saving over someone else's newer change is a conflict rather than a silent
+    overwrite; replication errors (conflict, no quorum) and the app's ``service_errors`` become
+    messages.
     """
 
+    service_errors: tuple[type[Exception], ...] = ()
+
+    def loaded_version(self, request: HttpRequest) -> int | None:
+        """The version of the object when the operator loaded the change form."""
+        loaded = request.POST.get(VERSION_FIELD, "")
+        return int(loaded) if loaded.isdigit() else None
+
+    def audit(self, request: HttpRequest, message: str) -> None:
+        audit.record(actor_name(request), message)
+
     def save_model(self, request: HttpRequest, obj: Model, form: Any, change: bool) -> None:
-        loaded = request.POST.get(VERSION_FIELD, "") if change else ""
-        if loaded.isdigit():
-            obj.version = int(loaded)  # type: ignore[attr-defined]  # the version the operator saw
-        obj.save()
+        loaded = self.loaded_version(request) if change else None
+        if loaded is not None:
+            obj.version = loaded  # type: ignore[attr-defined]  # the version the operator saw
+        verb = "changed" if change else "added"
+        with transaction.atomic(using=router.db_for_write(type(obj))):  # the row and its entry: one change set
+            obj.save()
+            self.audit(request, f"admin: {verb} {obj._meta.verbose_name} '{obj}'")
+
+    def delete_model(self, request: HttpRequest, obj: Model) -> None:
+        description = f"admin: deleted {obj._meta.verbose_name} '{obj}'"
+        with transaction.atomic(using=router.db_for_write(type(obj))):
+            obj.delete()
+            self.audit(request, description)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """The bulk action: each object through ``delete_model``, all of them one change set."""
+        with transaction.atomic(using=router.db_for_write(queryset.model)):
+            for obj in queryset:
+                self.delete_model(request, obj)
+
+    def _guarded(self, request: HttpRequest, view: Any, *args: Any) -> HttpResponse:
+        try:
+            return view(request, *args)
+        except (ReplicationError, *self.service_errors) as exc:
+            messages.error(request, str(exc))
+            return HttpResponseRedirect(request.get_full_path())
 
     def changeform_view(
         self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context: Any = None
     ) -> HttpResponse:
-        try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
-        except ReplicationError as exc:
-            messages.error(request, str(exc))
-            return HttpResponseRedirect(request.get_full_path())
+        return self._guarded(request, super().changeform_view, object_id, form_url, extra_context)
 
     def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
-        try:
-            return super().delete_view(request, object_id, extra_context)
-        except ReplicationError as exc:
-            messages.error(request, str(exc))
-            return HttpResponseRedirect(request.get_full_path())
+        return self._guarded(request, super().delete_view, object_id, extra_context)
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
-        try:
-            return super().changelist_view(request, extra_context)
-        except ReplicationError as exc:
-            messages.error(request, str(exc))
-            return HttpResponseRedirect(request.get_full_path())
+        return self._guarded(request, super().changelist_view, extra_context)
 
+    # Django's own log entries: the audit entry is written with the change instead (see above).
     def log_addition(self, request: HttpRequest, obj: Model, message: Any) -> None:
-        audit.record(_actor(request), f"admin: added {obj._meta.verbose_name} '{obj}'")
+        return None
 
     def log_change(self, request: HttpRequest, obj: Model, message: Any) -> None:
-        audit.record(_actor(request), f"admin: changed {obj._meta.verbose_name} '{obj}'")
+        return None
 
     def log_deletion(self, request: HttpRequest, obj: Model, object_repr: str) -> None:
-        audit.record(_actor(request), f"admin: deleted {obj._meta.verbose_name} '{object_repr}'")
+        return None
 
-    def log_deletions(self, request: HttpRequest, queryset: QuerySet) -> None:
-        for obj in queryset:
-            self.log_deletion(request, obj, str(obj))
+    def log_deletions(self, request: HttpRequest, queryset: Any) -> None:
+        return None
 
     def history_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
         raise PermissionDenied("object history is in the cluster log")

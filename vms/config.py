@@ -15,9 +15,16 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from vms import config_schema as schema
+from vms import devices
 from vms.config_schema import SCHEMA, Option
+from vms.property_strings import property_string_format, property_string_parse
+from vms.property_strings import shown as _shown
+
+__all__ = ["property_string_format", "property_string_parse"]  # re-exported: their home is vms.property_strings
 
 NOT_IN_SCHEMA = "property is not defined in schema and the schema does not allow additional properties"
+# Tasks take and release the lock (a lease naming its task); only ``qm unlock`` removes one by hand.
+LOCK_BY_HAND = "the lock is taken and released by tasks; a leftover one is removed with 'qm unlock'"
 MAX_VALUE = 64 * 1024  # bytes, any one value
 MAX_CONFIG = 512 * 1024  # bytes, the whole formatted file
 
@@ -37,12 +44,6 @@ class RandomSource(Protocol):
     def getrandbits(self, k: int, /) -> int: ...
 
 
-def _shown(text: str, limit: int = 100) -> str:
-    """``text`` safe to echo in a message: controls escaped, long values cut."""
-    escaped = schema.CONTROL_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-    return escaped if len(escaped) <= limit else escaped[:limit] + "..."
-
-
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
@@ -58,34 +59,6 @@ def validate_vmid(value: object) -> int:
     if not 100 <= vmid <= 999_999_999:
         raise ConfigError({"vmid": f"invalid format - value must be between 100 and 999999999, got {vmid}"})
     return vmid
-
-
-def property_string_parse(value: str, *, default_key: str | None) -> dict[str, str]:
-    """``a=1,b=2`` (the first item may omit its key: ``default_key``); ValueError when malformed."""
-    result: dict[str, str] = {}
-    for index, item in enumerate(value.split(",")):
-        if not item:
-            raise ValueError("empty item in property string")
-        key, eq, val = item.partition("=")
-        if not eq:
-            if index != 0 or default_key is None:
-                raise ValueError(f"missing value for '{_shown(item)}'")
-            key, val = default_key, item
-        elif not schema.PROPERTY_KEY_RE.fullmatch(key):
-            raise ValueError(f"invalid key '{_shown(key)}'")
-        if key in result:
-            raise ValueError(f"duplicate key '{_shown(key)}'")
-        result[key] = val
-    return result
-
-
-def property_string_format(values: Mapping[str, str], *, default_key: str | None = None) -> str:
-    """Inverse of ``property_string_parse``; the default key's value comes first without its name."""
-    if any("," in str(v) for v in values.values()):
-        raise ValueError("property values may not contain ','")
-    items = [values[default_key]] if default_key is not None and default_key in values else []
-    items += [f"{k}={v}" for k, v in values.items() if k != default_key]
-    return ",".join(items)
 
 
 def _text(value: object) -> str:
@@ -210,42 +183,11 @@ def _format_net(model: str, mac: str, rest: Mapping[str, str]) -> str:
     return property_string_format({"model": model, **rest}, default_key="model")
 
 
-def _new_disk_size(volume: str) -> str | None:
-    """The size in GiB when ``volume`` is a ``<storage>:<size>`` allocation request."""
-    storage, sep, size = volume.partition(":")
-    return size if sep and schema.STORAGE_RE.fullmatch(storage) and schema.NUMBER_RE.fullmatch(size) else None
-
-
-def _check_volume(volume: str) -> None:
-    if volume in ("none", "cdrom"):
-        return
-    path = volume if volume.startswith("/") else volume.partition(":")[2]
-    if ".." in path.split("/"):
-        raise ValueError("volume names may not contain '..'")
-    if volume.startswith("/"):
-        if not schema.DEVICE_RE.fullmatch(volume):
-            raise ValueError(f"invalid volume '{_shown(volume)}' (only /dev/ paths may be passed through)")
-        return
-    size = _new_disk_size(volume)
-    if size is not None:
-        if float(size) <= 0:
-            raise ValueError(f"invalid size '{_shown(size)}' for a new disk (GiB, more than 0)")
-        return
-    storage, sep, name = volume.partition(":")
-    if (
-        not sep
-        or not schema.STORAGE_RE.fullmatch(storage)
-        or not schema.VOLNAME_RE.fullmatch(name)
-        or name.startswith("/")
-    ):
-        raise ValueError(f"invalid volume '{_shown(volume)}' (expected <storage>:<volume> or <storage>:<size>)")
-
-
 def _check_disk(text: str, option: Option) -> str:
     items = property_string_parse(text, default_key="file")
     if "file" not in items:
         raise ValueError("the volume must come first")
-    _check_volume(items["file"])
+    devices.parse_volume(items["file"])
     for key, value in items.items():
         if key == "file":
             continue
@@ -257,6 +199,35 @@ def _check_disk(text: str, option: Option) -> str:
         if not re.fullmatch(pattern, value):
             raise ValueError(f"invalid value for disk option '{key}': '{_shown(value)}'")
     return property_string_format(items, default_key="file")
+
+
+def _check_unused(text: str, option: Option) -> str:
+    """A volume detached from its drive: an existing storage volume, never a new disk, a path or a CD."""
+    normal = _check_disk(text, option)
+    volume = devices.parse_drive(normal).volume
+    if volume.storage is None or volume.kind in ("new", "cloudinit"):
+        raise ValueError(f"not a valid volid: '{_shown(volume.text)}'")
+    return normal
+
+
+def _check_serial(text: str, option: Option) -> str:
+    return devices.check_serial(text)
+
+
+def _check_usb(text: str, option: Option) -> str:
+    devices.parse_usb(text)
+    return text
+
+
+def _check_hostpci(text: str, option: Option) -> str:
+    devices.parse_hostpci(text)
+    return text
+
+
+def _check_vmgenid(text: str, option: Option) -> str:
+    if not schema.VMGENID_RE.fullmatch(text):
+        raise ValueError(f"invalid format - value does not look like a UUID (or 0 or 1): '{_shown(text)}'")
+    return text
 
 
 def _check_description(text: str, option: Option) -> str:
@@ -279,6 +250,11 @@ _CHECKS: dict[str, Callable[[str, Option], str]] = {
     "net": _check_net,
     "disk": _check_disk,
     "description": _check_description,
+    "unused": _check_unused,
+    "serial": _check_serial,
+    "usb": _check_usb,
+    "hostpci": _check_hostpci,
+    "vmgenid": _check_vmgenid,
 }
 
 
@@ -316,6 +292,9 @@ def validate_options(params: Mapping[str, object], *, creating: bool) -> dict[st
         if option is None:
             errors[str(key)] = NOT_IN_SCHEMA
             continue
+        if key == "lock":
+            errors[key] = LOCK_BY_HAND
+            continue
         try:
             result[key] = check_value(key, option, raw)
         except ValueError as exc:
@@ -326,7 +305,8 @@ def validate_options(params: Mapping[str, object], *, creating: bool) -> dict[st
     return result
 
 
-def _delete_list(delete: Iterable[object] | str | None) -> list[str]:
+def delete_list(delete: Iterable[object] | str | None) -> list[str]:
+    """The keys of a ``delete`` parameter (a list, or one string separated by commas, semicolons or blanks)."""
     if delete is None:
         return []
     raw = [delete] if isinstance(delete, str) else [str(item) for item in delete]
@@ -344,12 +324,14 @@ def apply_update(
         updates = validate_options(set_, creating=False)
     except ConfigError as exc:
         errors.update(exc.errors)
-    removed = _delete_list(delete)
+    removed = delete_list(delete)
     for key in removed:
         if not schema.CONFIGID_RE.fullmatch(key):
             errors["delete"] = f"invalid format - invalid configuration ID '{_shown(key)}'"
         elif key not in SCHEMA:
             errors[key] = NOT_IN_SCHEMA
+        elif key == "lock":
+            errors[key] = LOCK_BY_HAND
         elif key in set_:
             errors[key] = "conflicting (set and delete)"
     if errors:
@@ -457,7 +439,7 @@ def normalise_devices(
         if not schema.DISK_KEY_RE.fullmatch(key) or key.startswith("unused"):
             continue
         items = property_string_parse(result[key], default_key="file")
-        size = _new_disk_size(items.get("file", ""))
+        size = devices.new_disk_size(items.get("file", ""))
         if size is None:
             continue
         index = next(i for i in range(len(used) + 1) if i not in used)

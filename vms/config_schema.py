@@ -25,6 +25,8 @@ NIC_MODELS = (
     "pcnet",
 )
 MAX_MEMORY = 4 * 1024 * 1024  # MiB
+MAX_HOSTPCI = 16  # hostpci0..15, as qemu-server
+MAX_USB = 14  # usb0..13, as qemu-server
 
 # Value patterns (use with fullmatch).
 INTEGER_RE = re.compile(r"-?(0|[1-9][0-9]*)")
@@ -38,6 +40,7 @@ DEVICE_RE = re.compile(r"/dev/[A-Za-z0-9_.\-/]+")
 PROPERTY_KEY_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9_\-]*")
 CONFIGID_RE = re.compile(r"[a-z][a-z0-9_\-]*")
 VMID_RE = re.compile(r"[1-9][0-9]{0,11}")
+VMGENID_RE = re.compile(r"[a-fA-F0-9]{8}(-[a-fA-F0-9]{4}){3}-[a-fA-F0-9]{12}|[01]")
 LINE_RE = re.compile(r"([a-z][a-z0-9_\-]*):[ \t]*(.*?)[ \t]*")
 # What ``str.splitlines`` breaks on: a description is split on exactly these.
 LINE_BREAK_RE = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
@@ -52,7 +55,8 @@ class Option:
     """Type of one option.
 
     ``kind`` is one of: integer, number, boolean, enum, string, property (a property string whose
-    first item may omit ``default_key``), dns-name, tags, disk, net, memory, description.
+    first item may omit ``default_key``), dns-name, tags, disk, net, memory, description, unused (a
+    volume detached from its drive), serial, usb, hostpci (host devices, see ``vms.devices``), vmgenid.
     """
 
     kind: str
@@ -95,7 +99,7 @@ SCHEMA: dict[str, Option] = {
     "startup": Option("property", max_length=256),
     "hookscript": Option("string", max_length=1024),
     "smbios1": Option("property", max_length=1024),
-    "vmgenid": Option("string", max_length=64),
+    "vmgenid": Option("vmgenid", max_length=64),
     "meta": Option("property", max_length=1024),
     "lock": Option("enum", choices=LOCKS),
     "parent": Option("string", max_length=256),
@@ -106,11 +110,15 @@ for _prefix, _count in (("ide", 4), ("sata", 6), ("scsi", 31), ("virtio", 16)):
     for _i in range(_count):
         SCHEMA[f"{_prefix}{_i}"] = Option("disk")
 for _i in range(256):
-    SCHEMA[f"unused{_i}"] = Option("disk")
+    SCHEMA[f"unused{_i}"] = Option("unused")
 for _i in range(32):
     SCHEMA[f"net{_i}"] = Option("net")
 for _i in range(4):
-    SCHEMA[f"serial{_i}"] = Option("string", max_length=256)
+    SCHEMA[f"serial{_i}"] = Option("serial", max_length=256)
+for _i in range(MAX_HOSTPCI):
+    SCHEMA[f"hostpci{_i}"] = Option("hostpci", max_length=1024)
+for _i in range(MAX_USB):
+    SCHEMA[f"usb{_i}"] = Option("usb", max_length=256)
 
 # Keys whose value names a volume that belongs to the VM (new ones are numbered vm-<vmid>-disk-<k>).
 DISK_KEY_RE = re.compile(r"(ide|sata|scsi|virtio|unused)\d+|efidisk0|tpmstate0")
@@ -155,3 +163,23 @@ NET_OPTIONS: dict[str, str] = {
     "trunks": r"[0-9]{1,4}(-[0-9]{1,4})?(;[0-9]{1,4}(-[0-9]{1,4})?)*",
 }
 NET_RANGES: dict[str, tuple[int, int]] = {"mtu": (1, 65520), "queues": (0, 64), "tag": (1, 4094)}
+
+# Host devices (qemu-server's pve-qm-usb and pve-qm-hostpci formats; serial ports are ``socket`` or a /dev path).
+USB_HOST_RE = re.compile(r"(0x)?[0-9A-Fa-f]{4}:(0x)?[0-9A-Fa-f]{4}|[0-9]+-[0-9]+(\.[0-9]+)*|[Ss][Pp][Ii][Cc][Ee]")
+_PCI_ID = r"([a-f0-9]{4,8}:)?[a-f0-9]{2}:[a-f0-9]{2}(\.[a-f0-9])?"
+PCI_HOST_RE = re.compile(rf"{_PCI_ID}(;{_PCI_ID}){{0,31}}")
+MAPPING_ID_RE = re.compile(r"[a-z][a-z0-9_\-]{1,63}")
+USB_OPTIONS: dict[str, str] = {"usb3": r"0|1"}
+HOSTPCI_OPTIONS: dict[str, str] = {
+    "device-id": r"0x[0-9a-fA-F]{4}",
+    "driver": r"vfio|keep",
+    "legacy-igd": r"0|1",
+    "mdev": r"[A-Za-z0-9_\-]{1,64}",
+    "pcie": r"0|1",
+    "rombar": r"0|1",
+    "romfile": r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}",  # a file name in /usr/share/kvm, never a path
+    "sub-device-id": r"0x[0-9a-fA-F]{4}",
+    "sub-vendor-id": r"0x[0-9a-fA-F]{4}",
+    "vendor-id": r"0x[0-9a-fA-F]{4}",
+    "x-vga": r"0|1",
+}

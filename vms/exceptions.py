@@ -32,3 +32,18 @@ class DigestMismatch(VMError):
 
     def __init__(self) -> None:
         super().__init__("detected modified configuration - file changed by other user? Try again.")
+
+
+class RootOnly(VMError):
+    """What only root@pam may do (host devices and paths, ``args``, ``hookscript`` ...); Proxmox's wording."""
+
+    status = 403
+
+
+class VMProtected(VMError):
+    """The ``protection`` flag forbids removing the VM or its disks."""
+
+    status = 500
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} - protection mode enabled")

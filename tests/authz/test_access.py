@@ -189,8 +189,11 @@ def test_the_admin_applies_the_same_acls(world):
     assert listing.status_code == 200
     assert b"acl7100" in listing.content and b"acl7101" not in listing.content
     assert dave.get("/admin/vms/vm/7101/change/").status_code in (302, 403, 404)
+    # PVEVMUser holds VM.Config.CDROM: the form opens, and saving checks each changed key (memory: refused)
     view = dave.get("/admin/vms/vm/7100/change/")
-    assert view.status_code == 200 and b'name="config_text"' not in view.content  # view only: PVEVMUser
+    assert view.status_code == 200 and b'name="config_text"' in view.content
+    refused = dave.post("/admin/vms/vm/7100/change/", {"pool": "", "config_text": "name: acl7100\nmemory: 64\n"})
+    assert refused.status_code == 200 and b"Permission check failed (/vms/7100, VM.Config.Memory)" in refused.content
     assert dave.get("/admin/authz/user/").status_code == 403
     assert dave.get("/admin/authz/aclentry/").status_code == 403
     before = VM.objects.get(vmid=7100).version

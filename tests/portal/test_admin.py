@@ -8,8 +8,9 @@ import pytest
 from django.contrib.admin.utils import quote
 from django.test import Client
 
-from authz.models import User
+from authz.models import Pool, User
 from cluster.models import ClusterLogEntry
+from replicator import client as replicator_client
 from vms.models import VM
 
 pytestmark = [pytest.mark.usefixtures("replicator")]
@@ -85,9 +86,11 @@ def test_add_and_edit_vm_through_the_admin_with_audit_and_conflicts():
     )
     assert added.status_code == 302, added.content[:2000]
     vm = VM.objects.get(vmid=960)
+    # created by the same service as the API's: normalised (an smbios1 uuid), audited
+    assert vm.config.pop("smbios1").startswith("uuid=")
     assert vm.config == {"name": "admin-vm", "memory": "256", "cores": "2"}
     # the change and its audit entry travel in one change set
-    entry = ClusterLogEntry.objects.get(msg="admin: added VM '960 (admin-vm)'")
+    entry = ClusterLogEntry.objects.get(msg="VM 960 created on testnode")
     assert entry.user == "root@pam" and entry.version == vm.version
 
     form = client.get("/admin/vms/vm/960/change/").content.decode()
@@ -108,7 +111,8 @@ def test_add_and_edit_vm_through_the_admin_with_audit_and_conflicts():
         follow=True,
     )
     assert b"changed by another writer" in stale.content
-    assert VM.objects.get(vmid=960).config == {"name": "admin-vm", "memory": "256", "cores": "8"}
+    kept = VM.objects.get(vmid=960).config
+    assert {k: v for k, v in kept.items() if k != "smbios1"} == {"name": "admin-vm", "memory": "256", "cores": "8"}
 
     fresh = re.search(
         r'name="_loaded_version" value="(\d+)"', client.get("/admin/vms/vm/960/change/").content.decode()
@@ -143,3 +147,28 @@ def test_users_without_privileges_cannot_use_the_admin(bob):
     assert anonymous.get("/admin/vms/vm/").status_code == 302  # to the login page
     assert anonymous.post("/admin/vms/vm/add/", {"vmid": "964", "node": "testnode"}).status_code == 302
     assert not VM.objects.filter(vmid=964).exists()
+
+
+def test_the_base_admin_audits_in_the_change_set_of_the_change_once():
+    """A model without a service of its own (pools): the row and one entry per change, one change set each."""
+    client = admin_client()
+    for poolid in ("audit-a", "audit-b"):
+        Pool.objects.filter(poolid=poolid).delete()
+    version = replicator_client.status()["version"]
+    assert client.post("/admin/authz/pool/add/", {"poolid": "audit-a", "comment": ""}).status_code == 302
+    pool = Pool.objects.get(poolid="audit-a")
+    assert pool.version == version + 1
+    assert list(ClusterLogEntry.objects.filter(version=pool.version).values_list("msg", "user")) == [
+        ("admin: added pool 'audit-a'", "root@pam")
+    ]
+    Pool(poolid="audit-b").save()
+    version = replicator_client.status()["version"]
+    response = client.post(
+        "/admin/authz/pool/", {"action": "delete_selected", "_selected_action": ["audit-a", "audit-b"], "post": "yes"}
+    )
+    assert response.status_code == 302 and not Pool.objects.filter(poolid__in=["audit-a", "audit-b"]).exists()
+    assert replicator_client.status()["version"] == version + 1  # the deletions and their entries together
+    assert sorted(ClusterLogEntry.objects.filter(version=version + 1).values_list("msg", flat=True)) == [
+        "admin: deleted pool 'audit-a'",
+        "admin: deleted pool 'audit-b'",
+    ]

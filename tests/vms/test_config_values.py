@@ -7,6 +7,7 @@ import pytest
 from vms.config import (
     NOT_IN_SCHEMA,
     ConfigError,
+    apply_update,
     validate_options,
     validate_vmid,
 )
@@ -127,7 +128,6 @@ def test_non_string_keys_rejected():
         ({"cpulimit": 0.25}, {"cpulimit": "0.25"}),
         ({"cpulimit": "128"}, {"cpulimit": "128"}),
         ({"ostype": "l26", "bios": "ovmf", "scsihw": "virtio-scsi-single"}, None),
-        ({"lock": "snapshot-delete"}, None),
         ({"name": "web-01.example.com"}, None),
         ({"name": "a" * 63}, None),
         ({"tags": "prod;web"}, None),
@@ -355,3 +355,68 @@ def test_invalid_disks(value):
 
 def test_dot_dot_message():
     assert "may not contain '..'" in errors_of({"scsi0": "local:../../etc/passwd"})["scsi0"]
+
+
+# --- host devices, detached volumes, the lock ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("serial0", "socket"),
+        ("serial3", "/dev/ttyS0"),
+        ("usb0", "spice"),
+        ("usb13", "host=046d:c52b,usb3=1"),
+        ("usb1", "0x046d:0xc52b"),
+        ("usb2", "1-2.3"),
+        ("usb3", "mapping=token"),
+        ("hostpci0", "0000:01:00.0,pcie=1,x-vga=1"),
+        ("hostpci15", "host=01:00;02:00.1,rombar=0"),
+        ("hostpci1", "mapping=gpu,mdev=nvidia-63,vendor-id=0x10de"),
+        ("hostpci2", "01:00.0,romfile=vbios.bin,driver=keep"),
+        ("vmgenid", "1"),
+        ("vmgenid", "c5b8f3c5-0d2f-4e26-9d41-4c2f0a7f31de"),
+    ],
+)
+def test_valid_host_devices(key, value):
+    assert validate_options({key: value}, creating=False) == {key: value}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("serial0", "/tmp/evil.sock"),
+        ("serial0", "/dev/../etc/shadow"),
+        ("serial0", "tcp:1.2.3.4:80"),
+        ("serial4", "socket"),
+        ("usb0", "host=046d:c52b,mapping=token"),  # one or the other
+        ("usb0", "usb3=1"),  # neither
+        ("usb0", "host=/dev/bus/usb/001/002"),
+        ("usb0", "spice,bogus=1"),
+        ("usb14", "spice"),
+        ("hostpci0", "0000:01:00.0,romfile=../../etc/shadow"),
+        ("hostpci0", "0000:01:00.0,romfile=/usr/share/kvm/x.rom"),
+        ("hostpci0", "01:00.0,mdev=a/b"),
+        ("hostpci0", "01:00.0,vendor-id=10de"),
+        ("hostpci0", "01:00.0,script=x"),
+        ("hostpci0", "0000:01:00.0;"),
+        ("hostpci0", "0000:0G:00.0"),
+        ("hostpci0", "mapping=Bad"),
+        ("hostpci16", "01:00.0"),
+        ("vmgenid", "2"),
+        ("vmgenid", "not-a-uuid"),
+        ("unused0", "local:4"),  # a detached volume exists: never an allocation
+        ("unused0", "/dev/sdb"),
+        ("unused0", "none"),
+        ("unused0", "local:cloudinit"),
+    ],
+)
+def test_invalid_host_devices_and_detached_volumes(key, value):
+    assert set(errors_of({key: value})) == {key}
+
+
+def test_the_lock_is_never_set_or_removed_as_a_config_key():
+    assert "qm unlock" in errors_of({"lock": "backup"})["lock"]
+    with pytest.raises(ConfigError) as info:
+        apply_update({"name": "x"}, {}, "lock")
+    assert "qm unlock" in info.value.errors["lock"]

@@ -116,3 +116,31 @@ def test_qm_unlock_removes_a_leftover_lease_and_refuses_nothing_else(node_env):
     assert qm(node_env, "unlock", "905", "--force", "1").returncode != 0
     assert VM.objects.get(vmid=905).version == version
     assert qm(node_env, "destroy", "905").returncode == 0
+
+
+def test_qm_writes_through_the_services_as_root_with_an_audit_entry_each(node_env):
+    from cluster.models import ClusterLogEntry
+
+    assert qm(node_env, "create", "906", "--name", "rooted").returncode == 0
+    created = VM.objects.get(vmid=906)
+    assert ClusterLogEntry.objects.get(version=created.version).msg == "VM 906 created on testnode"
+    # root@pam may use what reaches the host; the lock is still not a config key, even for root
+    result = qm(node_env, "set", "906", "--args", "-no-hpet", "--serial0", "/dev/ttyS0", "--usb0", "host=1-2")
+    assert result.returncode == 0, result.stderr
+    vm = VM.objects.get(vmid=906)
+    assert (vm.config["args"], vm.config["serial0"], vm.config["usb0"]) == ("-no-hpet", "/dev/ttyS0", "host=1-2")
+    entry = ClusterLogEntry.objects.get(version=vm.version)
+    assert entry.user == "root@pam"
+    assert entry.msg == "update VM 906: -args -no-hpet -serial0 /dev/ttyS0 -usb0 host=1-2"
+    refused = qm(node_env, "set", "906", "--lock", "backup")
+    assert refused.returncode != 0 and "qm unlock" in refused.stderr
+    assert VM.objects.get(vmid=906).version == vm.version
+    vm.lock, vm.lock_owner = "migrate", ""
+    vm.save(update_fields=["lock", "lock_owner"])
+    assert qm(node_env, "unlock", "906").returncode == 0
+    unlocked = VM.objects.get(vmid=906)
+    assert unlocked.lock == ""
+    entry = ClusterLogEntry.objects.get(version=unlocked.version)
+    assert (entry.user, entry.msg, entry.tag) == ("root@pam", "VM 906 unlocked (was 'migrate')", "qmunlock")
+    assert qm(node_env, "destroy", "906").returncode == 0
+    assert ClusterLogEntry.objects.filter(msg="VM 906 destroyed", user="root@pam").exists()

@@ -7,7 +7,7 @@ from typing import Any
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from authz.permissions import check, has_privileges
+from authz.permissions import check, has_privileges, principal_of
 from cluster.api.views import local_node_or_error
 from cluster.task_index import run_inline
 from portal.api import params
@@ -17,6 +17,7 @@ from replicator.exceptions import ConflictError
 from vms import services
 from vms.config import ConfigError, validate_vmid
 from vms.models import VM
+from vms.permissions import CONFIG_PRIVILEGES
 
 # Parameters of the create/update calls that are not config keys.
 CREATE_CONTROL = ("vmid", "node", "start", "storage", "pool", "force", "unique", "archive", "bwlimit", "live-restore")
@@ -64,12 +65,19 @@ def vm_summary(vm: VM) -> dict[str, Any]:
     return entry
 
 
-def _authorized_vm(request: Request, node: str, vmid: object, privileges: list[str]) -> VM:
+def _authorized_vm(
+    request: Request, node: str, vmid: object, privileges: list[str] | tuple[str, ...], *, any_of: bool = False
+) -> VM:
     """Check privileges on ``/vms/<vmid>`` before looking the VM up, so a denial reveals nothing."""
     checked = _vmid(vmid)
-    check(request.user, f"/vms/{checked}", privileges)
+    check(request.user, f"/vms/{checked}", privileges, any_of=any_of)
     local_node_or_error(node)
     return services.get_vm(checked, node)
+
+
+def _principal(request: Request) -> str:
+    """Who the task and the cluster log name: the user, or the API token (its token id)."""
+    return principal_of(request.user) or ""
 
 
 class NextIdView(PVEAPIView):
@@ -94,33 +102,35 @@ class QemuListView(PVEAPIView):
         return ok([vm_summary(vm) for vm in vms])
 
     def post(self, request: Request, node: str, **kwargs: Any) -> Response:
+        """Create: every check (VM.Allocate, each key's privilege, pool, storage) answers before the task starts."""
         local_node_or_error(node)
         values = params.collect(request, {"node": node})
         if "vmid" not in values:
             raise ParameterError({"vmid": "property is missing and it is not optional"})
         vmid = _vmid(values["vmid"])
-        check(request.user, f"/vms/{vmid}", ["VM.Allocate"])
+        pool = str(values["pool"]) if values.get("pool") not in (None, "") else None
+        storage = str(values["storage"]) if values.get("storage") not in (None, "") else None
+        if not has_privileges(request.user, f"/vms/{vmid}", ["VM.Allocate"]) and not (
+            pool and has_privileges(request.user, f"/pool/{pool}", ["VM.Allocate"])
+        ):
+            check(request.user, f"/vms/{vmid}", ["VM.Allocate"])
         if values.get("archive"):
             raise ParameterError({"archive": "restore is not supported yet"})
         options = {k: v for k, v in values.items() if k not in CREATE_CONTROL}
         try:
-            from vms.config import validate_options
-
-            validate_options(options, creating=True)
-        except ConfigError as exc:
-            raise ParameterError(exc.errors) from None
-        if VM.objects.filter(vmid=vmid).exists():
-            raise ParameterError({"vmid": f"VM {vmid} already exists"})
-        user = str(request.user.pk)
+            services.check_vm_create(vmid, options, node=node, actor=request.user, pool=pool, storage=storage)
+        except ConflictError as exc:
+            raise ParameterError({"vmid": str(exc)}) from None
+        actor = request.user
 
         def create(task: Any) -> None:
             try:
-                services.create_vm(vmid, options, node=node, actor=user)
+                services.create_vm(vmid, options, node=node, actor=actor, pool=pool, storage=storage)
             except ConflictError as exc:
                 raise RuntimeError(f"unable to create VM {vmid} - {exc}") from None
             task.log(f"VM {vmid} created")
 
-        return ok(run_inline("qmcreate", str(vmid), user, create))
+        return ok(run_inline("qmcreate", str(vmid), _principal(request), create))
 
 
 class QemuVMView(PVEAPIView):
@@ -131,16 +141,17 @@ class QemuVMView(PVEAPIView):
     def delete(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
         vm = _authorized_vm(request, node, vmid, ["VM.Allocate"])
         values = params.collect(request, {"node": node, "vmid": vmid})
-        skiplock = params.boolean(values.get("skiplock", 0), "skiplock")
+        skiplock = bool(params.boolean(values.get("skiplock", 0), "skiplock"))
         for flag in ("purge", "destroy-unreferenced-disks"):
             params.boolean(values.get(flag, 0), flag)
-        user = str(request.user.pk)
+        services.check_vm_destroy(vm, actor=request.user, skiplock=skiplock)
+        actor = request.user
 
         def destroy(task: Any) -> None:
-            services.destroy_vm(vm, actor=user, skiplock=bool(skiplock))
+            services.destroy_vm(vm, actor=actor, skiplock=skiplock)
             task.log(f"VM {vm.vmid} destroyed")
 
-        return ok(run_inline("qmdestroy", str(vm.vmid), user, destroy))
+        return ok(run_inline("qmdestroy", str(vm.vmid), _principal(request), destroy))
 
 
 class QemuConfigView(PVEAPIView):
@@ -154,7 +165,8 @@ class QemuConfigView(PVEAPIView):
         return ok(config)
 
     def _update(self, request: Request, node: str, vmid: str) -> VM:
-        vm = _authorized_vm(request, node, vmid, ["VM.Config.Options"])
+        """Any VM.Config.* privilege opens the call; the service checks each changed key's own privilege."""
+        vm = _authorized_vm(request, node, vmid, CONFIG_PRIVILEGES, any_of=True)
         values = params.collect(request, {"node": node, "vmid": vmid})
         if values.get("revert"):
             raise ParameterError({"revert": "pending changes are not supported yet"})
@@ -163,16 +175,14 @@ class QemuConfigView(PVEAPIView):
         options = {k: v for k, v in values.items() if k not in UPDATE_CONTROL}
         if not options and not values.get("delete"):
             raise ParameterError({"": "no options specified"})
-        try:
-            return services.update_vm_config(
-                vm,
-                set_=options,
-                delete=values.get("delete"),
-                digest=str(digest) if digest else None,
-                skiplock=bool(skiplock),
-            )
-        except ConfigError as exc:
-            raise ParameterError(exc.errors) from None
+        return services.update_vm_config(
+            vm,
+            set_=options,
+            delete=values.get("delete"),
+            digest=str(digest) if digest else None,
+            skiplock=bool(skiplock),
+            actor=request.user,
+        )
 
     def put(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
         self._update(request, node, vmid)
@@ -180,7 +190,7 @@ class QemuConfigView(PVEAPIView):
 
     def post(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
         vm = self._update(request, node, vmid)
-        return ok(run_inline("qmconfig", str(vm.vmid), str(request.user.pk), lambda task: task.log("update VM config")))
+        return ok(run_inline("qmconfig", str(vm.vmid), _principal(request), lambda task: task.log("update VM config")))
 
 
 class QemuStatusCurrentView(PVEAPIView):

@@ -1,4 +1,4 @@
-"""``manage.py qm``: Proxmox's VM CLI (config verbs) writing through the replicated path."""
+"""``manage.py qm``: Proxmox's VM CLI (config verbs), run as root@pam, writing through ``vms.services``."""
 
 from __future__ import annotations
 
@@ -8,13 +8,20 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from authz.models import SUPERUSER, User
 from replicator.exceptions import ReplicationError
 from vms import services
 from vms.config import ConfigError
 from vms.exceptions import VMError
 from vms.models import VM
 
-ACTOR = "root@pam"
+
+def _root() -> User:
+    """The CLI acts as root@pam (as Proxmox's qm, which runs as root on the node)."""
+    user = User.objects.filter(userid=SUPERUSER).first()
+    if user is None:
+        raise CommandError(f"{SUPERUSER} does not exist (node not bootstrapped?)")
+    return user
 
 
 def _options(extra: list[str]) -> dict[str, str]:
@@ -67,14 +74,16 @@ class Command(BaseCommand):
         return services.get_vm(validate_vmid(vmid))
 
     def _create(self, vmid: str, options: dict[str, str]) -> None:
-        vm = services.create_vm(vmid, options, node=settings.PVE_NODE_NAME, actor=ACTOR)
+        vm = services.create_vm(vmid, options, node=settings.PVE_NODE_NAME, actor=_root())
         self.stdout.write(f"VM {vm.vmid} created on node '{vm.node_id}'")
 
     def _set(self, vmid: str, options: dict[str, str]) -> None:
         delete = options.pop("delete", None)
         digest = options.pop("digest", None)
         skiplock = options.pop("skiplock", "0") == "1"
-        services.update_vm_config(self._vm(vmid), set_=options, delete=delete, digest=digest, skiplock=skiplock)
+        services.update_vm_config(
+            self._vm(vmid), set_=options, delete=delete, digest=digest, skiplock=skiplock, actor=_root()
+        )
 
     def _config(self, vmid: str, options: dict[str, str]) -> None:
         if options:
@@ -87,7 +96,7 @@ class Command(BaseCommand):
         if options:
             raise CommandError(f"unknown options: {', '.join(sorted(options))}")
         vm = self._vm(vmid)
-        services.destroy_vm(vm, actor=ACTOR, skiplock=skiplock)
+        services.destroy_vm(vm, actor=_root(), skiplock=skiplock)
         self.stdout.write(f"VM {vm.vmid} destroyed")
 
     def _unlock(self, vmid: str, options: dict[str, str]) -> None:
@@ -95,12 +104,10 @@ class Command(BaseCommand):
         if options:
             raise CommandError(f"qm unlock takes no options but {', '.join(sorted(options))}")
         vm = self._vm(vmid)
-        if not vm.lock:
+        was, owner = services.unlock_vm(vm, actor=_root())
+        if not was:
             self.stdout.write(f"VM {vm.vmid} is not locked")
             return
-        was, owner = vm.lock, vm.lock_owner
-        vm.lock, vm.lock_owner = "", ""
-        vm.save(update_fields=["lock", "lock_owner"])
         self.stdout.write(f"VM {vm.vmid} unlocked (was '{was}'{f', held by {owner}' if owner else ''})")
 
     def _list(self) -> None:
