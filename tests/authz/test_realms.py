@@ -77,6 +77,7 @@ def test_the_pam_realm_cannot_be_made_an_ldap_realm_in_the_admin(slapd, realm_ad
     response = realm_admin.post(
         "/admin/authz/realm/pam/change/",
         {
+            "realm": "pam",  # read-only now; an editable field of the old form
             "type": "ldap",
             "comment": before.comment,
             "options": json.dumps(ldap_options(slapd)),

@@ -115,7 +115,7 @@ def build(w) -> ACLState:
         for user in users:
             state.groups_of.setdefault(user, set()).add(group)
     state.pool_of.update(w["pools"])
-    state.users.update(w["users"])
+    state.users.update({**w["users"], "root@pam": (True, 0)})  # root@pam always exists
     state.tokens.update({t: TokenInfo(TOKEN_OWNERS[t], *info) for t, info in w["tokens"].items()})
     return state
 
@@ -164,7 +164,7 @@ def test_worked_examples():
 def test_a_token_is_its_rows_user_never_a_prefix_of_its_id():
     """Issue 9 item 1: the token of user ``root@pam!a@pve`` once resolved as root@pam (split at the first ``!``)."""
     state = ACLState()
-    state.users["root@pam!a@pve"] = (True, 0)
+    state.users.update({"root@pam": (True, 0), "root@pam!a@pve": (True, 0)})
     state.tokens["root@pam!a@pve!tk"] = TokenInfo("root@pam!a@pve", False, 0)
     assert privileges(state, "root@pam!a@pve!tk", "/") == set()
     state.grant("/vms", "user", "root@pam!a@pve", "PVEAuditor")
