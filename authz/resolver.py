@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from authz.privileges import BUILTIN_ROLES, NO_ACCESS, PRIVILEGES
 
@@ -95,7 +95,14 @@ def roles_at(state: ACLState, principal: str, path: str, *, is_token: bool = Fal
     return roles
 
 
-def _privileges_of(state: ACLState, roles: RoleSet) -> PrivilegeSet:
+def _privilege_set(state: ACLState, roles: RoleSet) -> set[str]:
+    privs: set[str] = set()
+    for role in roles:
+        privs |= state.roles.get(role, frozenset())
+    return privs
+
+
+def _privilege_flags(state: ACLState, roles: RoleSet) -> PrivilegeSet:
     """Each privilege of the roles, propagated if any role holding it is (Proxmox's flag)."""
     privs: PrivilegeSet = {}
     for role, propagate in roles.items():
@@ -108,31 +115,37 @@ def _active(entry: tuple[bool, int] | None, now: float) -> bool:
     return entry is not None and entry[0] and (entry[1] == 0 or entry[1] > now)
 
 
-def privilege_flags(state: ACLState, principal: str, path: str, now: float | None = None) -> PrivilegeSet:
-    """Steps 1-7: the privileges ``principal`` (userid or tokenid) holds on ``path``, with propagation.
-
-    A token is looked up by its id and resolved through its row's user; the id is never split.
-    """
-    now = time.time() if now is None else now
+def _resolve(state: ACLState, principal: str, path: str, now: float, collect: Any, intersect: Any) -> Any:
+    """Steps 1-7 for a user or a token; a token is looked up by its id and resolved through its
+    row's user, never by splitting the id. ``collect`` turns roles into privileges."""
     if principal == SUPERUSER:
-        return dict.fromkeys(PRIVILEGES, True)
+        return collect(state, {"Administrator": True})
     token = state.tokens.get(principal)
     if token is None:
-        if not _active(state.users.get(principal), now):
-            return {}
-        return _privileges_of(state, roles_at(state, principal, path))
+        active = _active(state.users.get(principal), now)
+        return collect(state, roles_at(state, principal, path) if active else {})
     if token.expire and token.expire <= now:
-        return {}
-    user_privs = privilege_flags(state, token.user, path, now) if _active(state.users.get(token.user), now) else {}
+        return collect(state, {})
+    user_privs = _resolve(state, token.user, path, now, collect, intersect)
     if not token.privsep:  # privsep off: the token is its user
         return user_privs
-    own = _privileges_of(state, roles_at(state, principal, path, is_token=True))
-    return {p: own[p] and user_privs[p] for p in own.keys() & user_privs.keys()}
+    return intersect(collect(state, roles_at(state, principal, path, is_token=True)), user_privs)
 
 
 def privileges(state: ACLState, principal: str, path: str, now: float | None = None) -> set[str]:
     """The privileges ``principal`` (userid or tokenid) holds on ``path``."""
-    return set(privilege_flags(state, principal, path, now))
+    now = time.time() if now is None else now
+    return _resolve(state, principal, path, now, _privilege_set, set.__and__)  # type: ignore[no-any-return]
+
+
+def privilege_flags(state: ACLState, principal: str, path: str, now: float | None = None) -> PrivilegeSet:
+    """The same privileges, each with whether it is held propagated (for delegating with propagation)."""
+    now = time.time() if now is None else now
+
+    def both(own: PrivilegeSet, user: PrivilegeSet) -> PrivilegeSet:
+        return {p: own[p] and user[p] for p in own.keys() & user.keys()}
+
+    return _resolve(state, principal, path, now, _privilege_flags, both)  # type: ignore[no-any-return]
 
 
 # --- the live snapshot -----------------------------------------------------------------------
