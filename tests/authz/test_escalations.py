@@ -80,6 +80,14 @@ def test_a_user_name_with_an_exclamation_mark_is_refused_by_pveum(node_env):
     assert version() == before
 
 
+def test_a_user_name_with_an_exclamation_mark_is_refused_by_the_admin():
+    page = admin_client("root@pam", "test-root-password")
+    before = version()  # after the login, which the cluster log records
+    response = page.post("/admin/authz/user/add/", {"userid": "root@pam!a@pve", "enable": "on", "expire": "0"})
+    assert response.status_code == 200 and b"invalid user id" in response.content
+    assert version() == before and not User.objects.filter(userid="root@pam!a@pve").exists()
+
+
 def test_a_token_acts_with_its_users_privileges_and_no_more(root, root_client):
     """The attack of item 1 without the bad name: a user's own privsep=0 token holds exactly its user's privileges."""
     ensure_user(root, "esc-self@pve")
