@@ -41,9 +41,15 @@ def acting_user(actor: Any) -> str:
 
 
 def check(actor: Any, path: str, privileges: Iterable[str], *, any_of: bool = False) -> None:
+    """Proxmox's ``check`` (names the first privilege missing) or ``check_any`` (names them all)."""
     wanted = list(privileges)
-    if not has_privileges(actor, path, wanted, any_of=any_of):
-        raise denied(path, wanted)
+    if any_of:
+        if not has_privileges(actor, path, wanted, any_of=True):
+            raise denied(path, wanted)
+        return
+    for privilege in wanted:
+        if not has_privileges(actor, path, [privilege]):
+            raise denied(path, [privilege])
 
 
 def groups_with(actor: Any, privileges: Iterable[str]) -> set[str]:
