@@ -1,281 +1,329 @@
-"""Managing users, groups, roles, ACLs and API tokens: validation, delegation rules, one change set each.
+"""Managing users, groups and API tokens: checked, delegated as Proxmox delegates, audited, one change set each.
 
-Every operation checks its input fully before writing, so bad input is a clear ``AccessError``
-and changes nothing; multi-row changes go through one ``transaction.atomic`` (one change set).
-``actor`` is who asks: ``root@pam`` may do anything, others are held to Proxmox's rules.
+Every function takes ``actor`` (who asks: a request's user, a token's user, or root@pam for
+``pveum``), applies Proxmox's permission rules for it (``authz.delegation``), checks its input
+fully before writing (bad input is a clear ``AccessError`` and changes nothing) and writes the
+change together with its cluster-log entry in one ``transaction.atomic`` block (one change set).
+Roles and ACL entries are in ``authz.acl``; they are re-exported here for the callers' convenience.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
 from django.db import transaction
 
-from authz import tickets
-from authz.models import SUPERUSER, ACLEntry, APIToken, Group, GroupMember, Realm, Role, User
-from authz.permissions import privileges
-from authz.privileges import BUILTIN_ROLES, NO_ACCESS, InvalidPath, check_path, check_privileges
+from authz import audit, delegation, ids, tickets
+from authz.acl import delete_role, modify_acl, role_privileges, save_role
+from authz.exceptions import AccessDenied, AccessError
+from authz.models import SUPERUSER, ACLEntry, APIToken, Group, GroupMember, Realm, User
+from authz.permissions import has_privileges, principal_of
 
-ID_RE = re.compile(r"[A-Za-z0-9.\-_]+")
 CLUSTER = "cluster"
+USER_FIELDS = ("enable", "expire", "firstname", "lastname", "email", "comment", "keys")
+PASSWORD_MIN, PASSWORD_MAX = 5, 64
+
+__all__ = [
+    "AccessDenied",
+    "AccessError",
+    "add_group",
+    "add_token",
+    "add_user",
+    "delete_group",
+    "delete_role",
+    "delete_token",
+    "delete_user",
+    "modify_acl",
+    "modify_group",
+    "modify_user",
+    "role_privileges",
+    "save_role",
+    "set_group_members",
+    "set_password",
+]
 
 
-class AccessError(ValueError):
-    """Bad input; nothing was changed."""
+def _text(name: str, value: Any, max_length: int = 4096) -> str:
+    text = str(value)
+    if "\n" in text or "\r" in text or len(text) > max_length:
+        raise AccessError(f"invalid value for {name}")
+    return text
 
 
-class AccessDenied(AccessError):
-    """A refused delegation (HTTP 403); nothing was changed."""
+def _user_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(fields) - set(USER_FIELDS)
+    if unknown:
+        raise AccessError(f"unknown user option(s): {', '.join(sorted(unknown))}")
+    checked: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key == "enable":
+            checked[key] = bool(value)
+        elif key == "expire":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise AccessError("expire must be an epoch time (0 = never)")
+            checked[key] = value
+        else:
+            checked[key] = _text(key, value, 255 if key in ("firstname", "lastname", "email") else 4096)
+    return checked
 
 
-def _check_id(kind: str, value: str) -> str:
-    if not isinstance(value, str) or not ID_RE.fullmatch(value) or len(value) > 64:
-        raise AccessError(f"invalid {kind} '{value}'")
-    return value
+def _group_ids(groups: Any) -> list[str]:
+    return sorted({ids.check_group_id(groupid) for groupid in groups})
 
 
-def role_privileges(roleid: str) -> frozenset[str]:
-    if roleid in BUILTIN_ROLES:
-        return BUILTIN_ROLES[roleid]
-    role = Role.objects.filter(roleid=roleid).first()
-    if role is None:
-        raise AccessError(f"role '{roleid}' does not exist")
-    return frozenset(role.privs)
+def _existing_groups(groupids: list[str]) -> None:
+    found = set(Group.objects.filter(groupid__in=groupids).values_list("groupid", flat=True))
+    missing = [groupid for groupid in groupids if groupid not in found]
+    if missing:
+        raise AccessError(f"no such group ('{missing[0]}')")
 
 
-# --- users -------------------------------------------------------------------------------
+def _user(userid: str) -> User:
+    user = User.objects.filter(userid=userid).select_related("realm").first()
+    if user is None:
+        raise AccessError(f"no such user ('{userid}')")
+    return user
 
 
-def add_user(userid: str, *, password: str | None = None, **fields: Any) -> User:
-    if not tickets.is_valid_userid(userid):
-        raise AccessError(f"invalid user id '{userid}'")
-    realm = Realm.objects.filter(realm=userid.rsplit("@", 1)[1]).first()
+def _check_password(password: Any) -> str:
+    if not isinstance(password, str) or not PASSWORD_MIN <= len(password) <= PASSWORD_MAX or "\0" in password:
+        raise AccessError(f"a password has {PASSWORD_MIN} to {PASSWORD_MAX} characters")
+    return password
+
+
+# --- users -----------------------------------------------------------------------------------
+
+
+def add_user(userid: str, *, actor: Any, password: str | None = None, groups: Any = (), **fields: Any) -> User:
+    """``POST /access/users``: Realm.AllocateUser on the realm, User.Modify on every group given."""
+    _name, realm_id = ids.split_userid(userid)
+    groupids = _group_ids(groups)
+    delegation.check_realm_allocate_user(actor, userid)
+    delegation.check_user_group(actor, userid, mode="create", groups=groupids)
+    checked = _user_fields(fields)
+    realm = Realm.objects.filter(realm=realm_id).first()
     if realm is None:
-        raise AccessError(f"domain '{userid.rsplit('@', 1)[1]}' does not exist")
+        raise AccessError(f"domain '{realm_id}' does not exist")
     if User.objects.filter(userid=userid).exists():
         raise AccessError(f"user '{userid}' already exists")
     if password is not None and realm.type != "pve":
         raise AccessError("passwords can only be set for users of the 'pve' realm")
-    user = User(userid=userid, realm=realm, **_user_fields(fields))
+    _existing_groups(groupids)
+    user = User(userid=userid, realm=realm, **checked)
     if password is not None:
-        user.set_password(password)
-    user.save(force_insert=True)
+        user.set_password(_check_password(password))
+    with transaction.atomic(using=CLUSTER):
+        user.save(force_insert=True)
+        for groupid in groupids:
+            GroupMember(group_id=groupid, user=user).save()
+        audit.record(actor, f"added user '{userid}'" + (f" to groups {','.join(groupids)}" if groupids else ""))
     return user
 
 
-def _user_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    allowed = {"enable", "expire", "firstname", "lastname", "email", "comment", "keys"}
-    unknown = set(fields) - allowed
-    if unknown:
-        raise AccessError(f"unknown user option(s): {', '.join(sorted(unknown))}")
-    for key, value in fields.items():
-        if key == "expire" and (not isinstance(value, int) or value < 0):
-            raise AccessError("expire must be an epoch time (0 = never)")
-        if key != "enable" and key != "expire" and ("\n" in str(value) or len(str(value)) > 4096):
-            raise AccessError(f"invalid value for {key}")
-    return fields
+def modify_user(
+    userid: str,
+    *,
+    actor: Any,
+    groups: Any = None,
+    append: bool = False,
+    version: int | None = None,
+    **fields: Any,
+) -> User:
+    """``PUT /access/users/{userid}``: User.Modify on every group named, added or removed.
 
-
-def modify_user(userid: str, *, groups: list[str] | None = None, append: bool = False, **fields: Any) -> User:
-    user = User.objects.filter(userid=userid).first()
-    if user is None:
-        raise AccessError(f"no such user ('{userid}')")
-    for key, value in _user_fields(fields).items():
-        setattr(user, key, value)
-    wanted = None if groups is None else {_check_id("group id", g) for g in groups}
+    As in Proxmox, a user holding User.Modify on some groups only (not on ``/access/groups``)
+    must name the groups, all of them delegated to it. Nobody but root@pam adds itself to a group.
+    """
+    user = _user(userid)
+    delegation.require_superuser_for(actor, userid, "the account")
+    current = set(GroupMember.objects.filter(user_id=userid).values_list("group_id", flat=True))
+    wanted = None if groups is None else _group_ids(groups)
+    added = set(wanted or ()) - current
+    removed = set() if wanted is None or append else current - set(wanted)
+    delegation.check_user_group(actor, userid, mode="update", groups=wanted or (), removed=sorted(removed))
+    delegation.check_not_adding_self(actor, userid, added)
+    checked = _user_fields(fields)
     if wanted is not None:
-        missing = wanted - set(Group.objects.filter(groupid__in=wanted).values_list("groupid", flat=True))
-        if missing:
-            raise AccessError(f"no such group ('{sorted(missing)[0]}')")
+        _existing_groups(wanted)
+    for key, value in checked.items():
+        setattr(user, key, value)
+    if version is not None:
+        user.version = version
     with transaction.atomic(using=CLUSTER):
         user.save()
-        if wanted is not None:
-            current = {m.group_id: m for m in GroupMember.objects.filter(user=user)}
-            for groupid in wanted - set(current):
-                GroupMember(group_id=groupid, user=user).save()
-            if not append:
-                for groupid in set(current) - wanted:
-                    current[groupid].delete()
+        for groupid in sorted(added):
+            GroupMember(group_id=groupid, user=user).save()
+        for member in GroupMember.objects.filter(user_id=userid, group_id__in=removed):
+            member.delete()
+        changed = sorted(checked) + (["groups"] if added or removed else [])
+        audit.record(actor, f"changed user '{userid}'" + (f" ({', '.join(changed)})" if changed else ""))
     return user
 
 
-def delete_user(userid: str) -> None:
+def set_password(userid: str, password: str, *, actor: Any) -> None:
+    """Proxmox's password change: oneself, or Realm.AllocateUser and User.Modify; root@pam's by root@pam only."""
+    user = _user(userid)
+    delegation.require_superuser_for(actor, userid, "the password")
+    if principal_of(actor) != userid:
+        delegation.check_realm_allocate_user(actor, userid)
+        delegation.check_user_group(actor, userid)
+    if userid != SUPERUSER and user.realm.type != "pve":
+        raise AccessError("passwords can only be set for users of the 'pve' realm")
+    user.set_password(_check_password(password))
+    with transaction.atomic(using=CLUSTER):
+        user.save(update_fields=["password"])
+        audit.record(actor, f"changed the password of user '{userid}'")
+
+
+def delete_user(userid: str, *, actor: Any) -> None:
     """The user, its tokens, memberships and ACL entries (users and their tokens), as one change set."""
     if userid == SUPERUSER:
         raise AccessError("the superuser root@pam cannot be removed")
-    user = User.objects.filter(userid=userid).first()
-    if user is None:
-        raise AccessError(f"no such user ('{userid}')")
+    user = _user(userid)
+    delegation.check_realm_allocate_user(actor, userid)
+    delegation.check_user_group(actor, userid)
     tokens = list(user.tokens.values_list("tokenid", flat=True))
     with transaction.atomic(using=CLUSTER):
         for entry in ACLEntry.objects.filter(type__in=("user", "token"), ugid__in=[userid, *tokens]):
             entry.delete()
         user.delete()
+        audit.record(actor, f"removed user '{userid}'")
 
 
-# --- groups and roles --------------------------------------------------------------------
+# --- groups ----------------------------------------------------------------------------------
 
 
-def add_group(groupid: str, comment: str = "") -> Group:
-    _check_id("group id", groupid)
-    if Group.objects.filter(groupid=groupid).exists():
-        raise AccessError(f"group '{groupid}' already exists")
-    group = Group(groupid=groupid, comment=comment)
-    group.save(force_insert=True)
-    return group
-
-
-def delete_group(groupid: str) -> None:
+def _group(groupid: str) -> Group:
     group = Group.objects.filter(groupid=groupid).first()
     if group is None:
         raise AccessError(f"no such group ('{groupid}')")
+    return group
+
+
+def add_group(groupid: str, *, actor: Any, comment: str = "", members: Any = ()) -> Group:
+    """``POST /access/groups`` (Group.Allocate on /access/groups); members as the admin adds them."""
+    ids.check_group_id(groupid)
+    delegation.check(actor, "/access/groups", ["Group.Allocate"])
+    comment = _text("comment", comment)
+    if Group.objects.filter(groupid=groupid).exists():
+        raise AccessError(f"group '{groupid}' already exists")
+    group = Group(groupid=groupid, comment=comment)
+    wanted = sorted(set(members))
+    _check_members(actor, groupid, wanted, [])
+    with transaction.atomic(using=CLUSTER):
+        group.save(force_insert=True)
+        for userid in wanted:
+            GroupMember(group=group, user_id=userid).save()
+        audit.record(actor, f"added group '{groupid}'" + (f" with {','.join(wanted)}" if wanted else ""))
+    return group
+
+
+def modify_group(groupid: str, *, actor: Any, comment: str, version: int | None = None) -> Group:
+    """``PUT /access/groups/{groupid}``: the comment (Group.Allocate on the group)."""
+    group = _group(groupid)
+    delegation.check(actor, f"/access/groups/{groupid}", ["Group.Allocate"])
+    group.comment = _text("comment", comment)
+    if version is not None:
+        group.version = version
+    with transaction.atomic(using=CLUSTER):
+        group.save()
+        audit.record(actor, f"changed group '{groupid}' (comment)")
+    return group
+
+
+def _check_members(actor: Any, groupid: str, added: list[str], removed: list[str]) -> None:
+    """Adding or removing a member is changing that user's groups: the same rules as ``modify_user``."""
+    found = set(User.objects.filter(userid__in=added).values_list("userid", flat=True))
+    for userid in added:
+        if userid not in found:
+            raise AccessError(f"no such user ('{userid}')")
+    for userid in [*added, *removed]:
+        delegation.require_superuser_for(actor, userid, "the groups")
+    if not has_privileges(actor, "/access/groups", ["User.Modify"]):
+        allowed = delegation.groups_with(actor, ["User.Modify"])
+        if (added or removed) and groupid not in allowed:
+            raise delegation.denied(f"/access/groups/{groupid}", ["User.Modify"])
+        modifiable = delegation.users_in(allowed)
+        for userid in added:
+            if userid not in modifiable:
+                raise delegation.denied()
+    for userid in added:
+        delegation.check_not_adding_self(actor, userid, [groupid])
+
+
+def set_group_members(groupid: str, members: Any, *, actor: Any) -> None:
+    """The admin's member list of a group: User.Modify on the group and on each user moved in or out."""
+    _group(groupid)
+    wanted = set(members)
+    current = set(GroupMember.objects.filter(group_id=groupid).values_list("user_id", flat=True))
+    added, removed = sorted(wanted - current), sorted(current - wanted)
+    _check_members(actor, groupid, added, removed)
+    if not added and not removed:
+        return
+    with transaction.atomic(using=CLUSTER):
+        for userid in added:
+            GroupMember(group_id=groupid, user_id=userid).save()
+        for member in GroupMember.objects.filter(group_id=groupid, user_id__in=removed):
+            member.delete()
+        changes = [f"+{u}" for u in added] + [f"-{u}" for u in removed]
+        audit.record(actor, f"changed members of group '{groupid}' ({', '.join(changes)})")
+
+
+def delete_group(groupid: str, *, actor: Any) -> None:
+    """The group and its ACL entries (Group.Allocate on the group), as one change set."""
+    group = _group(groupid)
+    delegation.check(actor, f"/access/groups/{groupid}", ["Group.Allocate"])
     with transaction.atomic(using=CLUSTER):
         for entry in ACLEntry.objects.filter(type="group", ugid=groupid):
             entry.delete()
         group.delete()
+        audit.record(actor, f"removed group '{groupid}'")
 
 
-def save_role(roleid: str, privs: list[str], *, create: bool, append: bool = False) -> Role:
-    _check_id("role id", roleid)
-    if roleid in BUILTIN_ROLES:
-        raise AccessError(f"cannot modify special role '{roleid}'")
-    try:
-        names = check_privileges(privs)
-    except ValueError as exc:
-        raise AccessError(str(exc)) from None
-    role = Role.objects.filter(roleid=roleid).first()
-    if create and role is not None:
-        raise AccessError(f"role '{roleid}' already exists")
-    if not create and role is None:
-        raise AccessError(f"role '{roleid}' does not exist")
-    if role is None:
-        role = Role(roleid=roleid, privs=names)
-    else:
-        role.privs = sorted(set(role.privs) | set(names)) if append else names
-    role.save()
-    return role
-
-
-def delete_role(roleid: str) -> None:
-    if roleid in BUILTIN_ROLES:
-        raise AccessError(f"cannot delete special role '{roleid}'")
-    role = Role.objects.filter(roleid=roleid).first()
-    if role is None:
-        raise AccessError(f"role '{roleid}' does not exist")
-    with transaction.atomic(using=CLUSTER):
-        for entry in ACLEntry.objects.filter(roleid=roleid):
-            entry.delete()
-        role.delete()
-
-
-# --- ACLs ----------------------------------------------------------------------------------
-
-
-def modify_acl(
-    actor: Any,
-    path: str,
-    roles: list[str],
-    *,
-    users: list[str] = (),  # type: ignore[assignment]
-    groups: list[str] = (),  # type: ignore[assignment]
-    tokens: list[str] = (),  # type: ignore[assignment]
-    propagate: bool = True,
-    delete: bool = False,
-) -> list[ACLEntry]:
-    """``PUT /access/acl``: grant (or with ``delete`` revoke) roles on a path, validated and delegated."""
-    try:
-        path = check_path(path)
-    except InvalidPath as exc:
-        raise AccessError(str(exc)) from None
-    if not roles or not (users or groups or tokens):
-        raise AccessError("no roles, or no users, groups or tokens given")
-    for roleid in roles:
-        role_privileges(roleid)
-    _check_delegation(actor, path, roles, propagate)
-    targets: list[tuple[str, str]] = []
-    for userid in users:
-        if not User.objects.filter(userid=userid).exists():
-            raise AccessError(f"user '{userid}' does not exist")
-        targets.append(("user", userid))
-    for groupid in groups:
-        if not Group.objects.filter(groupid=groupid).exists():
-            raise AccessError(f"group '{groupid}' does not exist")
-        targets.append(("group", groupid))
-    for tokenid in tokens:
-        if not APIToken.objects.filter(tokenid=tokenid).exists():
-            raise AccessError(f"token '{tokenid}' does not exist")
-        targets.append(("token", tokenid))
-    changed: list[ACLEntry] = []
-    with transaction.atomic(using=CLUSTER):
-        for kind, ugid in targets:
-            for roleid in roles:
-                key = ACLEntry.make_key(path, kind, ugid, roleid)
-                existing = ACLEntry.objects.filter(key=key).first()
-                if delete:
-                    if existing is not None:
-                        existing.delete()
-                    continue
-                entry = existing or ACLEntry(path=path, type=kind, ugid=ugid, roleid=roleid)
-                entry.propagate = propagate
-                entry.save()
-                changed.append(entry)
-    return changed
-
-
-def _check_delegation(actor: Any, path: str, roles: list[str], propagate: bool) -> None:
-    """§6.6 perm-modify: without Permissions.Modify, grant only what you hold, never NoAccess."""
-    held = privileges(actor, path)
-    if "Permissions.Modify" in held:
-        return
-    area_priv = {"/storage": "Datastore.Allocate", "/vms": "VM.Allocate", "/pool": "Pool.Allocate"}
-    area = next((priv for prefix, priv in area_priv.items() if path == prefix or path.startswith(prefix + "/")), None)
-    if area is None or area not in held:
-        raise AccessDenied(f"Permission check failed ({path}, Permissions.Modify)")
-    for roleid in roles:
-        if roleid == NO_ACCESS:
-            raise AccessDenied("NoAccess can only be granted with Permissions.Modify")
-        missing = role_privileges(roleid) - held
-        if missing:
-            raise AccessDenied(f"Permission check failed ({path}, {sorted(missing)[0]})")
-
-
-# --- API tokens ----------------------------------------------------------------------------
+# --- API tokens ------------------------------------------------------------------------------
 
 
 def add_token(
-    userid: str, name: str, *, privsep: bool = True, expire: int = 0, comment: str = ""
+    userid: str, name: str, *, actor: Any, privsep: bool = True, expire: int = 0, comment: str = ""
 ) -> tuple[APIToken, str]:
-    """A new token and its secret; the secret is returned once and only its hash is stored."""
-    tokenid = f"{userid}!{name}"
-    if not tickets.is_valid_tokenid(tokenid):
-        raise AccessError(f"invalid token id '{tokenid}'")
-    user = User.objects.filter(userid=userid).first()
-    if user is None:
-        raise AccessError(f"no such user ('{userid}')")
+    """A new token and its secret (returned once, only its hash is stored): oneself, or User.Modify.
+
+    A token holds at most its user's privileges (privilege separation intersects, ``privsep=0``
+    is exactly the user), so creating one never raises anyone above its user.
+    """
+    tokenid = ids.make_tokenid(userid, name)
+    user = _user(userid)
+    delegation.require_superuser_for(actor, userid, "the API tokens")
+    delegation.check_self_or_user_group(actor, userid)
     if APIToken.objects.filter(tokenid=tokenid).exists():
         raise AccessError("Token already exists.")
-    if expire and expire <= time.time():
+    if isinstance(expire, bool) or not isinstance(expire, int) or expire < 0 or (expire and expire <= time.time()):
         raise AccessError("expire must be in the future (or 0 = never)")
     secret = tickets.new_token_secret()
     token = APIToken(
         tokenid=tokenid,
         user=user,
-        privsep=privsep,
+        privsep=bool(privsep),
         expire=expire,
-        comment=comment,
+        comment=_text("comment", comment),
         secret_hash=tickets.hash_token_secret(secret),
     )
-    token.save(force_insert=True)
+    with transaction.atomic(using=CLUSTER):
+        token.save(force_insert=True)
+        audit.record(actor, f"added API token '{tokenid}' (privsep={int(token.privsep)})")
     return token, secret
 
 
-def delete_token(tokenid: str) -> None:
+def delete_token(tokenid: str, *, actor: Any) -> None:
+    """The token and its ACL entries: oneself, or User.Modify on the owner (from the token's row)."""
     token = APIToken.objects.filter(tokenid=tokenid).first()
     if token is None:
         raise AccessError(f"no such token '{tokenid}'")
+    delegation.require_superuser_for(actor, token.user_id, "the API tokens")
+    delegation.check_self_or_user_group(actor, token.user_id)
     with transaction.atomic(using=CLUSTER):
         for entry in ACLEntry.objects.filter(type="token", ugid=tokenid):
             entry.delete()
         token.delete()
+        audit.record(actor, f"removed API token '{tokenid}'")

@@ -1,4 +1,4 @@
-"""Admin pages for groups, roles, ACL entries and API tokens, validated by ``authz.access`` as pveum and the API are."""
+"""Admin pages for groups, roles, ACL entries and API tokens: the same services as pveum and the API."""
 
 from __future__ import annotations
 
@@ -6,15 +6,14 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from authz import access
-from authz.models import ACLEntry, APIToken, Group, GroupMember, Role, User
+from authz import access, delegation, ids
+from authz.admin_base import ServiceAdmin
+from authz.models import ACLEntry, APIToken, Group, Role, User
+from authz.permissions import is_superuser, principal_of
 from authz.privileges import BUILTIN_ROLES, PRIVILEGES, InvalidPath, check_path
-from portal.admin import AuditedModelAdmin
 
 
 class GroupForm(forms.ModelForm):
@@ -31,15 +30,19 @@ class GroupForm(forms.ModelForm):
 
     def clean_groupid(self) -> str:
         try:
-            return access._check_id("group id", self.cleaned_data["groupid"])
-        except access.AccessError as exc:
+            return ids.check_group_id(self.cleaned_data["groupid"])
+        except ids.InvalidId as exc:
             raise forms.ValidationError(str(exc)) from None
 
 
 @admin.register(Group)
-class GroupAdmin(AuditedModelAdmin):
+class GroupAdmin(ServiceAdmin):
+    """The comment needs Group.Allocate on the group, each member moved in or out User.Modify (as
+    changing that user's groups in the API does); nobody but root@pam adds itself."""
+
     acl_root, acl_object = "/access/groups", "/access/groups/{groupid}"
-    acl_view, acl_change = ("Sys.Audit", "Group.Allocate"), ("Group.Allocate",)
+    acl_view, acl_change = ("Sys.Audit", "Group.Allocate", "User.Modify"), ("Group.Allocate", "User.Modify")
+    acl_add = acl_delete = ("Group.Allocate",)
     form = GroupForm
     list_display = ("groupid", "comment")
 
@@ -47,21 +50,19 @@ class GroupAdmin(AuditedModelAdmin):
         return ("groupid",) if obj is not None else ()
 
     def save_model(self, request: HttpRequest, obj: Group, form: Any, change: bool) -> None:
-        wanted = {u.userid for u in form.cleaned_data.get("members", [])}
-        with transaction.atomic(using="cluster"):  # the group and its members: one change set
-            super().save_model(request, obj, form, change)
-            current = {m.user_id: m for m in GroupMember.objects.filter(group_id=obj.groupid)}
-            for userid in sorted(wanted - set(current)):
-                GroupMember(group_id=obj.groupid, user_id=userid).save()
-            for userid in sorted(set(current) - wanted):
-                current[userid].delete()
+        members = [user.userid for user in form.cleaned_data.get("members", [])]
+        comment = form.cleaned_data.get("comment", "")
+        if not change:
+            access.add_group(obj.groupid, actor=request.user, comment=comment, members=members)
+            return
+        if "comment" in form.changed_data:
+            access.modify_group(
+                obj.groupid, actor=request.user, comment=comment, version=self.loaded_version(request, change)
+            )
+        access.set_group_members(obj.groupid, members, actor=request.user)
 
     def delete_model(self, request: HttpRequest, obj: Group) -> None:
-        access.delete_group(obj.groupid)  # with its ACL entries
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
-        for group in queryset:
-            access.delete_group(group.groupid)
+        access.delete_group(obj.groupid, actor=request.user)  # with its ACL entries
 
 
 class RoleForm(forms.ModelForm):
@@ -81,17 +82,13 @@ class RoleForm(forms.ModelForm):
         if roleid in BUILTIN_ROLES:
             raise forms.ValidationError(f"cannot modify special role '{roleid}'")
         try:
-            return access._check_id("role id", roleid)
-        except access.AccessError as exc:
+            return ids.check_role_id(roleid)
+        except ids.InvalidId as exc:
             raise forms.ValidationError(str(exc)) from None
-
-    def save(self, commit: bool = True) -> Role:
-        self.instance.privs = sorted(self.cleaned_data.get("privileges", []))
-        return super().save(commit=commit)
 
 
 @admin.register(Role)
-class RoleAdmin(AuditedModelAdmin):
+class RoleAdmin(ServiceAdmin):
     acl_root, acl_view, acl_change = "/access", ("Sys.Audit", "Sys.Modify"), ("Sys.Modify",)
     form = RoleForm
     list_display = ("roleid", "privs")
@@ -99,12 +96,12 @@ class RoleAdmin(AuditedModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         return ("roleid",) if obj is not None else ()
 
-    def delete_model(self, request: HttpRequest, obj: Role) -> None:
-        access.delete_role(obj.roleid)  # with the ACL entries that use it
+    def save_model(self, request: HttpRequest, obj: Role, form: Any, change: bool) -> None:
+        privileges = sorted(form.cleaned_data.get("privileges", []))
+        access.save_role(obj.roleid, privileges, actor=request.user, create=not change)
 
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
-        for role in queryset:
-            access.delete_role(role.roleid)
+    def delete_model(self, request: HttpRequest, obj: Role) -> None:
+        access.delete_role(obj.roleid, actor=request.user)  # with the ACL entries that use it
 
 
 class ACLEntryForm(forms.ModelForm):
@@ -114,6 +111,8 @@ class ACLEntryForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        if not self.instance._state.adding:
+            return data  # only ``propagate`` changes; the rest is the entry's key
         try:
             data["path"] = check_path(data.get("path", ""))
             access.role_privileges(data.get("roleid", ""))
@@ -126,8 +125,15 @@ class ACLEntryForm(forms.ModelForm):
         return data
 
 
+def _grant(request: HttpRequest, entry: ACLEntry, *, propagate: bool, delete: bool = False) -> None:
+    """One entry through the API's service: perm-modify, role subset, root@pam's entries."""
+    targets = {"users": [], "groups": [], "tokens": []}
+    targets[f"{entry.type}s"] = [entry.ugid]
+    access.modify_acl(request.user, entry.path, [entry.roleid], propagate=propagate, delete=delete, **targets)
+
+
 @admin.register(ACLEntry)
-class ACLEntryAdmin(AuditedModelAdmin):
+class ACLEntryAdmin(ServiceAdmin):
     acl_root, acl_view, acl_change = "/access", ("Sys.Audit", "Permissions.Modify"), ("Permissions.Modify",)
     form = ACLEntryForm
     list_display = ("path", "type", "ugid", "roleid", "propagate")
@@ -139,15 +145,15 @@ class ACLEntryAdmin(AuditedModelAdmin):
         return ("path", "type", "ugid", "roleid") if obj is not None else ()
 
     def save_model(self, request: HttpRequest, obj: ACLEntry, form: Any, change: bool) -> None:
-        try:
-            access._check_delegation(request.user, obj.path, [obj.roleid], obj.propagate)
-        except access.AccessError as exc:
-            raise PermissionDenied(str(exc)) from None
-        super().save_model(request, obj, form, change)
+        _grant(request, obj, propagate=bool(form.cleaned_data.get("propagate")))
+        obj.key = ACLEntry.make_key(obj.path, obj.type, obj.ugid, obj.roleid)  # for the admin's redirect
+
+    def delete_model(self, request: HttpRequest, obj: ACLEntry) -> None:
+        _grant(request, obj, propagate=obj.propagate, delete=True)
 
 
 @admin.register(APIToken)
-class APITokenAdmin(AuditedModelAdmin):
+class APITokenAdmin(ServiceAdmin):
     """Tokens are created with pveum or the API (the secret is shown once there); here they are listed and revoked."""
 
     acl_root, acl_view, acl_change = "/access/groups", ("Sys.Audit", "User.Modify"), ("User.Modify",)
@@ -158,9 +164,30 @@ class APITokenAdmin(AuditedModelAdmin):
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
         return False
 
-    def delete_model(self, request: HttpRequest, obj: APIToken) -> None:
-        access.delete_token(obj.tokenid)  # with its ACL entries
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        """The tokens of the users the caller may see (as the user list), its own among them."""
+        queryset = admin.ModelAdmin.get_queryset(self, request)
+        if is_superuser(request.user):
+            return queryset
+        visible = delegation.visible_users(request.user, self.acl_view + self.acl_change)
+        return queryset if visible is None else queryset.filter(user_id__in=visible)
 
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
-        for token in queryset:
-            access.delete_token(token.tokenid)
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if is_superuser(request.user):
+            return True
+        visible = delegation.visible_users(request.user, self.acl_view + self.acl_change)
+        if obj is None:
+            return visible is None or len(visible) > 1
+        return visible is None or obj.user_id in visible
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is None:
+            return self.has_view_permission(request)
+        own = principal_of(request.user) == obj.user_id
+        return own or delegation.may_modify_user(request.user, obj.user_id)
+
+    def save_model(self, request: HttpRequest, obj: APIToken, form: Any, change: bool) -> None:
+        raise access.AccessError("API tokens are changed with pveum or the API")
+
+    def delete_model(self, request: HttpRequest, obj: APIToken) -> None:
+        access.delete_token(obj.tokenid, actor=request.user)  # with its ACL entries

@@ -15,7 +15,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 
-from authz import services
+from authz import ids, services
 from authz.exceptions import AuthenticationFailed
 from authz.middleware import COOKIE
 from portal import audit, banners
@@ -37,9 +37,7 @@ class LoginForm(forms.Form):
 
     def userid(self) -> str:
         """``name@realm``; a name typed with its realm wins over the chooser, as in Proxmox's GUI."""
-        name = self.cleaned_data["username"]
-        realm = self.cleaned_data.get("realm")
-        return name if "@" in name or not realm else f"{name}@{realm}"
+        return ids.login_userid(self.cleaned_data["username"], self.cleaned_data.get("realm"))
 
 
 def set_ticket_cookie(response: HttpResponse, ticket: str) -> None:

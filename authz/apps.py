@@ -11,7 +11,7 @@ class AuthzConfig(AppConfig):
         from portal.api.errors import register_error
 
         register_error(PermissionDenied, 403)
-        from authz.access import AccessDenied, AccessError
+        from authz.exceptions import AccessDenied, AccessError
 
         register_error(AccessDenied, 403)
         register_error(AccessError, 400)

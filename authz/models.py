@@ -209,6 +209,11 @@ class APIToken(ReplicatedModel):
     def __str__(self) -> str:
         return self.tokenid
 
+    @property
+    def name(self) -> str:
+        """The part after ``<user>!``, taken from the row's own user rather than by splitting the id."""
+        return self.tokenid[len(self.user_id) + 1 :]
+
 
 class LoginFailures(models.Model):
     """Node-local (``default`` database) failed-login counter per login name; see ``authz.throttle``."""

@@ -26,11 +26,21 @@ def principal_of(user: Any) -> str | None:
     return getattr(user, "tokenid", None) or getattr(user, "pk", None)
 
 
-def privileges(user: Any, path: str) -> set[str]:
+def is_superuser(user: Any) -> bool:
+    """Exactly ``root@pam`` logged in as itself: none of its tokens, nobody acting for it."""
+    return principal_of(user) == resolver.SUPERUSER and bool(getattr(user, "is_active", False))
+
+
+def privilege_flags(user: Any, path: str) -> dict[str, bool]:
+    """The privileges ``user`` holds on ``path``, each with whether it is held propagated."""
     principal = principal_of(user)
     if principal is None or not getattr(user, "is_active", False):
-        return set()
-    return resolver.privileges(resolver.state(), principal, path)
+        return {}
+    return resolver.privilege_flags(resolver.state(), principal, path)
+
+
+def privileges(user: Any, path: str) -> set[str]:
+    return set(privilege_flags(user, path))
 
 
 def has_privileges(user: Any, path: str, privileges_: list[str] | tuple[str, ...], *, any_of: bool = False) -> bool:

@@ -10,11 +10,21 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from authz.privileges import BUILTIN_ROLES, NO_ACCESS, PRIVILEGES
 
 SUPERUSER = "root@pam"
 RoleSet = dict[str, bool]  # role -> propagate
+PrivilegeSet = dict[str, bool]  # privilege -> propagate
+
+
+class TokenInfo(NamedTuple):
+    """An API token as resolution needs it: its owner is the row's user, never parsed from the id."""
+
+    user: str
+    privsep: bool
+    expire: int
 
 
 @dataclass
@@ -27,7 +37,7 @@ class ACLState:
     roles: dict[str, frozenset[str]] = field(default_factory=lambda: dict(BUILTIN_ROLES))
     pool_of: dict[str, str] = field(default_factory=dict)  # "/vms/100" or "/storage/x" -> poolid
     users: dict[str, tuple[bool, int]] = field(default_factory=dict)  # userid -> (enable, expire)
-    tokens: dict[str, tuple[bool, int]] = field(default_factory=dict)  # tokenid -> (privsep, expire)
+    tokens: dict[str, TokenInfo] = field(default_factory=dict)  # tokenid -> its row
 
     def grant(self, path: str, kind: str, ugid: str, role: str, propagate: bool = True) -> None:
         self.acl.setdefault(path, {}).setdefault(kind, {}).setdefault(ugid, {})[role] = propagate
@@ -42,9 +52,8 @@ def _applicable(entries: RoleSet, final: bool) -> RoleSet:
     return {role: propagate for role, propagate in entries.items() if final or propagate}
 
 
-def walk(state: ACLState, principal: str, path: str) -> RoleSet:
-    """Steps 3-4: roles from the ACL tree for a user, or for a token's own entries."""
-    is_token = "!" in principal
+def walk(state: ACLState, principal: str, path: str, *, is_token: bool = False) -> RoleSet:
+    """Steps 3-4: roles from the ACL tree for a user, or (``is_token``) for a token's own entries."""
     roles: RoleSet = {}
     for prefix in _prefixes(path):
         node = state.acl.get(prefix)
@@ -70,15 +79,15 @@ def walk(state: ACLState, principal: str, path: str) -> RoleSet:
     return roles
 
 
-def roles_at(state: ACLState, principal: str, path: str) -> RoleSet:
+def roles_at(state: ACLState, principal: str, path: str, *, is_token: bool = False) -> RoleSet:
     """Step 5: the walk, plus the roles of the pool holding a VM or storage."""
-    roles = walk(state, principal, path)
+    roles = walk(state, principal, path, is_token=is_token)
     pool = state.pool_of.get(path)
     if pool is None:
         return roles
     if NO_ACCESS in roles:
         return roles
-    pool_roles = walk(state, principal, f"/pool/{pool}")
+    pool_roles = walk(state, principal, f"/pool/{pool}", is_token=is_token)
     if NO_ACCESS in pool_roles:
         return {NO_ACCESS: False}
     for role in pool_roles:
@@ -86,10 +95,19 @@ def roles_at(state: ACLState, principal: str, path: str) -> RoleSet:
     return roles
 
 
-def _privileges_of(state: ACLState, roles: RoleSet) -> set[str]:
+def _privilege_set(state: ACLState, roles: RoleSet) -> set[str]:
     privs: set[str] = set()
     for role in roles:
         privs |= state.roles.get(role, frozenset())
+    return privs
+
+
+def _privilege_flags(state: ACLState, roles: RoleSet) -> PrivilegeSet:
+    """Each privilege of the roles, propagated if any role holding it is (Proxmox's flag)."""
+    privs: PrivilegeSet = {}
+    for role, propagate in roles.items():
+        for privilege in state.roles.get(role, frozenset()):
+            privs[privilege] = privs.get(privilege, False) or propagate
     return privs
 
 
@@ -97,23 +115,37 @@ def _active(entry: tuple[bool, int] | None, now: float) -> bool:
     return entry is not None and entry[0] and (entry[1] == 0 or entry[1] > now)
 
 
-def privileges(state: ACLState, principal: str, path: str, now: float | None = None) -> set[str]:
-    """Steps 1-7: the privileges ``principal`` (userid or tokenid) holds on ``path``."""
-    now = time.time() if now is None else now
+def _resolve(state: ACLState, principal: str, path: str, now: float, collect: Any, intersect: Any) -> Any:
+    """Steps 1-7 for a user or a token; a token is looked up by its id and resolved through its
+    row's user, never by splitting the id. ``collect`` turns roles into privileges."""
     if principal == SUPERUSER:
-        return set(PRIVILEGES)
-    userid, _, _ = principal.partition("!")
-    if not _active(state.users.get(userid), now):
-        return set()
-    if "!" not in principal:
-        return _privileges_of(state, roles_at(state, principal, path))
+        return collect(state, {"Administrator": True})
     token = state.tokens.get(principal)
-    if token is None or (token[1] and token[1] <= now):
-        return set()
-    user_privs = privileges(state, userid, path, now)
-    if not token[0]:  # privsep off: the token is its user
+    if token is None:
+        active = _active(state.users.get(principal), now)
+        return collect(state, roles_at(state, principal, path) if active else {})
+    if token.expire and token.expire <= now:
+        return collect(state, {})
+    user_privs = _resolve(state, token.user, path, now, collect, intersect)
+    if not token.privsep:  # privsep off: the token is its user
         return user_privs
-    return _privileges_of(state, roles_at(state, principal, path)) & user_privs
+    return intersect(collect(state, roles_at(state, principal, path, is_token=True)), user_privs)
+
+
+def privileges(state: ACLState, principal: str, path: str, now: float | None = None) -> set[str]:
+    """The privileges ``principal`` (userid or tokenid) holds on ``path``."""
+    now = time.time() if now is None else now
+    return _resolve(state, principal, path, now, _privilege_set, set.__and__)  # type: ignore[no-any-return]
+
+
+def privilege_flags(state: ACLState, principal: str, path: str, now: float | None = None) -> PrivilegeSet:
+    """The same privileges, each with whether it is held propagated (for delegating with propagation)."""
+    now = time.time() if now is None else now
+
+    def both(own: PrivilegeSet, user: PrivilegeSet) -> PrivilegeSet:
+        return {p: own[p] and user[p] for p in own.keys() & user.keys()}
+
+    return _resolve(state, principal, path, now, _privilege_flags, both)  # type: ignore[no-any-return]
 
 
 # --- the live snapshot -----------------------------------------------------------------------
@@ -159,8 +191,9 @@ def load_state() -> ACLState:
             state.roles[role.roleid] = frozenset(role.privs) & PRIVILEGES
     for userid, enable, expire in User.objects.using("cluster").values_list("userid", "enable", "expire"):
         state.users[userid] = (enable, expire)
-    for tokenid, privsep, expire in APIToken.objects.using("cluster").values_list("tokenid", "privsep", "expire"):
-        state.tokens[tokenid] = (privsep, expire)
+    tokens = APIToken.objects.using("cluster").values_list("tokenid", "user_id", "privsep", "expire")
+    for tokenid, userid, privsep, expire in tokens:
+        state.tokens[tokenid] = TokenInfo(userid, privsep, expire)
     for vmid, pool in VM.objects.using("cluster").exclude(pool=None).values_list("vmid", "pool_id"):
         state.pool_of[f"/vms/{vmid}"] = pool
     for storeid, pool in Storage.objects.using("cluster").exclude(pool=None).values_list("storeid", "pool_id"):

@@ -8,7 +8,7 @@ import time
 
 from django.contrib.auth.hashers import check_password, make_password
 
-from authz import tickets
+from authz import ids, tickets
 from authz.exceptions import AuthenticationFailed
 from authz.models import KeyMaterial, User
 from replicator.exceptions import ReplicationError
@@ -17,7 +17,6 @@ AUTHKEY = "priv/authkey.key"
 AUTHKEY_PUB = "authkey.pub"
 AUTHKEY_PUB_OLD = "authkey.pub.old"
 WWW_KEY = "pve-www.key"
-_LOCAL_REALMS = ("pam", "pve")
 
 
 @functools.cache
@@ -80,22 +79,9 @@ def _pam_authenticate(name: str, password: str) -> bool:
     return bool(pam.pam().authenticate(name, password, service=PAM_SERVICE))
 
 
-def authenticate_password(username: str, password: str, realm: str | None = None) -> User:
-    """Check a password for the local realms (``pam`` root and ``pve``); one error for every failure."""
-    userid = username if realm is None or "@" in username else f"{username}@{realm}"
-    user = User.objects.filter(userid=userid).select_related("realm").first()
-    if user is not None and user.realm.type in ("ldap", "ad"):
-        from authz import ldap_realm
-
-        name = user.userid.rsplit("@", 1)[0]
-        if not user.is_active or not ldap_realm.authenticate(user.realm, name, password):
-            raise AuthenticationFailed()
-        return user
-    if user is not None and user.realm_id == "pam" and user.userid != SUPERUSER_ID:
-        if not user.is_active or not _pam_authenticate(user.userid.rsplit("@", 1)[0], password):
-            raise AuthenticationFailed()
-        return user
-    if user is None or user.realm_id not in _LOCAL_REALMS or not user.password:
+def _check_local_password(user: User | None, password: str) -> User:
+    """A password against the hash this cluster keeps (the ``pve`` realm and root@pam)."""
+    if user is None or not user.password:
         check_password(password, _dummy_hash())  # same work for unknown users
         raise AuthenticationFailed()
     if not check_password(password, user.password) or not user.is_active:
@@ -103,12 +89,38 @@ def authenticate_password(username: str, password: str, realm: str | None = None
     return user
 
 
+def authenticate_password(username: str, password: str, realm: str | None = None) -> User:
+    """Check a password with the method of the user's realm type; one error for every failure.
+
+    root@pam is checked against its own hash before any realm row is looked at, so no realm
+    setting (a ``pam`` realm made to look like LDAP, say) can ever decide root@pam's login.
+    """
+    userid = ids.login_userid(username, realm)
+    if userid == SUPERUSER_ID:
+        return _check_local_password(User.objects.filter(userid=SUPERUSER_ID).first(), password)
+    user = User.objects.filter(userid=userid).select_related("realm").first() if ids.is_valid_userid(userid) else None
+    kind = user.realm.type if user is not None else ""
+    if user is not None and kind in ("ldap", "ad"):
+        from authz import ldap_realm
+
+        name, _realm = ids.split_userid(user.userid)
+        if not user.is_active or not ldap_realm.authenticate(user.realm, name, password):
+            raise AuthenticationFailed()
+        return user
+    if user is not None and kind == "pam" and user.realm_id == "pam":
+        name, _realm = ids.split_userid(user.userid)
+        if not user.is_active or not _pam_authenticate(name, password):
+            raise AuthenticationFailed()
+        return user
+    return _check_local_password(user if kind == "pve" and user.realm_id == "pve" else None, password)
+
+
 def login(username: str, password: str, realm: str | None = None, *, rhost: str = "") -> User:
     """A password login with throttling and cluster-log records; one error for every failure."""
     from authz import throttle
     from portal import audit
 
-    key = username if realm is None or "@" in username else f"{username}@{realm}"
+    key = ids.login_userid(username, realm)
     where = f" from {rhost}" if rhost else ""
     if throttle.blocked(key):
         check_password(password, _dummy_hash())  # the same work and answer as a wrong password

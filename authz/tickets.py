@@ -9,6 +9,8 @@ PVE-INTERNALS.md section 7 and section 6.9:
 * CSRF token: ``<HEXTIME>:<unpadded base64 HMAC-SHA256 of "<HEXTIME>:<userid>">``;
 * API token header: ``PVEAPIToken=<user>@<realm>!<name>=<secret>``.
 
+User and token ids are checked by ``authz.ids`` (the one place ids are parsed).
+
 Decisions worth knowing:
 
 * The signed string is exactly the ticket text before ``::``, i.e. with the
@@ -40,17 +42,14 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from authz.ids import is_valid_tokenid, is_valid_userid
+
 TICKET_PREFIX = "PVE"
 COOKIE_NAME = "PVEAuthCookie"
 CSRF_HEADER = "CSRFPreventionToken"
 API_TOKEN_PREFIX = "PVEAPIToken"
 DEFAULT_MIN_AGE = -300
 DEFAULT_MAX_AGE = 7200
-USERID_MAX_LENGTH = 64
-
-_REALM = r"[A-Za-z][A-Za-z0-9.\-_]+"
-_USERID_RE = re.compile(r"[^\s:/]+@" + _REALM)
-_TOKEN_NAME_RE = re.compile(_REALM)
 _HEXTIME_RE = re.compile(r"[0-9A-F]{8}")
 # Standard base64 alphabet, with padding (tickets) or without (Digest::SHA).
 _B64_PADDED_RE = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
@@ -63,19 +62,6 @@ _TOKEN_HASH_MAX_ITERATIONS = 1_000_000
 
 class TicketError(ValueError):
     """Raised for any malformed, forged, expired or otherwise invalid credential."""
-
-
-def is_valid_userid(userid: object) -> bool:
-    """Return True if ``userid`` is a syntactically valid ``name@realm`` user id."""
-    return isinstance(userid, str) and len(userid) <= USERID_MAX_LENGTH and _USERID_RE.fullmatch(userid) is not None
-
-
-def is_valid_tokenid(tokenid: object) -> bool:
-    """Return True if ``tokenid`` is a syntactically valid ``user@realm!name`` token id."""
-    if not isinstance(tokenid, str):
-        return False
-    userid, sep, name = tokenid.rpartition("!")
-    return bool(sep) and is_valid_userid(userid) and _TOKEN_NAME_RE.fullmatch(name) is not None
 
 
 def _hextime(now: int) -> str:

@@ -89,10 +89,10 @@ def listing(env: dict[str, str], vms: int) -> dict[str, float]:
                 for v in range(start, min(start + 100, 100 + vms))
             ]
         )
-    access.add_user("bench@pve", password="bench-password")
-    access.add_group("benchers")
-    access.modify_user("bench@pve", groups=["benchers"])
     root = User.objects.get(userid="root@pam")
+    access.add_user("bench@pve", actor=root, password="bench-password")
+    access.add_group("benchers", actor=root)
+    access.modify_user("bench@pve", actor=root, groups=["benchers"])
     rng = random.Random(2)
     for i in range(500):
         vmid = rng.randrange(100, 100 + vms)

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from authz import ids
 from cluster.models import Task
 from cluster.upid import parse_upid
 
@@ -15,7 +16,7 @@ PUBLISHED_FINISHED = 25  # finished tasks each node publishes besides its runnin
 def upid_fields(upid: str) -> dict[str, Any]:
     """The decoded UPID; a token's task has ``user`` and ``tokenid`` apart, as Proxmox reports it."""
     parsed = parse_upid(upid)
-    user, _, tokenid = parsed.user.partition("!")
+    user, tokenid = ids.split_principal(parsed.user)
     fields: dict[str, Any] = {
         "upid": upid,
         "node": parsed.node,

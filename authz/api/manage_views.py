@@ -1,8 +1,8 @@
 """``/access/acl``, ``/access/users``, ``/access/groups``, ``/access/roles`` and API tokens.
 
-Paths, parameters and answers as Proxmox's; the privilege checks are Proxmox's descriptors
-(``userid-group``, ``perm-modify``, ...) over the one resolver. All changes go through
-``authz.access``, which validates everything before writing.
+Paths, parameters and answers as Proxmox's. Reads check Proxmox's descriptors here; every change
+goes through ``authz.access`` (and ``authz.acl``), which applies the same descriptors for the
+caller, validates everything before writing and records who did it in the same change set.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from authz import access
-from authz.models import SUPERUSER, ACLEntry, APIToken, Group, Role, User
-from authz.permissions import check, has_privileges, principal_of
+from authz import access, delegation, ids
+from authz.models import ACLEntry, APIToken, Group, Role, User
+from authz.permissions import has_privileges, principal_of
 from authz.privileges import BUILTIN_ROLES
 from portal.api import params
 from portal.api.views import PVEAPIView, ok
@@ -27,17 +27,7 @@ def _list(value: Any) -> list[str]:
     return [item for item in text.replace(";", ",").replace(" ", ",").split(",") if item]
 
 
-def _check_user_group(user: Any, target: str) -> None:
-    """``userid-group``: User.Modify on /access/groups or on a group holding the target user."""
-    if has_privileges(user, "/access/groups", ["User.Modify"]):
-        return
-    groups = User.objects.get(userid=target).memberships.values_list("group_id", flat=True)
-    if any(has_privileges(user, f"/access/groups/{g}", ["User.Modify"]) for g in groups):
-        return
-    check(user, "/access/groups", ["User.Modify"])
-
-
-def _user_or_404(userid: str) -> User:
+def _user_or_error(userid: str) -> User:
     user = User.objects.filter(userid=userid).first()
     if user is None:
         raise access.AccessError(f"no such user ('{userid}')")
@@ -60,12 +50,7 @@ def _user_json(user: User) -> dict[str, Any]:
 
 
 def _token_json(token: APIToken) -> dict[str, Any]:
-    return {
-        "tokenid": token.tokenid.split("!", 1)[1],
-        "expire": token.expire,
-        "privsep": int(token.privsep),
-        "comment": token.comment,
-    }
+    return {"tokenid": token.name, "expire": token.expire, "privsep": int(token.privsep), "comment": token.comment}
 
 
 def _user_fields(values: dict[str, Any]) -> dict[str, Any]:
@@ -86,9 +71,14 @@ def _user_fields(values: dict[str, Any]) -> dict[str, Any]:
 
 class AclView(PVEAPIView):
     def get(self, request: Request, **kwargs: Any) -> Response:
+        """Entries on paths where the caller may modify permissions, or all with Sys.Audit on /access."""
+        audit = has_privileges(request.user, "/access", ["Sys.Audit"])
+        visible: dict[str, bool] = {}
         entries = []
         for entry in ACLEntry.objects.all():
-            if has_privileges(request.user, entry.path, ["Permissions.Modify", "Sys.Audit"], any_of=True):
+            if entry.path not in visible:
+                visible[entry.path] = audit or _may_modify_permissions(request.user, entry.path)
+            if visible[entry.path]:
                 entries.append(
                     {
                         "path": entry.path,
@@ -120,103 +110,98 @@ class AclView(PVEAPIView):
         return ok(None)
 
 
+def _may_modify_permissions(user: Any, path: str) -> bool:
+    try:
+        delegation.check_perm_modify(user, path)
+    except access.AccessDenied:
+        return False
+    return True
+
+
 class UsersView(PVEAPIView):
     def get(self, request: Request, **kwargs: Any) -> Response:
-        everyone = has_privileges(request.user, "/access/groups", ["User.Modify", "Sys.Audit"], any_of=True)
-        me = principal_of(request.user)
-        users = User.objects.all() if everyone else User.objects.filter(userid=str(me).split("!")[0])
-        return ok([_user_json(u) for u in users])
+        """Users the caller may modify or audit (all, or members of such groups), and always itself."""
+        privs = ["User.Modify", "Sys.Audit"]
+        users = User.objects.all()
+        if not has_privileges(request.user, "/access/groups", privs, any_of=True):
+            visible = delegation.users_in(delegation.groups_with(request.user, privs))
+            visible.add(str(principal_of(request.user)))
+            users = users.filter(userid__in=visible)
+        return ok([_user_json(u) for u in users.prefetch_related("memberships", "tokens")])
 
     def post(self, request: Request, **kwargs: Any) -> Response:
         values = params.collect(request, kwargs)
         userid = params.string(values.get("userid"), "userid", max_length=64)
-        realm = userid.rsplit("@", 1)[-1]
-        check(request.user, f"/access/realm/{realm}", ["Realm.AllocateUser"])
-        groups = _list(values.get("groups"))
-        for group in groups:
-            check(request.user, f"/access/groups/{group}", ["User.Modify"])
         password = values.get("password")
-        access.add_user(userid, password=str(password) if password else None, **_user_fields(values))
-        if groups:
-            access.modify_user(userid, groups=groups, append=True)
+        access.add_user(
+            userid,
+            actor=request.user,
+            password=str(password) if password else None,
+            groups=_list(values.get("groups")),
+            **_user_fields(values),
+        )
         return ok(None)
 
 
 class UserView(PVEAPIView):
     def get(self, request: Request, userid: str, **kwargs: Any) -> Response:
-        user = _user_or_404(userid)
-        if principal_of(request.user) != userid:
-            _check_user_group(request.user, userid)
+        user = _user_or_error(userid)
+        delegation.check_user_group(request.user, userid, ["User.Modify", "Sys.Audit"])
         return ok(_user_json(user))
 
     def put(self, request: Request, userid: str, **kwargs: Any) -> Response:
-        _user_or_404(userid)
-        if userid == SUPERUSER and principal_of(request.user) != SUPERUSER:
-            check(request.user, "/access", ["Permissions.Modify", "Sys.Modify"])
-        _check_user_group(request.user, userid)
         values = params.collect(request, kwargs)
         groups = _list(values.get("groups")) if "groups" in values else None
         append = bool(params.boolean(values.get("append"), "append")) if values.get("append") is not None else False
-        access.modify_user(userid, groups=groups, append=append, **_user_fields(values))
+        access.modify_user(userid, actor=request.user, groups=groups, append=append, **_user_fields(values))
         return ok(None)
 
     def delete(self, request: Request, userid: str, **kwargs: Any) -> Response:
-        _user_or_404(userid)
-        _check_user_group(request.user, userid)
-        check(request.user, f"/access/realm/{userid.rsplit('@', 1)[-1]}", ["Realm.AllocateUser"])
-        access.delete_user(userid)
+        access.delete_user(userid, actor=request.user)
         return ok(None)
 
 
 class GroupsView(PVEAPIView):
     def get(self, request: Request, **kwargs: Any) -> Response:
+        privs = ["Sys.Audit", "Group.Allocate", "User.Modify"]
         return ok(
             [
                 {
                     "groupid": g.groupid,
                     "comment": g.comment,
-                    "users": ",".join(g.members.values_list("user_id", flat=True)),
+                    "users": ",".join(m.user_id for m in g.members.all()),
                 }
-                for g in Group.objects.all()
-                if has_privileges(
-                    request.user, f"/access/groups/{g.groupid}", ["Sys.Audit", "Group.Allocate"], any_of=True
-                )
+                for g in Group.objects.prefetch_related("members")
+                if has_privileges(request.user, f"/access/groups/{g.groupid}", privs, any_of=True)
             ]
         )
 
     def post(self, request: Request, **kwargs: Any) -> Response:
         values = params.collect(request, kwargs)
         groupid = params.string(values.get("groupid"), "groupid", max_length=64)
-        check(request.user, "/access/groups", ["Group.Allocate"])
-        access.add_group(groupid, str(values.get("comment") or ""))
+        comment = params.string(values.get("comment"), "comment", optional=True)
+        access.add_group(groupid, actor=request.user, comment=comment)
         return ok(None)
 
 
 class GroupView(PVEAPIView):
-    def _group(self, request: Request, groupid: str, privs: list[str]) -> Group:
-        check(request.user, f"/access/groups/{groupid}", privs, any_of=True)
+    def get(self, request: Request, groupid: str, **kwargs: Any) -> Response:
+        delegation.check(request.user, f"/access/groups/{groupid}", ["Sys.Audit", "Group.Allocate"], any_of=True)
         group = Group.objects.filter(groupid=groupid).first()
         if group is None:
             raise access.AccessError(f"group '{groupid}' does not exist")
-        return group
-
-    def get(self, request: Request, groupid: str, **kwargs: Any) -> Response:
-        group = self._group(request, groupid, ["Sys.Audit", "Group.Allocate"])
         members = sorted(group.members.values_list("user_id", flat=True))
         return ok({"comment": group.comment, "members": members})
 
     def put(self, request: Request, groupid: str, **kwargs: Any) -> Response:
-        group = self._group(request, groupid, ["Group.Allocate"])
         values = params.collect(request, kwargs)
-        group.comment = (
-            params.string(values.get("comment", ""), "comment", max_length=4096) if values.get("comment") else ""
-        )
-        group.save()
+        if values.get("comment") is not None:
+            comment = params.string(values.get("comment"), "comment", max_length=4096)
+            access.modify_group(groupid, actor=request.user, comment=comment)
         return ok(None)
 
     def delete(self, request: Request, groupid: str, **kwargs: Any) -> Response:
-        self._group(request, groupid, ["Group.Allocate"])
-        access.delete_group(groupid)
+        access.delete_group(groupid, actor=request.user)
         return ok(None)
 
 
@@ -227,10 +212,9 @@ class RolesView(PVEAPIView):
         return ok(roles)
 
     def post(self, request: Request, **kwargs: Any) -> Response:
-        check(request.user, "/access", ["Sys.Modify"])
         values = params.collect(request, kwargs)
         roleid = params.string(values.get("roleid"), "roleid", max_length=64)
-        access.save_role(roleid, _list(values.get("privs")), create=True)
+        access.save_role(roleid, _list(values.get("privs")), actor=request.user, create=True)
         return ok(None)
 
 
@@ -239,23 +223,20 @@ class RoleView(PVEAPIView):
         return ok({priv: 1 for priv in sorted(access.role_privileges(roleid))})
 
     def put(self, request: Request, roleid: str, **kwargs: Any) -> Response:
-        check(request.user, "/access", ["Sys.Modify"])
         values = params.collect(request, kwargs)
         append = bool(values.get("append")) and str(values.get("append")) == "1"
-        access.save_role(roleid, _list(values.get("privs")), create=False, append=append)
+        access.save_role(roleid, _list(values.get("privs")), actor=request.user, create=False, append=append)
         return ok(None)
 
     def delete(self, request: Request, roleid: str, **kwargs: Any) -> Response:
-        check(request.user, "/access", ["Sys.Modify"])
-        access.delete_role(roleid)
+        access.delete_role(roleid, actor=request.user)
         return ok(None)
 
 
 def _check_token_owner(request: Request, userid: str) -> None:
     """``['or', ['userid-param', 'self'], ['userid-group', ['User.Modify']]]``."""
-    _user_or_404(userid)
-    if principal_of(request.user) != userid:
-        _check_user_group(request.user, userid)
+    _user_or_error(userid)
+    delegation.check_self_or_user_group(request.user, userid)
 
 
 class TokensView(PVEAPIView):
@@ -267,22 +248,22 @@ class TokensView(PVEAPIView):
 class TokenView(PVEAPIView):
     def get(self, request: Request, userid: str, tokenid: str, **kwargs: Any) -> Response:
         _check_token_owner(request, userid)
-        token = APIToken.objects.filter(tokenid=f"{userid}!{tokenid}").first()
+        token = APIToken.objects.filter(tokenid=ids.make_tokenid(userid, tokenid), user_id=userid).first()
         if token is None:
             raise access.AccessError(f"no such token '{tokenid}' for user '{userid}'")
         return ok(_token_json(token))
 
     def post(self, request: Request, userid: str, tokenid: str, **kwargs: Any) -> Response:
-        _check_token_owner(request, userid)
         values = params.collect(request, kwargs)
         with params.ParamCollector(values) as p:
             privsep = p.boolean("privsep", default=1)
             expire = p.integer("expire", minimum=0, default=0)
             comment = p.string("comment", default="")
-        token, secret = access.add_token(userid, tokenid, privsep=bool(privsep), expire=expire, comment=comment)
+        token, secret = access.add_token(
+            userid, tokenid, actor=request.user, privsep=bool(privsep), expire=expire, comment=comment
+        )
         return ok({"full-tokenid": token.tokenid, "info": _token_json(token), "value": secret})
 
     def delete(self, request: Request, userid: str, tokenid: str, **kwargs: Any) -> Response:
-        _check_token_owner(request, userid)
-        access.delete_token(f"{userid}!{tokenid}")
+        access.delete_token(ids.make_tokenid(userid, tokenid), actor=request.user)
         return ok(None)

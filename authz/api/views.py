@@ -7,7 +7,7 @@ from typing import Any
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from authz import services, tickets
+from authz import ids, services, tickets
 from authz.exceptions import AuthenticationFailed
 from authz.models import SUPERUSER, Realm
 from authz.permissions import has_privileges
@@ -49,11 +49,13 @@ class TicketView(PVEAPIView):
         realm = values.get("realm")
         try:
             if password.startswith("PVE:"):
+                # Renewal: a valid ticket of the same user; root@pam's ticket may get one for anybody.
+                userid = ids.login_userid(username, str(realm) if realm else None)
                 user = services.user_from_ticket(password)
-                if user.userid != username and user.userid != SUPERUSER:
+                if user.userid != userid and user.userid != SUPERUSER:
                     raise AuthenticationFailed()
-                if user.userid != username:
-                    user = services.active_user(username)
+                if user.userid != userid:
+                    user = services.active_user(userid)
             else:
                 user = services.login(
                     username, password, str(realm) if realm else None, rhost=request.META.get("REMOTE_ADDR", "")

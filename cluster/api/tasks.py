@@ -18,6 +18,7 @@ from django.http import HttpResponse
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from authz import ids
 from authz.permissions import check, has_privileges, principal_of
 from cluster import task_entries, task_runner
 from cluster.api.views import _live_status, local_node_or_error
@@ -50,8 +51,8 @@ def caller(request: Request) -> str:
 
 def owns(request: Request, task_user: str) -> bool:
     """Proxmox's ``check_task_user``: a token only sees its own tasks, a user its own and its tokens'."""
-    user, _, _token = task_user.partition("!")
-    return caller(request) in (task_user, user) if _token else caller(request) == user
+    user, token = ids.split_principal(task_user)
+    return caller(request) in (task_user, user) if token else caller(request) == user
 
 
 def _reject_unknown(values: dict[str, Any], allowed: set[str]) -> None:

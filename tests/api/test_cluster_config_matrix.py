@@ -34,7 +34,7 @@ CASES = [
 def root() -> User:
     for userid in ("cc-nobody@pve", "cc-holder@pve", "cc-other@pve"):
         if not User.objects.filter(userid=userid).exists():
-            access.add_user(userid, password=PASSWORD)
+            access.add_user(userid, actor=User.objects.get(userid="root@pam"), password=PASSWORD)
     return User.objects.get(userid="root@pam")
 
 

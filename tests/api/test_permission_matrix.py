@@ -49,7 +49,7 @@ def login(userid: str) -> tuple[Client, str]:
 def root() -> User:
     for userid in ("pm-nobody@pve", "pm-holder@pve", "pm-other@pve"):
         if not User.objects.filter(userid=userid).exists():
-            access.add_user(userid, password=PASSWORD)
+            access.add_user(userid, actor=User.objects.get(userid="root@pam"), password=PASSWORD)
     for vmid in (7400, 7401, 7403):
         if not VM.objects.filter(vmid=vmid).exists():
             VM(vmid=vmid, node_id=NODE, config={"name": f"pm{vmid}"}).save()

@@ -136,6 +136,23 @@ class Slapd:
             capture_output=True,
         )
 
+    def add_person(self, uid: str, password: str) -> None:
+        """One more ``inetOrgPerson`` under ``ou=people``."""
+        entry = f"""dn: uid={uid},ou=people,{SUFFIX}
+objectClass: inetOrgPerson
+uid: {uid}
+cn: {uid}
+sn: {uid}
+userPassword: {password}
+"""
+        subprocess.run(
+            ["ldapadd", "-x", "-H", f"ldap://127.0.0.1:{self.port}", "-D", ADMIN_DN, "-w", ADMIN_PASSWORD],
+            input=entry,
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from authz import realms
 from authz.models import GroupMember, Realm, User
 from tests.authz.samba_dc import ADDRESS, ADMIN_PASSWORD, DOMAIN, SambaDC
 from tests.harness import manage
@@ -57,18 +58,14 @@ def test_ad_logins_over_ldaps(ad):
 
 
 def test_plain_ldap_is_refused_by_the_dc_and_a_wrong_ca_by_us(ad, dc):
-    realm = Realm.objects.get(realm="ad")
-    saved = dict(realm.options)
+    root = User.objects.get(userid="root@pam")
+    saved = dict(Realm.objects.get(realm="ad").options)
     try:
-        realm.options = {**saved, "mode": "ldap"}  # AD refuses simple binds without TLS
-        realm.save()
+        realms.modify_realm("ad", actor=root, options={"mode": "ldap"})  # AD refuses simple binds without TLS
         assert login("olga@ad", "Olga-Passw0rd!") == 401
-        realm = Realm.objects.get(realm="ad")
-        realm.options = {**saved, "capath": "/etc/ssl/certs/ca-certificates.crt"}  # not the DC's CA
-        realm.save()
+        # not the DC's CA
+        realms.modify_realm("ad", actor=root, options={**saved, "capath": "/etc/ssl/certs/ca-certificates.crt"})
         assert login("olga@ad", "Olga-Passw0rd!") == 401
     finally:
-        realm = Realm.objects.get(realm="ad")
-        realm.options = saved
-        realm.save()
+        realms.modify_realm("ad", actor=root, options=saved)
     assert login("olga@ad", "Olga-Passw0rd!") == 200

@@ -7,6 +7,7 @@ import time
 import pytest
 from django.test import Client
 
+from authz import realms
 from authz.models import Group, GroupMember, Realm, User
 from tests.authz.slapd import ADMIN_DN, ADMIN_PASSWORD, SUFFIX, Slapd
 from tests.harness import manage
@@ -89,35 +90,39 @@ def test_vanished_users_are_removed_on_request(corp, node_env, slapd):
 
 def test_ldaps_verifies_the_server_certificate(slapd, node_env):
     add_realm(node_env, "corptls", slapd, "--mode", "ldaps", "--capath", str(slapd.ca))
-    realm = Realm.objects.get(realm="corptls")
-    realm.options = {**realm.options, "port": str(slapd.tls_port)}
-    realm.save()
+    pveum(node_env, "realm", "modify", "corptls", "--port", str(slapd.tls_port))
     assert "TASK OK" in pveum(node_env, "realm", "sync", "corptls", "--scope", "users").stdout
     assert login("lara@corptls", "lara-pass") == 200
-    realm = Realm.objects.get(realm="corptls")
-    realm.options = {**realm.options, "capath": str(slapd.other_ca)}  # a CA that did not sign the server
-    realm.save()
+    pveum(node_env, "realm", "modify", "corptls", "--capath", str(slapd.other_ca))  # a CA that did not sign it
     assert login("lara@corptls", "lara-pass") == 401
     failed = pveum(node_env, "realm", "sync", "corptls", check=False)
     assert failed.returncode != 0 and "realm sync" in (failed.stdout + failed.stderr)
 
 
 def test_an_unreachable_server_fails_within_a_bounded_time(slapd, node_env, corp):
-    realm = Realm.objects.get(realm="corp")
-    saved = dict(realm.options)
-    realm.options = {**saved, "server1": "10.255.255.1", "server2": "127.0.0.1"}  # first one never answers
-    realm.save()
+    root = User.objects.get(userid="root@pam")
+    saved = dict(Realm.objects.get(realm="corp").options)
+    # the first server never answers
+    realms.modify_realm("corp", actor=root, options={"server1": "10.255.255.1", "server2": "127.0.0.1"})
     try:
         started = time.monotonic()
         assert login("lara@corp", "lara-pass") == 200  # the second server answers
         assert time.monotonic() - started < 30
-        realm = Realm.objects.get(realm="corp")
-        realm.options = {**saved, "server1": "10.255.255.1"}
-        realm.save()
+        realms.modify_realm("corp", actor=root, delete=["server2"])
         started = time.monotonic()
         assert login("lara@corp", "lara-pass") == 401
         assert time.monotonic() - started < 30
     finally:
-        realm = Realm.objects.get(realm="corp")
-        realm.options = saved
-        realm.save()
+        realms.modify_realm("corp", actor=root, options=saved)
+
+
+def test_directory_names_that_are_no_user_ids_are_skipped(corp, node_env, slapd):
+    """Issue 9 item 1: a directory entry named ``x!y`` would make the user id ``x!y@corp``."""
+    slapd.add_person("root@pam!a", "bang-pass")
+    slapd.add_person("eve!tk", "bang-pass")
+    result = pveum(node_env, "realm", "sync", "corp")
+    assert "TASK OK" in result.stdout
+    assert "skipped directory user 'root@pam!a'" in result.stdout
+    assert "skipped directory user 'eve!tk'" in result.stdout
+    assert not User.objects.filter(userid__contains="!").exists()
+    assert login("root@pam!a@corp", "bang-pass") == 401

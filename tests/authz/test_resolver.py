@@ -10,10 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authz.privileges import BUILTIN_ROLES, PRIVILEGES, InvalidPath, check_path
-from authz.resolver import ACLState, privileges
+from authz.resolver import ACLState, TokenInfo, privileges
 
-USERS = ["alice@pve", "bob@pve", "carol@pam"]
-TOKENS = ["alice@pve!ci", "bob@pve!ro"]
+# "root@pam!a@pve" is a user of realm pve that new code refuses to create (authz.ids) but an old
+# database may hold: its token must resolve to it, never to root@pam.
+USERS = ["alice@pve", "bob@pve", "carol@pam", "root@pam!a@pve"]
+TOKEN_OWNERS = {"alice@pve!ci": "alice@pve", "bob@pve!ro": "bob@pve", "root@pam!a@pve!tk": "root@pam!a@pve"}
+TOKENS = sorted(TOKEN_OWNERS)
 GROUPS = ["admins", "ops", "devs"]
 ROLES = ["Administrator", "NoAccess", "PVEVMUser", "PVEAuditor", "PVEDatastoreUser", "PVEVMAdmin", "Custom"]
 PATHS = ["/", "/vms", "/vms/100", "/vms/101", "/storage", "/storage/local", "/pool", "/pool/a", "/pool/a/b", "/nodes"]
@@ -31,7 +34,7 @@ def reference(entries, members, pools, users, tokens, principal, path, now=1000.
         for level in levels:
             final = level == target
             here = [e for e in entries if e[0] == level and (final or e[4])]
-            if "!" in who:
+            if who in TOKEN_OWNERS:
                 mine = {e[3] for e in here if e[1] == "token" and e[2] == who}
                 if mine:
                     current = mine
@@ -58,11 +61,11 @@ def reference(entries, members, pools, users, tokens, principal, path, now=1000.
 
     if principal == "root@pam":
         return set(PRIVILEGES)
-    user = principal.split("!")[0]
+    user = TOKEN_OWNERS.get(principal, principal)
     enable, expire = users.get(user, (False, 0))
     if not enable or (expire and expire <= now):
         return set()
-    if "!" not in principal:
+    if principal not in TOKEN_OWNERS:
         return resolved(principal, path)
     if principal not in tokens:
         return set()
@@ -112,8 +115,8 @@ def build(w) -> ACLState:
         for user in users:
             state.groups_of.setdefault(user, set()).add(group)
     state.pool_of.update(w["pools"])
-    state.users.update(w["users"])
-    state.tokens.update(w["tokens"])
+    state.users.update({**w["users"], "root@pam": (True, 0)})  # root@pam always exists
+    state.tokens.update({t: TokenInfo(TOKEN_OWNERS[t], *info) for t, info in w["tokens"].items()})
     return state
 
 
@@ -137,10 +140,10 @@ def test_worked_examples():
     assert privileges(state, "bob@pve", "/vms") == BUILTIN_ROLES["PVEVMUser"]
     assert privileges(state, "bob@pve", "/vms/100") == set()
     # privilege-separated token: never more than its user
-    state.tokens["bob@pve!ci"] = (True, 0)
+    state.tokens["bob@pve!ci"] = TokenInfo("bob@pve", True, 0)
     state.grant("/", "token", "bob@pve!ci", "Administrator")
     assert privileges(state, "bob@pve!ci", "/vms") == BUILTIN_ROLES["PVEVMUser"]
-    state.tokens["bob@pve!ci"] = (False, 0)
+    state.tokens["bob@pve!ci"] = TokenInfo("bob@pve", False, 0)
     assert privileges(state, "bob@pve!ci", "/vms") == BUILTIN_ROLES["PVEVMUser"]
     # pools: roles on the pool reach its members, a pool NoAccess wins
     state.pool_of["/vms/200"] = "dev"
@@ -156,6 +159,21 @@ def test_worked_examples():
     state.users["bob@pve"] = (False, 0)
     assert privileges(state, "bob@pve", "/vms/200") == set()
     assert privileges(state, "root@pam", "/anything") == set(PRIVILEGES)
+
+
+def test_a_token_is_its_rows_user_never_a_prefix_of_its_id():
+    """Issue 9 item 1: the token of user ``root@pam!a@pve`` once resolved as root@pam (split at the first ``!``)."""
+    state = ACLState()
+    state.users.update({"root@pam": (True, 0), "root@pam!a@pve": (True, 0)})
+    state.tokens["root@pam!a@pve!tk"] = TokenInfo("root@pam!a@pve", False, 0)
+    assert privileges(state, "root@pam!a@pve!tk", "/") == set()
+    state.grant("/vms", "user", "root@pam!a@pve", "PVEAuditor")
+    assert privileges(state, "root@pam!a@pve!tk", "/vms/100") == BUILTIN_ROLES["PVEAuditor"]
+    # whatever the id says, the owner is the row's user
+    state.users["mallory@pve"] = (True, 0)
+    state.tokens["root@pam!x"] = TokenInfo("mallory@pve", False, 0)
+    assert privileges(state, "root@pam!x", "/") == set()
+    assert privileges(state, "root@pam!unknown", "/") == set()  # no row: nothing
 
 
 def test_acl_paths_are_validated_never_defaulted():

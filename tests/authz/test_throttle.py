@@ -13,6 +13,10 @@ pytestmark = [pytest.mark.usefixtures("replicator")]
 API = "/api2/json"
 
 
+def _root() -> User:
+    return User.objects.get(userid="root@pam")
+
+
 def attempt(username: str, password: str) -> int:
     return Client().post(f"{API}/access/ticket", {"username": username, "password": password}).status_code
 
@@ -25,7 +29,7 @@ def test_delays_grow_and_are_bounded():
 
 def test_failures_are_counted_alike_for_unknown_and_known_users_and_logged():
     if not User.objects.filter(userid="gina@pve").exists():
-        access.add_user("gina@pve", password="gina-password")
+        access.add_user("gina@pve", actor=_root(), password="gina-password")
     assert attempt("gina@pve", "wrong") == 401
     assert attempt("nobody-at-all@pve", "wrong") == 401
     assert throttle.failures("gina@pve") == 1 and throttle.failures("nobody-at-all@pve") == 1
@@ -41,7 +45,7 @@ def test_failures_are_counted_alike_for_unknown_and_known_users_and_logged():
 
 def test_an_account_over_the_limit_is_refused_even_with_the_right_password():
     if not User.objects.filter(userid="hank@pve").exists():
-        access.add_user("hank@pve", password="hank-password")
+        access.add_user("hank@pve", actor=_root(), password="hank-password")
     for _ in range(throttle.LIMIT - 1):
         throttle.record_failure("hank@pve")
     assert attempt("hank@pve", "wrong") == 401  # the 100th failure
@@ -64,7 +68,7 @@ def test_pam_realm_users_log_in_with_their_linux_password():
     subprocess.run(["chpasswd"], input="pvepamuser:Linux-Pass-42\n", text=True, check=True)
     try:
         if not User.objects.filter(userid="pvepamuser@pam").exists():
-            access.add_user("pvepamuser@pam")
+            access.add_user("pvepamuser@pam", actor=_root())
         assert attempt("pvepamuser@pam", "Linux-Pass-42") == 200
         assert attempt("pvepamuser@pam", "not-the-password") == 401
         subprocess.run(["usermod", "-L", "pvepamuser"], check=True)  # a locked Linux account

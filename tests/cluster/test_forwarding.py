@@ -113,11 +113,11 @@ def nodes(node_env: dict[str, str], replicator: object, tmp_path_factory: pytest
     root = User.objects.get(userid="root@pam")
     for userid in ("fw-auditor@pve", "fw-nobody@pve"):
         if not User.objects.filter(userid=userid).exists():
-            access.add_user(userid, password=PASSWORD)
+            access.add_user(userid, actor=root, password=PASSWORD)
     access.modify_acl(root, f"/nodes/{B_NODE}", ["PVEAuditor"], users=["fw-auditor@pve"])
     if APIToken.objects.filter(tokenid="fw-auditor@pve!ci").exists():
-        access.delete_token("fw-auditor@pve!ci")
-    _token, secret = access.add_token("fw-auditor@pve", "ci", privsep=False)
+        access.delete_token("fw-auditor@pve!ci", actor=root)
+    _token, secret = access.add_token("fw-auditor@pve", "ci", actor=root, privsep=False)
 
     a_dir = Path(node_env["PVE_DATA_DIR"])
     b_dir = tmp_path_factory.mktemp("othernode")

@@ -38,10 +38,11 @@ def login(userid: str, password: str = PASSWORD) -> Client:
 
 @pytest.fixture(scope="module")
 def root_user() -> User:
+    root = User.objects.get(userid="root@pam")
     for userid in USERS:
         if not User.objects.filter(userid=userid).exists():
-            access.add_user(userid, password=PASSWORD)
-    return User.objects.get(userid="root@pam")
+            access.add_user(userid, actor=root, password=PASSWORD)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +94,8 @@ def test_reading_a_task(root_user, finished, endpoint):
 def test_a_token_sees_its_own_tasks_only(root_user, finished):
     grant(root_user, ("/nodes/testnode", "PVEAuditor"), ("/vms", "PVEAuditor"))
     if APIToken.objects.filter(tokenid="tp-owner@pve!ci").exists():
-        access.delete_token("tp-owner@pve!ci")
-    _token, secret = access.add_token("tp-owner@pve", "ci", privsep=True)
+        access.delete_token("tp-owner@pve!ci", actor=root_user)
+    _token, secret = access.add_token("tp-owner@pve", "ci", actor=root_user, privsep=True)
     header = {"HTTP_AUTHORIZATION": f"PVEAPIToken=tp-owner@pve!ci={secret}"}
     client = Client()
     assert client.get(f"{API}/nodes/{NODE}/tasks/{finished['tp-owner@pve!ci']}/status", **header).status_code == 200

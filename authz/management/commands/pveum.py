@@ -7,8 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from authz import access
-from authz.models import SUPERUSER, ACLEntry, APIToken, Group, Role, User
+from authz import access, ids, pools, realms
+from authz.models import SUPERUSER, ACLEntry, APIToken, Group, Pool, Role, User
 from authz.privileges import BUILTIN_ROLES
 from replicator.exceptions import ReplicationError
 
@@ -23,29 +23,12 @@ def _list(value: str | None) -> list[str]:
     return [item for item in (value or "").replace(";", ",").split(",") if item]
 
 
-REALM_OPTIONS = (
-    "domain",
-    "server1",
-    "server2",
-    "port",
-    "mode",
-    "verify",
-    "capath",
-    "base_dn",
-    "user_attr",
-    "bind_dn",
-    "filter",
-    "user_classes",
-    "group_dn",
-    "group_name_attr",
-    "group_filter",
-    "group_classes",
-    "comment",
-)
+REALM_OPTIONS = ("domain", *realms.LDAP_OPTIONS)
 
 
 class Command(BaseCommand):
-    help = "User management: user, group, role, acl and user token commands (Proxmox's pveum)."
+    help = "User management: user, group, role, acl, pool, realm and user token commands (Proxmox's pveum)."
+    actor: User
 
     def add_arguments(self, parser: CommandParser) -> None:
         top = parser.add_subparsers(dest="area", required=True)
@@ -105,19 +88,30 @@ class Command(BaseCommand):
             sub.add_argument("realm")
             if verb == "add":
                 sub.add_argument("--type", required=True, choices=["ldap", "ad"])
-            for option in REALM_OPTIONS:
+            for option in (*REALM_OPTIONS, "comment"):
                 sub.add_argument(f"--{option}")
+            sub.add_argument("--default", type=_bool)
             sub.add_argument("--password", help="bind password; '-' prompts")
+            if verb == "modify":
+                sub.add_argument("--delete", help="options to remove (comma-separated)")
         realm.add_parser("delete").add_argument("realm")
         realm.add_parser("list")
         sync = realm.add_parser("sync")
         sync.add_argument("realm")
         sync.add_argument("--scope", choices=["users", "groups", "both"], default="both")
         sync.add_argument("--remove-vanished", action="store_true")
+        pool = top.add_parser("pool").add_subparsers(dest="verb", required=True)
+        for verb in ("add", "modify"):
+            sub = pool.add_parser(verb)
+            sub.add_argument("poolid")
+            sub.add_argument("--comment", default="")
+        pool.add_parser("delete").add_argument("poolid")
+        pool.add_parser("list")
 
     def handle(self, *args: Any, **options: Any) -> None:
         area, verb = options["area"], options.get("verb")
         try:
+            self.actor = User.objects.get(userid=SUPERUSER)  # pveum runs as root@pam, as Proxmox's
             getattr(self, f"_{area}")(verb, options)
         except access.AccessError as exc:
             raise CommandError(str(exc)) from None
@@ -133,14 +127,12 @@ class Command(BaseCommand):
                 password = getpass.getpass("Enter new password: ")
                 if password != getpass.getpass("Retype new password: "):
                     raise CommandError("passwords do not match")
-            access.add_user(o["userid"], password=password, **fields)
-            if o["groups"]:
-                access.modify_user(o["userid"], groups=_list(o["groups"]), append=True)
+            access.add_user(o["userid"], actor=self.actor, password=password, groups=_list(o["groups"]), **fields)
         elif verb == "modify":
             groups = _list(o["groups"]) if o["groups"] is not None else None
-            access.modify_user(o["userid"], groups=groups, append=o["append"], **fields)
+            access.modify_user(o["userid"], actor=self.actor, groups=groups, append=o["append"], **fields)
         elif verb == "delete":
-            access.delete_user(o["userid"])
+            access.delete_user(o["userid"], actor=self.actor)
         elif verb == "list":
             for user in User.objects.all():
                 groups = ",".join(user.memberships.order_by("group_id").values_list("group_id", flat=True))
@@ -152,22 +144,25 @@ class Command(BaseCommand):
         verb = o["token_verb"]
         if verb == "add":
             token, secret = access.add_token(
-                o["userid"], o["tokenid"], privsep=o["privsep"], expire=o["expire"], comment=o["comment"]
+                o["userid"],
+                o["tokenid"],
+                actor=self.actor,
+                privsep=o["privsep"],
+                expire=o["expire"],
+                comment=o["comment"],
             )
             self.stdout.write(f"full-tokenid: {token.tokenid}\nvalue: {secret}\n(the value is shown only once)")
         elif verb == "remove":
-            access.delete_token(f"{o['userid']}!{o['tokenid']}")
+            access.delete_token(ids.make_tokenid(o["userid"], o["tokenid"]), actor=self.actor)
         else:
             for token in APIToken.objects.filter(user_id=o["userid"]):
-                self.stdout.write(
-                    f"{token.tokenid.split('!', 1)[1]}\t{int(token.privsep)}\t{token.expire}\t{token.comment}"
-                )
+                self.stdout.write(f"{token.name}\t{int(token.privsep)}\t{token.expire}\t{token.comment}")
 
     def _group(self, verb: str, o: dict[str, Any]) -> None:
         if verb == "add":
-            access.add_group(o["groupid"], o["comment"])
+            access.add_group(o["groupid"], actor=self.actor, comment=o["comment"])
         elif verb == "delete":
-            access.delete_group(o["groupid"])
+            access.delete_group(o["groupid"], actor=self.actor)
         else:
             for group in Group.objects.all():
                 members = ",".join(group.members.order_by("user_id").values_list("user_id", flat=True))
@@ -175,9 +170,11 @@ class Command(BaseCommand):
 
     def _role(self, verb: str, o: dict[str, Any]) -> None:
         if verb in ("add", "modify"):
-            access.save_role(o["roleid"], _list(o["privs"]), create=verb == "add", append=o.get("append", False))
+            access.save_role(
+                o["roleid"], _list(o["privs"]), actor=self.actor, create=verb == "add", append=o.get("append", False)
+            )
         elif verb == "delete":
-            access.delete_role(o["roleid"])
+            access.delete_role(o["roleid"], actor=self.actor)
         else:
             for roleid, privs in sorted(BUILTIN_ROLES.items()):
                 self.stdout.write(f"{roleid}\t{','.join(sorted(privs))}\t(special)")
@@ -189,9 +186,8 @@ class Command(BaseCommand):
             for entry in ACLEntry.objects.all():
                 self.stdout.write(f"{entry.path}\t{entry.type}\t{entry.ugid}\t{entry.roleid}\t{int(entry.propagate)}")
             return
-        root = User.objects.get(userid=SUPERUSER)
         access.modify_acl(
-            root,
+            self.actor,
             o["path"],
             _list(o["roles"]),
             users=_list(o["users"]),
@@ -201,11 +197,20 @@ class Command(BaseCommand):
             delete=verb == "delete",
         )
 
-    def _realm(self, verb: str, o: dict[str, Any]) -> None:
-        from django.db import transaction
+    def _pool(self, verb: str, o: dict[str, Any]) -> None:
+        if verb == "add":
+            pools.add_pool(o["poolid"], actor=self.actor, comment=o["comment"])
+        elif verb == "modify":
+            pools.modify_pool(o["poolid"], actor=self.actor, comment=o["comment"])
+        elif verb == "delete":
+            pools.delete_pool(o["poolid"], actor=self.actor)
+        else:
+            for pool in Pool.objects.all():
+                self.stdout.write(f"{pool.poolid}\t{pool.comment}")
 
-        from authz import realm_sync
-        from authz.models import KeyMaterial, Realm
+    def _realm(self, verb: str, o: dict[str, Any]) -> None:
+        from authz import ldap_realm, realm_sync
+        from authz.models import Realm
         from cluster import task_index
 
         if verb == "list":
@@ -216,7 +221,9 @@ class Command(BaseCommand):
             lines: list[str] = []
 
             def work(task: Any) -> None:
-                realm_sync.sync(o["realm"], scope=o["scope"], remove_vanished=o["remove_vanished"], log=task.log)
+                realm_sync.sync(
+                    o["realm"], actor=self.actor, scope=o["scope"], remove_vanished=o["remove_vanished"], log=task.log
+                )
 
             upid = task_index.run_inline("auth-realm-sync", o["realm"], SUPERUSER, work)
             for entry in task_index.read_log(upid, 0, 10_000)[0]:
@@ -227,46 +234,34 @@ class Command(BaseCommand):
             return
         name = o["realm"]
         if verb == "delete":
-            if name in ("pam", "pve"):
-                raise CommandError(f"cannot remove the built-in realm '{name}'")
-            realm = Realm.objects.filter(realm=name).first()
-            if realm is None:
-                raise CommandError(f"domain '{name}' does not exist")
-            if realm.users.exists():
-                raise CommandError(f"domain '{name}' still has users")
-            realm.delete()
+            realms.delete_realm(name, actor=self.actor)
             return
-        realm = Realm.objects.filter(realm=name).first()
-        if verb == "add":
-            if realm is not None:
-                raise CommandError(f"domain '{name}' already exists")
-            access._check_id("realm", name)
-            realm = Realm(realm=name, type=o["type"], options={})
-        elif realm is None:
-            raise CommandError(f"domain '{name}' does not exist")
-        options = dict(realm.options)
-        for key in REALM_OPTIONS:
-            if o.get(key) is not None and key != "comment":
-                if "\n" in o[key]:
-                    raise CommandError(f"invalid value for {key}")
-                options[key] = o[key]
-        if o.get("comment") is not None:
-            realm.comment = o["comment"]
-        realm.options = options
-        from authz import ldap_realm
-
+        options = {key: o[key] for key in REALM_OPTIONS if o.get(key) is not None}
         password = o.get("password")
         if password == "-":
             password = getpass.getpass("Enter bind password: ")
-        with transaction.atomic(using="cluster"):
-            realm.save()
-            if password is not None:
-                key = KeyMaterial.objects.filter(path=f"priv/realm/{name}.pw").first() or KeyMaterial(
-                    path=f"priv/realm/{name}.pw"
-                )
-                key.content = password + "\n"
-                key.save()
-        try:
-            ldap_realm.config(Realm.objects.get(realm=name))
-        except ldap_realm.RealmConfigError as exc:
-            self.stderr.write(f"warning: {exc}")
+        if verb == "add":
+            realm = realms.add_realm(
+                name,
+                o["type"],
+                actor=self.actor,
+                comment=o.get("comment") or "",
+                default=bool(o.get("default")),
+                options=options,
+                password=password,
+            )
+        else:
+            realm = realms.modify_realm(
+                name,
+                actor=self.actor,
+                comment=o.get("comment"),
+                default=o.get("default"),
+                options=options,
+                delete=_list(o.get("delete")),
+                password=password,
+            )
+        if realm.type in realms.ADDABLE_TYPES:
+            try:
+                ldap_realm.config(realm)
+            except ldap_realm.RealmConfigError as exc:
+                self.stderr.write(f"warning: {exc}")

@@ -1,0 +1,141 @@
+"""Custom roles and ACL entries: checked, delegated as Proxmox delegates, audited, one change set each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from authz import audit, delegation, ids
+from authz.exceptions import AccessError
+from authz.models import ACLEntry, APIToken, Group, Role, User
+from authz.privileges import BUILTIN_ROLES, InvalidPath, check_path, check_privileges, normalize_path
+
+CLUSTER = "cluster"
+
+
+def role_privileges(roleid: str) -> frozenset[str]:
+    if roleid in BUILTIN_ROLES:
+        return BUILTIN_ROLES[roleid]
+    role = Role.objects.filter(roleid=roleid).first()
+    if role is None:
+        raise AccessError(f"role '{roleid}' does not exist")
+    return frozenset(role.privs)
+
+
+# --- roles -----------------------------------------------------------------------------------
+
+
+def save_role(roleid: str, privs: list[str], *, actor: Any, create: bool, append: bool = False) -> Role:
+    """``POST``/``PUT /access/roles``: Sys.Modify on /access; the built-in roles never change."""
+    ids.check_role_id(roleid)
+    delegation.check(actor, "/access", ["Sys.Modify"])
+    if roleid in BUILTIN_ROLES:
+        raise AccessError(f"cannot modify special role '{roleid}'")
+    try:
+        names = check_privileges(privs)
+    except ValueError as exc:
+        raise AccessError(str(exc)) from None
+    role = Role.objects.filter(roleid=roleid).first()
+    if create and role is not None:
+        raise AccessError(f"role '{roleid}' already exists")
+    if not create and role is None:
+        raise AccessError(f"role '{roleid}' does not exist")
+    if role is None:
+        role = Role(roleid=roleid, privs=names)
+    else:
+        role.privs = sorted(set(role.privs) | set(names)) if append else names
+    with transaction.atomic(using=CLUSTER):
+        role.save()
+        audit.record(actor, f"{'added' if create else 'changed'} role '{roleid}' ({','.join(role.privs)})")
+    return role
+
+
+def delete_role(roleid: str, *, actor: Any) -> None:
+    """The role and the ACL entries granting it (Sys.Modify on /access)."""
+    delegation.check(actor, "/access", ["Sys.Modify"])
+    if roleid in BUILTIN_ROLES:
+        raise AccessError(f"cannot delete special role '{roleid}'")
+    role = Role.objects.filter(roleid=roleid).first()
+    if role is None:
+        raise AccessError(f"role '{roleid}' does not exist")
+    with transaction.atomic(using=CLUSTER):
+        for entry in ACLEntry.objects.filter(roleid=roleid):
+            entry.delete()
+        role.delete()
+        audit.record(actor, f"removed role '{roleid}'")
+
+
+# --- ACLs ------------------------------------------------------------------------------------
+
+
+def _targets(users: Any, groups: Any, tokens: Any) -> tuple[list[tuple[str, str]], list[str]]:
+    """(kind, ugid) of every target, all of which exist, and the owners of the tokens (their rows' users)."""
+    targets: list[tuple[str, str]] = []
+    for userid in users:
+        ids.check_userid(userid)
+        if not User.objects.filter(userid=userid).exists():
+            raise AccessError(f"user '{userid}' does not exist")
+        targets.append(("user", userid))
+    for groupid in groups:
+        ids.check_group_id(groupid)
+        if not Group.objects.filter(groupid=groupid).exists():
+            raise AccessError(f"group '{groupid}' does not exist")
+        targets.append(("group", groupid))
+    owners: list[str] = []
+    for tokenid in tokens:
+        ids.split_tokenid(tokenid)
+        owner = APIToken.objects.filter(tokenid=tokenid).values_list("user_id", flat=True).first()
+        if owner is None:
+            raise AccessError(f"token '{tokenid}' does not exist")
+        targets.append(("token", tokenid))
+        owners.append(owner)
+    return targets, owners
+
+
+def modify_acl(
+    actor: Any,
+    path: str,
+    roles: list[str],
+    *,
+    users: Any = (),
+    groups: Any = (),
+    tokens: Any = (),
+    propagate: bool = True,
+    delete: bool = False,
+) -> list[ACLEntry]:
+    """``PUT /access/acl``: grant (or with ``delete`` revoke) roles on a path, as Proxmox delegates it.
+
+    ``perm-modify`` on the path; without Permissions.Modify only roles within the actor's own
+    privileges there, never NoAccess; entries naming root@pam or its tokens are root@pam's alone.
+    """
+    users, groups, tokens = list(users), list(groups), list(tokens)
+    if not roles or not (users or groups or tokens):
+        raise AccessError("no roles, or no users, groups or tokens given")
+    try:  # an entry on a path that is no longer valid can still be removed, as in Proxmox
+        path = normalize_path(path) if delete else check_path(path)
+    except InvalidPath as exc:
+        raise AccessError(str(exc)) from None
+    delegation.check_perm_modify(actor, path)
+    granted = {roleid: role_privileges(roleid) for roleid in roles}
+    delegation.check_role_grant(actor, path, granted, propagate=propagate, delete=delete)
+    targets, owners = _targets(users, groups, tokens)
+    delegation.check_acl_targets(actor, users, owners)
+    changed: list[ACLEntry] = []
+    with transaction.atomic(using=CLUSTER):
+        for kind, ugid in targets:
+            for roleid in roles:
+                key = ACLEntry.make_key(path, kind, ugid, roleid)
+                existing = ACLEntry.objects.filter(key=key).first()
+                if delete:
+                    if existing is not None:
+                        existing.delete()
+                    continue
+                entry = existing or ACLEntry(path=path, type=kind, ugid=ugid, roleid=roleid)
+                entry.propagate = propagate
+                entry.save()
+                changed.append(entry)
+        names = ",".join(f"@{ugid}" if kind == "group" else ugid for kind, ugid in targets)
+        verb = "removed" if delete else f"granted (propagate={int(propagate)})"
+        audit.record(actor, f"ACL {verb}: {','.join(roles)} on {path} for {names}")
+    return changed
