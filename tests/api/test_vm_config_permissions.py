@@ -13,7 +13,7 @@ import pytest
 from django.test import Client
 
 from authz import access
-from authz.models import ACLEntry, APIToken, Pool, User
+from authz.models import ACLEntry, APIToken, Pool, Role, User
 from cluster.models import ClusterLogEntry
 from vms.models import VM
 
@@ -41,8 +41,8 @@ FORM = "application/x-www-form-urlencoded"
 def role(privileges: list[str]) -> str:
     """A custom role holding exactly ``privileges``."""
     roleid = "vc-" + hashlib.sha1(",".join(sorted(privileges)).encode()).hexdigest()[:12]
-    if not access.Role.objects.filter(roleid=roleid).exists():
-        access.save_role(roleid, privileges, create=True)
+    if not Role.objects.filter(roleid=roleid).exists():
+        access.save_role(roleid, privileges, actor=User.objects.get(userid="root@pam"), create=True)
     return roleid
 
 
@@ -67,9 +67,10 @@ def state(vmid: int = VMID) -> tuple[dict, str, int]:
 
 @pytest.fixture(scope="module")
 def root() -> User:
+    root_user = User.objects.get(userid="root@pam")
     for userid in (HOLDER, OTHER, NOBODY, ALMOST, ADMIN):
         if not User.objects.filter(userid=userid).exists():
-            access.add_user(userid, password=PASSWORD)
+            access.add_user(userid, actor=root_user, password=PASSWORD)
     if not Pool.objects.filter(poolid="vcpool").exists():
         Pool(poolid="vcpool").save()
     reset_vm(OTHER_VMID)
@@ -169,7 +170,7 @@ ROOT_ONLY = [
 def root_token(root) -> str:
     """root@pam's own token without privilege separation: all privileges, but not root@pam."""
     if not APIToken.objects.filter(tokenid="root@pam!vc").exists():
-        _token, secret = access.add_token("root@pam", "vc", privsep=False)
+        _token, secret = access.add_token("root@pam", "vc", actor=root, privsep=False)
         root_token.secret = secret  # type: ignore[attr-defined]
     return f"PVEAPIToken=root@pam!vc={root_token.secret}"  # type: ignore[attr-defined]
 
@@ -216,8 +217,8 @@ def test_a_token_is_named_in_the_cluster_log(root):
     grant(root, HOLDER, [("/vms/{vmid}", ["VM.Config.Memory"])])
     tokenid = f"{HOLDER}!ci"
     if APIToken.objects.filter(tokenid=tokenid).exists():
-        access.delete_token(tokenid)
-    _token, secret = access.add_token(HOLDER, "ci", privsep=True)
+        access.delete_token(tokenid, actor=root)
+    _token, secret = access.add_token(HOLDER, "ci", actor=root, privsep=True)
     access.modify_acl(root, f"/vms/{VMID}", [role(["VM.Config.Memory"])], tokens=[tokenid])
     header = {"HTTP_AUTHORIZATION": f"PVEAPIToken={tokenid}={secret}"}
     response = Client().put(f"{API}/nodes/{NODE}/qemu/{VMID}/config", "memory=1000", content_type=FORM, **header)

@@ -150,7 +150,7 @@ def test_users_without_privileges_cannot_use_the_admin(bob):
 
 
 def test_the_base_admin_audits_in_the_change_set_of_the_change_once():
-    """A model without a service of its own (pools): the row and one entry per change, one change set each."""
+    """An admin page over a service (pools): the row and one entry per change, one change set each, never a second entry."""
     client = admin_client()
     for poolid in ("audit-a", "audit-b"):
         Pool.objects.filter(poolid=poolid).delete()
@@ -159,7 +159,7 @@ def test_the_base_admin_audits_in_the_change_set_of_the_change_once():
     pool = Pool.objects.get(poolid="audit-a")
     assert pool.version == version + 1
     assert list(ClusterLogEntry.objects.filter(version=pool.version).values_list("msg", "user")) == [
-        ("admin: added pool 'audit-a'", "root@pam")
+        ("added pool 'audit-a'", "root@pam")
     ]
     Pool(poolid="audit-b").save()
     version = replicator_client.status()["version"]
@@ -169,6 +169,6 @@ def test_the_base_admin_audits_in_the_change_set_of_the_change_once():
     assert response.status_code == 302 and not Pool.objects.filter(poolid__in=["audit-a", "audit-b"]).exists()
     assert replicator_client.status()["version"] == version + 1  # the deletions and their entries together
     assert sorted(ClusterLogEntry.objects.filter(version=version + 1).values_list("msg", flat=True)) == [
-        "admin: deleted pool 'audit-a'",
-        "admin: deleted pool 'audit-b'",
+        "removed pool 'audit-a'",
+        "removed pool 'audit-b'",
     ]

@@ -13,7 +13,7 @@ import pytest
 from django.test import Client
 
 from authz import access
-from authz.models import ACLEntry, Pool, User
+from authz.models import ACLEntry, Pool, Role, User
 from cluster.models import ClusterLogEntry
 from replicator import client as replicator_client
 from vms.config import format_config
@@ -39,8 +39,8 @@ BASE = {"name": "va7650", "memory": "512", "cores": "1"}
 
 def role(privileges: list[str]) -> str:
     roleid = "va-" + hashlib.sha1(",".join(sorted(privileges)).encode()).hexdigest()[:12]
-    if not access.Role.objects.filter(roleid=roleid).exists():
-        access.save_role(roleid, privileges, create=True)
+    if not Role.objects.filter(roleid=roleid).exists():
+        access.save_role(roleid, privileges, actor=User.objects.get(userid="root@pam"), create=True)
     return roleid
 
 
@@ -73,9 +73,10 @@ def change(client: Client, text: str, *, vmid: int = VMID, pool: str = "", **ext
 
 @pytest.fixture(scope="module")
 def root() -> User:
+    root_user = User.objects.get(userid="root@pam")
     for userid in (HOLDER, OTHER, NOBODY, ALMOST, ADMIN):
         if not User.objects.filter(userid=userid).exists():
-            access.add_user(userid, password=PASSWORD)
+            access.add_user(userid, actor=root_user, password=PASSWORD)
     for poolid in ("va-a", "va-b"):
         if not Pool.objects.filter(poolid=poolid).exists():
             Pool(poolid=poolid).save()
