@@ -23,6 +23,18 @@ def role_privileges(roleid: str) -> frozenset[str]:
     return frozenset(role.privs)
 
 
+def remove_object_access(path: str) -> int:
+    """Drop every ACL entry on ``path`` (a removed VM or storage), as Proxmox's ``remove_vm_access`` does.
+
+    Called inside the removing service's change set, so a reused VMID or storage id never
+    inherits the grants of the object it replaces; the caller's audit entry covers it.
+    """
+    entries = list(ACLEntry.objects.filter(path=normalize_path(path)))
+    for entry in entries:
+        entry.delete()
+    return len(entries)
+
+
 # --- roles -----------------------------------------------------------------------------------
 
 

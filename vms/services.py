@@ -17,6 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from authz import acl
 from authz.models import Pool
 from authz.permissions import principal_of
 from cluster.models import ClusterSettings, Node
@@ -225,6 +226,7 @@ def destroy_vm(vm: VM, *, actor: Any, skiplock: bool = False) -> None:
     check_vm_destroy(vm, actor=actor, skiplock=skiplock)
     with transaction.atomic(using=CLUSTER):
         vm.delete()
+        acl.remove_object_access(f"/vms/{vm.vmid}")
         log_cluster_message(f"VM {vm.vmid} destroyed", user=actor_name(actor), tag="qmdestroy")
 
 
