@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ipaddress
 import logging
 import os
 import re
@@ -66,6 +67,7 @@ DEVICE_NET_CHOICES = {
 }
 
 _CLUSTER_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,13}[A-Za-z0-9])?$")
+_NODE_NAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _BAD_VALUE_RE = re.compile(r"[\x00-\x1f{}#]")
 _CONFIG_VERSION_RE = re.compile(r"^\s*config_version\s*:\s*(\d+)\s*$", re.MULTILINE)
@@ -135,10 +137,14 @@ def load() -> tuple[CorosyncConfig | None, list[Node]]:
 
 
 def render_current() -> tuple[str, set[str]] | None:
-    """The current corosync.conf and the names in its nodelist, or ``None`` outside a cluster."""
+    """The current corosync.conf and the names in its nodelist, or ``None`` outside a cluster.
+
+    Validated first (ValueError): rows written around ``update_corosync`` never reach the file.
+    """
     config, nodes = load()
     if config is None:
         return None
+    validate(config, nodes)
     return render(config, nodes), {node.name for node in nodes}
 
 
@@ -164,6 +170,35 @@ def _check_options(where: str, options: Any, *, nested: bool = False) -> None:
             raise ValueError(f"{where}.{key}: a value is a string or an integer")
         elif _BAD_VALUE_RE.search(str(value)) or str(value) != str(value).strip() or str(value) == "":
             raise ValueError(f"{where}.{key}: invalid value {value!r}")
+
+
+def check_address(address: Any, where: str) -> str:
+    """An IP address, normalised; anything else (a host name, a second line, a space) is refused."""
+    try:
+        return str(ipaddress.ip_address(address if isinstance(address, str) else ""))
+    except ValueError:
+        raise ValueError(f"{where}: invalid address {address!r} (an IP address is needed)") from None
+
+
+def check_node(node: Node) -> None:
+    """A node's own settings, before they reach corosync.conf or known_hosts: nothing there can break a line.
+
+    The name is a DNS label, the address and every link an IP address on a link number 0..7,
+    votes a number of 0 or more. Normalises the addresses in place.
+    """
+    if not isinstance(node.name, str) or not _NODE_NAME_RE.match(node.name):
+        raise ValueError(f"invalid node name {node.name!r}")
+    node.address = check_address(node.address, f"node {node.name}")
+    if not isinstance(node.links, dict):
+        raise ValueError(f"node {node.name}: links must map link numbers to IP addresses")
+    links = {}
+    for number, address in node.links.items():
+        if not str(number).isdigit() or not 0 <= int(number) < MAX_LINKS:
+            raise ValueError(f"node {node.name}: link number {number!r} is not 0..{MAX_LINKS - 1}")
+        links[str(int(number))] = check_address(address, f"node {node.name} link {number}")
+    node.links = links
+    if isinstance(node.votes, bool) or not isinstance(node.votes, int) or node.votes < 0:
+        raise ValueError(f"node {node.name}: votes must be a number of 0 or more")
 
 
 def validate(config: CorosyncConfig, nodes: Iterable[Node]) -> None:
@@ -193,6 +228,7 @@ def validate(config: CorosyncConfig, nodes: Iterable[Node]) -> None:
     seen: dict[str, str] = {}
     nodeids: set[int] = set()
     for node in nodes:
+        check_node(node)
         node_link_set = node_links(node)
         if set(node_link_set) != links:
             raise ValueError(
@@ -202,8 +238,6 @@ def validate(config: CorosyncConfig, nodes: Iterable[Node]) -> None:
             raise ValueError(f"node {node.name}: nodeid {node.nodeid} is not unique and positive")
         nodeids.add(node.nodeid)
         for address in node_link_set.values():
-            if _BAD_VALUE_RE.search(address) or " " in address:
-                raise ValueError(f"node {node.name}: invalid address {address!r}")
             if address in seen:
                 raise ValueError(f"node {node.name}: address {address} is already used by {seen[address]}")
             seen[address] = node.name

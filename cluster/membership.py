@@ -69,6 +69,44 @@ def _check_address(address: str) -> str:
         raise MembershipError(f"invalid address {address!r} (an IP address is needed for the corosync link)") from None
 
 
+def check_node_change(node: Node) -> None:
+    """What ``change_node`` refuses, without writing: invalid settings, a changed id, a clash with another node."""
+    before = Node.objects.using("cluster").filter(name=node.name).first()
+    if before is None:
+        raise MembershipError(f"no node {node.name} in the cluster")
+    if node.nodeid != before.nodeid:
+        raise MembershipError(f"the node id of {node.name} cannot be changed (remove and add the node instead)")
+    try:
+        corosync_conf.check_node(node)
+        config, nodes = corosync_conf.load()
+        if config is not None:
+            corosync_conf.validate(config, [node if other.name == node.name else other for other in nodes])
+    except ValueError as exc:
+        raise MembershipError(str(exc)) from None
+
+
+def change_node(node: Node, *, actor: str) -> int:
+    """Change a node's address, votes or links: validated as ``pvecm``'s changes are, config_version bumped.
+
+    The cluster log entry naming ``actor`` is part of the same change set. ``node.version`` is
+    the version the caller read (a newer change by someone else is a conflict). Returns the
+    config_version in force (0 outside a cluster).
+    """
+    check_node_change(node)
+    before = Node.objects.using("cluster").get(name=node.name)
+    changes = [
+        f"{field} {getattr(before, field)!r} -> {getattr(node, field)!r}"
+        for field in ("address", "votes", "links")
+        if getattr(before, field) != getattr(node, field)
+    ]
+    with transaction.atomic(using="cluster"):
+        log_cluster_message(f"changing node {node.name}: {', '.join(changes) or 'nothing'}", user=actor, tag="pvecm")
+        try:
+            return corosync_conf.save_nodes(node)
+        except ValueError as exc:
+            raise MembershipError(str(exc)) from None
+
+
 def lowest_free_nodeid(taken: set[int]) -> int:
     nodeid = 1
     while nodeid in taken:
