@@ -318,8 +318,12 @@ def create_cluster(
     totem: dict[str, Any] | None = None,
     interfaces: dict[str, dict[str, Any]] | None = None,
     sections: dict[str, dict[str, Any]] | None = None,
+    nodes: Iterable[Node] = (),
 ) -> int:
-    """Give this cluster its corosync identity (``pvecm create``): config_version becomes 1, or rises past an old one."""
+    """Give this cluster its corosync identity (``pvecm create``): config_version becomes 1, or rises past an old one.
+
+    ``nodes`` are saved in the same change set (the first member's id, votes and address).
+    """
     config = CorosyncConfig.objects.using("cluster").filter(id=CONFIG_ID).first() or CorosyncConfig(id=CONFIG_ID)
     if config.cluster_name:
         raise ValueError(f"this node is already in cluster {config.cluster_name!r}")
@@ -327,7 +331,7 @@ def create_cluster(
     config.totem = copy.deepcopy(DEFAULT_TOTEM if totem is None else totem)
     config.interfaces = copy.deepcopy({"0": {}} if interfaces is None else interfaces)
     config.sections = copy.deepcopy(DEFAULT_SECTIONS if sections is None else sections)
-    return update_corosync(config)
+    return update_corosync(config, save=nodes)
 
 
 def update_options(

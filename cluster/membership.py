@@ -249,7 +249,7 @@ def kill_node(nodeid: int) -> bool:
     return result.returncode == 0
 
 
-def update_certs(*, force: bool = False) -> list[str]:
+def update_certs(*, force: bool = False, user: str = "root@pam") -> list[str]:
     """``pvecm updatecerts``: this node's certificate (new with ``force`` or when missing) and SSH keys republished."""
     from cluster import bootstrap
 
@@ -265,8 +265,10 @@ def update_certs(*, force: bool = False) -> list[str]:
         )
         rows += [*certificate, node]
         lines.append(f"new certificate for {node_name}, fingerprint {node.ssl_fingerprint}")
-    with transaction.atomic(using="cluster"):
-        for row in rows:
-            row.save()
+    if rows:
+        with transaction.atomic(using="cluster"):
+            log_cluster_message(f"updating certificate and SSH keys of node {node_name}", user=user, tag="pvecm")
+            for row in rows:
+                row.save()
     lines.append(f"SSH keys of {node_name} published" if rows else "nothing to update")
     return lines
