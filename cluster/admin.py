@@ -111,6 +111,11 @@ class NodeAdmin(AuditedModelAdmin):
         """``pvecm delnode``: the node, its keys and certificate go in one change (refused for this node)."""
         membership.delete_node(obj.name, user=_actor(request))
 
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[list[str], dict[str, int], set, list]:
+        """delnode decides what goes with a node (its keys) and what stops it (its VMs), not the admin's cascade."""
+        names = [str(obj) for obj in objs]
+        return names, {str(Node._meta.verbose_name_plural): len(names)}, set(), []
+
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
         for node in queryset:
             self.delete_model(request, node)
