@@ -136,6 +136,12 @@ def load() -> tuple[CorosyncConfig | None, list[Node]]:
     return (config if config is not None and config.cluster_name else None), nodes
 
 
+def cluster_name() -> str | None:
+    """The cluster this node's state says it belongs to, or None (the replicator's transport choice)."""
+    name = CorosyncConfig.objects.using("cluster").filter(id=CONFIG_ID).values_list("cluster_name", flat=True).first()
+    return name or None
+
+
 def render_current() -> tuple[str, set[str]] | None:
     """The current corosync.conf and the names in its nodelist, or ``None`` outside a cluster.
 
@@ -448,9 +454,9 @@ def sync_host(text: str, members: set[str]) -> bool:
     """
     if settings.PVE_NODE_NAME not in members:
         return False
-    from replicator.transport import transport_kind
+    from replicator.transport import active_kind
 
-    reload = reload_corosync if transport_kind() == "corosync" else None
+    reload = reload_corosync if active_kind() == "corosync" else None
     try:
         return install(text, Path(settings.PVE_COROSYNC_CONF), reload=reload)
     except Exception:

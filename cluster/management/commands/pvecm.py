@@ -58,11 +58,41 @@ class Command(BaseCommand):
                 return
             status = corosync_status.read_status()
         except CorosyncError as exc:
+            if options["verb"] == "status":
+                self._status_without_corosync(str(exc))
             raise CommandError(f"Cannot initialize CMAP service: {exc}") from None
         formatter = corosync_status.format_status if options["verb"] == "status" else corosync_status.format_nodes
         self.stdout.write(formatter(status), ending="")
         if options["verb"] == "status":
             self._replication_warnings()
+
+    def _status_without_corosync(self, error: str) -> None:
+        """What this node knows without corosync: its cluster, and why it is read-only (what is missing)."""
+        from cluster import corosync_conf
+        from replicator import client, transport
+        from replicator.exceptions import ReplicationError
+
+        config, _nodes = corosync_conf.load()
+        try:
+            reasons = list(client.status().get("not_ready") or [])
+        except ReplicationError as exc:
+            reasons = [*transport.cluster_file_problems(), f"the replicator is not reachable ({exc})"]
+        if not any("corosync is not running" in reason for reason in reasons):
+            reasons.append(f"corosync is not running or not reachable ({error})")
+        lines = [
+            "Cluster information",
+            "-------------------",
+            f"{'Name:':<17} {config.cluster_name if config else 'UNKOWN?'}",
+            f"{'Config Version:':<17} {config.config_version if config else -1}",
+            "",
+            "Quorum information",
+            "------------------",
+            f"{'Quorate:':<17} No",
+            "",
+            "This node is read-only (cluster not ready - no quorum?); what is missing:",
+            *(f"  - {reason}" for reason in reasons),
+        ]
+        self.stdout.write("\n".join(lines))
 
     def _replication_warnings(self) -> None:
         """What the replicator knows and corosync does not: a diverged history, unequal checksums, skewed clocks."""
@@ -86,5 +116,7 @@ class Command(BaseCommand):
             self.stdout.write(f"\nWARNING: state checksums differ between members at version {verification['version']}")
         if not state.get("synced", True):
             self.stdout.write("\nWARNING: this node is synchronising its state; writes wait")
+        for reason in state.get("not_ready") or []:
+            self.stdout.write(f"\nWARNING: configuration is read-only: {reason}")
         for warning in clock.live_warnings():
             self.stdout.write(f"\n{warning}")
