@@ -95,9 +95,9 @@ class NodeAdmin(AuditedModelAdmin):
     acl_view = ("Sys.Audit",)
     acl_change = ()  # corosync settings: root@pam only (no ACL grants them)
     form = NodeForm
-    list_display = ("name", "nodeid", "address", "votes", "ssl_fingerprint")
-    fields = ("name", "nodeid", "address", "votes", "links", "ssl_fingerprint")
-    readonly_fields = ("name", "nodeid", "ssl_fingerprint")
+    list_display = ("name", "nodeid", "address", "votes", "joining", "ssl_fingerprint")
+    fields = ("name", "nodeid", "address", "votes", "links", "joining", "ssl_fingerprint")
+    readonly_fields = ("name", "nodeid", "joining", "ssl_fingerprint")
     actions = None  # no bulk delete: nodes leave one at a time, through delnode
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -113,7 +113,7 @@ def render(config: CorosyncConfig, nodes: Iterable[Node], *, config_version: int
     """The corosync.conf of ``config`` and ``nodes`` (nodes sorted by name, interfaces by link number)."""
     node_sections = []
     for node in sorted(nodes, key=lambda n: n.name):
-        entry: dict[str, Any] = {"name": node.name, "nodeid": node.nodeid, "quorum_votes": node.votes}
+        entry: dict[str, Any] = {"name": node.name, "nodeid": node.nodeid, "quorum_votes": node.quorum_votes}
         for number, address in node_links(node).items():
             entry[f"ring{number}_addr"] = address
         node_sections.append(entry)

@@ -52,7 +52,7 @@ def join_info() -> dict[str, Any]:
             {
                 "name": n.name,
                 "nodeid": n.nodeid,
-                "quorum_votes": n.votes,
+                "quorum_votes": n.quorum_votes,
                 "ring0_addr": n.address,
                 "pve_fp": n.ssl_fingerprint,
             }
@@ -132,8 +132,11 @@ def add_node(
 ) -> dict[str, Any]:
     """Add ``name`` to the nodelist; returns the corosync authkey and the new corosync.conf for the joiner.
 
-    A node of that name that is already listed with the same address and votes is taken as a
-    retried join and keeps its id (an interrupted join can simply be run again).
+    The node is added as joining: corosync counts none of its votes (quorum_votes 0, expected
+    votes unchanged) until it has joined, quorate and in sync, and raises them itself in a new
+    config_version (``cluster.bootstrap``). A joiner that dies half way costs the cluster no
+    quorum. A node of that name that is already listed with the same address and votes is
+    taken as a retried join and keeps its id (an interrupted join can simply be run again).
     """
     _clustered()
     address = _check_address(address)
@@ -165,7 +168,7 @@ def add_node(
         taken = {n.nodeid for n in nodes.values()}
         if nodeid is not None and nodeid in taken:
             raise MembershipError(f"nodeid {nodeid} is already used")
-        node = Node(name=name, nodeid=nodeid or lowest_free_nodeid(taken), address=address, votes=votes)
+        node = Node(name=name, nodeid=nodeid or lowest_free_nodeid(taken), address=address, votes=votes, joining=True)
     with transaction.atomic(using="cluster"):
         log_cluster_message(f"adding node {name} to cluster", user=user, tag="pvecm")
         corosync_conf.save_nodes(node)

@@ -112,7 +112,7 @@ class NodesView(PVEAPIView):
                     "node": n.name,
                     "name": n.name,
                     "nodeid": str(n.nodeid),
-                    "quorum_votes": str(n.votes),
+                    "quorum_votes": str(n.quorum_votes),
                     "ring0_addr": n.address,
                 }
                 for n in Node.objects.order_by("name")

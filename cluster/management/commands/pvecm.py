@@ -64,7 +64,20 @@ class Command(BaseCommand):
         formatter = corosync_status.format_status if options["verb"] == "status" else corosync_status.format_nodes
         self.stdout.write(formatter(status), ending="")
         if options["verb"] == "status":
+            self._pending_joins()
             self._replication_warnings()
+
+    def _pending_joins(self) -> None:
+        """Nodes added by addnode that have not joined yet: listed, their votes not counted until they have."""
+        from cluster.models import Node
+
+        pending = list(Node.objects.using("cluster").filter(joining=True).order_by("name"))
+        if not pending:
+            return
+        lines = ["", "Pending joins (added, not joined yet: their votes count once they have)", "-" * 72]
+        for node in pending:
+            lines.append(f"{node.name} (nodeid {node.nodeid}, {node.address}, {node.votes} vote(s) once joined)")
+        self.stdout.write("\n".join(lines))
 
     def _status_without_corosync(self, error: str) -> None:
         """What this node knows without corosync: its cluster, and why it is read-only (what is missing)."""
@@ -77,8 +90,8 @@ class Command(BaseCommand):
             reasons = list(client.status().get("not_ready") or [])
         except ReplicationError as exc:
             reasons = [*transport.cluster_file_problems(), f"the replicator is not reachable ({exc})"]
-        if not any("corosync is not running" in reason for reason in reasons):
-            reasons.append(f"corosync is not running or not reachable ({error})")
+        if not any("corosync" in reason for reason in reasons):
+            reasons.append(f"corosync did not answer ({error})")
         lines = [
             "Cluster information",
             "-------------------",
@@ -93,6 +106,7 @@ class Command(BaseCommand):
             *(f"  - {reason}" for reason in reasons),
         ]
         self.stdout.write("\n".join(lines))
+        self._pending_joins()
 
     def _replication_warnings(self) -> None:
         """What the replicator knows and corosync does not: a diverged history, unequal checksums, skewed clocks."""
