@@ -180,9 +180,10 @@ def not_ready_reasons(facts: dict[str, Any], *, synced: bool) -> list[str]:
     """Why a cluster member may not write now (``facts``: the transport's ``describe``); empty when it may."""
     if facts.get("transport") != "corosync":
         return []
-    reasons = cluster_file_problems()
-    if not facts.get("connected"):
+    reasons: list[str] = []
+    if not facts.get("connected"):  # what corosync needs to start matters only while it does not run
         error = facts.get("error")
+        reasons += cluster_file_problems()
         reasons.append(f"corosync is not running or not reachable ({error})" if error else "connecting to corosync")
     elif not facts.get("corosync_quorate"):
         members = facts.get("members") or []

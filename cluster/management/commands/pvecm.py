@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from cluster import pvecm_lifecycle, qdevice
 from replicator.corosync import CorosyncError
@@ -71,7 +72,10 @@ class Command(BaseCommand):
         """Nodes added by addnode that have not joined yet: listed, their votes not counted until they have."""
         from cluster.models import Node
 
-        pending = list(Node.objects.using("cluster").filter(joining=True).order_by("name"))
+        try:
+            pending = list(Node.objects.using("cluster").filter(joining=True).order_by("name"))
+        except DatabaseError:  # no database here (a bare corosync node): nobody is joining through us
+            return
         if not pending:
             return
         lines = ["", "Pending joins (added, not joined yet: their votes count once they have)", "-" * 72]
@@ -85,7 +89,10 @@ class Command(BaseCommand):
         from replicator import client, transport
         from replicator.exceptions import ReplicationError
 
-        config, _nodes = corosync_conf.load()
+        try:
+            config, _nodes = corosync_conf.load()
+        except DatabaseError:  # no database here (yet): what the tree's corosync.conf says
+            config = None
         try:
             reasons = list(client.status().get("not_ready") or [])
         except ReplicationError as exc:
