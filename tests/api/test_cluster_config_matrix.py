@@ -19,7 +19,7 @@ from authz.models import ACLEntry, APIToken, User
 from replicator import client as replicator_client
 from tests.api.test_permission_matrix import API, PASSWORD, login
 
-pytestmark = [pytest.mark.usefixtures("replicator")]
+pytestmark = [pytest.mark.postgres_too, pytest.mark.usefixtures("replicator")]
 
 ROOT_PASSWORD = "test-root-password"
 ROOT_ONLY = "root@pam only"

@@ -21,7 +21,7 @@ from cluster import corosync_conf
 from cluster.models import ClusterLogEntry, ClusterSettings, CorosyncConfig, Node
 from replicator import client
 
-pytestmark = [pytest.mark.usefixtures("replicator")]
+pytestmark = [pytest.mark.postgres_too, pytest.mark.usefixtures("replicator")]
 
 NODE_URL = "/admin/cluster/node/testnode/change/"
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ2x0sbYKc2kFkzY4GowcPH0UAx6Kri4t0ALNI6ChGdH"
