@@ -186,8 +186,8 @@ def not_ready_reasons(facts: dict[str, Any], *, synced: bool) -> list[str]:
         reasons += cluster_file_problems()
         reasons.append(f"corosync is not running or not reachable ({error})" if error else "connecting to corosync")
     elif not facts.get("corosync_quorate"):
-        members = facts.get("members") or []
-        reasons.append(f"no quorum: {len(members)} node(s) reachable ({', '.join(map(str, members)) or 'none'})")
+        members = ", ".join(str(nodeid) for nodeid in facts.get("members") or []) or "none"
+        reasons.append(f"no quorum: this partition lacks votes (node ids with a replicator here: {members})")
     elif facts.get("stalled"):
         reasons.append("corosync does not deliver this node's messages within the token timeout")
     elif not facts.get("quorate"):
@@ -204,6 +204,8 @@ def describe_membership(*, clustered: bool) -> str:
         return "standalone, PVE_TRANSPORT=local (always writable)" if cluster else "standalone (not in a cluster)"
     if cluster:
         return f"a member of cluster {cluster!r}"
+    if settings.PVE_TRANSPORT == "corosync":
+        return "a cluster member (PVE_TRANSPORT=corosync)"
     return "joining a cluster (its corosync.conf names this node; its state comes from the members)"
 
 
