@@ -8,13 +8,15 @@ class ClusterConfig(AppConfig):
     def ready(self) -> None:
         from cluster import bootstrap, nodestatus, renderers, services, ssh_keys  # noqa: F401  (registration side effects)
         from cluster.clock import live_warnings
+        from cluster.corosync_conf import cluster_name
         from portal import audit, banners
-        from replicator import volatile
+        from replicator import transport, volatile
 
         audit.set_sink(lambda user, message: services.log_cluster_message(message, user=user))
         audit.set_recent(services.recent_cluster_log)
         volatile.register_collector(nodestatus.volatile_status)
         banners.register(live_warnings)
+        transport.register_cluster_probe(cluster_name)  # a member stays one without its corosync files
         self._register_tasks_and_forwarding()
 
     def _register_tasks_and_forwarding(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from datetime import UTC, datetime
 
@@ -9,7 +10,7 @@ from django.conf import settings
 from django.db.models import Max, Model
 
 from authz.models import KeyMaterial
-from cluster.models import ClusterSettings, Node
+from cluster.models import ClusterLogEntry, ClusterSettings, CorosyncConfig, Node
 from replicator import bootstrap
 
 AUTHKEY = "priv/authkey.key"
@@ -88,7 +89,33 @@ def cluster_identity(node_name: str) -> list[Model]:
         if nodeid is None:
             nodeid = (Node.objects.using("cluster").aggregate(m=Max("nodeid"))["m"] or 0) + 1
         wanted.append(Node(name=node_name, nodeid=nodeid, address=address, ssl_fingerprint=fingerprint or ""))
-    elif fingerprint is not None:
-        node.ssl_fingerprint = fingerprint
-        wanted.append(node)
+    else:
+        if fingerprint is not None:
+            node.ssl_fingerprint = fingerprint
+        if node.joining and bootstrap.local_nodeid() is not None:
+            wanted.extend(joined(node, now))
+        elif fingerprint is not None:
+            wanted.append(node)
     return wanted
+
+
+def joined(node: Node, now: datetime) -> list[Model]:
+    """This node has joined (its replicator is quorate and in sync): its votes count from now on.
+
+    Run by the joiner's replicator, so a join that dies before this point never raised the
+    cluster's expected votes. The vote and the config_version bump are one change set with its
+    cluster log entry (a concurrent corosync change makes it a conflict, and it is retried).
+    """
+    from cluster.corosync_conf import CONFIG_ID
+
+    node.joining = False
+    rows: list[Model] = [node]
+    config = CorosyncConfig.objects.using("cluster").filter(id=CONFIG_ID).first()
+    if config is not None and config.cluster_name:
+        config.config_version += 1
+        rows.append(config)
+    message = f"node {node.name} joined the cluster: its {node.votes} vote(s) count from now on"
+    rows.append(
+        ClusterLogEntry(time=int(now.timestamp()), tag="pvecm", pid=os.getpid(), node=node.name, user="", msg=message)
+    )
+    return rows

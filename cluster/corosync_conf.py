@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ipaddress
 import logging
 import os
 import re
@@ -66,6 +67,7 @@ DEVICE_NET_CHOICES = {
 }
 
 _CLUSTER_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,13}[A-Za-z0-9])?$")
+_NODE_NAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _BAD_VALUE_RE = re.compile(r"[\x00-\x1f{}#]")
 _CONFIG_VERSION_RE = re.compile(r"^\s*config_version\s*:\s*(\d+)\s*$", re.MULTILINE)
@@ -111,7 +113,7 @@ def render(config: CorosyncConfig, nodes: Iterable[Node], *, config_version: int
     """The corosync.conf of ``config`` and ``nodes`` (nodes sorted by name, interfaces by link number)."""
     node_sections = []
     for node in sorted(nodes, key=lambda n: n.name):
-        entry: dict[str, Any] = {"name": node.name, "nodeid": node.nodeid, "quorum_votes": node.votes}
+        entry: dict[str, Any] = {"name": node.name, "nodeid": node.nodeid, "quorum_votes": node.quorum_votes}
         for number, address in node_links(node).items():
             entry[f"ring{number}_addr"] = address
         node_sections.append(entry)
@@ -134,11 +136,21 @@ def load() -> tuple[CorosyncConfig | None, list[Node]]:
     return (config if config is not None and config.cluster_name else None), nodes
 
 
+def cluster_name() -> str | None:
+    """The cluster this node's state says it belongs to, or None (the replicator's transport choice)."""
+    name = CorosyncConfig.objects.using("cluster").filter(id=CONFIG_ID).values_list("cluster_name", flat=True).first()
+    return name or None
+
+
 def render_current() -> tuple[str, set[str]] | None:
-    """The current corosync.conf and the names in its nodelist, or ``None`` outside a cluster."""
+    """The current corosync.conf and the names in its nodelist, or ``None`` outside a cluster.
+
+    Validated first (ValueError): rows written around ``update_corosync`` never reach the file.
+    """
     config, nodes = load()
     if config is None:
         return None
+    validate(config, nodes)
     return render(config, nodes), {node.name for node in nodes}
 
 
@@ -164,6 +176,35 @@ def _check_options(where: str, options: Any, *, nested: bool = False) -> None:
             raise ValueError(f"{where}.{key}: a value is a string or an integer")
         elif _BAD_VALUE_RE.search(str(value)) or str(value) != str(value).strip() or str(value) == "":
             raise ValueError(f"{where}.{key}: invalid value {value!r}")
+
+
+def check_address(address: Any, where: str) -> str:
+    """An IP address, normalised; anything else (a host name, a second line, a space) is refused."""
+    try:
+        return str(ipaddress.ip_address(address if isinstance(address, str) else ""))
+    except ValueError:
+        raise ValueError(f"{where}: invalid address {address!r} (an IP address is needed)") from None
+
+
+def check_node(node: Node) -> None:
+    """A node's own settings, before they reach corosync.conf or known_hosts: nothing there can break a line.
+
+    The name is a DNS label, the address and every link an IP address on a link number 0..7,
+    votes a number of 0 or more. Normalises the addresses in place.
+    """
+    if not isinstance(node.name, str) or not _NODE_NAME_RE.match(node.name):
+        raise ValueError(f"invalid node name {node.name!r}")
+    node.address = check_address(node.address, f"node {node.name}")
+    if not isinstance(node.links, dict):
+        raise ValueError(f"node {node.name}: links must map link numbers to IP addresses")
+    links = {}
+    for number, address in node.links.items():
+        if not str(number).isdigit() or not 0 <= int(number) < MAX_LINKS:
+            raise ValueError(f"node {node.name}: link number {number!r} is not 0..{MAX_LINKS - 1}")
+        links[str(int(number))] = check_address(address, f"node {node.name} link {number}")
+    node.links = links
+    if isinstance(node.votes, bool) or not isinstance(node.votes, int) or node.votes < 0:
+        raise ValueError(f"node {node.name}: votes must be a number of 0 or more")
 
 
 def validate(config: CorosyncConfig, nodes: Iterable[Node]) -> None:
@@ -193,6 +234,7 @@ def validate(config: CorosyncConfig, nodes: Iterable[Node]) -> None:
     seen: dict[str, str] = {}
     nodeids: set[int] = set()
     for node in nodes:
+        check_node(node)
         node_link_set = node_links(node)
         if set(node_link_set) != links:
             raise ValueError(
@@ -202,8 +244,6 @@ def validate(config: CorosyncConfig, nodes: Iterable[Node]) -> None:
             raise ValueError(f"node {node.name}: nodeid {node.nodeid} is not unique and positive")
         nodeids.add(node.nodeid)
         for address in node_link_set.values():
-            if _BAD_VALUE_RE.search(address) or " " in address:
-                raise ValueError(f"node {node.name}: invalid address {address!r}")
             if address in seen:
                 raise ValueError(f"node {node.name}: address {address} is already used by {seen[address]}")
             seen[address] = node.name
@@ -284,8 +324,12 @@ def create_cluster(
     totem: dict[str, Any] | None = None,
     interfaces: dict[str, dict[str, Any]] | None = None,
     sections: dict[str, dict[str, Any]] | None = None,
+    nodes: Iterable[Node] = (),
 ) -> int:
-    """Give this cluster its corosync identity (``pvecm create``): config_version becomes 1, or rises past an old one."""
+    """Give this cluster its corosync identity (``pvecm create``): config_version becomes 1, or rises past an old one.
+
+    ``nodes`` are saved in the same change set (the first member's id, votes and address).
+    """
     config = CorosyncConfig.objects.using("cluster").filter(id=CONFIG_ID).first() or CorosyncConfig(id=CONFIG_ID)
     if config.cluster_name:
         raise ValueError(f"this node is already in cluster {config.cluster_name!r}")
@@ -293,7 +337,7 @@ def create_cluster(
     config.totem = copy.deepcopy(DEFAULT_TOTEM if totem is None else totem)
     config.interfaces = copy.deepcopy({"0": {}} if interfaces is None else interfaces)
     config.sections = copy.deepcopy(DEFAULT_SECTIONS if sections is None else sections)
-    return update_corosync(config)
+    return update_corosync(config, save=nodes)
 
 
 def update_options(
@@ -410,9 +454,9 @@ def sync_host(text: str, members: set[str]) -> bool:
     """
     if settings.PVE_NODE_NAME not in members:
         return False
-    from replicator.transport import transport_kind
+    from replicator.transport import active_kind
 
-    reload = reload_corosync if transport_kind() == "corosync" else None
+    reload = reload_corosync if active_kind() == "corosync" else None
     try:
         return install(text, Path(settings.PVE_COROSYNC_CONF), reload=reload)
     except Exception:

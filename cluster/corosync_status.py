@@ -120,7 +120,10 @@ def read_status() -> ClusterStatus:
         members = []
         for entry in cmap.nodes():
             nodeid = int(entry["nodeid"])  # type: ignore[arg-type]
-            info = quorum.info(nodeid)
+            try:
+                info = quorum.info(nodeid)
+            except CorosyncError:  # listed but never seen (a node added that has not joined yet)
+                continue
             if info.node_id == nodeid and info.node_state == VOTEQUORUM_NODESTATE_MEMBER:
                 members.append(
                     MemberStatus(

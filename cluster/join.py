@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 
 from cluster import corosync_conf, ssh_keys
 from cluster.bootstrap import local_address
@@ -167,12 +168,12 @@ def create(
         node.nodeid = nodeid
     node.votes = votes
     try:
-        corosync_conf.save_nodes(node)
-        corosync_conf.create_cluster(name)
+        with transaction.atomic(using="cluster"):  # the cluster, this node's entry and the log: one change
+            corosync_conf.create_cluster(name, nodes=[node])
+            log_cluster_message(f"created cluster {name}", user=user, tag="pvecm")
     except Exception:
         settings.PVE_COROSYNC_AUTHKEY.unlink(missing_ok=True)
         raise
-    log_cluster_message(f"created cluster {name}", user=user, tag="pvecm")
     progress(f"Writing corosync config to {settings.PVE_COROSYNC_CONF}")
     wait_host_conf()
     start_corosync(progress)

@@ -52,7 +52,7 @@ def join_info() -> dict[str, Any]:
             {
                 "name": n.name,
                 "nodeid": n.nodeid,
-                "quorum_votes": n.votes,
+                "quorum_votes": n.quorum_votes,
                 "ring0_addr": n.address,
                 "pve_fp": n.ssl_fingerprint,
             }
@@ -67,6 +67,44 @@ def _check_address(address: str) -> str:
         return str(ipaddress.ip_address(address))
     except ValueError:
         raise MembershipError(f"invalid address {address!r} (an IP address is needed for the corosync link)") from None
+
+
+def check_node_change(node: Node) -> None:
+    """What ``change_node`` refuses, without writing: invalid settings, a changed id, a clash with another node."""
+    before = Node.objects.using("cluster").filter(name=node.name).first()
+    if before is None:
+        raise MembershipError(f"no node {node.name} in the cluster")
+    if node.nodeid != before.nodeid:
+        raise MembershipError(f"the node id of {node.name} cannot be changed (remove and add the node instead)")
+    try:
+        corosync_conf.check_node(node)
+        config, nodes = corosync_conf.load()
+        if config is not None:
+            corosync_conf.validate(config, [node if other.name == node.name else other for other in nodes])
+    except ValueError as exc:
+        raise MembershipError(str(exc)) from None
+
+
+def change_node(node: Node, *, actor: str) -> int:
+    """Change a node's address, votes or links: validated as ``pvecm``'s changes are, config_version bumped.
+
+    The cluster log entry naming ``actor`` is part of the same change set. ``node.version`` is
+    the version the caller read (a newer change by someone else is a conflict). Returns the
+    config_version in force (0 outside a cluster).
+    """
+    check_node_change(node)
+    before = Node.objects.using("cluster").get(name=node.name)
+    changes = [
+        f"{field} {getattr(before, field)!r} -> {getattr(node, field)!r}"
+        for field in ("address", "votes", "links")
+        if getattr(before, field) != getattr(node, field)
+    ]
+    with transaction.atomic(using="cluster"):
+        log_cluster_message(f"changing node {node.name}: {', '.join(changes) or 'nothing'}", user=actor, tag="pvecm")
+        try:
+            return corosync_conf.save_nodes(node)
+        except ValueError as exc:
+            raise MembershipError(str(exc)) from None
 
 
 def lowest_free_nodeid(taken: set[int]) -> int:
@@ -94,8 +132,11 @@ def add_node(
 ) -> dict[str, Any]:
     """Add ``name`` to the nodelist; returns the corosync authkey and the new corosync.conf for the joiner.
 
-    A node of that name that is already listed with the same address and votes is taken as a
-    retried join and keeps its id (an interrupted join can simply be run again).
+    The node is added as joining: corosync counts none of its votes (quorum_votes 0, expected
+    votes unchanged) until it has joined, quorate and in sync, and raises them itself in a new
+    config_version (``cluster.bootstrap``). A joiner that dies half way costs the cluster no
+    quorum. A node of that name that is already listed with the same address and votes is
+    taken as a retried join and keeps its id (an interrupted join can simply be run again).
     """
     _clustered()
     address = _check_address(address)
@@ -127,7 +168,7 @@ def add_node(
         taken = {n.nodeid for n in nodes.values()}
         if nodeid is not None and nodeid in taken:
             raise MembershipError(f"nodeid {nodeid} is already used")
-        node = Node(name=name, nodeid=nodeid or lowest_free_nodeid(taken), address=address, votes=votes)
+        node = Node(name=name, nodeid=nodeid or lowest_free_nodeid(taken), address=address, votes=votes, joining=True)
     with transaction.atomic(using="cluster"):
         log_cluster_message(f"adding node {name} to cluster", user=user, tag="pvecm")
         corosync_conf.save_nodes(node)
@@ -211,7 +252,7 @@ def kill_node(nodeid: int) -> bool:
     return result.returncode == 0
 
 
-def update_certs(*, force: bool = False) -> list[str]:
+def update_certs(*, force: bool = False, user: str = "root@pam") -> list[str]:
     """``pvecm updatecerts``: this node's certificate (new with ``force`` or when missing) and SSH keys republished."""
     from cluster import bootstrap
 
@@ -227,8 +268,10 @@ def update_certs(*, force: bool = False) -> list[str]:
         )
         rows += [*certificate, node]
         lines.append(f"new certificate for {node_name}, fingerprint {node.ssl_fingerprint}")
-    with transaction.atomic(using="cluster"):
-        for row in rows:
-            row.save()
+    if rows:
+        with transaction.atomic(using="cluster"):
+            log_cluster_message(f"updating certificate and SSH keys of node {node_name}", user=user, tag="pvecm")
+            for row in rows:
+                row.save()
     lines.append(f"SSH keys of {node_name} published" if rows else "nothing to update")
     return lines

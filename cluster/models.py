@@ -36,12 +36,21 @@ class Node(ReplicatedModel):
         blank=True,
         help_text='Corosync link addresses by link number, e.g. {"1": "10.1.0.1"}; link 0 defaults to the address.',
     )
+    joining = models.BooleanField(
+        default=False,
+        help_text="Added to the nodelist, not joined yet: its votes count once it has (quorum_votes 0 until then).",
+    )
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def quorum_votes(self) -> int:
+        """The votes corosync counts: none while the node is joining (a join that never completes costs no quorum)."""
+        return 0 if self.joining else self.votes
 
 
 class CorosyncConfig(ReplicatedModel):

@@ -24,9 +24,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from django.conf import settings
+from django.db import transaction
 
 from cluster import corosync_conf
 from cluster.models import CorosyncConfig, Node
+from cluster.services import log_cluster_message
 
 QDEVICE_STATE_DIR = "/etc/corosync/qdevice"
 NODE_BASE_DIR = f"{QDEVICE_STATE_DIR}/net"
@@ -315,7 +317,9 @@ def setup(
         _exchange_certificates(remote, address, config.cluster_name, hosts, master, out)
 
         out("INFO: add QDevice to cluster configuration")
-        version = corosync_conf.update_corosync(config)
+        with transaction.atomic(using="cluster"):
+            log_cluster_message(f"adding QDevice {address} ({algorithm})", user="root@pam", tag="pvecm")
+            version = corosync_conf.update_corosync(config)
         _wait_config_version(remote, hosts, version, out)
         for name, host in hosts.items():
             out(f"INFO: start and enable corosync qdevice daemon on node '{name}'...")
@@ -336,7 +340,9 @@ def remove(*, runner: Runner | None = None, out: Output = print) -> int:
     hosts = node_addresses(nodes)
     with _runner(runner) as remote:
         config.quorum_device = {}
-        version = corosync_conf.update_corosync(config)
+        with transaction.atomic(using="cluster"):
+            log_cluster_message("removing QDevice", user="root@pam", tag="pvecm")
+            version = corosync_conf.update_corosync(config)
         _wait_config_version(remote, hosts, version, out)
         for host in hosts.values():
             remote.stop_qdevice(host)

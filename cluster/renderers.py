@@ -6,16 +6,25 @@ import logging
 
 from cluster import corosync_conf
 from cluster.models import ClusterSettings
+from cluster.services import InvalidOptions, check_datacenter_option
 from replicator.mirror import Files, MirrorFile, register_tree_renderer
 
 log = logging.getLogger(__name__)
 
 
 def render_datacenter_cfg() -> Files:
+    """One ``key: value`` line per option; an option that would not be one line is left out and logged."""
     settings_row = ClusterSettings.objects.using("cluster").filter(id="datacenter").first()
-    options = settings_row.options if settings_row is not None else {}
-    text = "".join(f"{key}: {options[key]}\n" for key in sorted(options))
-    return {"datacenter.cfg": MirrorFile(text)}
+    options = settings_row.options if settings_row is not None and isinstance(settings_row.options, dict) else {}
+    lines = []
+    for key in sorted(options):
+        try:
+            check_datacenter_option(key, options[key])
+        except InvalidOptions as exc:
+            log.error("datacenter.cfg: option left out: %s", exc)
+            continue
+        lines.append(f"{key}: {int(options[key]) if isinstance(options[key], bool) else options[key]}\n")
+    return {"datacenter.cfg": MirrorFile("".join(lines))}
 
 
 _last_corosync: Files = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import subprocess
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from authz.models import KeyMaterial
 from cluster.models import Node
 from replicator import bootstrap
 from replicator.mirror import Files, MirrorFile, register_tree_renderer
+
+log = logging.getLogger(__name__)
 
 AUTHORIZED_KEYS = "priv/authorized_keys"
 KNOWN_HOSTS = "priv/known_hosts"
@@ -91,13 +94,27 @@ def publish_node_keys(node_name: str) -> list[Model]:
 
 
 def render_ssh_files() -> Files:
-    """``priv/authorized_keys`` (every member's root key) and ``priv/known_hosts`` (every member's host key)."""
-    nodes = {node.name: node for node in Node.objects.using("cluster").order_by("name")}
+    """``priv/authorized_keys`` (every member's root key) and ``priv/known_hosts`` (every member's host key).
+
+    A node whose name or address is not valid (written around the services) or a key with a
+    control character is left out and logged: no row can add a line of its own to either file.
+    """
+    from cluster import corosync_conf
+
+    nodes = {}
+    for node in Node.objects.using("cluster").order_by("name"):
+        try:
+            corosync_conf.check_node(node)
+        except ValueError as exc:
+            log.error("node %r left out of known_hosts and authorized_keys: %s", node.name, exc)
+            continue
+        nodes[node.name] = node
     rows = dict(
         KeyMaterial.objects.using("cluster")
         .filter(path__startswith="nodes/", path__endswith=".pub")
         .values_list("path", "content")
     )
+    rows = {path: key for path, key in rows.items() if _one_line(path, key)}
     authorized, known = [], []
     for name, node in nodes.items():
         root = rows.get(root_key_row(name))
@@ -111,6 +128,13 @@ def render_ssh_files() -> Files:
         AUTHORIZED_KEYS: MirrorFile("".join(line + "\n" for line in authorized)),
         KNOWN_HOSTS: MirrorFile("".join(line + "\n" for line in known)),
     }
+
+
+def _one_line(path: str, key: str) -> bool:
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+        log.error("public key %s has a control character; left out of the SSH files", path)
+        return False
+    return True
 
 
 def known_hosts_path() -> Path:

@@ -6,6 +6,7 @@ validated here, at import, so a bad value stops every process with a clear messa
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -108,6 +109,11 @@ if not _NODE_NAME_RE.match(PVE_NODE_NAME or ""):
 PVE_HTTPS_PORT = _env_int("PVE_HTTPS_PORT", 8006, 1, 65535)
 PVE_BIND_ADDRESS = _env("PVE_BIND_ADDRESS", "0.0.0.0")
 PVE_NODE_ADDRESS = _env("PVE_NODE_ADDRESS")
+if PVE_NODE_ADDRESS:  # this node's corosync link and known_hosts entry
+    try:
+        ipaddress.ip_address(PVE_NODE_ADDRESS)
+    except ValueError:
+        raise ImproperlyConfigured(f"PVE_NODE_ADDRESS must be an IP address, got {PVE_NODE_ADDRESS!r}") from None
 PVE_CLUSTER_DATABASE_URL = _env("PVE_CLUSTER_DATABASE_URL", f"sqlite:///{PVE_DATA_DIR / 'cluster.db'}")
 PVE_LOCAL_DATABASE_URL = _env("PVE_LOCAL_DATABASE_URL", f"sqlite:///{PVE_DATA_DIR / 'local.db'}")
 REDIS_URL = _env("REDIS_URL")

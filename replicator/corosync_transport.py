@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 SYNC_SEND_TIMEOUT = 40.0
 
 HEARTBEAT_INTERVAL = 0.5
+QUORUM_REFRESH_INTERVAL = 0.2  # a node's votes raised by a config reload change the quorum silently
 RECONNECT_DELAY = 1.0
 MemberId = tuple[int, int]
 
@@ -60,6 +61,7 @@ class CorosyncTransport(Transport):
         self._quorate = False
         self._quorum_votes = 0
         self._quorum_members = 0  # nodes votequorum counts as members (a QDevice not included)
+        self._last_refresh = 0.0
         self.acks = AckTracker()
         self.board = StatusBoard()
         self._connected = False
@@ -211,6 +213,16 @@ class CorosyncTransport(Transport):
             log.warning("node is %s", "quorate" if quorate else "NOT quorate - configuration is read-only")
         self._quorate = quorate
 
+    def _on_expected(self, _expected: int) -> None:
+        self._refresh_quorum()
+
+    def _refresh_quorum(self) -> None:
+        """votequorum's quorum now: it changes without a quorum notification when votes change on a reload."""
+        self._last_refresh = time.monotonic()
+        if self._quorum is not None:
+            with contextlib.suppress(CorosyncError):
+                self._quorum_votes = self._quorum.info().quorum
+
     def _connect(self) -> None:
         cmap = Cmap()
         try:
@@ -220,7 +232,7 @@ class CorosyncTransport(Transport):
         finally:
             cmap.close()
         self.token_timeout = token / 1000.0
-        self._quorum = Votequorum(on_quorum=self._on_quorum)
+        self._quorum = Votequorum(on_quorum=self._on_quorum, on_expected=self._on_expected)
         self._quorum.track()
         self._quorum.dispatch()
         self._cpg = CpgGroup(self.group_name, on_deliver=self._on_deliver, on_confchg=self._on_confchg)
@@ -274,6 +286,8 @@ class CorosyncTransport(Transport):
                 if events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
                     raise CorosyncError("corosync closed the connection")
                 fds[fd]()
+            if time.monotonic() - self._last_refresh >= QUORUM_REFRESH_INTERVAL:
+                self._refresh_quorum()
             self._heartbeat()
 
     def _heartbeat(self) -> None:

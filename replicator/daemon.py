@@ -30,7 +30,15 @@ from replicator.mirror import Mirror
 from replicator.peers import PeerCheck
 from replicator.state import enter_apply_mode
 from replicator.sync import Coordinator
-from replicator.transport import RESTART_EXIT_CODE, LocalTransport, Transport, make_transport
+from replicator.transport import (
+    RESTART_EXIT_CODE,
+    LocalTransport,
+    Transport,
+    describe_membership,
+    make_transport,
+    not_ready_reasons,
+    report_readiness,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +174,9 @@ class Replicator:
 
     def _submit_once(self, payload: bytes, changeset_id: str, deadline: float) -> dict[str, Any]:
         if not self.transport.quorate():
-            return {"ok": False, "code": "not_quorate", "error": str(NotQuorateError())}
+            reasons = self.not_ready()
+            error = str(NotQuorateError()) + (f" ({'; '.join(reasons)})" if reasons else "")
+            return {"ok": False, "code": "not_quorate", "error": error}
         if not self.coordinator.ready.wait(max(0.0, deadline - time.monotonic())):
             return {"ok": False, "code": "unavailable", "error": "cluster not ready - synchronising state"}
         future = self.applier.expect(changeset_id)
@@ -298,7 +308,12 @@ class Replicator:
             "last_sync": self.coordinator.last_sync,
             "divergence": self.coordinator.divergence,
             "verification": self.coordinator.verification,
+            "not_ready": self.not_ready(),
         }
+
+    def not_ready(self) -> list[str]:
+        """Why this cluster member may not write now, in words for the operator (empty when it may)."""
+        return not_ready_reasons(self.transport.describe(), synced=self.coordinator.ready.is_set())
 
     # --- serving -------------------------------------------------------------------------
 
@@ -384,6 +399,10 @@ class Replicator:
             self.applier.version,
             self.socket_path,
         )
+        log.info("node %s is %s", self.node, describe_membership(clustered=self.clustered))
+        if self.clustered:
+            args = (self.node, self.not_ready, self.stopping)
+            threading.Thread(target=report_readiness, args=args, name="readiness", daemon=True).start()
 
     def _bootstrap(self) -> None:
         nodeid = self.transport.describe().get("nodeid")

@@ -16,12 +16,12 @@ class ConflictError(ReplicationError):
 
 
 class NotQuorateError(ReplicationError):
-    """The node's partition has no quorum, so the configuration is read-only."""
+    """The node's partition has no quorum, so the configuration is read-only (Proxmox's wording)."""
 
     code = "not_quorate"
     http_status = 503
 
-    def __init__(self, message: str = "cluster not quorate - configuration is read-only") -> None:
+    def __init__(self, message: str = "cluster not ready - no quorum?") -> None:
         super().__init__(message)
 
 

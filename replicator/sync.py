@@ -165,7 +165,8 @@ class Coordinator:
         sync round after the membership change acknowledges for everyone.
         """
         names = sorted(set(self.member_names.values()))
-        needed = self.transport.quorum_needed() - 1
+        # at least a majority of the members: a quorum that just grew (a joined node's vote) may not be known here yet
+        needed = max(self.transport.quorum_needed(), len(names) // 2 + 1) - 1
         if needed <= 0:
             return False
         for origin, _payload in batch:

@@ -1,7 +1,8 @@
 """``/cluster/config``: create a cluster, join one (over the API, as Proxmox's GUI does), add and remove nodes.
 
-Every endpoint needs ``Sys.Audit`` (reading) or ``Sys.Modify`` (changing) on ``/``, as in
-Proxmox. Create and join run as tasks of this node's Celery worker (``clustercreate``,
+Reading needs ``Sys.Audit`` on ``/``. Creating or joining a cluster and adding or removing a
+node are root@pam's alone, as in Proxmox (those methods declare no permission there, which
+means root@pam itself and none of its API tokens): no ACL grants them. Create and join run as tasks of this node's Celery worker (``clustercreate``,
 ``clusterjoin``) and answer with the UPID at once; adding and removing a node are single replicated changes answered directly.
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from authz.permissions import check
+from authz.permissions import check, principal_of
 from cluster import join, membership, task_runner
 from cluster.models import Node
 from portal.api import params
@@ -24,8 +25,17 @@ CLUSTER_NAME = r"[A-Za-z0-9]([A-Za-z0-9-]{0,13}[A-Za-z0-9])?"
 FINGERPRINT = r"([A-Fa-f0-9]{2}:){31}[A-Fa-f0-9]{2}"
 
 
-def _user(request: Request) -> str:
-    return str(getattr(request.user, "pk", "") or "root@pam")
+SUPERUSER = "root@pam"
+
+
+def require_root(request: Request) -> str:
+    """Proxmox's rule for methods without a permission declaration: root@pam itself, not one of its tokens.
+
+    Returns the actor for the cluster log.
+    """
+    if principal_of(request.user) != SUPERUSER or not getattr(request.user, "is_active", False):
+        raise APIError(403, f"Permission check failed (user != {SUPERUSER})")
+    return SUPERUSER
 
 
 class ConfigIndexView(PVEAPIView):
@@ -34,7 +44,7 @@ class ConfigIndexView(PVEAPIView):
         return ok([{"name": name} for name in ("apiversion", "join", "nodes", "qdevice", "totem")])
 
     def post(self, request: Request, **kwargs: Any) -> Response:
-        check(request.user, "/", ["Sys.Modify"])
+        user = require_root(request)
         values = params.collect(request, {})
         name = params.string(values.get("clustername"), "clustername", max_length=15, pattern=CLUSTER_NAME)
         nodeid = params.integer(values["nodeid"], "nodeid", minimum=1) if "nodeid" in values else None
@@ -43,7 +53,6 @@ class ConfigIndexView(PVEAPIView):
             join.assert_joinable()
         except join.JoinError as exc:
             raise APIError(500, str(exc)) from None
-        user = _user(request)
         return ok(
             task_runner.submit(
                 "clustercreate", name, user, "cluster.create", name=name, nodeid=nodeid, votes=votes, actor=user
@@ -67,7 +76,7 @@ class JoinView(PVEAPIView):
 
     def post(self, request: Request, **kwargs: Any) -> Response:
         """Join this node to the cluster of ``hostname`` (the fingerprint is required, the password is root@pam's)."""
-        check(request.user, "/", ["Sys.Modify"])
+        user = require_root(request)
         values = params.collect(request, {})
         host = params.string(values.get("hostname"), "hostname", max_length=255)
         fingerprint = params.string(values.get("fingerprint"), "fingerprint", pattern=FINGERPRINT)
@@ -82,7 +91,7 @@ class JoinView(PVEAPIView):
         upid = task_runner.submit(
             "clusterjoin",
             "",
-            _user(request),
+            user,
             "cluster.join",
             secret_kwargs={"password": password},  # never in the task message (cluster.task_secrets)
             host=host,
@@ -103,7 +112,7 @@ class NodesView(PVEAPIView):
                     "node": n.name,
                     "name": n.name,
                     "nodeid": str(n.nodeid),
-                    "quorum_votes": str(n.votes),
+                    "quorum_votes": str(n.quorum_votes),
                     "ring0_addr": n.address,
                 }
                 for n in Node.objects.order_by("name")
@@ -115,8 +124,12 @@ class NodeView(PVEAPIView):
     proxyto = None  # ``{node}`` here is the node being added or removed, answered by this member
 
     def post(self, request: Request, node: str, **kwargs: Any) -> Response:
-        """addnode: the cluster side of a join; answers with the corosync authkey and corosync.conf."""
-        check(request.user, "/", ["Sys.Modify"])
+        """addnode: the cluster side of a join; answers with the corosync authkey and corosync.conf.
+
+        The authkey reaches root@pam only, over the TLS connection the joining node pinned to this
+        node's certificate fingerprint before it sent the password (``join_remote.PinnedHTTPS``).
+        """
+        user = require_root(request)
         values = params.collect(request, {"node": node})
         params.string(node, "node", pattern=NODE_NAME)
         address = params.string(values.get("new_node_ip", values.get("link0")), "new_node_ip", max_length=255)
@@ -132,18 +145,18 @@ class NodeView(PVEAPIView):
                 votes=votes,
                 force=force,
                 vmids=[int(v) for v in vmids_text.split(",") if v],
-                user=_user(request),
+                user=user,
             )
         except membership.MembershipError as exc:
             raise APIError(500, str(exc)) from None
         return ok(answer)
 
     def delete(self, request: Request, node: str, **kwargs: Any) -> Response:
-        check(request.user, "/", ["Sys.Modify"])
+        user = require_root(request)
         values = params.collect(request, {"node": node})
         force = bool(params.boolean(values.get("force", 0), "force"))
         try:
-            membership.delete_node(node, force=force, user=_user(request))
+            membership.delete_node(node, force=force, user=user)
         except membership.MembershipError as exc:
             if "not a known host" in str(exc):
                 raise ParameterError({"node": str(exc)}) from None

@@ -59,6 +59,29 @@ def redis_pings(path: Path) -> bool:
         client.close()
 
 
+def replicator_waiting(path: Path) -> str | None:
+    """Why the replicator's node certificate is not there yet, when it says (a member waiting for corosync).
+
+    A node that joined a cluster has no state of its own until it syncs with the members, so
+    there is no certificate to serve the web with before corosync runs: the runner waits, and
+    says why, instead of giving up.
+    """
+    from replicator import protocol
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(str(path))
+            protocol.send_message(sock, {"op": "status"})
+            state = protocol.recv_message(sock)
+    except (OSError, protocol.ProtocolError):
+        return None
+    reasons = state.get("not_ready") or []
+    if not reasons:
+        return None
+    return f"this node receives its state (and its certificate) from the cluster once it can: {'; '.join(reasons)}"
+
+
 def migrate() -> None:
     """Bring both databases up to date, each in a child process (the runner keeps no connection)."""
     connections.close_all()
@@ -153,6 +176,7 @@ def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -
                 f"the replicator socket {replicator_socket} to accept connections "
                 f"and the node certificate {cert} and key {key}"
             ),
+            explain=lambda: replicator_waiting(replicator_socket),
         )
     )
     log_level = settings.PVE_LOG_LEVEL

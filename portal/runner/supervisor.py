@@ -30,6 +30,7 @@ RESTART_WINDOW = 60.0
 STOP_TIMEOUT = 10.0  # SIGTERM, then SIGKILL after this many seconds
 TAIL_LINES = 20
 RESTART_EXIT_CODE = 75  # a child exiting with this wants to be started again at once (replicator.transport)
+EXPLAIN_INTERVAL = 2.0  # how often a waiting child is asked why it is not ready
 
 
 @dataclass
@@ -48,6 +49,9 @@ class ChildSpec:
     ready_timeout: float = 60.0
     waiting_for: str = "it to become ready"
     pass_fds: tuple[int, ...] = ()  # descriptors the child inherits (with the same numbers)
+    # Why the child is not ready yet, when it knows (None: no known reason). An explained wait is
+    # logged when the reason changes and never times out: the child waits for something else.
+    explain: Callable[[], str | None] | None = None
 
 
 @dataclass
@@ -167,9 +171,17 @@ class Supervisor:
         if child.spec.ready is None:
             return
         deadline = time.monotonic() + child.spec.ready_timeout
+        said, asked = None, time.monotonic()
         while not self.stopping.is_set() and not child.spec.ready():
             if not child.alive():
                 raise GiveUp(self._failure(child, "exited before it was ready"))
+            if child.spec.explain is not None and time.monotonic() >= asked:
+                reason, asked = child.spec.explain(), time.monotonic() + EXPLAIN_INTERVAL
+                if reason is not None:
+                    if reason != said:
+                        log.warning("%s is not ready: %s", child.spec.name, reason)
+                    deadline = time.monotonic() + child.spec.ready_timeout
+                said = reason
             if time.monotonic() > deadline:
                 raise GiveUp(
                     self._failure(

@@ -152,6 +152,20 @@ def test_validation_refuses_a_shared_address_or_nodeid():
         corosync_conf.validate(_config(), nodes)
 
 
+@pytest.mark.parametrize(
+    ("address", "links"),
+    [("pve-a.example.com", None), ("10.0.0.3\nring1_addr: 10.9.9.9", None), (None, {"1": "10.1.0.3 }"})],
+)
+def test_validation_refuses_anything_but_an_ip_address(address, links):
+    nodes = _three_nodes()
+    if address is not None:
+        nodes[1].address = address
+    if links is not None:
+        nodes[1].links = links
+    with pytest.raises(ValueError, match="an IP address is needed"):
+        corosync_conf.validate(_config(), nodes)
+
+
 # --- The host copy ---------------------------------------------------------------------------
 
 

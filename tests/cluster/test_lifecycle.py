@@ -1,9 +1,10 @@
 """The pvecm workflow end to end on three standalone lab nodes (whole node runners, real sshd, real corosync).
 
-Node 1 creates the cluster, node 2 joins over SSH (after refused attempts that change nothing),
-node 3 joins through the API after a join killed half way, then node 3 is deleted and cannot
-write, and the remaining two-node cluster is read-only with a node down until ``expected 1``.
-The tests of this module run in order and share the lab.
+Node 1 creates the cluster, node 2 joins over SSH (after refused attempts that change nothing,
+and after a join killed half way that leaves the one-node cluster writable), node 3 joins
+through the API after a join killed half way, then node 3 is deleted and cannot write, and the
+remaining two-node cluster is read-only with a node down until ``expected 1``. A node added by
+addnode counts no vote until it has joined. The tests of this module run in order and share the lab.
 """
 
 from __future__ import annotations
@@ -49,6 +50,16 @@ def members(node) -> list[str]:
     return sorted(query(node, "SELECT name FROM cluster_node"))
 
 
+def quorum_line(lab, node, label: str) -> str:
+    """One line of ``pvecm status`` on ``node`` (``Expected votes:   2``), with the pending joins after it."""
+    shown = manage(lab, node, "pvecm", "status")
+    if shown.returncode != 0:
+        return f"pvecm status failed: {shown.stdout}{shown.stderr}"
+    line = next(line for line in shown.stdout.splitlines() if line.startswith(label))
+    pending = shown.stdout.split("Pending joins", 1)[1] if "Pending joins" in shown.stdout else ""
+    return line + "\n" + pending
+
+
 def test_create_makes_node1_a_quorate_one_node_cluster(lab):
     node1 = lab.nodes[0]
     result = manage(lab, node1, "pvecm", "create", "labc")  # a clustercreate task of node1's worker, followed
@@ -60,6 +71,9 @@ def test_create_makes_node1_a_quorate_one_node_cluster(lab):
     assert state["clustered"] and state["quorate"] and state["synced"]
     assert "cluster_name: labc" in conf_text(node1) and "name: node1" in conf_text(node1)
     assert (node1.directory / "corosync" / "authkey").stat().st_mode & 0o777 == 0o400
+    # the cluster, node1's entry and the audit entry are one change set
+    logged = query(node1, "SELECT version, user FROM cluster_clusterlogentry WHERE msg = 'created cluster labc'")
+    assert logged == [(query(node1, "SELECT version FROM cluster_corosyncconfig")[0][0], "root@pam")]
     shown = manage(lab, node1, "pvecm", "status")
     assert (
         shown.returncode == 0 and "Name:             labc" in shown.stdout and "Quorate:          Yes" in shown.stdout
@@ -108,11 +122,39 @@ def test_refused_joins_change_nothing(lab):
     assert not (node2.directory / "corosync" / "authkey").exists() and not status(node2)["clustered"]
 
 
-def test_node2_joins_over_ssh_and_its_vm_is_carried_in(lab):
+def test_a_join_killed_after_addnode_leaves_the_one_node_cluster_writable(lab):
+    """The 1 to 2 case: node2 is in the nodelist but counts no vote, so node1 alone keeps its quorum."""
     node1, node2, _node3 = lab.nodes
     assert manage(lab, node2, "qm", "destroy", "100").returncode == 0
+    killed = manage(
+        lab,
+        node2,
+        "pvecm",
+        "add",
+        node1.address,
+        "--ssh-fingerprint",
+        host_key_fingerprint(node1),
+        env={"PVE_JOIN_CRASH": "after_addnode"},
+    )
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    assert members(node1) == [("node1",), ("node2",)] and not status(node2)["clustered"]
+    # addnode reloaded node1's corosync with node2 in the nodelist before it answered
+    assert "name: node2" in conf_text(node1)
+    written = submit(node1, [pool_op("while-node2-joins")])
+    assert written["ok"], written
+    assert status(node1)["quorate"]
+    assert "    name: node2\n    nodeid: 2\n    quorum_votes: 0\n" in conf_text(node1)
+    expected = quorum_line(lab, node1, "Expected votes:")
+    assert expected.startswith("Expected votes:   1\n") and "node2 (nodeid 2, 10.213.0.2, 1 vote(s) once joined)" in (
+        expected
+    ), expected
+
+
+def test_node2_joins_over_ssh_and_its_vm_is_carried_in(lab):
+    node1, node2, _node3 = lab.nodes
     result = manage(lab, node2, "pvecm", "add", node1.address, "--ssh-fingerprint", host_key_fingerprint(node1))
     assert result.returncode == 0, result.stderr + result.stdout
+    assert "continuing an earlier join" in result.stdout
     for step in (
         "SSH host key of",
         "restart as a cluster member",
@@ -126,7 +168,13 @@ def test_node2_joins_over_ssh_and_its_vm_is_carried_in(lab):
     assert query(node1, "SELECT node_id FROM vms_vm WHERE vmid = 201") == [("node2",)]
     assert query(node2, "SELECT node_id FROM vms_vm WHERE vmid = 100") == [("node1",)]
     assert list((node2.directory / "backup").glob("cluster-*.json"))
-    assert "name: node2" in conf_text(node1) and conf_text(node1) == conf_text(node2)
+    # node2 joined: its vote counts now, raised by node2 itself in a new config_version
+    counted = "    name: node2\n    nodeid: 2\n    quorum_votes: 1\n"
+    wait_for(lambda: counted in conf_text(node1) and counted in conf_text(node2), 30, what="node2's vote counted")
+    assert conf_text(node1) == conf_text(node2)
+    wait_for(lambda: quorum_line(lab, node1, "Expected votes:") == "Expected votes:   2\n", 30, interval=1)
+    assert query(node2, "SELECT user FROM cluster_clusterlogentry WHERE msg LIKE 'node node2 joined the cluster%'")
+    assert query(node2, "SELECT COUNT(*) FROM authz_pool WHERE poolid = 'while-node2-joins'") == [(1,)]
     # node2's certificate is now signed by the cluster CA, and every node trusts every node over SSH.
     wait_for(
         lambda: (
@@ -156,7 +204,9 @@ def test_join_killed_half_way_then_retried_through_the_api(lab):
     )
     assert killed.returncode == -9, killed.stdout + killed.stderr
     assert ("node3",) in members(node1) and not status(node3)["clustered"]
-    wait_for(lambda: status(node1).get("quorate"), 10, what="node1 quorate with 2 of 3 votes")
+    wait_for(lambda: status(node1).get("quorate"), 10, what="node1 quorate (node3 counts no vote yet)")
+    expected = quorum_line(lab, node1, "Expected votes:")
+    assert expected.startswith("Expected votes:   2\n") and "node3 (nodeid 3" in expected, expected
     # node3 remembered node1's host key; a different key at that address now is refused outright.
     known = node3.directory / "ssh" / "known_hosts"
     assert f"{node1.address} ssh-ed25519" in known.read_text()
@@ -182,6 +232,7 @@ def test_join_killed_half_way_then_retried_through_the_api(lab):
     upid = body["data"]
     assert upid.startswith("UPID:node3:") and ":clusterjoin:" in upid
     wait_converged(lab, timeout=120)
+    wait_for(lambda: quorum_line(lab, node1, "Expected votes:") == "Expected votes:   3\n", 30, interval=1)
 
     def serves_cluster_certificate() -> bool:
         """node3's web answers with a certificate from the cluster CA (renewed by the join, reloaded live)."""

@@ -132,7 +132,7 @@ def test_minority_partition_refuses_writes_majority_continues_and_it_catches_up(
     took = wait_for(lambda: not status(isolated).get("quorate"), 30, what="the isolated node to lose quorum")
     refused = submit(isolated, [pool_op("minority-write")])
     assert not refused["ok"] and refused["code"] == "not_quorate"
-    assert "cluster not quorate - configuration is read-only" in refused["error"]
+    assert refused["error"].startswith("cluster not ready - no quorum? (")  # Proxmox's words, then why
     wait_for(lambda: status(lab.nodes[0]).get("quorate") and status(lab.nodes[0]).get("synced"), 30)
     for i in range(200):
         result = ledger.write(lab.nodes[i % 2], f"majority-{i}", "while partitioned")

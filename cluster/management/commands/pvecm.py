@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from cluster import pvecm_lifecycle, qdevice
 from replicator.corosync import CorosyncError
@@ -58,11 +59,61 @@ class Command(BaseCommand):
                 return
             status = corosync_status.read_status()
         except CorosyncError as exc:
+            if options["verb"] == "status":
+                self._status_without_corosync(str(exc))
             raise CommandError(f"Cannot initialize CMAP service: {exc}") from None
         formatter = corosync_status.format_status if options["verb"] == "status" else corosync_status.format_nodes
         self.stdout.write(formatter(status), ending="")
         if options["verb"] == "status":
+            self._pending_joins()
             self._replication_warnings()
+
+    def _pending_joins(self) -> None:
+        """Nodes added by addnode that have not joined yet: listed, their votes not counted until they have."""
+        from cluster.models import Node
+
+        try:
+            pending = list(Node.objects.using("cluster").filter(joining=True).order_by("name"))
+        except DatabaseError:  # no database here (a bare corosync node): nobody is joining through us
+            return
+        if not pending:
+            return
+        lines = ["", "Pending joins (added, not joined yet: their votes count once they have)", "-" * 72]
+        for node in pending:
+            lines.append(f"{node.name} (nodeid {node.nodeid}, {node.address}, {node.votes} vote(s) once joined)")
+        self.stdout.write("\n".join(lines))
+
+    def _status_without_corosync(self, error: str) -> None:
+        """What this node knows without corosync: its cluster, and why it is read-only (what is missing)."""
+        from cluster import corosync_conf
+        from replicator import client, transport
+        from replicator.exceptions import ReplicationError
+
+        try:
+            config, _nodes = corosync_conf.load()
+        except DatabaseError:  # no database here (yet): what the tree's corosync.conf says
+            config = None
+        try:
+            reasons = list(client.status().get("not_ready") or [])
+        except ReplicationError as exc:
+            reasons = [*transport.cluster_file_problems(), f"the replicator is not reachable ({exc})"]
+        if not any("corosync" in reason for reason in reasons):
+            reasons.append(f"corosync did not answer ({error})")
+        lines = [
+            "Cluster information",
+            "-------------------",
+            f"{'Name:':<17} {config.cluster_name if config else 'UNKOWN?'}",
+            f"{'Config Version:':<17} {config.config_version if config else -1}",
+            "",
+            "Quorum information",
+            "------------------",
+            f"{'Quorate:':<17} No",
+            "",
+            "This node is read-only (cluster not ready - no quorum?); what is missing:",
+            *(f"  - {reason}" for reason in reasons),
+        ]
+        self.stdout.write("\n".join(lines))
+        self._pending_joins()
 
     def _replication_warnings(self) -> None:
         """What the replicator knows and corosync does not: a diverged history, unequal checksums, skewed clocks."""
@@ -86,5 +137,7 @@ class Command(BaseCommand):
             self.stdout.write(f"\nWARNING: state checksums differ between members at version {verification['version']}")
         if not state.get("synced", True):
             self.stdout.write("\nWARNING: this node is synchronising its state; writes wait")
+        for reason in state.get("not_ready") or []:
+            self.stdout.write(f"\nWARNING: configuration is read-only: {reason}")
         for warning in clock.live_warnings():
             self.stdout.write(f"\n{warning}")
