@@ -139,6 +139,10 @@ class AuditedModelAdmin(ACLAdminMixin, admin.ModelAdmin):
         try:
             return view(request, *args)
         except (ReplicationError, *self.service_errors) as exc:
+            # Django queues "... was changed successfully" before the view's atomic block submits
+            # the change set; a refusal at that point takes the success message back.
+            for message in [m for m in messages.get_messages(request) if m.level != messages.SUCCESS]:
+                messages.add_message(request, message.level, message.message, extra_tags=message.extra_tags)
             messages.error(request, str(exc))
             return HttpResponseRedirect(request.get_full_path())
 

@@ -111,6 +111,7 @@ def test_add_and_edit_vm_through_the_admin_with_audit_and_conflicts():
         follow=True,
     )
     assert b"changed by another writer" in stale.content
+    assert b"successfully" not in stale.content  # the change set was refused: no success is claimed beside it
     kept = VM.objects.get(vmid=960).config
     assert {k: v for k, v in kept.items() if k != "smbios1"} == {"name": "admin-vm", "memory": "256", "cores": "8"}
 
