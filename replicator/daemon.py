@@ -289,6 +289,7 @@ class Replicator:
             "last_sync": self.coordinator.last_sync,
             "divergence": self.coordinator.divergence,
             "verification": self.coordinator.verification,
+            "durability": self.applier.durability,
         }
 
     # --- serving -------------------------------------------------------------------------
