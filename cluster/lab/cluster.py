@@ -75,7 +75,10 @@ class LabCluster:
         cluster_name: str = "lab",
         root_password: str = "lab-root-password",
         env: dict[str, str] | None = None,
+        postgres: str | None = None,
     ) -> None:
+        """``postgres``: a libpq URL of a PostgreSQL server on which each node gets databases of its own
+        (created by ``start_services``, dropped by ``down``); SQLite files in each node's directory otherwise."""
         if not 1 <= size <= 16:
             raise ValueError("a lab has 1 to 16 nodes")
         self.directory = directory
@@ -83,6 +86,7 @@ class LabCluster:
         self.bridge_ns = f"pvelab{self.tag}br"
         self.cluster_name = cluster_name
         self.root_password = root_password
+        self.postgres = postgres
         self.orphan_pids: dict[str, int] = {}  # processes started by another process (``from_state``)
         self.standalone = False  # nodes start unclustered (``cluster.lab.standalone``)
         self.nodes = [
@@ -99,6 +103,7 @@ class LabCluster:
         for node in self.nodes:
             node.env = {
                 **services.node_environment(node.directory, node.name, node.address, root_password),
+                **(services.postgres_environment(postgres, f"pvelab{self.tag}_{node.name}") if postgres else {}),
                 **(env or {}),
             }
 
@@ -190,6 +195,7 @@ class LabCluster:
             "tag": self.tag,
             "cluster_name": self.cluster_name,
             "root_password": self.root_password,
+            "postgres": self.postgres,
             "pids": {node.name: node.corosync.pid for node in self.nodes if node.corosync is not None},
             "service_pids": {node.name: node.service.pid for node in self.nodes if node.service is not None},
         }
@@ -202,6 +208,7 @@ class LabCluster:
             tag=str(state["tag"]),
             cluster_name=str(state["cluster_name"]),
             root_password=str(state.get("root_password", "lab-root-password")),
+            postgres=str(state["postgres"]) if state.get("postgres") else None,
         )  # type: ignore[call-overload]
         pids = {f"{name}:service": int(pid) for name, pid in dict(state.get("service_pids", {})).items()}  # type: ignore[call-overload]
         pids.update({name: int(pid) for name, pid in dict(state.get("pids", {})).items()})  # type: ignore[call-overload]
@@ -224,6 +231,7 @@ class LabCluster:
         for node in self.nodes:
             netns.delete(node.namespace)
         netns.delete(self.bridge_ns)
+        services.drop_databases([node.env for node in self.nodes])
 
     @property
     def host_port(self) -> str:

@@ -1,7 +1,8 @@
 """Helpers for tests on a lab cluster of replicators: raw writes, reads, checksums, a write ledger.
 
 Writes go straight to a node's replicator socket (a file, so reachable from the host although
-the replicator runs in the node's namespace); reads open the node's SQLite database read-only.
+the replicator runs in the node's namespace); reads open the node's own database (its SQLite file
+read-only, or its PostgreSQL database when the lab runs on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ def submit(node: LabNode, ops: list[dict[str, Any]], timeout: float = 30) -> dic
 
 
 def query(node: LabNode, sql: str, args: tuple = ()) -> list[tuple]:
+    """``sql`` with ``?`` placeholders on the node's cluster database, whichever engine it is."""
+    url = node.env.get("PVE_CLUSTER_DATABASE_URL", "")
+    if url.startswith("postgres"):
+        import psycopg
+
+        with psycopg.connect(url) as db:
+            return db.execute(sql.replace("%", "%%").replace("?", "%s"), args).fetchall()  # type: ignore[arg-type]
     with sqlite3.connect(f"file:{node.directory / 'cluster.db'}?mode=ro", uri=True, timeout=10) as db:
         return db.execute(sql, args).fetchall()
 
