@@ -81,6 +81,8 @@ class LabCluster:
         (created by ``start_services``, dropped by ``down``); SQLite files in each node's directory otherwise."""
         if not 1 <= size <= 16:
             raise ValueError("a lab has 1 to 16 nodes")
+        if {services.CLUSTER_URL, services.LOCAL_URL} & set(env or {}):
+            raise ValueError("lab nodes never share a database: give the server as postgres=, not a database URL")
         self.directory = directory
         self.tag = tag or f"{os.getpid() % 100000}"
         self.bridge_ns = f"pvelab{self.tag}br"

@@ -31,10 +31,16 @@ REPO = Path(__file__).resolve().parent.parent.parent
 
 
 def node_environment(directory: Path, name: str, address: str, root_password: str) -> dict[str, str]:
-    """One lab node's settings: a cluster member over corosync with its own data directory."""
+    """One lab node's settings: a cluster member over corosync with its own data directory.
+
+    Its databases are named, never inherited from whoever runs the lab (a test session on
+    PostgreSQL would otherwise hand every node the session's database).
+    """
     return {
         "DJANGO_SETTINGS_MODULE": "portal.settings",
         "PVE_DATA_DIR": str(directory),
+        "PVE_CLUSTER_DATABASE_URL": f"sqlite:///{directory / 'cluster.db'}",
+        "PVE_LOCAL_DATABASE_URL": f"sqlite:///{directory / 'local.db'}",
         "PVE_NODE_NAME": name,
         "PVE_NODE_ADDRESS": address,
         "PVE_TRANSPORT": "corosync",
