@@ -17,7 +17,8 @@ lint: bootstrap
 	$(RUFF) format --check .
 
 # One recipe, in order (also under make -j). Any non-zero pytest exit fails the target,
-# including 5 ("no tests collected"): an empty run is never a pass.
+# including 5 ("no tests collected"): an empty run is never a pass. The second pass runs the
+# postgres_too tests (API, access control, tasks, replicator, 3-node replication) on PostgreSQL.
 test: bootstrap
 	$(RUFF) check .
 	$(RUFF) format --check .

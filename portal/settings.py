@@ -12,7 +12,7 @@ import re
 import secrets
 import socket
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -64,7 +64,11 @@ def _env_bool(name: str, default: bool) -> bool:
 
 
 def database_from_url(url: str, *, setting: str) -> dict:
-    """Turn ``sqlite:////abs/path.db`` or ``postgresql://user:pw@host:port/name`` into a DATABASES entry."""
+    """Turn ``sqlite:////abs/path.db`` or ``postgresql://user:pw@host:port/name`` into a DATABASES entry.
+
+    A PostgreSQL URL may name a unix socket directory as libpq does (``postgresql://user@/name?host=/run/postgresql``);
+    other query parameters are passed to libpq.
+    """
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = unquote(parts.path)
@@ -85,13 +89,19 @@ def database_from_url(url: str, *, setting: str) -> dict:
         name = parts.path.lstrip("/")
         if not name:
             raise ImproperlyConfigured(f"{setting}: PostgreSQL URL needs a database name: {url!r}")
+        options = dict(parse_qsl(parts.query))
+        host = options.pop("host", parts.hostname or "")
+        # Every commit waits for its WAL flush, whatever the server's or the role's default: the
+        # replicator acknowledges a write only after its commit (it checks the server's fsync at start).
+        options["options"] = f"{options.get('options', '')} -c synchronous_commit=on".strip()
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": unquote(name),
             "USER": unquote(parts.username or ""),
             "PASSWORD": unquote(parts.password or ""),
-            "HOST": parts.hostname or "",
+            "HOST": host,
             "PORT": str(parts.port or ""),
+            "OPTIONS": options,
             "TEST": {"NAME": unquote(name)},
         }
     raise ImproperlyConfigured(f"{setting}: unsupported database URL scheme {parts.scheme!r} in {url!r}")

@@ -45,6 +45,51 @@ class CorruptHistoryError(ReplicationError):
     """The stored history does not verify; the node must not serve this database."""
 
 
+class NotDurableError(ReplicationError):
+    """The cluster database would acknowledge commits it has not flushed to disk."""
+
+
+SQLITE_SYNCHRONOUS = {0: "off", 1: "normal", 2: "full", 3: "extra"}
+
+
+def durability() -> dict[str, str]:
+    """How the cluster database makes a commit durable; NotDurableError if it does not.
+
+    An acknowledged write must survive power loss, so every commit is flushed before the
+    replicator answers: SQLite with ``synchronous`` FULL (the WAL is fsynced at each commit),
+    PostgreSQL with ``synchronous_commit`` on (set on every connection, see ``portal.settings``)
+    and ``fsync`` on in the server.
+    """
+    connection = connections[CLUSTER]
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("PRAGMA journal_mode")
+            journal = str(cursor.fetchone()[0])
+            cursor.execute("PRAGMA synchronous")
+            level = int(cursor.fetchone()[0])
+            facts = {
+                "engine": "sqlite",
+                "journal_mode": journal,
+                "synchronous": SQLITE_SYNCHRONOUS.get(level, str(level)),
+            }
+            durable = level >= 2
+        elif connection.vendor == "postgresql":
+            facts = {"engine": "postgresql"}
+            for name in ("synchronous_commit", "fsync"):
+                cursor.execute(f"SHOW {name}")
+                facts[name] = str(cursor.fetchone()[0])
+            durable = facts["synchronous_commit"] != "off" and facts["fsync"] == "on"
+        else:
+            raise NotDurableError(f"unsupported cluster database engine {connection.vendor!r}")
+    if not durable:
+        settings_text = ", ".join(f"{key}={value}" for key, value in facts.items())
+        raise NotDurableError(
+            f"the cluster database does not flush every commit to disk ({settings_text}): "
+            "acknowledged writes could be lost on power failure; refusing to start"
+        )
+    return facts
+
+
 class Applier:
     """Owns the cluster database: the only code that writes it."""
 
@@ -57,6 +102,7 @@ class Applier:
         self.version, self.hash = 0, GENESIS_HASH
         self.reload_head()
         self._sql: dict[type[ReplicatedModel], ModelSQL] = {}
+        self.durability = durability()
         self.verify_history()
 
     def verify_history(self, window: int = 10_000) -> None:

@@ -309,6 +309,7 @@ class Replicator:
             "divergence": self.coordinator.divergence,
             "verification": self.coordinator.verification,
             "not_ready": self.not_ready(),
+            "durability": self.applier.durability,
         }
 
     def not_ready(self) -> list[str]:

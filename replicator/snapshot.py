@@ -124,4 +124,9 @@ def save_diverged(directory: Path, version: int, head_hash: str, reason: str) ->
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, path)
+    directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:  # the rename is durable before the state it keeps is replaced
+        os.fsync(directory_fd)
+    finally:
+        os.close(directory_fd)
     return path

@@ -10,7 +10,9 @@ at the same point of the stream, so every member starts the round together. The 
    most members hold or are a prefix of (so the quorate side wins over a forced minority), then
    the highest version; its lowest member sends the change log entries the others lack, or a
    full snapshot in bounded chunks to those it cannot serve by delta, then an end marker;
-4. members that diverged keep their losing state as a dated file before taking the snapshot.
+4. members whose history is not proven a prefix of the winner's (forked, or older than its
+   retained change log) keep their state as a dated file before taking the snapshot
+   (``replicator.divergence``).
 
 Change sets delivered during a round wait and are applied after it. If the membership changes
 again before the round ends, every member drops the same waiting change sets and their
@@ -19,7 +21,6 @@ writers get an error: nothing acknowledged is lost, and nothing is applied on so
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -32,10 +33,10 @@ from typing import Any
 
 from django.db import connections
 
-from replicator import snapshot
+from replicator import divergence, snapshot
 from replicator.applier import MAX_BATCH, Applier
 from replicator.exceptions import ReplicationError
-from replicator.models import REPLICATED_MODELS, ChangeLogEntry
+from replicator.models import ChangeLogEntry
 from replicator.sync_plan import MemberId, MemberState, Plan, make_plan, pack, unpack
 from replicator.transport import Transport
 
@@ -354,40 +355,26 @@ class Coordinator:
         kind = "delta" if current.me in plan.delta else "none"
         if current.me in plan.snapshot:
             kind = "snapshot"
-            diverged = plan.snapshot[current.me]
-            winner = current.states[plan.winner].node
-            if diverged:
-                path = snapshot.save_diverged(
-                    self.data_dir / "diverged",
+            keep = plan.keeps_state(current.me)
+            if keep:
+                self.divergence = divergence.keep_state(
+                    self.data_dir,
                     self.applier.version,
                     self.applier.hash,
-                    f"history diverged from {winner}'s",
+                    current.states[plan.winner].node,
+                    plan.snapshot[current.me],
                 )
-                self.divergence = {
-                    "time": int(time.time()),
-                    "file": str(path),
-                    "lost_version": self.applier.version,
-                    "lost_hash": self.applier.hash,
-                    "winner": winner,
-                }
-                log.error("history diverged from %s's: local state kept in %s", winner, path)
-            mergeable = {label for label, model in REPLICATED_MODELS.items() if model.merge_after_divergence}
-            kept = list(snapshot.rows(mergeable)) if diverged else []
+            kept = divergence.mergeable_rows() if keep else []
             version, cs_id, origin, digest = header["head"]
             snapshot.install(current.rows, (version, cs_id, origin, digest, blob), self.applier._model_sql)
-            present = {(row[0], json.dumps(row[1])) for row in current.rows if row[0] in mergeable}
-            lost = [row for row in kept if (row[0], json.dumps(row[1])) not in present]
+            lost = divergence.lost_rows(kept, current.rows)
             if lost:
                 self.resubmit(lost)
             self.applier.reload_head()
             current.entries = len(current.rows)
             self.render_all(self.applier.version)
-            if diverged:
-                self.cluster_log(
-                    f"history of node {self.node} diverged from {winner}'s (forced quorum?); "
-                    f"local state at version {self.divergence['lost_version']} kept in {self.divergence['file']}",
-                    3,
-                )
+            if keep and self.divergence is not None:
+                self.cluster_log(divergence.cluster_log_message(self.node, self.divergence), 3)
         if (self.applier.version, self.applier.hash) != (header["v"], header["h"]):
             log.error(
                 "after sync at version %d hash %s, expected %d %s: staying read-only",

@@ -18,6 +18,7 @@ PACKAGES=(
   libldap2-dev libsasl2-dev                 # to build python-ldap (LDAP realms)
   slapd ldap-utils                          # a real OpenLDAP server for the LDAP realm tests
   samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind  # an AD DC for the AD tests
+  strace                                    # the fsync-before-acknowledgement test traces the replicators
 )
 
 installed() {

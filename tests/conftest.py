@@ -1,7 +1,8 @@
 """Test set-up: one node's environment for the whole session, Django configured for it.
 
 ``PVE_TEST_DATABASE=postgresql`` runs the session against fresh PostgreSQL databases on
-127.0.0.1:5432 instead of SQLite files (``make test`` runs the ``postgres_too`` tests so).
+127.0.0.1:5432 instead of SQLite files, and lab nodes against databases of their own on the same
+server (``make test`` runs the ``postgres_too`` tests so, after the whole suite on SQLite).
 """
 
 from __future__ import annotations
@@ -40,6 +41,28 @@ from django.core.management import call_command  # noqa: E402
 
 call_command("migrate", database="default", verbosity=0)
 call_command("migrate", database="cluster", verbosity=0)
+
+
+# Whole modules that also run on PostgreSQL (single tests elsewhere carry the mark themselves):
+# the API, access control and tasks, next to the replicator's own modules and the 3-node
+# replication tests marked in tests/cluster/test_replication*.py.
+POSTGRES_TOO_MODULES = {
+    "tests/api/test_api.py",
+    "tests/api/test_cluster_config_matrix.py",
+    "tests/api/test_permission_matrix.py",
+    "tests/authz/test_access.py",
+    "tests/authz/test_access_matrix.py",
+    "tests/cluster/test_tasks.py",
+    "tests/cluster/test_task_permissions.py",
+    "tests/cluster/test_task_follow.py",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m postgres_too`` deselects by mark
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.split("::")[0] in POSTGRES_TOO_MODULES:
+            item.add_marker(pytest.mark.postgres_too)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -11,6 +11,20 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# The PostgreSQL server of the PostgreSQL pass (trust authentication): the session node connects over
+# TCP, lab nodes through the unix socket, which their network namespaces see (their loopback is their own).
+POSTGRES_TCP = "postgresql://postgres@127.0.0.1:5432/"
+POSTGRES_SOCKET = "postgresql://postgres@/postgres?host=/var/run/postgresql"
+
+
+def session_database() -> str:
+    """The engine of this test session: ``PVE_TEST_DATABASE`` (sqlite or postgresql)."""
+    return os.environ.get("PVE_TEST_DATABASE", "sqlite")
+
+
+def lab_postgres() -> str | None:
+    """The server lab nodes get their own databases on in the PostgreSQL pass; None (SQLite files) otherwise."""
+    return POSTGRES_SOCKET if session_database() == "postgresql" else None
 
 
 def node_environment(
@@ -27,9 +41,8 @@ def node_environment(
         "DJANGO_SETTINGS_MODULE": "portal.settings",
     }
     if database == "postgresql":
-        base = "postgresql://postgres@127.0.0.1:5432/"
-        env["PVE_CLUSTER_DATABASE_URL"] = base + f"{db_prefix}_cluster"
-        env["PVE_LOCAL_DATABASE_URL"] = base + f"{db_prefix}_local"
+        env["PVE_CLUSTER_DATABASE_URL"] = POSTGRES_TCP + f"{db_prefix}_cluster"
+        env["PVE_LOCAL_DATABASE_URL"] = POSTGRES_TCP + f"{db_prefix}_local"
     return env
 
 
@@ -37,7 +50,7 @@ def create_postgres_databases(prefix: str) -> None:
     """Fresh databases for one test node (dropped first if a previous run left them)."""
     import psycopg
 
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+    with psycopg.connect(POSTGRES_TCP + "postgres", autocommit=True) as conn:
         for suffix in ("cluster", "local"):
             conn.execute(f'DROP DATABASE IF EXISTS "{prefix}_{suffix}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{prefix}_{suffix}"')
@@ -46,7 +59,7 @@ def create_postgres_databases(prefix: str) -> None:
 def drop_postgres_databases(prefix: str) -> None:
     import psycopg
 
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+    with psycopg.connect(POSTGRES_TCP + "postgres", autocommit=True) as conn:
         for suffix in ("cluster", "local"):
             conn.execute(f'DROP DATABASE IF EXISTS "{prefix}_{suffix}" WITH (FORCE)')
 

@@ -75,14 +75,20 @@ class LabCluster:
         cluster_name: str = "lab",
         root_password: str = "lab-root-password",
         env: dict[str, str] | None = None,
+        postgres: str | None = None,
     ) -> None:
+        """``postgres``: a libpq URL of a PostgreSQL server on which each node gets databases of its own
+        (created by ``start_services``, dropped by ``down``); SQLite files in each node's directory otherwise."""
         if not 1 <= size <= 16:
             raise ValueError("a lab has 1 to 16 nodes")
+        if {services.CLUSTER_URL, services.LOCAL_URL} & set(env or {}):
+            raise ValueError("lab nodes never share a database: give the server as postgres=, not a database URL")
         self.directory = directory
         self.tag = tag or f"{os.getpid() % 100000}"
         self.bridge_ns = f"pvelab{self.tag}br"
         self.cluster_name = cluster_name
         self.root_password = root_password
+        self.postgres = postgres
         self.orphan_pids: dict[str, int] = {}  # processes started by another process (``from_state``)
         self.standalone = False  # nodes start unclustered (``cluster.lab.standalone``)
         self.nodes = [
@@ -99,6 +105,7 @@ class LabCluster:
         for node in self.nodes:
             node.env = {
                 **services.node_environment(node.directory, node.name, node.address, root_password),
+                **(services.postgres_environment(postgres, f"pvelab{self.tag}_{node.name}") if postgres else {}),
                 **(env or {}),
             }
 
@@ -190,6 +197,7 @@ class LabCluster:
             "tag": self.tag,
             "cluster_name": self.cluster_name,
             "root_password": self.root_password,
+            "postgres": self.postgres,
             "pids": {node.name: node.corosync.pid for node in self.nodes if node.corosync is not None},
             "service_pids": {node.name: node.service.pid for node in self.nodes if node.service is not None},
         }
@@ -202,6 +210,7 @@ class LabCluster:
             tag=str(state["tag"]),
             cluster_name=str(state["cluster_name"]),
             root_password=str(state.get("root_password", "lab-root-password")),
+            postgres=str(state["postgres"]) if state.get("postgres") else None,
         )  # type: ignore[call-overload]
         pids = {f"{name}:service": int(pid) for name, pid in dict(state.get("service_pids", {})).items()}  # type: ignore[call-overload]
         pids.update({name: int(pid) for name, pid in dict(state.get("pids", {})).items()})  # type: ignore[call-overload]
@@ -224,6 +233,7 @@ class LabCluster:
         for node in self.nodes:
             netns.delete(node.namespace)
         netns.delete(self.bridge_ns)
+        services.drop_databases([node.env for node in self.nodes])
 
     @property
     def host_port(self) -> str:

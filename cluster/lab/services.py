@@ -4,6 +4,9 @@ A lab node runs either its replicator alone (what the replication tests need) or
 runner (replicator, web, Celery worker and beat, private redis: what a user trying the lab
 wants). Every node has its own data directory; the replicator's unix socket lives there, so
 the host can talk to any node's replicator although the process runs in the node's namespace.
+Every node has its own databases too: SQLite files in its directory, or, on a PostgreSQL
+server, databases the lab creates and drops (reached through the server's unix socket, which
+every namespace sees, unlike the host's loopback address).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from replicator import protocol
 
@@ -27,10 +31,16 @@ REPO = Path(__file__).resolve().parent.parent.parent
 
 
 def node_environment(directory: Path, name: str, address: str, root_password: str) -> dict[str, str]:
-    """One lab node's settings: a cluster member over corosync with its own data directory."""
+    """One lab node's settings: a cluster member over corosync with its own data directory.
+
+    Its databases are named, never inherited from whoever runs the lab (a test session on
+    PostgreSQL would otherwise hand every node the session's database).
+    """
     return {
         "DJANGO_SETTINGS_MODULE": "portal.settings",
         "PVE_DATA_DIR": str(directory),
+        "PVE_CLUSTER_DATABASE_URL": f"sqlite:///{directory / 'cluster.db'}",
+        "PVE_LOCAL_DATABASE_URL": f"sqlite:///{directory / 'local.db'}",
         "PVE_NODE_NAME": name,
         "PVE_NODE_ADDRESS": address,
         "PVE_TRANSPORT": "corosync",
@@ -54,17 +64,83 @@ def manage(env: dict[str, str], *args: str, timeout: float = 300) -> None:
         raise RuntimeError(f"manage.py {' '.join(args)} failed: {result.stderr[-2000:]}")
 
 
+CLUSTER_URL, LOCAL_URL = "PVE_CLUSTER_DATABASE_URL", "PVE_LOCAL_DATABASE_URL"
+
+
+def postgres_environment(server: str, prefix: str) -> dict[str, str]:
+    """A lab node's own databases ``<prefix>_cluster`` and ``<prefix>_local`` on the server of the libpq URL ``server``."""
+    return {
+        CLUSTER_URL: _database_url(server, f"{prefix}_cluster"),
+        LOCAL_URL: _database_url(server, f"{prefix}_local"),
+    }
+
+
+def _database_url(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def _on_postgres(envs: list[dict[str, str]]) -> bool:
+    return envs[0].get(CLUSTER_URL, "").startswith("postgres")
+
+
 def prepare_databases(envs: list[dict[str, str]]) -> None:
-    """Migrate the first node's SQLite databases and copy them to the others (same empty schema)."""
+    """Migrate the first node's databases and copy them to the others (same empty schema).
+
+    SQLite files are copied; on PostgreSQL the others are created from the first as a template.
+    """
     first = Path(envs[0]["PVE_DATA_DIR"])
     first.mkdir(parents=True, exist_ok=True)
+    for env in envs[1:]:
+        Path(env["PVE_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
+    if _on_postgres(envs):
+        drop_databases(envs)  # left over by a lab of the same tag that was not taken down
+        execute_on_server(
+            envs[0], [f'CREATE DATABASE "{database_name(envs[0][key])}"' for key in (CLUSTER_URL, LOCAL_URL)]
+        )
     manage(envs[0], "migrate", "--database", "default", "--verbosity", "0")
     manage(envs[0], "migrate", "--database", "cluster", "--verbosity", "0")
+    if _on_postgres(envs):
+        execute_on_server(
+            envs[0],
+            [
+                f'CREATE DATABASE "{database_name(env[key])}" TEMPLATE "{database_name(envs[0][key])}"'
+                for env in envs[1:]
+                for key in (CLUSTER_URL, LOCAL_URL)
+            ],
+        )
+        return
     for env in envs[1:]:
-        target = Path(env["PVE_DATA_DIR"])
-        target.mkdir(parents=True, exist_ok=True)
         for name in ("cluster.db", "local.db"):
-            shutil.copyfile(first / name, target / name)
+            shutil.copyfile(first / name, Path(env["PVE_DATA_DIR"]) / name)
+
+
+def drop_databases(envs: list[dict[str, str]]) -> None:
+    """Drop the nodes' PostgreSQL databases (SQLite files go with the lab directory)."""
+    if envs and _on_postgres(envs):
+        execute_on_server(
+            envs[0],
+            [
+                f'DROP DATABASE IF EXISTS "{database_name(env[key])}" WITH (FORCE)'
+                for env in envs
+                for key in (CLUSTER_URL, LOCAL_URL)
+            ],
+        )
+
+
+def database_name(url: str) -> str:
+    name = urlsplit(url).path.lstrip("/")
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"unexpected lab database name {name!r}")
+    return name
+
+
+def execute_on_server(env: dict[str, str], statements: list[str]) -> None:
+    """Run statements on the server of ``env``'s cluster database, outside any transaction."""
+    import psycopg
+
+    with psycopg.connect(_database_url(env[CLUSTER_URL], "postgres"), autocommit=True) as connection:
+        for statement in statements:
+            connection.execute(statement)  # type: ignore[arg-type]
 
 
 def start(namespace: str, env: dict[str, str], kind: str = "replicator") -> subprocess.Popen:

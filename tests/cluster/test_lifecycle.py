@@ -9,7 +9,8 @@ addnode counts no vote until it has joined. The tests of this module run in orde
 
 from __future__ import annotations
 
-import time
+import contextlib
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +59,16 @@ def quorum_line(lab, node, label: str) -> str:
     line = next(line for line in shown.stdout.splitlines() if line.startswith(label))
     pending = shown.stdout.split("Pending joins", 1)[1] if "Pending joins" in shown.stdout else ""
     return line + "\n" + pending
+
+
+def corosync_pids(node) -> set[int]:
+    """The corosync processes running in the node's namespace."""
+    found = set()
+    for pid in netns.pids(node.namespace):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "corosync":
+                found.add(pid)
+    return found
 
 
 def test_create_makes_node1_a_quorate_one_node_cluster(lab):
@@ -280,6 +291,8 @@ def test_delnode_refusals_then_the_removed_node_cannot_write(lab):
     owner = manage(lab, node1, "pvecm", "delnode", "node2")
     assert owner.returncode != 0 and "still owns VMs 201" in owner.stderr
     before = int(conf_text(node1).split("config_version: ")[1].split()[0])
+    old_corosync = corosync_pids(node3)
+    assert old_corosync, "node3's runner runs its corosync"
     removed = manage(lab, node1, "pvecm", "delnode", "node3")
     assert removed.returncode == 0, removed.stderr
     wait_converged(lab, [node1, node2])
@@ -293,7 +306,12 @@ def test_delnode_refusals_then_the_removed_node_cannot_write(lab):
     wait_for(lambda: "node3" not in known_hosts.read_text(), 10, what="node3's host key gone from known_hosts")
     assert query(node1, "SELECT COUNT(*) FROM authz_keymaterial WHERE path LIKE 'nodes/node3/%'") == [(0,)]
     # node3 comes back (its runner restarts corosync with its old config) and cannot write.
-    time.sleep(3)
+    wait_for(lambda: corosync_pids(node3) - old_corosync, 60, what="node3's runner to restart its corosync")
+    wait_for(
+        lambda: status(node3).get("connected") and status(node3).get("members") == [3],
+        60,
+        what="node3's replicator on its restarted corosync, alone",
+    )
     refused = submit(node3, [pool_op("from-removed-node")], timeout=10)
     assert refused.get("code") == "not_quorate", refused
     assert query(node1, "SELECT COUNT(*) FROM authz_pool WHERE poolid = 'from-removed-node'") == [(0,)]

@@ -1,11 +1,13 @@
 """A two-node cluster: one node down is read-only, ``pvecm expected 1`` restores writes (the seed's
-scenario); the other node, down past the retained change log, comes back by snapshot; the
-cluster log stays a bounded ring identical on both nodes."""
+scenario); the other node, down past the retained change log, comes back by snapshot, keeping
+its state as a file (its history can no longer be proven a prefix); the cluster log stays a
+bounded ring identical on both nodes."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +16,7 @@ from cluster.lab.cluster import LabCluster
 from tests.cluster.replication import Ledger, log_op, pool_op, query, status, submit, wait_converged, wait_for
 
 pytestmark = pytest.mark.slow
-REPO = __import__("pathlib").Path(__file__).resolve().parent.parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +81,20 @@ def test_one_node_down_expected_1_then_the_other_returns_by_snapshot(lab):
     wait_converged(lab, timeout=90)
     last = status(second)["last_sync"]
     assert last["kind"] == "snapshot", last
-    assert status(second)["divergence"] is None
+    # node2's version is older than node1's retained change log: nothing proves it a prefix of
+    # node1's history, so its state is kept and reported as a fork's would be.
+    report = status(second)["divergence"]
+    assert report is not None and report["reason"] == "unproven" and report["winner"] == "node1", report
+    assert Path(report["file"]).exists() and status(first)["divergence"] is None
     assert ledger.missing(second) == []
+
+    def reported(node) -> bool:
+        return query(
+            node, "SELECT COUNT(*) FROM cluster_clusterlogentry WHERE msg LIKE ?", (f"%{report['file']}%",)
+        ) == [(1,)]
+
+    wait_for(lambda: all(reported(node) for node in lab.nodes), 30, what="the kept state in the cluster log")
+    # node2's own log entries were older than node1's full ring: aged out, not merged back
     logs = [query(node, "SELECT uid FROM cluster_clusterlogentry ORDER BY uid") for node in lab.nodes]
     assert logs[0] == logs[1] and len(logs[0]) <= 100 + since
     # writes go on from either node afterwards

@@ -92,6 +92,20 @@ def vm_lock(vmid: int) -> tuple[str, str]:
     return vm.lock, vm.lock_owner
 
 
+def handled(worker: CeleryWorker, upid: str) -> str:
+    """The worker's log line for a task message it is done with (discarded or run, and acknowledged), or ""."""
+    pending = task_reconcile.pending_task_ids(f"node.{NODE}")
+    if pending is None or upid in pending:
+        return ""
+    for line in worker.log_text().splitlines():
+        if (
+            f"Discarding revoked task: cluster.run_task[{upid}]" in line
+            or f"cluster.run_task[{upid}] succeeded" in line
+        ):
+            return line
+    return ""
+
+
 def test_submitted_task_runs_in_the_worker_and_reports_through_the_api(root, celery_worker):
     upid = task_runner.submit("testnode", "", "root@pam", "test.node")
     assert status(root, upid)["status"] == "running"  # the API answers at once, queued or running
@@ -206,8 +220,8 @@ def test_stop_a_queued_task_so_it_never_starts(root, celery_worker, tmp_path):
     assert data["status"] == "stopped" and data["exitstatus"] == "received interrupt"
     for upid in busy:
         wait_stopped(root, upid)
-    time.sleep(1.0)  # the stopped task's message has been delivered by now
-    assert not runs.exists()
+    line = wait_for(lambda: handled(celery_worker, queued), what="the worker to take the stopped task's message")
+    assert not runs.exists(), line
     assert log_lines(root, queued) == ["TASK ERROR: received interrupt"]
 
 
@@ -278,8 +292,10 @@ def test_restarted_worker_ends_the_dead_task_by_itself(root, celery_worker, vms,
     celery_worker.start()  # its start-up reconcile, or the redelivered message, ends the task
     assert wait_stopped(root, upid, timeout=30)["exitstatus"] == task_runner.WORKER_LOST
     assert vm_lock(vmid) == ("", "")
-    time.sleep(3)  # past the redelivery timeout: the message came back and was dropped
+    line = wait_for(lambda: handled(celery_worker, upid), what="the redelivered message to be taken and dropped")
+    assert "duplicate delivery" in line, line
     assert len(runs.read_text().splitlines()) == 1
+    assert status(root, upid)["exitstatus"] == task_runner.WORKER_LOST
 
 
 def test_reconciler_releases_leases_of_dead_processes_and_lost_messages(vms, redis_broker):

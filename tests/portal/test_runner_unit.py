@@ -121,13 +121,18 @@ def test_gives_up_after_max_restarts_naming_the_child_and_its_last_lines(tmp_pat
 def test_restarts_outside_the_window_do_not_count(tmp_path):
     supervisor = Supervisor([ChildSpec("crasher", CRASHER)], tmp_path, max_restarts=2, window=0.5, backoff=_no_wait)
     supervisor.start()
+    counted = []
     try:
         for _ in range(6):  # far more than max_restarts, but spread beyond the window
             supervisor.children[0].process.wait()
             time.sleep(0.3)
-            supervisor.watch_once()
+            supervisor.watch_once()  # raises GiveUp if the old restarts still counted
+            counted.append(len(supervisor.children[0].restarts))
+        supervisor.children[0].process.wait(timeout=10)  # the last one has had its say too
     finally:
-        supervisor.stop()
+        supervisor.stop()  # joins the thread that copies the child's output to its log
+    assert (tmp_path / "crasher.log").read_text().count("boom: bad config") == 7  # started, then restarted 6 times
+    assert max(counted) <= 2 and counted[-1] >= 1
 
 
 def test_gives_up_when_restarts_come_too_fast(tmp_path):
@@ -198,9 +203,10 @@ def test_a_child_ignoring_sigterm_is_killed(tmp_path):
         "-c",
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)",
     ]
-    supervisor = Supervisor([ChildSpec("stubborn", stubborn)], tmp_path, stop_timeout=0.5)
-    supervisor.start()
-    time.sleep(0.5)
+    log = tmp_path / "stubborn.log"
+    ready = ChildSpec("stubborn", stubborn, ready=lambda: log.exists() and "up" in log.read_text())
+    supervisor = Supervisor([ready], tmp_path, stop_timeout=0.5)
+    supervisor.start()  # returns once it said "up": SIGTERM is ignored from then on
     started = time.monotonic()
     supervisor.stop()
     assert time.monotonic() - started < 5

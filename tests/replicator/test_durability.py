@@ -1,4 +1,4 @@
-"""Crash safety: kill -9 of the replicator under a stream of writes, restarts, history checks."""
+"""Crash safety: kill -9 of the replicator under a stream of writes, restarts, history checks, durable commits."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.db import connections, transaction
 
 from cluster.models import ClusterLogEntry
 from replicator import client
-from replicator.applier import GENESIS_HASH, chain_hash
+from replicator.applier import GENESIS_HASH, NotDurableError, chain_hash, durability
 from replicator.exceptions import ReplicatorUnavailableError
 from replicator.models import ChangeLogEntry
 from vms.models import VM
@@ -125,3 +125,38 @@ def test_tampered_history_is_refused_at_start(replicator, node_env):
             )
         replicator.start()
     assert client.status()["version"] == entry.version
+
+
+def test_commits_are_flushed_to_disk_whatever_the_database_default(replicator):
+    """Every connection is configured to flush each commit, even where the database's default says not to."""
+    connection = connections["cluster"]
+    if connection.vendor == "postgresql":
+        name = connection.settings_dict["NAME"]
+        with connection.cursor() as cursor:
+            cursor.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
+        connection.close()
+        try:
+            facts = durability()  # on a new connection
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute(f'ALTER DATABASE "{name}" RESET synchronous_commit')
+            connection.close()
+        assert facts == {"engine": "postgresql", "synchronous_commit": "on", "fsync": "on"}
+    else:
+        connection.close()
+        facts = durability()
+        assert facts == {"engine": "sqlite", "journal_mode": "wal", "synchronous": "full"}
+    assert client.status()["durability"] == facts  # what the replicator found at its start
+
+
+def test_a_connection_that_would_acknowledge_before_the_flush_is_refused():
+    connection = connections["cluster"]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SET synchronous_commit = off" if connection.vendor == "postgresql" else "PRAGMA synchronous = 1"
+        )
+    try:
+        with pytest.raises(NotDurableError, match=r"does not flush every commit to disk .*refusing to start"):
+            durability()
+    finally:
+        connection.close()
