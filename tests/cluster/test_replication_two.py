@@ -87,6 +87,8 @@ def test_one_node_down_expected_1_then_the_other_returns_by_snapshot(lab):
     assert report is not None and report["reason"] == "unproven" and report["winner"] == "node1", report
     assert Path(report["file"]).exists() and status(first)["divergence"] is None
     assert ledger.missing(second) == []
+    shown = pvecm(lab, second, "status").stdout  # says why, not a guess at a forced quorum
+    assert "cannot be proven a prefix of node1's" in shown and "forced quorum" not in shown, shown
 
     def reported(node) -> bool:
         return query(

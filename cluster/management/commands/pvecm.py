@@ -128,9 +128,10 @@ class Command(BaseCommand):
             return
         divergence = state.get("divergence")
         if divergence:
+            why = divergence.get("message") or f"history diverged from {divergence['winner']}'s (forced quorum?)"
             self.stdout.write(
-                f"\nWARNING: this node's history diverged from {divergence['winner']}'s "
-                f"(forced quorum?); its state at version {divergence['lost_version']} is kept in {divergence['file']}"
+                f"\nWARNING: this node's {why}; "
+                f"its state at version {divergence['lost_version']} is kept in {divergence['file']}"
             )
         verification = state.get("verification") or {}
         if verification and not verification.get("agree", True):
