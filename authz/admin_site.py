@@ -15,7 +15,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 
-from authz import services
+from authz import services, throttle
 from authz.exceptions import AuthenticationFailed
 from authz.middleware import COOKIE
 from portal import audit, banners
@@ -40,6 +40,14 @@ class LoginForm(forms.Form):
         name = self.cleaned_data["username"]
         realm = self.cleaned_data.get("realm")
         return name if "@" in name or not realm else f"{name}@{realm}"
+
+
+def login_attempt(request: HttpRequest) -> throttle.Attempt | None:
+    """The password login a POST to the login page makes, read as the page reads it (login gate)."""
+    form = LoginForm(request.POST)
+    if not form.is_valid():
+        return None
+    return throttle.Attempt.of(form.userid(), str(request.META.get("REMOTE_ADDR", "")))
 
 
 def set_ticket_cookie(response: HttpResponse, ticket: str) -> None:
@@ -93,6 +101,8 @@ class PVEAdminSite(admin.AdminSite):
             **(extra_context or {}),
         }
         return TemplateResponse(request, "admin/pve_login.html", context, status=401 if error else 200)
+
+    login.login_attempt = login_attempt  # type: ignore[attr-defined]  # waits at authz.login_gate
 
     @method_decorator(never_cache)
     def logout(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:

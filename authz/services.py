@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import time
 
 from django.contrib.auth.hashers import check_password, make_password
+from django.db import DatabaseError
 
 from authz import tickets
 from authz.exceptions import AuthenticationFailed
 from authz.models import KeyMaterial, User
 from replicator.exceptions import ReplicationError
+
+log = logging.getLogger(__name__)
 
 AUTHKEY = "priv/authkey.key"
 AUTHKEY_PUB = "authkey.pub"
@@ -103,33 +107,37 @@ def authenticate_password(username: str, password: str, realm: str | None = None
     return user
 
 
+def _printable(text: str, limit: int = 128) -> str:
+    """A user-supplied value as it may appear in a log line (no newlines, no control characters)."""
+    return text[:limit].encode("unicode_escape").decode("ascii")
+
+
 def login(username: str, password: str, realm: str | None = None, *, rhost: str = "") -> User:
-    """A password login with throttling and cluster-log records; one error for every failure."""
-    from authz import throttle
+    """A password login, throttled (``authz.throttle``); one error for every failure.
+
+    Failures go to this node's log only: an unauthenticated request never causes a replicated
+    write. A success is also recorded in the cluster log (one cheap write, after the password).
+    """
+    from authz import login_gate, throttle
     from portal import audit
 
-    key = username if realm is None or "@" in username else f"{username}@{realm}"
-    where = f" from {rhost}" if rhost else ""
-    if throttle.blocked(key):
-        check_password(password, _dummy_hash())  # the same work and answer as a wrong password
-        time.sleep(throttle.MAX_DELAY)
-        raise AuthenticationFailed()
+    name = throttle.login_name(username, realm)
+    attempt = throttle.Attempt.of(name, rhost)
+    if not login_gate.passed(attempt):  # a caller that did not wait at the web's gate waits here
+        time.sleep(throttle.delay(attempt))
     try:
         user = authenticate_password(username, password, realm)
     except AuthenticationFailed:
-        count = throttle.record_failure(key)
-        time.sleep(throttle.delay_for(count))
-        message = None
-        if count < throttle.LIMIT:
-            message = f"authentication failure; user={key}{where}"
-        elif count == throttle.LIMIT:
-            message = f"too many failed logins for {key}{where}: further attempts refused for up to an hour"
-        if message:
-            with contextlib.suppress(ReplicationError):  # a read-only cluster still answers logins
-                audit.record(key, message)
+        try:
+            throttle.record_failure(attempt)
+        except DatabaseError:
+            log.exception("could not count a failed login")
+        log.warning("authentication failure; rhost=%s user=%s", _printable(rhost or "-"), _printable(name))
         raise
-    throttle.record_success(key)
-    with contextlib.suppress(ReplicationError):
+    throttle.record_success(attempt)
+    where = f" from {rhost}" if rhost else ""
+    log.info("successful auth for user '%s'%s", user.userid, _printable(where))
+    with contextlib.suppress(ReplicationError):  # a read-only cluster still answers logins
         audit.record(user.userid, f"successful auth for user '{user.userid}'{where}")
     return user
 

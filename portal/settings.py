@@ -161,8 +161,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # redelivery for long (kombu's default is 300 s).
     "unacked_mutex_expire": min(300, max(5, PVE_TASK_REDELIVERY_TIMEOUT)),
 }
-# Each node's beat runs the task reconciler on its own worker (queue node.<name>).
-CELERY_BEAT_SCHEDULE = {"reconcile-tasks": {"task": "cluster.reconcile_tasks", "schedule": 60.0}}
+# Each node's beat runs these on its own worker (queue node.<name>); a run missed while the
+# worker was down is dropped, not run late in a burst.
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-tasks": {"task": "cluster.reconcile_tasks", "schedule": 60.0},
+    "purge-login-failures": {"task": "authz.purge_login_failures", "schedule": 600.0, "options": {"expires": 600.0}},
+}
 
 
 def _secret_key() -> str:
@@ -205,6 +209,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "authz.login_gate.LoginGateMiddleware",  # first: async, a login waits its turn in the event loop
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
