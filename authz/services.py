@@ -190,15 +190,42 @@ def csrf_secret() -> bytes:
     return tickets.csrf_secret(_require_key(WWW_KEY))
 
 
+TICKET_LIFETIME = 7200
+TICKET_GRACE = 300  # clock skew tolerated between the node that issued a ticket and the one checking it
+
+
+def ticket_age_range(now: int, key_created: int, *, rotated: bool) -> tuple[int, int] | None:
+    """The ages (exclusive) a ticket signed with a key may have; None if the key signs nothing valid.
+
+    Proxmox's rule (``get_ticket_age_range``): a ticket is valid for 2 h with 5 min of skew; the
+    current key accepts no ticket older than itself; the previous key (``rotated``, created at the
+    rotation) accepts only tickets issued before the rotation. A key left overdue because the
+    cluster had no quorum stays valid, as in Proxmox; a quorate cluster rotates it on schedule.
+    """
+    key_age = max(0, now - key_created)
+    low, high = -TICKET_GRACE, TICKET_LIFETIME
+    if rotated:
+        low = key_age - TICKET_GRACE
+    elif key_age < TICKET_LIFETIME:
+        high = key_age + TICKET_GRACE
+    return None if low > TICKET_LIFETIME else (low, high)
+
+
 def user_from_ticket(ticket: str, *, now: int | None = None) -> User:
-    """Verify a ticket against the cluster's public keys and return its active user."""
+    """Verify a ticket against the current public key, then the previous one, each with its age range."""
     now = int(time.time()) if now is None else now
-    keys = [key for key in (_key(AUTHKEY_PUB), _key(AUTHKEY_PUB_OLD)) if key is not None]
-    try:
-        userid = tickets.verify_ticket(ticket, keys, now=now)
-    except tickets.TicketError:
-        raise AuthenticationFailed("invalid ticket") from None
-    return active_user(userid)
+    found = {key.path: key for key in KeyMaterial.objects.filter(path__in=(AUTHKEY_PUB, AUTHKEY_PUB_OLD))}
+    for path, rotated in ((AUTHKEY_PUB, False), (AUTHKEY_PUB_OLD, True)):
+        key = found.get(path)
+        ages = ticket_age_range(now, key.created, rotated=rotated) if key is not None else None
+        if key is None or ages is None:
+            continue
+        try:
+            userid = tickets.verify_ticket(ticket, [key.content.encode()], now=now, min_age=ages[0], max_age=ages[1])
+        except tickets.TicketError:
+            continue
+        return active_user(userid)
+    raise AuthenticationFailed("invalid ticket")
 
 
 def check_csrf(token: str, userid: str, *, now: int | None = None) -> bool:

@@ -161,10 +161,17 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # redelivery for long (kombu's default is 300 s).
     "unacked_mutex_expire": min(300, max(5, PVE_TASK_REDELIVERY_TIMEOUT)),
 }
-# Each node's beat runs these on its own worker (queue node.<name>); a run missed while the
+# How often every node checks whether the ticket signing key is due for rotation (24 h old).
+PVE_AUTHKEY_CHECK_INTERVAL = _env_int("PVE_AUTHKEY_CHECK_INTERVAL", 300, 1, 86400)
+# Each node's beat runs these on its own worker (queue node.<name>); a check missed while the
 # worker was down is dropped, not run late in a burst.
 CELERY_BEAT_SCHEDULE = {
     "reconcile-tasks": {"task": "cluster.reconcile_tasks", "schedule": 60.0},
+    "rotate-authkey": {
+        "task": "authz.rotate_authkey",
+        "schedule": float(PVE_AUTHKEY_CHECK_INTERVAL),
+        "options": {"expires": float(PVE_AUTHKEY_CHECK_INTERVAL)},
+    },
     "purge-login-failures": {"task": "authz.purge_login_failures", "schedule": 600.0, "options": {"expires": 600.0}},
 }
 
