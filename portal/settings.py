@@ -15,6 +15,8 @@ from urllib.parse import unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from portal import allowed_hosts
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 _NODE_NAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
@@ -197,8 +199,16 @@ SECRET_KEY = _secret_key()
 
 # --- Django --------------------------------------------------------------------------------
 
-ALLOWED_HOSTS = ["*"]
+# The node's names and addresses (portal.allowed_hosts) plus PVE_ALLOWED_HOSTS (comma-separated).
+PVE_ALLOWED_HOSTS = [name.strip() for name in (_env("PVE_ALLOWED_HOSTS", "") or "").split(",") if name.strip()]
+ALLOWED_HOSTS = allowed_hosts.allowed_hosts(
+    PVE_NODE_NAME or "", socket.gethostname(), PVE_NODE_ADDRESS, PVE_ALLOWED_HOSTS
+)
 APPEND_SLASH = False
+# HTTPS only (port 8006 speaks nothing else): HSTS (0 turns it off), secure cookies everywhere
+# (the messages cookie follows SESSION_COOKIE_SECURE; there are no sessions otherwise).
+SECURE_HSTS_SECONDS = _env_int("PVE_HSTS_SECONDS", 31_536_000, 0, 10 * 31_536_000)
+SESSION_COOKIE_SECURE = True
 
 INSTALLED_APPS = [
     "authz.admin_config.PVEAdminConfig",
