@@ -13,7 +13,7 @@ from authz import services, tickets
 from authz.exceptions import AuthenticationFailed
 from authz.models import KeyMaterial, User
 
-pytestmark = [pytest.mark.usefixtures("replicator")]
+pytestmark = [pytest.mark.usefixtures("replicator"), pytest.mark.postgres_too]
 LIFETIME, GRACE = 7200, 300  # Proxmox's ticket lifetime and clock-skew grace
 
 

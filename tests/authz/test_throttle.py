@@ -15,7 +15,7 @@ from authz.models import LoginFailures, User
 from cluster.models import ClusterLogEntry
 from replicator import client as replicator_client
 
-pytestmark = [pytest.mark.usefixtures("replicator")]
+pytestmark = [pytest.mark.usefixtures("replicator"), pytest.mark.postgres_too]
 API = "/api2/json"
 
 
