@@ -48,6 +48,7 @@ STATUS_FIELD = "login_failures"
 STATUS_TIMEOUT = 2.0
 USER_PREFIX, ADDRESS_PREFIX = "user:", "address:"
 _KEY_MAX = 255
+_warned_at = -3600.0
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,13 @@ def remote_counts(attempt: Attempt, now: float) -> tuple[int, int] | None:
     from replicator import client
     from replicator.exceptions import ReplicationError
 
+    global _warned_at
     try:
         answer = client.request({"op": "cluster_status", "fields": [STATUS_FIELD]}, timeout=STATUS_TIMEOUT)
     except ReplicationError as exc:
-        log.warning("login throttling without the other nodes' counts: %s", exc)
+        if time.monotonic() - _warned_at > 60:  # once a minute, not once per (attacker's) attempt
+            _warned_at = time.monotonic()
+            log.warning("login throttling without the other nodes' counts (delaying every login): %s", exc)
         return None
     user = address = 0
     for node, status in (answer.get("nodes") or {}).items():
