@@ -14,10 +14,12 @@ from django.utils.decorators import method_decorator
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.http import require_POST
 
-from authz import ids, services
+from authz import ids, services, throttle
 from authz.exceptions import AuthenticationFailed
 from authz.middleware import COOKIE
+from authz.permissions import has_privileges
 from portal import audit, banners
 
 TICKET_LIFETIME = 7200
@@ -38,6 +40,14 @@ class LoginForm(forms.Form):
     def userid(self) -> str:
         """``name@realm``; a name typed with its realm wins over the chooser, as in Proxmox's GUI."""
         return ids.login_userid(self.cleaned_data["username"], self.cleaned_data.get("realm"))
+
+
+def login_attempt(request: HttpRequest) -> throttle.Attempt | None:
+    """The password login a POST to the login page makes, read as the page reads it (login gate)."""
+    form = LoginForm(request.POST)
+    if not form.is_valid():
+        return None
+    return throttle.Attempt.of(form.userid(), str(request.META.get("REMOTE_ADDR", "")))
 
 
 def set_ticket_cookie(response: HttpResponse, ticket: str) -> None:
@@ -92,12 +102,20 @@ class PVEAdminSite(admin.AdminSite):
         }
         return TemplateResponse(request, "admin/pve_login.html", context, status=401 if error else 200)
 
+    login.login_attempt = login_attempt  # type: ignore[attr-defined]  # waits at authz.login_gate
+
     @method_decorator(never_cache)
+    @method_decorator(require_POST)
     def logout(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """POST only (the admin's logout button is a form with its CSRF token): a link or an image
+        on another site must not log the user out."""
         response = HttpResponseRedirect(reverse("admin:login", current_app=self.name))
         response.delete_cookie(COOKIE, samesite="Lax")
         return response
 
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        context = {"recent_audit": audit.recent(10), "banners": banners.collect(), **(extra_context or {})}
+        """The cluster log as Proxmox shows it: all of it with Sys.Syslog on ``/``, else the user's own."""
+        user = request.user
+        own = None if has_privileges(user, "/", ["Sys.Syslog"]) else str(getattr(user, "userid", ""))
+        context = {"recent_audit": audit.recent(10, user=own), "banners": banners.collect(), **(extra_context or {})}
         return super().index(request, context)

@@ -15,3 +15,11 @@ class AuthzConfig(AppConfig):
 
         register_error(AccessDenied, 403)
         register_error(AccessError, 400)
+        self._register_login_status()
+
+    def _register_login_status(self) -> None:
+        """Failed-login counts travel in the volatile status, so every node throttles by the cluster's."""
+        from authz import throttle
+        from replicator import volatile
+
+        volatile.register_collector(throttle.volatile_status)

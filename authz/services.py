@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import time
 
 from django.contrib.auth.hashers import check_password, make_password
+from django.db import DatabaseError
 
 from authz import ids, tickets
 from authz.exceptions import AuthenticationFailed
 from authz.models import KeyMaterial, User
 from replicator.exceptions import ReplicationError
+
+log = logging.getLogger(__name__)
 
 AUTHKEY = "priv/authkey.key"
 AUTHKEY_PUB = "authkey.pub"
@@ -115,33 +119,37 @@ def authenticate_password(username: str, password: str, realm: str | None = None
     return _check_local_password(user if kind == "pve" and user.realm_id == "pve" else None, password)
 
 
+def _printable(text: str, limit: int = 128) -> str:
+    """A user-supplied value as it may appear in a log line (no newlines, no control characters)."""
+    return text[:limit].encode("unicode_escape").decode("ascii")
+
+
 def login(username: str, password: str, realm: str | None = None, *, rhost: str = "") -> User:
-    """A password login with throttling and cluster-log records; one error for every failure."""
-    from authz import throttle
+    """A password login, throttled (``authz.throttle``); one error for every failure.
+
+    Failures go to this node's log only: an unauthenticated request never causes a replicated
+    write. A success is also recorded in the cluster log (one cheap write, after the password).
+    """
+    from authz import login_gate, throttle
     from portal import audit
 
-    key = ids.login_userid(username, realm)
-    where = f" from {rhost}" if rhost else ""
-    if throttle.blocked(key):
-        check_password(password, _dummy_hash())  # the same work and answer as a wrong password
-        time.sleep(throttle.MAX_DELAY)
-        raise AuthenticationFailed()
+    name = throttle.login_name(username, realm)
+    attempt = throttle.Attempt.of(name, rhost)
+    if not login_gate.passed(attempt):  # a caller that did not wait at the web's gate waits here
+        time.sleep(throttle.delay(attempt))
     try:
         user = authenticate_password(username, password, realm)
     except AuthenticationFailed:
-        count = throttle.record_failure(key)
-        time.sleep(throttle.delay_for(count))
-        message = None
-        if count < throttle.LIMIT:
-            message = f"authentication failure; user={key}{where}"
-        elif count == throttle.LIMIT:
-            message = f"too many failed logins for {key}{where}: further attempts refused for up to an hour"
-        if message:
-            with contextlib.suppress(ReplicationError):  # a read-only cluster still answers logins
-                audit.record(key, message)
+        try:
+            throttle.record_failure(attempt)
+        except DatabaseError:
+            log.exception("could not count a failed login")
+        log.warning("authentication failure; rhost=%s user=%s", _printable(rhost or "-"), _printable(name))
         raise
-    throttle.record_success(key)
-    with contextlib.suppress(ReplicationError):
+    throttle.record_success(attempt)
+    where = f" from {rhost}" if rhost else ""
+    log.info("successful auth for user '%s'%s", user.userid, _printable(where))
+    with contextlib.suppress(ReplicationError):  # a read-only cluster still answers logins
         audit.record(user.userid, f"successful auth for user '{user.userid}'{where}")
     return user
 
@@ -194,15 +202,42 @@ def csrf_secret() -> bytes:
     return tickets.csrf_secret(_require_key(WWW_KEY))
 
 
+TICKET_LIFETIME = 7200
+TICKET_GRACE = 300  # clock skew tolerated between the node that issued a ticket and the one checking it
+
+
+def ticket_age_range(now: int, key_created: int, *, rotated: bool) -> tuple[int, int] | None:
+    """The ages (exclusive) a ticket signed with a key may have; None if the key signs nothing valid.
+
+    Proxmox's rule (``get_ticket_age_range``): a ticket is valid for 2 h with 5 min of skew; the
+    current key accepts no ticket older than itself; the previous key (``rotated``, created at the
+    rotation) accepts only tickets issued before the rotation. A key left overdue because the
+    cluster had no quorum stays valid, as in Proxmox; a quorate cluster rotates it on schedule.
+    """
+    key_age = max(0, now - key_created)
+    low, high = -TICKET_GRACE, TICKET_LIFETIME
+    if rotated:
+        low = key_age - TICKET_GRACE
+    elif key_age < TICKET_LIFETIME:
+        high = key_age + TICKET_GRACE
+    return None if low > TICKET_LIFETIME else (low, high)
+
+
 def user_from_ticket(ticket: str, *, now: int | None = None) -> User:
-    """Verify a ticket against the cluster's public keys and return its active user."""
+    """Verify a ticket against the current public key, then the previous one, each with its age range."""
     now = int(time.time()) if now is None else now
-    keys = [key for key in (_key(AUTHKEY_PUB), _key(AUTHKEY_PUB_OLD)) if key is not None]
-    try:
-        userid = tickets.verify_ticket(ticket, keys, now=now)
-    except tickets.TicketError:
-        raise AuthenticationFailed("invalid ticket") from None
-    return active_user(userid)
+    found = {key.path: key for key in KeyMaterial.objects.filter(path__in=(AUTHKEY_PUB, AUTHKEY_PUB_OLD))}
+    for path, rotated in ((AUTHKEY_PUB, False), (AUTHKEY_PUB_OLD, True)):
+        key = found.get(path)
+        ages = ticket_age_range(now, key.created, rotated=rotated) if key is not None else None
+        if key is None or ages is None:
+            continue
+        try:
+            userid = tickets.verify_ticket(ticket, [key.content.encode()], now=now, min_age=ages[0], max_age=ages[1])
+        except tickets.TicketError:
+            continue
+        return active_user(userid)
+    raise AuthenticationFailed("invalid ticket")
 
 
 def check_csrf(token: str, userid: str, *, now: int | None = None) -> bool:

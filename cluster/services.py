@@ -36,8 +36,9 @@ def log_cluster_message(msg: str, *, user: str = "", tag: str = "pve-django", pr
     return entry
 
 
-def recent_cluster_log(count: int) -> list[ClusterLogEntry]:
-    return list(ClusterLogEntry.objects.order_by("-time")[:count])
+def recent_cluster_log(count: int, user: str | None = None) -> list[ClusterLogEntry]:
+    entries = ClusterLogEntry.objects.all() if user is None else ClusterLogEntry.objects.filter(user=user)
+    return list(entries.order_by("-time")[:count])
 
 
 def check_datacenter_option(key: Any, value: Any) -> None:

@@ -1,4 +1,8 @@
+import logging
+
 from django.apps import AppConfig
+
+log = logging.getLogger(__name__)
 
 
 class PortalConfig(AppConfig):
@@ -12,5 +16,18 @@ class PortalConfig(AppConfig):
         # Storage-layer errors: conflicts and malformed writes are 500 as in Proxmox (clients read
         # the message); no quorum and an unreachable replicator are 503; too large is 413.
         register_error(
-            ReplicationError, lambda exc: {"not_quorate": 503, "unavailable": 503, "too_large": 413}.get(exc.code, 500)
+            ReplicationError,
+            lambda exc: {"not_quorate": 503, "unavailable": 503, "too_large": 413}.get(exc.code, 500),
+            replication_message,
         )
+
+
+def replication_message(exc: Exception) -> str:
+    """The operator's message; an unexpected failure inside the replicator (or a bulk write, a
+    programming error) says no more than that: its text goes to the log, not to the client."""
+    from portal.api.errors import INTERNAL_ERROR
+
+    if getattr(exc, "code", "error") in ("error", "bulk"):
+        log.error("configuration store error in an API call: %s", exc, exc_info=exc)
+        return INTERNAL_ERROR
+    return str(exc) or type(exc).__name__

@@ -10,13 +10,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+from portal.origin import SameOriginValidator  # noqa: E402
 
 # Static files (admin CSS/JS) are served by the app itself: a node needs no separate web server.
 application = ProtocolTypeRouter(
     {
         "http": ASGIStaticFilesHandler(django_application),
-        "websocket": AllowedHostsOriginValidator(URLRouter([])),
+        "websocket": SameOriginValidator(URLRouter([])),  # same origin, allowed host
     }
 )

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 Sink = Callable[[str, str], None]
+Recent = Callable[[int, str | None], list[Any]]
 _sink: Sink | None = None
-_recent: Callable[[int], list[Any]] | None = None
+_recent: Recent | None = None
 
 
 def set_sink(sink: Sink) -> None:
@@ -19,7 +20,7 @@ def set_sink(sink: Sink) -> None:
     _sink = sink
 
 
-def set_recent(recent: Callable[[int], list[Any]]) -> None:
+def set_recent(recent: Recent) -> None:
     global _recent
     _recent = recent
 
@@ -30,6 +31,6 @@ def record(user: str, message: str) -> None:
         _sink(user, message)
 
 
-def recent(count: int) -> list[Any]:
-    """The newest cluster log entries, for the admin index."""
-    return _recent(count) if _recent is not None else []
+def recent(count: int, user: str | None = None) -> list[Any]:
+    """The newest cluster log entries, for the admin index (only ``user``'s own when given)."""
+    return _recent(count, user) if _recent is not None else []

@@ -16,6 +16,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from portal import allowed_hosts
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 _NODE_NAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
@@ -199,8 +201,19 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # redelivery for long (kombu's default is 300 s).
     "unacked_mutex_expire": min(300, max(5, PVE_TASK_REDELIVERY_TIMEOUT)),
 }
-# Each node's beat runs the task reconciler on its own worker (queue node.<name>).
-CELERY_BEAT_SCHEDULE = {"reconcile-tasks": {"task": "cluster.reconcile_tasks", "schedule": 60.0}}
+# How often every node checks whether the ticket signing key is due for rotation (24 h old).
+PVE_AUTHKEY_CHECK_INTERVAL = _env_int("PVE_AUTHKEY_CHECK_INTERVAL", 300, 1, 86400)
+# Each node's beat runs these on its own worker (queue node.<name>); a check missed while the
+# worker was down is dropped, not run late in a burst.
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-tasks": {"task": "cluster.reconcile_tasks", "schedule": 60.0},
+    "rotate-authkey": {
+        "task": "authz.rotate_authkey",
+        "schedule": float(PVE_AUTHKEY_CHECK_INTERVAL),
+        "options": {"expires": float(PVE_AUTHKEY_CHECK_INTERVAL)},
+    },
+    "purge-login-failures": {"task": "authz.purge_login_failures", "schedule": 600.0, "options": {"expires": 600.0}},
+}
 
 
 def _secret_key() -> str:
@@ -224,8 +237,16 @@ SECRET_KEY = _secret_key()
 
 # --- Django --------------------------------------------------------------------------------
 
-ALLOWED_HOSTS = ["*"]
+# The node's names and addresses (portal.allowed_hosts) plus PVE_ALLOWED_HOSTS (comma-separated).
+PVE_ALLOWED_HOSTS = [name.strip() for name in (_env("PVE_ALLOWED_HOSTS", "") or "").split(",") if name.strip()]
+ALLOWED_HOSTS = allowed_hosts.allowed_hosts(
+    PVE_NODE_NAME or "", socket.gethostname(), PVE_NODE_ADDRESS, PVE_ALLOWED_HOSTS
+)
 APPEND_SLASH = False
+# HTTPS only (port 8006 speaks nothing else): HSTS (0 turns it off), secure cookies everywhere
+# (the messages cookie follows SESSION_COOKIE_SECURE; there are no sessions otherwise).
+SECURE_HSTS_SECONDS = _env_int("PVE_HSTS_SECONDS", 31_536_000, 0, 10 * 31_536_000)
+SESSION_COOKIE_SECURE = True
 
 INSTALLED_APPS = [
     "authz.admin_config.PVEAdminConfig",
@@ -243,6 +264,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "authz.login_gate.LoginGateMiddleware",  # first: async, a login waits its turn in the event loop
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -268,7 +268,7 @@ class Replicator:
             board = self.transport.board
             return {
                 "ok": True,
-                "nodes": board.snapshot() if board is not None else {},
+                "nodes": board.snapshot(message.get("fields")) if board is not None else {},
                 **{
                     k: v
                     for k, v in self.status().items()

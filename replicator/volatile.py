@@ -68,8 +68,14 @@ class StatusBoard:
         with self.lock:
             self.online = set(nodeids)
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
+    def snapshot(self, fields: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Every node's last status; with ``fields``, only those (plus name, id, times and online)."""
+        keep = None if not isinstance(fields, list) else {*map(str, fields), "node", "nodeid", "received", "clock"}
         with self.lock:
             return {
-                name: {**data, "online": int(data.get("nodeid") in self.online)} for name, data in self.nodes.items()
+                name: {
+                    **(data if keep is None else {k: v for k, v in data.items() if k in keep}),
+                    "online": int(data.get("nodeid") in self.online),
+                }
+                for name, data in self.nodes.items()
             }

@@ -89,6 +89,15 @@ def replicator() -> Iterator[ReplicatorProcess]:
     process.stop()
 
 
+@pytest.fixture(autouse=True)
+def _no_login_failures_from_earlier_tests() -> None:
+    """Every test starts without failed-login counts: the session's tests all log in from
+    127.0.0.1, and the wrong passwords of one test must not slow down the logins of the next."""
+    from authz.models import LoginFailures
+
+    LoginFailures.objects.all().delete()
+
+
 @pytest.fixture
 def etc_dir() -> Path:
     from django.conf import settings

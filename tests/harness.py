@@ -38,6 +38,7 @@ def node_environment(
         "PVE_NODE_ADDRESS": "127.0.0.1",
         "PVE_COROSYNC_CONF": str(data_dir / "corosync" / "corosync.conf"),  # never the host's file
         "PVE_LOG_LEVEL": "WARNING",
+        "PVE_ALLOWED_HOSTS": "testserver",  # the Host of Django's test client
         "DJANGO_SETTINGS_MODULE": "portal.settings",
     }
     if database == "postgresql":

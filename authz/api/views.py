@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpRequest
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from authz import ids, services, tickets
+from authz import ids, services, throttle, tickets
 from authz.exceptions import AuthenticationFailed
 from authz.models import SUPERUSER, Realm
 from authz.permissions import has_privileges
@@ -34,19 +35,41 @@ def capabilities(user: Any) -> dict[str, dict[str, int]]:
     }
 
 
+def _credentials(request: Request, kwargs: dict[str, Any]) -> tuple[str, str, str | None]:
+    """``username``, ``password`` and ``realm`` of a ticket request (ParameterError if malformed)."""
+    values = params.collect(request, kwargs)
+    username = params.string(values.get("username"), "username", max_length=64)
+    password = params.string(values.get("password"), "password", max_length=4096)
+    realm = values.get("realm")
+    return username, password, str(realm) if realm else None
+
+
+def _rhost(request: HttpRequest | Request) -> str:
+    return str(request.META.get("REMOTE_ADDR", ""))
+
+
 class TicketView(PVEAPIView):
     """``POST /access/ticket``: password login, or renewal with a valid ticket as password."""
 
     public = True
 
+    @staticmethod
+    def login_attempt(request: HttpRequest) -> throttle.Attempt | None:
+        """The password login this request makes, read as :meth:`post` reads it (for the login gate)."""
+        try:
+            request.body  # noqa: B018  (kept, so the view's own parsing reads the same bytes again)
+            username, password, realm = _credentials(TicketView().initialize_request(request), {})
+        except Exception:  # malformed: the view answers the error itself and checks no password
+            return None
+        if password.startswith("PVE:"):
+            return None  # a renewal is checked by signature, not guessed
+        return throttle.Attempt.of(throttle.login_name(username, realm), _rhost(request))
+
     def get(self, request: Request, **kwargs: Any) -> Response:
         return ok(None)
 
     def post(self, request: Request, **kwargs: Any) -> Response:
-        values = params.collect(request, kwargs)
-        username = params.string(values.get("username"), "username", max_length=64)
-        password = params.string(values.get("password"), "password", max_length=4096)
-        realm = values.get("realm")
+        username, password, realm = _credentials(request, kwargs)
         try:
             if password.startswith("PVE:"):
                 # Renewal: a valid ticket of the same user; root@pam's ticket may get one for anybody.
@@ -57,9 +80,7 @@ class TicketView(PVEAPIView):
                 if user.userid != userid:
                     user = services.active_user(userid)
             else:
-                user = services.login(
-                    username, password, str(realm) if realm else None, rhost=request.META.get("REMOTE_ADDR", "")
-                )
+                user = services.login(username, password, realm, rhost=_rhost(request))
             ticket, csrf = services.issue_ticket(user)
         except (AuthenticationFailed, tickets.TicketError):
             raise APIError(401, "authentication failure") from None

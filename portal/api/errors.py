@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 API_PREFIX = "/api2/json"
 PARAMETER_MESSAGE = "Parameter verification failed."
+INTERNAL_ERROR = "internal server error"
 REASON_MAX = 256
 
 StatusSpec = int | Callable[[Exception], int]
@@ -134,7 +135,7 @@ def _from_validation_error(exc: drf.ValidationError) -> APIError:
 
 
 def to_api_error(exc: Exception) -> APIError:
-    """Any exception as an APIError; unknown ones become a 500 with the exception's text."""
+    """Any exception as an APIError; unknown ones become a 500 saying nothing but that."""
     if isinstance(exc, APIError):
         return exc
     registered = _registered(exc)
@@ -157,7 +158,7 @@ def to_api_error(exc: Exception) -> APIError:
     if isinstance(exc, SuspiciousOperation):
         return APIError(400, str(exc) or "bad request")
     log.error("unexpected error in API call: %s", exc, exc_info=exc)
-    return APIError(500, str(exc) or type(exc).__name__)
+    return APIError(500, INTERNAL_ERROR)  # the text (paths, SQL, ...) goes to the node's log only
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
@@ -213,5 +214,5 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
 def handler500(request: HttpRequest) -> HttpResponse:
     """Django's 500 view: the JSON envelope under /api2/ (no traceback), Django's page elsewhere."""
     if _is_api(request):
-        return json_error(500, "internal server error")
+        return json_error(500, INTERNAL_ERROR)
     return defaults.server_error(request)

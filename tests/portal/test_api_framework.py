@@ -22,6 +22,7 @@ from portal.api import params
 from portal.api.errors import APIError, ParameterError, reason_phrase, register_error
 from portal.api.routing import api_path, api_urlpatterns, template_regex
 from portal.api.views import PVEAPIView, PVEResponse, ok
+from replicator.exceptions import ReplicationError
 
 API = "/api2/json"
 JSON = "application/json;charset=UTF-8"
@@ -122,6 +123,8 @@ class FailView(Open):
             raise SubConflictError("vm 100 locked")
         if failure == "status":
             raise StatusError(503, "cluster not ready - no quorum?")
+        if failure == "store":
+            raise ReplicationError("replicator error: unable to open database file /var/lib/pve/cluster.db")
         if failure == "validation":
             raise exceptions.ValidationError({"memory": ["too small"]})
         if failure == "forbidden":
@@ -269,11 +272,16 @@ def test_registered_domain_exceptions() -> None:
     assert (response.status_code, body(response)["message"]) == (503, "cluster not ready - no quorum?\n")
 
 
-def test_unknown_exception_is_500_without_traceback() -> None:
+def test_unknown_exception_is_500_without_its_text(caplog: pytest.LogCaptureFixture) -> None:
+    """A 500 names no exception text and no path; the node's log has them."""
     response = Client().get(f"{API}/fail")
     assert response.status_code == 500
-    assert body(response) == {"data": None, "message": "disk exploded\n"}
-    assert b"Traceback" not in response.content
+    assert body(response) == {"data": None, "message": "internal server error\n"}
+    assert b"Traceback" not in response.content and b"disk exploded" not in response.content
+    assert "disk exploded" in caplog.text and "Traceback" in caplog.text
+    response = Client().get(f"{API}/fail", {"what": "store"})  # an unexpected error inside the replicator
+    assert (response.status_code, body(response)["message"]) == (500, "internal server error\n")
+    assert b"/var/lib" not in response.content and "/var/lib/pve/cluster.db" in caplog.text
 
 
 def test_drf_validation_and_permission_errors() -> None:
