@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from celery import Celery
@@ -20,9 +21,14 @@ pytestmark = [pytest.mark.usefixtures("replicator")]
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A redis of this module's own (the session node's broker socket may serve other modules)."""
-    server = RedisServer(tmp_path_factory.mktemp("authz-broker") / "redis.sock")
+def broker(node_env: dict[str, str]) -> Iterator[RedisServer]:
+    """A redis of this module's own (the session node's broker socket may serve other modules).
+
+    Its socket is inside the node's data directory: a broker anywhere else is refused.
+    """
+    directory = Path(node_env["PVE_DATA_DIR"]) / "authz-broker"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    server = RedisServer(directory / "redis.sock")
     server.start()
     yield server
     server.stop()
