@@ -8,13 +8,16 @@ version, hence this entry point: uvicorn builds its context (certificate, ALPN) 
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode
 
 import uvicorn
 from uvicorn.config import create_ssl_context
@@ -25,6 +28,34 @@ from replicator.private import restrict_umask
 APPLICATION = "portal.asgi:application"
 CERTIFICATE_WAIT = 60.0
 GRACEFUL_SHUTDOWN = 5  # seconds for open requests and websockets on SIGTERM
+
+
+# Query parameters whose values never reach the access log (clients may send a login's password
+# or a ticket in the query string: the API reads it there too, as pve-http-server does).
+SECRET_PARAMETER_RE = re.compile(r"pass|secret|ticket|token|key|csrf|cookie|auth", re.IGNORECASE)
+
+
+def redact_query(path: str) -> str:
+    """``path`` with the values of secret-looking query parameters replaced; an unparsable query is dropped."""
+    base, sep, query = path.partition("?")
+    if not sep:
+        return path
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        return f"{base}?(query not shown)"
+    shown = [(key, "(hidden)" if SECRET_PARAMETER_RE.search(key) else value) for key, value in pairs]
+    return f"{base}?{urlencode(shown, safe='()/:,@')}"
+
+
+class RedactedAccessLog(logging.Filter):
+    """uvicorn's access lines (``client, method, path, version, status``) with secrets taken out of the path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], redact_query(args[2]), *args[3:])
+        return True
 
 
 def certificate_paths(etc_dir: Path, node: str) -> tuple[Path, Path]:
@@ -78,6 +109,9 @@ def build_config(
         http=ReasonPhraseH11Protocol,  # error messages in the status line, as Proxmox clients expect
     )
     config.load()
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactedAccessLog) for f in access.filters):
+        access.addFilter(RedactedAccessLog())
     return config
 
 

@@ -8,8 +8,10 @@ import base64
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -212,3 +214,26 @@ def test_500_answers_over_asgi_carry_no_exception_text(caplog):
         assert json.loads(response.content) == {"data": None, "message": "internal server error\n"}
         assert b"authkey" not in response.content and b"/var/lib" not in response.content
     assert "authkey" in caplog.text and "/var/lib/pve-django/cluster.db" in caplog.text  # logged instead
+
+
+def test_secrets_in_a_query_string_never_reach_the_access_log(node_env, tmp_path):
+    """A client may log in with the password in the query string (the API reads it there): the access log hides it."""
+    server = WebServer({**node_env, "PVE_LOG_LEVEL": "INFO"}, tmp_path / "web.log")
+    server.start()
+    try:
+        query = urlencode({"username": "root@pam", "password": ROOT_PASSWORD, "realm": "pam"})
+        status, _headers, body = server.request("POST", f"/api2/json/access/ticket?{query}")
+        assert status == 200, body[:200]
+        ticket = json.loads(body)["data"]["ticket"]
+        server.request("GET", f"/api2/json/version?{urlencode({'PVEAuthCookie': ticket, 'x': 'shown'})}")
+        server.request("GET", "/api2/json/version?%zz=1&password")  # unparsable: dropped whole
+        deadline = time.monotonic() + 30
+        while "x=shown" not in server.log_path.read_text(errors="replace"):  # the last line is written
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.1)
+    finally:
+        server.stop()
+    log = server.log_path.read_text(errors="replace")
+    assert "/api2/json/access/ticket?username=root@pam&password=(hidden)&realm=pam" in log, log[-2000:]
+    assert "PVEAuthCookie=(hidden)&x=shown" in log and "?(query not shown)" in log, log[-2000:]
+    assert ROOT_PASSWORD not in log and urlencode({"t": ticket})[2:] not in log
