@@ -27,7 +27,10 @@ def replication_message(exc: Exception) -> str:
     programming error) says no more than that: its text goes to the log, not to the client."""
     from portal.api.errors import INTERNAL_ERROR
 
-    if getattr(exc, "code", "error") in ("error", "bulk"):
+    code = getattr(exc, "code", "error")
+    if code in ("error", "bulk"):
         log.error("configuration store error in an API call: %s", exc, exc_info=exc)
         return INTERNAL_ERROR
+    if code == "unavailable":  # the socket path and OS error: for the node's log, not for clients
+        log.error("%s (%s)", exc, getattr(exc, "detail", ""))
     return str(exc) or type(exc).__name__

@@ -60,13 +60,14 @@ class _Connection:
             return protocol.recv_message(self.sock)
         except (OSError, protocol.ProtocolError) as exc:
             self.close()
-            where = settings.PVE_REPLICATOR_SOCKET
+            detail = f"{settings.PVE_REPLICATOR_SOCKET}: {exc}"
             if sent:
                 raise ReplicatorUnavailableError(
-                    f"no answer from the replicator at {where} ({exc}); the change may or may not "
-                    "have been applied - reload before retrying"
+                    "no answer from this node's replicator; the change may or may not have been applied - "
+                    "reload before retrying",
+                    detail=detail,
                 ) from None
-            raise ReplicatorUnavailableError(f"replicator not reachable at {where}: {exc}") from None
+            raise ReplicatorUnavailableError("this node's replicator is not reachable", detail=detail) from None
 
     def close(self) -> None:
         if self.sock is not None:

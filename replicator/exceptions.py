@@ -49,6 +49,10 @@ class ReplicatorUnavailableError(ReplicationError):
     code = "unavailable"
     http_status = 503
 
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail  # the socket path and the OS error: for the node's log, not for API clients
+
 
 class BulkWriteError(ReplicationError):
     """A bulk ORM path (update, bulk_create, raw SQL) was used on a replicated model."""

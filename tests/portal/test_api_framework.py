@@ -22,6 +22,7 @@ from portal.api import params
 from portal.api.errors import APIError, ParameterError, reason_phrase, register_error
 from portal.api.routing import api_path, api_urlpatterns, template_regex
 from portal.api.views import PVEAPIView, PVEResponse, ok
+from replicator import client as replicator_client
 from replicator.exceptions import ReplicationError
 
 API = "/api2/json"
@@ -125,6 +126,9 @@ class FailView(Open):
             raise StatusError(503, "cluster not ready - no quorum?")
         if failure == "store":
             raise ReplicationError("replicator error: unable to open database file /var/lib/pve/cluster.db")
+        if failure == "unreachable":  # the real client, asked to reach a replicator that is not there
+            with override_settings(PVE_REPLICATOR_SOCKET="/nonexistent/pve-test/replicator.sock"):
+                replicator_client._Connection().request({"op": "status"}, timeout=1)
         if failure == "validation":
             raise exceptions.ValidationError({"memory": ["too small"]})
         if failure == "forbidden":
@@ -282,6 +286,9 @@ def test_unknown_exception_is_500_without_its_text(caplog: pytest.LogCaptureFixt
     response = Client().get(f"{API}/fail", {"what": "store"})  # an unexpected error inside the replicator
     assert (response.status_code, body(response)["message"]) == (500, "internal server error\n")
     assert b"/var/lib" not in response.content and "/var/lib/pve/cluster.db" in caplog.text
+    response = Client().get(f"{API}/fail", {"what": "unreachable"})  # 503, the socket path only in the log
+    assert (response.status_code, body(response)["message"]) == (503, "this node's replicator is not reachable\n")
+    assert b"/nonexistent" not in response.content and "/nonexistent/pve-test/replicator.sock" in caplog.text
 
 
 def test_drf_validation_and_permission_errors() -> None:
