@@ -10,10 +10,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from authz import access, delegation, ids, pools, realms
-from authz.admin_base import ServiceAdmin
+from authz.admin_base import ReadOnlyAdmin, ServiceAdmin
 from authz.models import SUPERUSER, Group, KeyMaterial, Pool, Realm, User
 from authz.permissions import has_privileges, is_superuser
-from portal.admin import ReadOnlyAdmin
 from replicator.mirror import is_private
 
 

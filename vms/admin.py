@@ -8,8 +8,8 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
+from authz.admin_base import AuditedModelAdmin
 from authz.permissions import PermissionDenied as ACLDenied
-from portal.admin import AuditedModelAdmin
 from replicator.exceptions import ConflictError
 from vms import services, storage_services
 from vms.config import ConfigError, format_config, parse_config
