@@ -50,7 +50,7 @@ def test_failures_go_to_the_node_log_only_and_are_counted_alike_for_unknown_user
     ensure_user("gina@pve", "gina-password")
     before = replicator_client.status()["version"]
     log_entries = ClusterLogEntry.objects.count()
-    with caplog.at_level(logging.INFO, logger="authz.services"):
+    with caplog.at_level(logging.INFO, logger="authz.authentication"):
         assert attempt("gina@pve", "wrong", "192.0.2.10") == 401
         assert attempt("nobody-at-all@pve", "wrong", "192.0.2.10") == 401
         assert attempt("line\nbreak@pve", "wrong", "192.0.2.10") == 401

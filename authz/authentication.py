@@ -1,4 +1,4 @@
-"""Authentication services: passwords, cluster-signed tickets and CSRF prevention tokens."""
+"""Authentication: passwords (by realm), logins, cluster-signed tickets, CSRF prevention tokens, API tokens."""
 
 from __future__ import annotations
 
