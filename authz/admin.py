@@ -9,10 +9,11 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from authz import access, delegation, ids, pools, realms
+from authz import delegation, ids, pools, realms, services
 from authz.admin_base import ReadOnlyAdmin, ServiceAdmin
 from authz.models import SUPERUSER, Group, KeyMaterial, Pool, Realm, User
 from authz.permissions import has_privileges, is_superuser
+from authz.services import users
 from replicator.mirror import is_private
 
 
@@ -105,7 +106,7 @@ class UserForm(forms.ModelForm):
         label="Set password",
         required=False,
         widget=forms.PasswordInput,
-        max_length=access.PASSWORD_MAX,
+        max_length=users.PASSWORD_MAX,
         help_text="pve realm and root@pam only; leave empty to keep the current password.",
     )
 
@@ -176,19 +177,19 @@ class UserAdmin(ServiceAdmin):
     def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
         data = form.cleaned_data
         groups = [group.groupid for group in data.get("groups", [])]
-        fields = {k: data[k] for k in access.USER_FIELDS if k in data and (not change or k in form.changed_data)}
+        fields = {k: data[k] for k in users.USER_FIELDS if k in data and (not change or k in form.changed_data)}
         password = data.get("new_password") or None
         if not change:
-            access.add_user(obj.userid, actor=request.user, password=password, groups=groups, **fields)
+            services.add_user(obj.userid, actor=request.user, password=password, groups=groups, **fields)
             return
-        access.modify_user(
+        services.modify_user(
             obj.userid, actor=request.user, groups=groups, version=self.loaded_version(request, change), **fields
         )
         if password:
-            access.set_password(obj.userid, password, actor=request.user)
+            services.set_password(obj.userid, password, actor=request.user)
 
     def delete_model(self, request: HttpRequest, obj: User) -> None:
-        access.delete_user(obj.userid, actor=request.user)
+        services.delete_user(obj.userid, actor=request.user)
 
 
 class PoolForm(forms.ModelForm):

@@ -11,7 +11,8 @@ from typing import Any
 
 from django.db import transaction
 
-from authz import access, audit, delegation, ids, ldap_realm
+from authz import audit, delegation, ids, ldap_realm, services
+from authz.exceptions import AccessError
 from authz.models import Group, GroupMember, Realm, User
 
 BATCH = 200
@@ -38,18 +39,18 @@ def sync(
 ) -> dict:
     """Proxmox's realm sync: Realm.AllocateUser on the realm and User.Modify on /access/groups."""
     if scope not in ("users", "groups", "both"):
-        raise access.AccessError("scope must be users, groups or both")
+        raise AccessError("scope must be users, groups or both")
     realm = Realm.objects.filter(realm=realm_id).first()
     if realm is None:
-        raise access.AccessError(f"domain '{realm_id}' does not exist")
+        raise AccessError(f"domain '{realm_id}' does not exist")
     delegation.check(actor, f"/access/realm/{realm_id}", ["Realm.AllocateUser"])
     delegation.check(actor, "/access/groups", ["User.Modify"])
     if realm.type not in ("ldap", "ad"):
-        raise access.AccessError(f"Cannot sync realm type '{realm.type}'! Only LDAP/AD realms can be synced.")
+        raise AccessError(f"Cannot sync realm type '{realm.type}'! Only LDAP/AD realms can be synced.")
     try:
         users, groups = ldap_realm.directory(realm)
     except (ldap_realm.RealmConfigError, ldap_realm.ldap.LDAPError) as exc:
-        raise access.AccessError(f"realm sync of '{realm_id}' failed: {exc}") from None
+        raise AccessError(f"realm sync of '{realm_id}' failed: {exc}") from None
     log(f"directory of realm '{realm_id}': {len(users)} users, {len(groups)} groups")
     names = _valid_users(users, realm_id, log)
     summary = {"users_added": 0, "users_updated": 0, "users_removed": 0, "groups_added": 0, "groups_removed": 0}
@@ -82,7 +83,7 @@ def sync(
             summary["users_updated"] += len(updated)
         if remove_vanished:
             for userid in sorted(set(existing) - {f"{n}@{realm_id}" for n in names}):
-                access.delete_user(userid, actor=actor)
+                services.delete_user(userid, actor=actor)
                 summary["users_removed"] += 1
                 log(f"removed vanished user {userid}")
     if scope in ("groups", "both"):
@@ -113,7 +114,7 @@ def sync(
         if remove_vanished:
             for group in Group.objects.filter(groupid__endswith=f"-{realm_id}"):
                 if group.groupid not in synced:
-                    access.delete_group(group.groupid, actor=actor)
+                    services.delete_group(group.groupid, actor=actor)
                     summary["groups_removed"] += 1
                     log(f"removed vanished group {group.groupid}")
     log(f"sync of realm '{realm_id}' done: {summary}")

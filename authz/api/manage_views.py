@@ -12,7 +12,8 @@ from typing import Any
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from authz import access, delegation, ids
+from authz import delegation, ids, services
+from authz.exceptions import AccessDenied, AccessError
 from authz.models import ACLEntry, APIToken, Group, Role, User
 from authz.permissions import has_privileges, principal_of
 from authz.privileges import BUILTIN_ROLES
@@ -30,7 +31,7 @@ def _list(value: Any) -> list[str]:
 def _user_or_error(userid: str) -> User:
     user = User.objects.filter(userid=userid).first()
     if user is None:
-        raise access.AccessError(f"no such user ('{userid}')")
+        raise AccessError(f"no such user ('{userid}')")
     return user
 
 
@@ -97,7 +98,7 @@ class AclView(PVEAPIView):
             roles = p.string("roles", max_length=4096)
             propagate = p.boolean("propagate", default=1)
             delete = p.boolean("delete", default=0)
-        access.modify_acl(
+        services.modify_acl(
             request.user,
             path,
             _list(roles),
@@ -113,7 +114,7 @@ class AclView(PVEAPIView):
 def _may_modify_permissions(user: Any, path: str) -> bool:
     try:
         delegation.check_perm_modify(user, path)
-    except access.AccessDenied:
+    except AccessDenied:
         return False
     return True
 
@@ -133,7 +134,7 @@ class UsersView(PVEAPIView):
         values = params.collect(request, kwargs)
         userid = params.string(values.get("userid"), "userid", max_length=64)
         password = values.get("password")
-        access.add_user(
+        services.add_user(
             userid,
             actor=request.user,
             password=str(password) if password else None,
@@ -153,11 +154,11 @@ class UserView(PVEAPIView):
         values = params.collect(request, kwargs)
         groups = _list(values.get("groups")) if "groups" in values else None
         append = bool(params.boolean(values.get("append"), "append")) if values.get("append") is not None else False
-        access.modify_user(userid, actor=request.user, groups=groups, append=append, **_user_fields(values))
+        services.modify_user(userid, actor=request.user, groups=groups, append=append, **_user_fields(values))
         return ok(None)
 
     def delete(self, request: Request, userid: str, **kwargs: Any) -> Response:
-        access.delete_user(userid, actor=request.user)
+        services.delete_user(userid, actor=request.user)
         return ok(None)
 
 
@@ -180,7 +181,7 @@ class GroupsView(PVEAPIView):
         values = params.collect(request, kwargs)
         groupid = params.string(values.get("groupid"), "groupid", max_length=64)
         comment = params.string(values.get("comment"), "comment", optional=True)
-        access.add_group(groupid, actor=request.user, comment=comment)
+        services.add_group(groupid, actor=request.user, comment=comment)
         return ok(None)
 
 
@@ -189,7 +190,7 @@ class GroupView(PVEAPIView):
         delegation.check(request.user, f"/access/groups/{groupid}", ["Sys.Audit", "Group.Allocate"], any_of=True)
         group = Group.objects.filter(groupid=groupid).first()
         if group is None:
-            raise access.AccessError(f"group '{groupid}' does not exist")
+            raise AccessError(f"group '{groupid}' does not exist")
         members = sorted(group.members.values_list("user_id", flat=True))
         return ok({"comment": group.comment, "members": members})
 
@@ -197,11 +198,11 @@ class GroupView(PVEAPIView):
         values = params.collect(request, kwargs)
         if values.get("comment") is not None:
             comment = params.string(values.get("comment"), "comment", max_length=4096)
-            access.modify_group(groupid, actor=request.user, comment=comment)
+            services.modify_group(groupid, actor=request.user, comment=comment)
         return ok(None)
 
     def delete(self, request: Request, groupid: str, **kwargs: Any) -> Response:
-        access.delete_group(groupid, actor=request.user)
+        services.delete_group(groupid, actor=request.user)
         return ok(None)
 
 
@@ -214,22 +215,22 @@ class RolesView(PVEAPIView):
     def post(self, request: Request, **kwargs: Any) -> Response:
         values = params.collect(request, kwargs)
         roleid = params.string(values.get("roleid"), "roleid", max_length=64)
-        access.save_role(roleid, _list(values.get("privs")), actor=request.user, create=True)
+        services.save_role(roleid, _list(values.get("privs")), actor=request.user, create=True)
         return ok(None)
 
 
 class RoleView(PVEAPIView):
     def get(self, request: Request, roleid: str, **kwargs: Any) -> Response:
-        return ok({priv: 1 for priv in sorted(access.role_privileges(roleid))})
+        return ok({priv: 1 for priv in sorted(services.role_privileges(roleid))})
 
     def put(self, request: Request, roleid: str, **kwargs: Any) -> Response:
         values = params.collect(request, kwargs)
         append = bool(values.get("append")) and str(values.get("append")) == "1"
-        access.save_role(roleid, _list(values.get("privs")), actor=request.user, create=False, append=append)
+        services.save_role(roleid, _list(values.get("privs")), actor=request.user, create=False, append=append)
         return ok(None)
 
     def delete(self, request: Request, roleid: str, **kwargs: Any) -> Response:
-        access.delete_role(roleid, actor=request.user)
+        services.delete_role(roleid, actor=request.user)
         return ok(None)
 
 
@@ -250,7 +251,7 @@ class TokenView(PVEAPIView):
         _check_token_owner(request, userid)
         token = APIToken.objects.filter(tokenid=ids.make_tokenid(userid, tokenid), user_id=userid).first()
         if token is None:
-            raise access.AccessError(f"no such token '{tokenid}' for user '{userid}'")
+            raise AccessError(f"no such token '{tokenid}' for user '{userid}'")
         return ok(_token_json(token))
 
     def post(self, request: Request, userid: str, tokenid: str, **kwargs: Any) -> Response:
@@ -259,11 +260,11 @@ class TokenView(PVEAPIView):
             privsep = p.boolean("privsep", default=1)
             expire = p.integer("expire", minimum=0, default=0)
             comment = p.string("comment", default="")
-        token, secret = access.add_token(
+        token, secret = services.add_token(
             userid, tokenid, actor=request.user, privsep=bool(privsep), expire=expire, comment=comment
         )
         return ok({"full-tokenid": token.tokenid, "info": _token_json(token), "value": secret})
 
     def delete(self, request: Request, userid: str, tokenid: str, **kwargs: Any) -> Response:
-        access.delete_token(ids.make_tokenid(userid, tokenid), actor=request.user)
+        services.delete_token(ids.make_tokenid(userid, tokenid), actor=request.user)
         return ok(None)

@@ -11,7 +11,8 @@ import json
 import pytest
 from django.test import Client
 
-from authz import access, realms
+from authz import realms, services
+from authz.exceptions import AccessError
 from authz.models import ACLEntry, KeyMaterial, Realm, Role, User
 from cluster.models import ClusterLogEntry
 from replicator import client as replicator_client
@@ -59,12 +60,12 @@ def ldap_options(server: Slapd) -> dict[str, str]:
 def realm_admin(root):
     """A user holding Realm.Allocate on /access/realm (a custom role: it is in no built-in role but Administrator)."""
     if not Role.objects.filter(roleid="RealmKeeper").exists():
-        access.save_role("RealmKeeper", ["Realm.Allocate", "Sys.Audit"], actor=root, create=True)
+        services.save_role("RealmKeeper", ["Realm.Allocate", "Sys.Audit"], actor=root, create=True)
     if not User.objects.filter(userid="realm-keeper@pve").exists():
-        access.add_user("realm-keeper@pve", actor=root, password="keeper-password")
+        services.add_user("realm-keeper@pve", actor=root, password="keeper-password")
     for entry in ACLEntry.objects.filter(ugid="realm-keeper@pve"):
         entry.delete()
-    access.modify_acl(root, "/access/realm", ["RealmKeeper"], users=["realm-keeper@pve"])
+    services.modify_acl(root, "/access/realm", ["RealmKeeper"], users=["realm-keeper@pve"])
     client = Client()
     response = client.post("/admin/login/", {"username": "realm-keeper@pve", "password": "keeper-password"})
     assert response.status_code == 302
@@ -114,7 +115,7 @@ def test_realm_types_are_fixed_and_the_builtin_realms_stay(root, slapd):
         (lambda: realms.add_realm("bad", "ldap", actor=root, comment="x\nldap: evil"), "invalid value for comment"),
     ]
     for attempt, message in refused:
-        with pytest.raises(access.AccessError, match=message):
+        with pytest.raises(AccessError, match=message):
             attempt()
     assert version() == snapshot
     assert Realm.objects.get(realm="pam").type == "pam" and Realm.objects.get(realm="pve").type == "pve"

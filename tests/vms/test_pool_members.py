@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from authz import access, pool_members, pools
+from authz import pool_members, pools, services
 from authz.models import Pool, User
 from authz.permissions import has_privileges
 from vms.models import VM, Storage
@@ -21,10 +21,10 @@ USER, POOL, VMID, STOREID = "pm-user@pve", "pm-pool", 7710, "pm-store"
 def member() -> User:
     root = User.objects.get(userid="root@pam")
     if not User.objects.filter(userid=USER).exists():
-        access.add_user(USER, actor=root, password="pool-member-password")
+        services.add_user(USER, actor=root, password="pool-member-password")
     if not Pool.objects.filter(poolid=POOL).exists():
         pools.add_pool(POOL, actor=root)
-    access.modify_acl(root, f"/pool/{POOL}", ["PVEVMUser", "PVEDatastoreUser"], users=[USER])
+    services.modify_acl(root, f"/pool/{POOL}", ["PVEVMUser", "PVEDatastoreUser"], users=[USER])
     return User.objects.get(userid=USER)
 
 

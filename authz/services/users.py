@@ -4,7 +4,6 @@ Every function takes ``actor`` (who asks: a request's user, a token's user, or r
 ``pveum``), applies Proxmox's permission rules for it (``authz.delegation``), checks its input
 fully before writing (bad input is a clear ``AccessError`` and changes nothing) and writes the
 change together with its cluster-log entry in one ``transaction.atomic`` block (one change set).
-Roles and ACL entries are in ``authz.acl``; they are re-exported here for the callers' convenience.
 """
 
 from __future__ import annotations
@@ -15,33 +14,13 @@ from typing import Any
 from django.db import transaction
 
 from authz import audit, delegation, ids, tickets
-from authz.acl import delete_role, modify_acl, role_privileges, save_role
-from authz.exceptions import AccessDenied, AccessError
+from authz.exceptions import AccessError
 from authz.models import SUPERUSER, ACLEntry, APIToken, Group, GroupMember, Realm, User
 from authz.permissions import has_privileges, principal_of
 
 CLUSTER = "cluster"
 USER_FIELDS = ("enable", "expire", "firstname", "lastname", "email", "comment", "keys")
 PASSWORD_MIN, PASSWORD_MAX = 5, 64
-
-__all__ = [
-    "AccessDenied",
-    "AccessError",
-    "add_group",
-    "add_token",
-    "add_user",
-    "delete_group",
-    "delete_role",
-    "delete_token",
-    "delete_user",
-    "modify_acl",
-    "modify_group",
-    "modify_user",
-    "role_privileges",
-    "save_role",
-    "set_group_members",
-    "set_password",
-]
 
 
 def _text(name: str, value: Any, max_length: int = 4096) -> str:

@@ -1,0 +1,36 @@
+"""The functions that change access-control state, one module per resource; edges call these.
+
+Each takes ``actor`` (who asks), applies Proxmox's permission rules for it, validates its input
+fully before writing, and writes the change with its cluster-log entry in one change set.
+"""
+
+from authz.acl import delete_role, modify_acl, role_privileges, save_role
+from authz.services.users import (
+    add_group,
+    add_token,
+    add_user,
+    delete_group,
+    delete_token,
+    delete_user,
+    modify_group,
+    modify_user,
+    set_group_members,
+    set_password,
+)
+
+__all__ = [
+    "add_group",
+    "add_token",
+    "add_user",
+    "delete_group",
+    "delete_role",
+    "delete_token",
+    "delete_user",
+    "modify_acl",
+    "modify_group",
+    "modify_user",
+    "role_privileges",
+    "save_role",
+    "set_group_members",
+    "set_password",
+]
