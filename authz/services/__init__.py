@@ -5,18 +5,9 @@ fully before writing, and writes the change with its cluster-log entry in one ch
 """
 
 from authz.acl import delete_role, modify_acl, role_privileges, save_role
-from authz.services.users import (
-    add_group,
-    add_token,
-    add_user,
-    delete_group,
-    delete_token,
-    delete_user,
-    modify_group,
-    modify_user,
-    set_group_members,
-    set_password,
-)
+from authz.services.groups import add_group, delete_group, modify_group, set_group_members
+from authz.services.tokens import add_token, delete_token
+from authz.services.users import add_user, delete_user, modify_user, set_password
 
 __all__ = [
     "add_group",
