@@ -15,10 +15,10 @@ from typing import Any
 from django.db import transaction
 
 from authz import audit, delegation, ids
-from authz.acl import CLUSTER
 from authz.exceptions import AccessError
 from authz.models import ACLEntry, KeyMaterial, Realm
 
+CLUSTER = "cluster"
 BUILTIN = ("pam", "pve")
 ADDABLE_TYPES = ("ldap", "ad")
 LDAP_OPTIONS = (

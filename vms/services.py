@@ -17,9 +17,9 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from authz import acl
 from authz.models import Pool
 from authz.permissions import principal_of
+from authz.services.acl import remove_object_access
 from cluster.models import ClusterSettings, Node
 from cluster.services import log_cluster_message
 from replicator.exceptions import ConflictError
@@ -226,7 +226,7 @@ def destroy_vm(vm: VM, *, actor: Any, skiplock: bool = False) -> None:
     check_vm_destroy(vm, actor=actor, skiplock=skiplock)
     with transaction.atomic(using=CLUSTER):
         vm.delete()
-        acl.remove_object_access(f"/vms/{vm.vmid}")
+        remove_object_access(f"/vms/{vm.vmid}")
         log_cluster_message(f"VM {vm.vmid} destroyed", user=actor_name(actor), tag="qmdestroy")
 
 

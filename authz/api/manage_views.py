@@ -1,7 +1,7 @@
 """``/access/acl``, ``/access/users``, ``/access/groups``, ``/access/roles`` and API tokens.
 
 Paths, parameters and answers as Proxmox's. Reads check Proxmox's descriptors here; every change
-goes through ``authz.access`` (and ``authz.acl``), which applies the same descriptors for the
+goes through ``authz.services``, which applies the same descriptors for the
 caller, validates everything before writing and records who did it in the same change set.
 """
 

@@ -4,7 +4,7 @@ Each takes ``actor`` (who asks), applies Proxmox's permission rules for it, vali
 fully before writing, and writes the change with its cluster-log entry in one change set.
 """
 
-from authz.acl import delete_role, modify_acl, role_privileges, save_role
+from authz.services.acl import delete_role, modify_acl, remove_object_access, role_privileges, save_role
 from authz.services.groups import add_group, delete_group, modify_group, set_group_members
 from authz.services.tokens import add_token, delete_token
 from authz.services.users import add_user, delete_user, modify_user, set_password
@@ -20,6 +20,7 @@ __all__ = [
     "modify_acl",
     "modify_group",
     "modify_user",
+    "remove_object_access",
     "role_privileges",
     "save_role",
     "set_group_members",
