@@ -15,6 +15,7 @@ from authz.exceptions import AccessError
 from authz.models import ACLEntry, APIToken, Group, Role, User
 from authz.permissions import is_superuser, principal_of
 from authz.privileges import BUILTIN_ROLES, PRIVILEGES, InvalidPath, check_path
+from authz.services.roles import role_privileges
 
 
 class GroupForm(forms.ModelForm):
@@ -116,7 +117,7 @@ class ACLEntryForm(forms.ModelForm):
             return data  # only ``propagate`` changes; the rest is the entry's key
         try:
             data["path"] = check_path(data.get("path", ""))
-            services.role_privileges(data.get("roleid", ""))
+            role_privileges(data.get("roleid", ""))
         except (InvalidPath, AccessError) as exc:
             raise forms.ValidationError(str(exc)) from None
         kind, ugid = data.get("type"), data.get("ugid", "")

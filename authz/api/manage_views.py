@@ -17,6 +17,7 @@ from authz.exceptions import AccessDenied, AccessError
 from authz.models import ACLEntry, APIToken, Group, Role, User
 from authz.permissions import has_privileges, principal_of
 from authz.privileges import BUILTIN_ROLES
+from authz.services.roles import role_privileges
 from portal.api import params
 from portal.api.views import PVEAPIView, ok
 
@@ -221,7 +222,7 @@ class RolesView(PVEAPIView):
 
 class RoleView(PVEAPIView):
     def get(self, request: Request, roleid: str, **kwargs: Any) -> Response:
-        return ok({priv: 1 for priv in sorted(services.role_privileges(roleid))})
+        return ok({priv: 1 for priv in sorted(role_privileges(roleid))})
 
     def put(self, request: Request, roleid: str, **kwargs: Any) -> Response:
         values = params.collect(request, kwargs)

@@ -4,8 +4,9 @@ Each takes ``actor`` (who asks), applies Proxmox's permission rules for it, vali
 fully before writing, and writes the change with its cluster-log entry in one change set.
 """
 
-from authz.services.acl import delete_role, modify_acl, remove_object_access, role_privileges, save_role
+from authz.services.acl import modify_acl, remove_object_access
 from authz.services.groups import add_group, delete_group, modify_group, set_group_members
+from authz.services.roles import delete_role, save_role
 from authz.services.tokens import add_token, delete_token
 from authz.services.users import add_user, delete_user, modify_user, set_password
 
@@ -21,7 +22,6 @@ __all__ = [
     "modify_group",
     "modify_user",
     "remove_object_access",
-    "role_privileges",
     "save_role",
     "set_group_members",
     "set_password",
