@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from authz import delegation, ids, pools, realms, services
+from authz import delegation, ids, realms, services
 from authz.admin_base import ReadOnlyAdmin, ServiceAdmin
 from authz.models import SUPERUSER, Group, KeyMaterial, Pool, Realm, User
 from authz.permissions import has_privileges, is_superuser
@@ -214,14 +214,14 @@ class PoolAdmin(ServiceAdmin):
     def save_model(self, request: HttpRequest, obj: Pool, form: Any, change: bool) -> None:
         comment = form.cleaned_data.get("comment", "")
         if change:
-            pools.modify_pool(
+            services.modify_pool(
                 obj.poolid, actor=request.user, comment=comment, version=self.loaded_version(request, change)
             )
         else:
-            pools.add_pool(obj.poolid, actor=request.user, comment=comment)
+            services.add_pool(obj.poolid, actor=request.user, comment=comment)
 
     def delete_model(self, request: HttpRequest, obj: Pool) -> None:
-        pools.delete_pool(obj.poolid, actor=request.user)
+        services.delete_pool(obj.poolid, actor=request.user)
 
 
 @admin.register(KeyMaterial)

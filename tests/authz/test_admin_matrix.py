@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 from django.test import Client
 
-from authz import pools, realms, services
+from authz import realms, services
 from authz.models import ACLEntry, APIToken, Group, Pool, Realm, Role, User
 from cluster.models import ClusterLogEntry
 from replicator import client as replicator_client
@@ -194,10 +194,10 @@ def reset(root: User) -> None:
     realms.modify_realm("amkeep", actor=root, comment="")
     for poolid in ("amkeep", "amother"):
         if not Pool.objects.filter(poolid=poolid).exists():
-            pools.add_pool(poolid, actor=root)
+            services.add_pool(poolid, actor=root)
     if Pool.objects.filter(poolid="ampool").exists():
-        pools.delete_pool("ampool", actor=root)
-    pools.modify_pool("amkeep", actor=root, comment="")
+        services.delete_pool("ampool", actor=root)
+    services.modify_pool("amkeep", actor=root, comment="")
 
 
 def admin_login(userid: str, password: str = PASSWORD) -> Client:

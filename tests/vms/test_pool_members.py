@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from authz import pool_members, pools, services
+from authz import pool_members, services
 from authz.models import Pool, User
 from authz.permissions import has_privileges
 from vms.models import VM, Storage
@@ -23,7 +23,7 @@ def member() -> User:
     if not User.objects.filter(userid=USER).exists():
         services.add_user(USER, actor=root, password="pool-member-password")
     if not Pool.objects.filter(poolid=POOL).exists():
-        pools.add_pool(POOL, actor=root)
+        services.add_pool(POOL, actor=root)
     services.modify_acl(root, f"/pool/{POOL}", ["PVEVMUser", "PVEDatastoreUser"], users=[USER])
     return User.objects.get(userid=USER)
 

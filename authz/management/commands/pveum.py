@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from authz import ids, pools, realms, services
+from authz import ids, realms, services
 from authz.exceptions import AccessError
 from authz.models import SUPERUSER, ACLEntry, APIToken, Group, Pool, Role, User
 from authz.privileges import BUILTIN_ROLES
@@ -200,11 +200,11 @@ class Command(BaseCommand):
 
     def _pool(self, verb: str, o: dict[str, Any]) -> None:
         if verb == "add":
-            pools.add_pool(o["poolid"], actor=self.actor, comment=o["comment"])
+            services.add_pool(o["poolid"], actor=self.actor, comment=o["comment"])
         elif verb == "modify":
-            pools.modify_pool(o["poolid"], actor=self.actor, comment=o["comment"])
+            services.modify_pool(o["poolid"], actor=self.actor, comment=o["comment"])
         elif verb == "delete":
-            pools.delete_pool(o["poolid"], actor=self.actor)
+            services.delete_pool(o["poolid"], actor=self.actor)
         else:
             for pool in Pool.objects.all():
                 self.stdout.write(f"{pool.poolid}\t{pool.comment}")
