@@ -9,11 +9,11 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from authz import delegation, ids, realms, services
+from authz import delegation, ids, services
 from authz.admin_base import ReadOnlyAdmin, ServiceAdmin
 from authz.models import SUPERUSER, Group, KeyMaterial, Pool, Realm, User
 from authz.permissions import has_privileges, is_superuser
-from authz.services import users
+from authz.services import realms, users
 from replicator.mirror import is_private
 
 
@@ -73,7 +73,7 @@ class RealmAdmin(ServiceAdmin):
         data = form.cleaned_data
         password = data.get("bind_password") or None
         if not change:
-            realms.add_realm(
+            services.add_realm(
                 obj.realm,
                 obj.type,
                 actor=request.user,
@@ -85,7 +85,7 @@ class RealmAdmin(ServiceAdmin):
             return
         before = Realm.objects.get(realm=obj.realm).options
         options = data.get("options") or {}
-        realms.modify_realm(
+        services.modify_realm(
             obj.realm,
             actor=request.user,
             comment=data.get("comment", ""),
@@ -97,7 +97,7 @@ class RealmAdmin(ServiceAdmin):
         )
 
     def delete_model(self, request: HttpRequest, obj: Realm) -> None:
-        realms.delete_realm(obj.realm, actor=request.user)
+        services.delete_realm(obj.realm, actor=request.user)
 
 
 class UserForm(forms.ModelForm):

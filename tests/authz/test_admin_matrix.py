@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 from django.test import Client
 
-from authz import realms, services
+from authz import services
 from authz.models import ACLEntry, APIToken, Group, Pool, Realm, Role, User
 from cluster.models import ClusterLogEntry
 from replicator import client as replicator_client
@@ -188,10 +188,10 @@ def reset(root: User) -> None:
         services.add_token("am-member@pve", "old", actor=root)
     for realm in ("amrealm",):
         if Realm.objects.filter(realm=realm).exists():
-            realms.delete_realm(realm, actor=root)
+            services.delete_realm(realm, actor=root)
     if not Realm.objects.filter(realm="amkeep").exists():
-        realms.add_realm("amkeep", "ldap", actor=root, options=LDAP)
-    realms.modify_realm("amkeep", actor=root, comment="")
+        services.add_realm("amkeep", "ldap", actor=root, options=LDAP)
+    services.modify_realm("amkeep", actor=root, comment="")
     for poolid in ("amkeep", "amother"):
         if not Pool.objects.filter(poolid=poolid).exists():
             services.add_pool(poolid, actor=root)

@@ -7,10 +7,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from authz import ids, realms, services
+from authz import ids, services
 from authz.exceptions import AccessError
 from authz.models import SUPERUSER, ACLEntry, APIToken, Group, Pool, Role, User
 from authz.privileges import BUILTIN_ROLES
+from authz.services import realms
 from replicator.exceptions import ReplicationError
 
 
@@ -235,14 +236,14 @@ class Command(BaseCommand):
             return
         name = o["realm"]
         if verb == "delete":
-            realms.delete_realm(name, actor=self.actor)
+            services.delete_realm(name, actor=self.actor)
             return
         options = {key: o[key] for key in REALM_OPTIONS if o.get(key) is not None}
         password = o.get("password")
         if password == "-":
             password = getpass.getpass("Enter bind password: ")
         if verb == "add":
-            realm = realms.add_realm(
+            realm = services.add_realm(
                 name,
                 o["type"],
                 actor=self.actor,
@@ -252,7 +253,7 @@ class Command(BaseCommand):
                 password=password,
             )
         else:
-            realm = realms.modify_realm(
+            realm = services.modify_realm(
                 name,
                 actor=self.actor,
                 comment=o.get("comment"),
