@@ -7,6 +7,7 @@ fully before writing, and writes the change with its cluster-log entry in one ch
 from authz.services.acl import modify_acl, remove_object_access
 from authz.services.groups import add_group, delete_group, modify_group, set_group_members
 from authz.services.pools import add_pool, delete_pool, modify_pool
+from authz.services.realm_sync import sync_realm
 from authz.services.realms import add_realm, delete_realm, modify_realm
 from authz.services.roles import delete_role, save_role
 from authz.services.tokens import add_token, delete_token
@@ -33,4 +34,5 @@ __all__ = [
     "save_role",
     "set_group_members",
     "set_password",
+    "sync_realm",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import getpass
 from typing import Any
 
@@ -211,7 +212,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"{pool.poolid}\t{pool.comment}")
 
     def _realm(self, verb: str, o: dict[str, Any]) -> None:
-        from authz import ldap_realm, realm_sync
+        from authz import ldap_realm, operations
         from authz.models import Realm
         from cluster import task_index
 
@@ -221,12 +222,13 @@ class Command(BaseCommand):
             return
         if verb == "sync":
             lines: list[str] = []
-
-            def work(task: Any) -> None:
-                realm_sync.sync(
-                    o["realm"], actor=self.actor, scope=o["scope"], remove_vanished=o["remove_vanished"], log=task.log
-                )
-
+            work = functools.partial(
+                operations.sync_realm,
+                realm=o["realm"],
+                actor=self.actor,
+                scope=o["scope"],
+                remove_vanished=o["remove_vanished"],
+            )
             upid = task_index.run_inline("auth-realm-sync", o["realm"], SUPERUSER, work)
             for entry in task_index.read_log(upid, 0, 10_000)[0]:
                 lines.append(str(entry["t"]))

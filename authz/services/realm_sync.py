@@ -1,4 +1,4 @@
-"""``pveum realm sync``: users and groups of an LDAP realm copied from its directory, in bounded change sets.
+"""Realm sync: users and groups of an LDAP realm copied from its directory, in bounded change sets.
 
 Synced groups are named ``<group>-<realm>`` as in Proxmox. With ``remove_vanished`` the realm's
 users and groups that the directory no longer has are removed, with their ACL entries.
@@ -11,9 +11,11 @@ from typing import Any
 
 from django.db import transaction
 
-from authz import audit, delegation, ids, ldap_realm, services
+from authz import audit, delegation, ids, ldap_realm
 from authz.exceptions import AccessError
 from authz.models import Group, GroupMember, Realm, User
+from authz.services.groups import delete_group
+from authz.services.users import delete_user
 
 BATCH = 200
 
@@ -29,7 +31,7 @@ def _valid_users(users: dict[str, dict[str, str]], realm_id: str, log: Callable[
     return valid
 
 
-def sync(
+def sync_realm(
     realm_id: str,
     *,
     actor: Any,
@@ -83,7 +85,7 @@ def sync(
             summary["users_updated"] += len(updated)
         if remove_vanished:
             for userid in sorted(set(existing) - {f"{n}@{realm_id}" for n in names}):
-                services.delete_user(userid, actor=actor)
+                delete_user(userid, actor=actor)
                 summary["users_removed"] += 1
                 log(f"removed vanished user {userid}")
     if scope in ("groups", "both"):
@@ -114,7 +116,7 @@ def sync(
         if remove_vanished:
             for group in Group.objects.filter(groupid__endswith=f"-{realm_id}"):
                 if group.groupid not in synced:
-                    services.delete_group(group.groupid, actor=actor)
+                    delete_group(group.groupid, actor=actor)
                     summary["groups_removed"] += 1
                     log(f"removed vanished group {group.groupid}")
     log(f"sync of realm '{realm_id}' done: {summary}")
