@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from authz import authentication, throttle
+from authz import services, throttle
 from portal.celery import app
 from replicator.exceptions import ReplicationError
 
@@ -20,7 +20,7 @@ def rotate_authkey() -> bool:
     Without quorum nothing rotates and the key stays valid, as in Proxmox.
     """
     try:
-        rotated = authentication.rotate_authkey_if_due(int(time.time()))
+        rotated = services.rotate_authkey_if_due(int(time.time()))
     except ReplicationError as exc:
         log.info("ticket key rotation postponed: %s", exc)
         return False

@@ -6,6 +6,7 @@ fully before writing, and writes the change with its cluster-log entry in one ch
 
 from authz.services.acl import modify_acl, remove_object_access
 from authz.services.groups import add_group, delete_group, modify_group, set_group_members
+from authz.services.keys import rotate_authkey_if_due
 from authz.services.pools import add_pool, delete_pool, modify_pool
 from authz.services.realm_sync import sync_realm
 from authz.services.realms import add_realm, delete_realm, modify_realm
@@ -31,6 +32,7 @@ __all__ = [
     "modify_realm",
     "modify_user",
     "remove_object_access",
+    "rotate_authkey_if_due",
     "save_role",
     "set_group_members",
     "set_password",
