@@ -4,8 +4,8 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
+from authz.api import domains, tickets
 from authz.api import manage_views as access_manage
-from authz.api import views as access
 from cluster.api import config_views as cluster_config
 from cluster.api import tasks as cluster_tasks
 from cluster.api import views as cluster
@@ -14,8 +14,8 @@ from vms.api import views as qemu
 
 api = api_urlpatterns(
     [
-        api_path("access/ticket", access.TicketView.as_view()),
-        api_path("access/domains", access.DomainsView.as_view()),
+        api_path("access/ticket", tickets.TicketView.as_view()),
+        api_path("access/domains", domains.DomainsView.as_view()),
         api_path("access/acl", access_manage.AclView.as_view()),
         api_path("access/users", access_manage.UsersView.as_view()),
         api_path("access/users/{userid}", access_manage.UserView.as_view()),

@@ -1,4 +1,4 @@
-"""``/access`` endpoints: ticket login and renewal."""
+"""``/access/ticket``: ticket login and renewal, with the GUI's capabilities of the user."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from authz import authentication, ids, throttle, tickets
 from authz.exceptions import AuthenticationFailed
-from authz.models import SUPERUSER, Realm
+from authz.models import SUPERUSER
 from authz.permissions import has_privileges
 from portal.api import params
 from portal.api.errors import APIError
@@ -85,18 +85,3 @@ class TicketView(PVEAPIView):
         except (AuthenticationFailed, tickets.TicketError):
             raise APIError(401, "authentication failure") from None
         return ok({"username": user.userid, "ticket": ticket, "CSRFPreventionToken": csrf, "cap": capabilities(user)})
-
-
-class DomainsView(PVEAPIView):
-    """``GET /access/domains``: the realms a login form offers (no login needed, as in Proxmox)."""
-
-    public = True
-
-    def get(self, request: Request, **kwargs: Any) -> Response:
-        entries = []
-        for realm in Realm.objects.all():
-            entry: dict[str, Any] = {"realm": realm.realm, "type": realm.type, "comment": realm.comment}
-            if realm.default:
-                entry["default"] = 1
-            entries.append(entry)
-        return ok(entries)
