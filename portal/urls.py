@@ -4,8 +4,7 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
-from authz.api import domains, tickets
-from authz.api import manage_views as access_manage
+from authz.api import acl, domains, groups, roles, tickets, tokens, users
 from cluster.api import config_views as cluster_config
 from cluster.api import tasks as cluster_tasks
 from cluster.api import views as cluster
@@ -16,15 +15,15 @@ api = api_urlpatterns(
     [
         api_path("access/ticket", tickets.TicketView.as_view()),
         api_path("access/domains", domains.DomainsView.as_view()),
-        api_path("access/acl", access_manage.AclView.as_view()),
-        api_path("access/users", access_manage.UsersView.as_view()),
-        api_path("access/users/{userid}", access_manage.UserView.as_view()),
-        api_path("access/users/{userid}/token", access_manage.TokensView.as_view()),
-        api_path("access/users/{userid}/token/{tokenid}", access_manage.TokenView.as_view()),
-        api_path("access/groups", access_manage.GroupsView.as_view()),
-        api_path("access/groups/{groupid}", access_manage.GroupView.as_view()),
-        api_path("access/roles", access_manage.RolesView.as_view()),
-        api_path("access/roles/{roleid}", access_manage.RoleView.as_view()),
+        api_path("access/acl", acl.AclView.as_view()),
+        api_path("access/users", users.UsersView.as_view()),
+        api_path("access/users/{userid}", users.UserView.as_view()),
+        api_path("access/users/{userid}/token", tokens.TokensView.as_view()),
+        api_path("access/users/{userid}/token/{tokenid}", tokens.TokenView.as_view()),
+        api_path("access/groups", groups.GroupsView.as_view()),
+        api_path("access/groups/{groupid}", groups.GroupView.as_view()),
+        api_path("access/roles", roles.RolesView.as_view()),
+        api_path("access/roles/{roleid}", roles.RoleView.as_view()),
         api_path("version", cluster.VersionView.as_view()),
         api_path("nodes", cluster.NodesView.as_view()),
         api_path("cluster/status", cluster.ClusterStatusView.as_view()),
