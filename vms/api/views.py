@@ -14,7 +14,7 @@ from portal.api import params
 from portal.api.errors import ParameterError
 from portal.api.views import PVEAPIView, ok
 from replicator.exceptions import ConflictError
-from vms import services
+from vms import lookups, services
 from vms.config import ConfigError, validate_vmid
 from vms.models import VM
 from vms.permissions import CONFIG_PRIVILEGES
@@ -72,7 +72,7 @@ def _authorized_vm(
     checked = _vmid(vmid)
     check(request.user, f"/vms/{checked}", privileges, any_of=any_of)
     local_node_or_error(node)
-    return services.get_vm(checked, node)
+    return lookups.get_vm(checked, node)
 
 
 def _principal(request: Request) -> str:
@@ -88,7 +88,7 @@ class NextIdView(PVEAPIView):
             if VM.objects.filter(vmid=vmid).exists():
                 raise ParameterError({"vmid": f"VM {vmid} already exists"})
             return ok(str(vmid))
-        return ok(str(services.next_free_vmid()))
+        return ok(str(lookups.next_free_vmid()))
 
 
 class QemuListView(PVEAPIView):
