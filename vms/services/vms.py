@@ -1,4 +1,4 @@
-"""VM configuration services: create, update, destroy, unlock, look up; every write replicated and audited.
+"""VM configuration services: create, update, destroy, unlock; every write replicated and audited.
 
 Every edge (API, admin, ``qm``) writes through these. ``actor`` is who asks: the request's user
 (an API token's user carries its token id), or root@pam's user for the CLIs. Each write checks
