@@ -251,18 +251,18 @@ def test_storages_through_the_service_validated_and_on_the_collection_path(root)
 
 def test_a_removed_vm_or_storage_takes_its_grants_along(root):
     """Proxmox's remove_vm_access: a VMID or storage id used again never inherits the old object's ACL entries."""
-    from vms import services, storage_services
+    from vms import services
 
     VM.objects.filter(vmid=7663).delete()
     Storage.objects.filter(storeid="va-gone").delete()
     reset_acls(root)
     vm = reset_vm(7663)
-    storage = storage_services.create_storage("va-gone", {"type": "dir", "path": "/srv/va-gone"}, actor=root)
+    storage = services.create_storage("va-gone", {"type": "dir", "path": "/srv/va-gone"}, actor=root)
     grant(root, HOLDER, "/vms/7663", ["VM.Audit"])
     grant(root, HOLDER, "/storage/va-gone", ["Datastore.Audit"])
     grant(root, OTHER, "/vms/7664", ["VM.Audit"])  # another object's grant stays
     services.destroy_vm(VM.objects.get(vmid=vm.vmid), actor=root)
-    storage_services.delete_storage(Storage.objects.get(storeid=storage.storeid), actor=root)
+    services.delete_storage(Storage.objects.get(storeid=storage.storeid), actor=root)
     assert not ACLEntry.objects.filter(path__in=["/vms/7663", "/storage/va-gone"]).exists()
     assert ACLEntry.objects.filter(path="/vms/7664", ugid=OTHER).exists()
     assert not admin_client(HOLDER).get("/admin/vms/vm/").content.count(b"7663")

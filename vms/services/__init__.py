@@ -5,6 +5,7 @@ its cluster log entry in one change set. A ``check_*`` function runs every check
 without writing, so an edge can refuse before it starts a task.
 """
 
+from vms.services.storage import check_storage, create_storage, delete_storage, update_storage
 from vms.services.vms import (
     UNCHANGED,
     check_vm_create,
@@ -18,11 +19,15 @@ from vms.services.vms import (
 
 __all__ = [
     "UNCHANGED",
+    "check_storage",
     "check_vm_create",
     "check_vm_destroy",
     "check_vm_update",
+    "create_storage",
     "create_vm",
+    "delete_storage",
     "destroy_vm",
     "unlock_vm",
+    "update_storage",
     "update_vm_config",
 ]
