@@ -9,7 +9,7 @@ from cluster.api import config_views as cluster_config
 from cluster.api import tasks as cluster_tasks
 from cluster.api import views as cluster
 from portal.api.routing import api_path, api_urlpatterns
-from vms.api import views as qemu
+from vms.api import nextid, qemu
 
 api = api_urlpatterns(
     [
@@ -32,7 +32,7 @@ api = api_urlpatterns(
         api_path("cluster/config/join", cluster_config.JoinView.as_view()),
         api_path("cluster/config/nodes", cluster_config.NodesView.as_view()),
         api_path("cluster/config/nodes/{node}", cluster_config.NodeView.as_view()),
-        api_path("cluster/nextid", qemu.NextIdView.as_view()),
+        api_path("cluster/nextid", nextid.NextIdView.as_view()),
         api_path("cluster/tasks", cluster_tasks.ClusterTasksView.as_view()),
         api_path("nodes/{node}/tasks", cluster_tasks.TaskListView.as_view()),
         api_path("nodes/{node}/tasks/{upid}", cluster_tasks.TaskView.as_view()),

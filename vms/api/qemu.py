@@ -1,4 +1,4 @@
-"""``/nodes/{node}/qemu`` config endpoints and ``/cluster/nextid``."""
+"""``/nodes/{node}/qemu``: the VMs of a node, their configs and current status."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ CREATE_CONTROL = ("vmid", "node", "start", "storage", "pool", "force", "unique",
 UPDATE_CONTROL = ("vmid", "node", "delete", "digest", "skiplock", "revert", "background_delay")
 
 
-def _vmid(value: object) -> int:
+def vmid_param(value: object) -> int:
+    """The ``vmid`` parameter, checked as Proxmox checks it (a parameter error otherwise)."""
     try:
         return validate_vmid(value)
     except ConfigError as exc:
@@ -69,7 +70,7 @@ def _authorized_vm(
     request: Request, node: str, vmid: object, privileges: list[str] | tuple[str, ...], *, any_of: bool = False
 ) -> VM:
     """Check privileges on ``/vms/<vmid>`` before looking the VM up, so a denial reveals nothing."""
-    checked = _vmid(vmid)
+    checked = vmid_param(vmid)
     check(request.user, f"/vms/{checked}", privileges, any_of=any_of)
     local_node_or_error(node)
     return lookups.get_vm(checked, node)
@@ -78,17 +79,6 @@ def _authorized_vm(
 def _principal(request: Request) -> str:
     """Who the task and the cluster log name: the user, or the API token (its token id)."""
     return principal_of(request.user) or ""
-
-
-class NextIdView(PVEAPIView):
-    def get(self, request: Request, **kwargs: Any) -> Response:
-        values = params.collect(request, kwargs)
-        if values.get("vmid") not in (None, ""):
-            vmid = _vmid(values["vmid"])
-            if VM.objects.filter(vmid=vmid).exists():
-                raise ParameterError({"vmid": f"VM {vmid} already exists"})
-            return ok(str(vmid))
-        return ok(str(lookups.next_free_vmid()))
 
 
 class QemuListView(PVEAPIView):
@@ -107,7 +97,7 @@ class QemuListView(PVEAPIView):
         values = params.collect(request, {"node": node})
         if "vmid" not in values:
             raise ParameterError({"vmid": "property is missing and it is not optional"})
-        vmid = _vmid(values["vmid"])
+        vmid = vmid_param(values["vmid"])
         pool = str(values["pool"]) if values.get("pool") not in (None, "") else None
         storage = str(values["storage"]) if values.get("storage") not in (None, "") else None
         if not has_privileges(request.user, f"/vms/{vmid}", ["VM.Allocate"]) and not (
