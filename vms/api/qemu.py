@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from rest_framework.request import Request
@@ -14,7 +15,7 @@ from portal.api import params
 from portal.api.errors import ParameterError
 from portal.api.views import PVEAPIView, ok
 from replicator.exceptions import ConflictError
-from vms import lookups, services
+from vms import lookups, operations, services
 from vms.config import ConfigError, validate_vmid
 from vms.models import VM
 from vms.permissions import CONFIG_PRIVILEGES
@@ -111,15 +112,9 @@ class QemuListView(PVEAPIView):
             services.check_vm_create(vmid, options, node=node, actor=request.user, pool=pool, storage=storage)
         except ConflictError as exc:
             raise ParameterError({"vmid": str(exc)}) from None
-        actor = request.user
-
-        def create(task: Any) -> None:
-            try:
-                services.create_vm(vmid, options, node=node, actor=actor, pool=pool, storage=storage)
-            except ConflictError as exc:
-                raise RuntimeError(f"unable to create VM {vmid} - {exc}") from None
-            task.log(f"VM {vmid} created")
-
+        create = functools.partial(
+            operations.create_vm, vmid=vmid, options=options, node=node, actor=request.user, pool=pool, storage=storage
+        )
         return ok(run_inline("qmcreate", str(vmid), _principal(request), create))
 
 
@@ -135,12 +130,7 @@ class QemuVMView(PVEAPIView):
         for flag in ("purge", "destroy-unreferenced-disks"):
             params.boolean(values.get(flag, 0), flag)
         services.check_vm_destroy(vm, actor=request.user, skiplock=skiplock)
-        actor = request.user
-
-        def destroy(task: Any) -> None:
-            services.destroy_vm(vm, actor=actor, skiplock=skiplock)
-            task.log(f"VM {vm.vmid} destroyed")
-
+        destroy = functools.partial(operations.destroy_vm, vm=vm, actor=request.user, skiplock=skiplock)
         return ok(run_inline("qmdestroy", str(vm.vmid), _principal(request), destroy))
 
 
