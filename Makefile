@@ -3,6 +3,7 @@
 PYTHON := .venv/bin/python
 RUFF := .venv/bin/ruff
 PYTEST := .venv/bin/pytest
+LINT_IMPORTS := .venv/bin/lint-imports --no-logo --no-cache
 
 .PHONY: bootstrap run test lint bench bench-cluster clean
 
@@ -12,9 +13,11 @@ bootstrap:
 run: bootstrap
 	$(PYTHON) manage.py runnode
 
+# lint-imports: the import contracts in pyproject.toml (layers, no harness in production, no cycles).
 lint: bootstrap
 	$(RUFF) check .
 	$(RUFF) format --check .
+	$(LINT_IMPORTS)
 
 # One recipe, in order (also under make -j). Any non-zero pytest exit fails the target,
 # including 5 ("no tests collected"): an empty run is never a pass. The second pass runs the
@@ -22,6 +25,7 @@ lint: bootstrap
 test: bootstrap
 	$(RUFF) check .
 	$(RUFF) format --check .
+	$(LINT_IMPORTS)
 	$(PYTEST) -q
 	PVE_TEST_DATABASE=postgresql $(PYTEST) -q -m postgres_too
 

@@ -9,11 +9,11 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from authz import access, delegation, ids, pools, realms
-from authz.admin_base import ServiceAdmin
+from authz import delegation, ids, services
+from authz.admin_base import ReadOnlyAdmin, ServiceAdmin
 from authz.models import SUPERUSER, Group, KeyMaterial, Pool, Realm, User
 from authz.permissions import has_privileges, is_superuser
-from portal.admin import ReadOnlyAdmin
+from authz.services import realms, users
 from replicator.mirror import is_private
 
 
@@ -73,7 +73,7 @@ class RealmAdmin(ServiceAdmin):
         data = form.cleaned_data
         password = data.get("bind_password") or None
         if not change:
-            realms.add_realm(
+            services.add_realm(
                 obj.realm,
                 obj.type,
                 actor=request.user,
@@ -85,7 +85,7 @@ class RealmAdmin(ServiceAdmin):
             return
         before = Realm.objects.get(realm=obj.realm).options
         options = data.get("options") or {}
-        realms.modify_realm(
+        services.modify_realm(
             obj.realm,
             actor=request.user,
             comment=data.get("comment", ""),
@@ -97,7 +97,7 @@ class RealmAdmin(ServiceAdmin):
         )
 
     def delete_model(self, request: HttpRequest, obj: Realm) -> None:
-        realms.delete_realm(obj.realm, actor=request.user)
+        services.delete_realm(obj.realm, actor=request.user)
 
 
 class UserForm(forms.ModelForm):
@@ -106,7 +106,7 @@ class UserForm(forms.ModelForm):
         label="Set password",
         required=False,
         widget=forms.PasswordInput,
-        max_length=access.PASSWORD_MAX,
+        max_length=users.PASSWORD_MAX,
         help_text="pve realm and root@pam only; leave empty to keep the current password.",
     )
 
@@ -177,19 +177,19 @@ class UserAdmin(ServiceAdmin):
     def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
         data = form.cleaned_data
         groups = [group.groupid for group in data.get("groups", [])]
-        fields = {k: data[k] for k in access.USER_FIELDS if k in data and (not change or k in form.changed_data)}
+        fields = {k: data[k] for k in users.USER_FIELDS if k in data and (not change or k in form.changed_data)}
         password = data.get("new_password") or None
         if not change:
-            access.add_user(obj.userid, actor=request.user, password=password, groups=groups, **fields)
+            services.add_user(obj.userid, actor=request.user, password=password, groups=groups, **fields)
             return
-        access.modify_user(
+        services.modify_user(
             obj.userid, actor=request.user, groups=groups, version=self.loaded_version(request, change), **fields
         )
         if password:
-            access.set_password(obj.userid, password, actor=request.user)
+            services.set_password(obj.userid, password, actor=request.user)
 
     def delete_model(self, request: HttpRequest, obj: User) -> None:
-        access.delete_user(obj.userid, actor=request.user)
+        services.delete_user(obj.userid, actor=request.user)
 
 
 class PoolForm(forms.ModelForm):
@@ -214,14 +214,14 @@ class PoolAdmin(ServiceAdmin):
     def save_model(self, request: HttpRequest, obj: Pool, form: Any, change: bool) -> None:
         comment = form.cleaned_data.get("comment", "")
         if change:
-            pools.modify_pool(
+            services.modify_pool(
                 obj.poolid, actor=request.user, comment=comment, version=self.loaded_version(request, change)
             )
         else:
-            pools.add_pool(obj.poolid, actor=request.user, comment=comment)
+            services.add_pool(obj.poolid, actor=request.user, comment=comment)
 
     def delete_model(self, request: HttpRequest, obj: Pool) -> None:
-        pools.delete_pool(obj.poolid, actor=request.user)
+        services.delete_pool(obj.poolid, actor=request.user)
 
 
 @admin.register(KeyMaterial)

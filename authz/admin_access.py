@@ -9,11 +9,13 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from authz import access, delegation, ids
+from authz import delegation, ids, services
 from authz.admin_base import ServiceAdmin
+from authz.exceptions import AccessError
 from authz.models import ACLEntry, APIToken, Group, Role, User
 from authz.permissions import is_superuser, principal_of
 from authz.privileges import BUILTIN_ROLES, PRIVILEGES, InvalidPath, check_path
+from authz.services.roles import role_privileges
 
 
 class GroupForm(forms.ModelForm):
@@ -53,16 +55,16 @@ class GroupAdmin(ServiceAdmin):
         members = [user.userid for user in form.cleaned_data.get("members", [])]
         comment = form.cleaned_data.get("comment", "")
         if not change:
-            access.add_group(obj.groupid, actor=request.user, comment=comment, members=members)
+            services.add_group(obj.groupid, actor=request.user, comment=comment, members=members)
             return
         if "comment" in form.changed_data:
-            access.modify_group(
+            services.modify_group(
                 obj.groupid, actor=request.user, comment=comment, version=self.loaded_version(request, change)
             )
-        access.set_group_members(obj.groupid, members, actor=request.user)
+        services.set_group_members(obj.groupid, members, actor=request.user)
 
     def delete_model(self, request: HttpRequest, obj: Group) -> None:
-        access.delete_group(obj.groupid, actor=request.user)  # with its ACL entries
+        services.delete_group(obj.groupid, actor=request.user)  # with its ACL entries
 
 
 class RoleForm(forms.ModelForm):
@@ -98,10 +100,10 @@ class RoleAdmin(ServiceAdmin):
 
     def save_model(self, request: HttpRequest, obj: Role, form: Any, change: bool) -> None:
         privileges = sorted(form.cleaned_data.get("privileges", []))
-        access.save_role(obj.roleid, privileges, actor=request.user, create=not change)
+        services.save_role(obj.roleid, privileges, actor=request.user, create=not change)
 
     def delete_model(self, request: HttpRequest, obj: Role) -> None:
-        access.delete_role(obj.roleid, actor=request.user)  # with the ACL entries that use it
+        services.delete_role(obj.roleid, actor=request.user)  # with the ACL entries that use it
 
 
 class ACLEntryForm(forms.ModelForm):
@@ -115,8 +117,8 @@ class ACLEntryForm(forms.ModelForm):
             return data  # only ``propagate`` changes; the rest is the entry's key
         try:
             data["path"] = check_path(data.get("path", ""))
-            access.role_privileges(data.get("roleid", ""))
-        except (InvalidPath, access.AccessError) as exc:
+            role_privileges(data.get("roleid", ""))
+        except (InvalidPath, AccessError) as exc:
             raise forms.ValidationError(str(exc)) from None
         kind, ugid = data.get("type"), data.get("ugid", "")
         model = {"user": User, "group": Group, "token": APIToken}[kind]
@@ -129,7 +131,7 @@ def _grant(request: HttpRequest, entry: ACLEntry, *, propagate: bool, delete: bo
     """One entry through the API's service: perm-modify, role subset, root@pam's entries."""
     targets = {"users": [], "groups": [], "tokens": []}
     targets[f"{entry.type}s"] = [entry.ugid]
-    access.modify_acl(request.user, entry.path, [entry.roleid], propagate=propagate, delete=delete, **targets)
+    services.modify_acl(request.user, entry.path, [entry.roleid], propagate=propagate, delete=delete, **targets)
 
 
 @admin.register(ACLEntry)
@@ -187,7 +189,7 @@ class APITokenAdmin(ServiceAdmin):
         return own or delegation.may_modify_user(request.user, obj.user_id)
 
     def save_model(self, request: HttpRequest, obj: APIToken, form: Any, change: bool) -> None:
-        raise access.AccessError("API tokens are changed with pveum or the API")
+        raise AccessError("API tokens are changed with pveum or the API")
 
     def delete_model(self, request: HttpRequest, obj: APIToken) -> None:
-        access.delete_token(obj.tokenid, actor=request.user)  # with its ACL entries
+        services.delete_token(obj.tokenid, actor=request.user)  # with its ACL entries

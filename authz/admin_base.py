@@ -1,17 +1,194 @@
-"""The base of the access-control admin pages: every write is a call of the same service as the API's."""
+"""The ACL-aware admin base every app's admin builds on.
+
+Permissions come from the ACL resolver (the API's rules); every write lands in the replicated
+cluster log in the same change set as the change; the change form carries the version the
+operator loaded (optimistic concurrency); replication and service errors become messages.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import router, transaction
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from authz.exceptions import AccessDenied, AccessError
-from portal.admin import VERSION_FIELD, AuditedModelAdmin
+from authz.permissions import has_privileges, principal_of
+from portal import audit
+from replicator.exceptions import ReplicationError
+
+VERSION_FIELD = "_loaded_version"  # the hidden field of portal's admin/change_form.html
+
+
+def actor_name(request: HttpRequest) -> str:
+    """The name the cluster log gives the request's user: its token id when it came with a token.
+
+    Admins that call services pass ``request.user`` instead; the services name it the same way.
+    """
+    return str(principal_of(request.user) or "")
+
+
+class ACLAdminMixin:
+    """Admin permissions from the ACL resolver, the same rules as the API.
+
+    ``acl_root`` is the collection's ACL path; with ``acl_object`` set, each object has its own
+    path (``/vms/100``) and the changelist holds only the objects the user may view. A list of
+    privileges means any one of them suffices. Only ``root@pam`` passes where no rule is given.
+    """
+
+    acl_root: str | None = None
+    acl_object: str | None = None  # e.g. "/vms/{vmid}"
+    acl_view: tuple[str, ...] = ()
+    acl_change: tuple[str, ...] = ()
+    acl_add: tuple[str, ...] | None = None
+    acl_delete: tuple[str, ...] | None = None
+
+    def _acl(self, request: HttpRequest, privs: tuple[str, ...], obj: Any = None) -> bool:
+        user = request.user
+        if not getattr(user, "is_active", False):
+            return False
+        if getattr(user, "is_superuser", False):
+            return True
+        if not privs or self.acl_root is None:
+            return False
+        path = self.acl_object.format(**vars(obj)) if obj is not None and self.acl_object else self.acl_root
+        return has_privileges(user, path, list(privs), any_of=True)
+
+    def _visible(self, request: HttpRequest, privs: tuple[str, ...]) -> bool:
+        """Collection level: on the collection path, or on one of its objects."""
+        if self._acl(request, privs):
+            return True
+        if not self.acl_object or not privs or getattr(request.user, "is_superuser", False):
+            return False
+        return any(self._acl(request, privs, obj) for obj in super().get_queryset(request))  # type: ignore[misc]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        queryset = super().get_queryset(request)  # type: ignore[misc]
+        if getattr(request.user, "is_superuser", False):
+            return queryset
+        privs = self.acl_view + self.acl_change  # viewing or changing, as has_view_permission
+        if self.acl_object:
+            allowed = [obj.pk for obj in queryset if self._acl(request, privs, obj)]
+            return queryset.filter(pk__in=allowed)
+        return queryset if self._acl(request, privs) else queryset.none()
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return bool(getattr(request.user, "is_active", False))
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        privs = self.acl_view + self.acl_change
+        return self._acl(request, privs, obj) if obj is not None else self._visible(request, privs)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None:
+            return self._acl(request, self.acl_change, obj)
+        return self._visible(request, self.acl_change)
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return self._acl(request, self.acl_add if self.acl_add is not None else self.acl_change)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        privs = self.acl_delete if self.acl_delete is not None else self.acl_change
+        return self._acl(request, privs, obj) if obj is not None else self._visible(request, privs)
+
+
+class AuditedModelAdmin(ACLAdminMixin, admin.ModelAdmin):
+    """Admin for replicated models.
+
+    Every add, change and delete lands in the replicated cluster log in the same change set as
+    the change itself: by default ``save_model`` and ``delete_model`` write the row and its entry
+    together; an app whose admin overrides them calls its own services instead, which audit
+    their writes themselves (``actor=request.user``). Django's separate ``log_*`` calls record
+    nothing, so nothing is logged twice. The change form carries the version the operator
+    loaded, so saving over someone else's newer change is a conflict rather than a silent
+    overwrite; replication errors (conflict, no quorum) and the app's ``service_errors`` become
+    messages.
+    """
+
+    service_errors: tuple[type[Exception], ...] = ()
+
+    def loaded_version(self, request: HttpRequest) -> int | None:
+        """The version of the object when the operator loaded the change form."""
+        loaded = request.POST.get(VERSION_FIELD, "")
+        return int(loaded) if loaded.isdigit() else None
+
+    def audit(self, request: HttpRequest, message: str) -> None:
+        audit.record(actor_name(request), message)
+
+    def save_model(self, request: HttpRequest, obj: Model, form: Any, change: bool) -> None:
+        loaded = self.loaded_version(request) if change else None
+        if loaded is not None:
+            obj.version = loaded  # type: ignore[attr-defined]  # the version the operator saw
+        verb = "changed" if change else "added"
+        with transaction.atomic(using=router.db_for_write(type(obj))):  # the row and its entry: one change set
+            obj.save()
+            self.audit(request, f"admin: {verb} {obj._meta.verbose_name} '{obj}'")
+
+    def delete_model(self, request: HttpRequest, obj: Model) -> None:
+        description = f"admin: deleted {obj._meta.verbose_name} '{obj}'"
+        with transaction.atomic(using=router.db_for_write(type(obj))):
+            obj.delete()
+            self.audit(request, description)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """The bulk action: each object through ``delete_model``, all of them one change set."""
+        with transaction.atomic(using=router.db_for_write(queryset.model)):
+            for obj in queryset:
+                self.delete_model(request, obj)
+
+    def _guarded(self, request: HttpRequest, view: Any, *args: Any) -> HttpResponse:
+        try:
+            return view(request, *args)
+        except (ReplicationError, *self.service_errors) as exc:
+            # Django queues "... was changed successfully" before the view's atomic block submits
+            # the change set; a refusal at that point takes the success message back.
+            for message in [m for m in messages.get_messages(request) if m.level != messages.SUCCESS]:
+                messages.add_message(request, message.level, message.message, extra_tags=message.extra_tags)
+            messages.error(request, str(exc))
+            return HttpResponseRedirect(request.get_full_path())
+
+    def changeform_view(
+        self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        return self._guarded(request, super().changeform_view, object_id, form_url, extra_context)
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
+        return self._guarded(request, super().delete_view, object_id, extra_context)
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        return self._guarded(request, super().changelist_view, extra_context)
+
+    # Django's own log entries: the audit entry is written with the change instead (see above).
+    def log_addition(self, request: HttpRequest, obj: Model, message: Any) -> None:
+        return None
+
+    def log_change(self, request: HttpRequest, obj: Model, message: Any) -> None:
+        return None
+
+    def log_deletion(self, request: HttpRequest, obj: Model, object_repr: str) -> None:
+        return None
+
+    def log_deletions(self, request: HttpRequest, queryset: Any) -> None:
+        return None
+
+    def history_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
+        raise PermissionDenied("object history is in the cluster log")
+
+
+class ReadOnlyAdmin(ACLAdminMixin, admin.ModelAdmin):
+    """Viewable, never written from the admin (the cluster log, key material)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 class ServiceAdmin(AuditedModelAdmin):

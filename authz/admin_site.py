@@ -16,7 +16,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_POST
 
-from authz import ids, services, throttle
+from authz import authentication, ids, throttle
 from authz.exceptions import AuthenticationFailed
 from authz.middleware import COOKIE
 from authz.permissions import has_privileges
@@ -77,12 +77,12 @@ class PVEAdminSite(admin.AdminSite):
         error = ""
         if request.method == "POST" and form.is_valid():
             try:
-                user = services.login(
+                user = authentication.login(
                     form.userid(),
                     form.cleaned_data["password"],
                     rhost=request.META.get("REMOTE_ADDR", ""),
                 )
-                ticket, _csrf = services.issue_ticket(user)
+                ticket, _csrf = authentication.issue_ticket(user)
             except AuthenticationFailed:
                 error = "Login failed: wrong user name or password."
             else:

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from authz import services
+from authz import authentication
 from authz.exceptions import AuthenticationFailed
 from authz.models import User
 
@@ -20,12 +20,12 @@ class RealmBackend:
         if not username or password is None:
             return None
         try:
-            return services.authenticate_password(username, password)
+            return authentication.authenticate_password(username, password)
         except AuthenticationFailed:
             return None
 
     def get_user(self, user_id: str) -> User | None:
         try:
-            return services.active_user(user_id)
+            return authentication.active_user(user_id)
         except AuthenticationFailed:
             return None

@@ -8,7 +8,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import SimpleLazyObject
 
-from authz import resolver, services, tickets
+from authz import authentication, resolver, tickets
 from authz.exceptions import AuthenticationFailed
 
 COOKIE = "PVEAuthCookie"
@@ -19,7 +19,7 @@ def user_for_request(request: HttpRequest) -> object:
     if not raw:
         return AnonymousUser()
     try:
-        return services.user_from_ticket(tickets.parse_cookie_value(raw))
+        return authentication.user_from_ticket(tickets.parse_cookie_value(raw))
     except AuthenticationFailed:
         return AnonymousUser()
 

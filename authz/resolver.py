@@ -2,7 +2,8 @@
 
 The snapshot (ACL tree, group members, roles, pool members, tokens, users) is rebuilt when the
 replicated version moves, so a grant or a revocation made on any node is in force on the next
-check everywhere: one indexed query per check decides whether the cache is still current.
+check everywhere: one indexed query per check decides whether the cache is still current. Pool
+members come from the providers the apps register (``authz.pool_members``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from authz import pool_members
 from authz.privileges import BUILTIN_ROLES, NO_ACCESS, PRIVILEGES
 
 SUPERUSER = "root@pam"
@@ -151,7 +153,7 @@ def privilege_flags(state: ACLState, principal: str, path: str, now: float | Non
 # --- the live snapshot -----------------------------------------------------------------------
 
 _lock = threading.Lock()
-_cached: tuple[int, ACLState] | None = None
+_cached: tuple[tuple[int, int], ACLState] | None = None  # ((version, providers' generation), snapshot)
 _scope = threading.local()
 
 
@@ -179,7 +181,6 @@ def current_version() -> int:
 def load_state() -> ACLState:
     """Read the ACL state from the cluster database."""
     from authz.models import ACLEntry, APIToken, GroupMember, Role, User
-    from vms.models import VM, Storage
 
     state = ACLState()
     for entry in ACLEntry.objects.using("cluster").all():
@@ -194,20 +195,19 @@ def load_state() -> ACLState:
     tokens = APIToken.objects.using("cluster").values_list("tokenid", "user_id", "privsep", "expire")
     for tokenid, userid, privsep, expire in tokens:
         state.tokens[tokenid] = TokenInfo(userid, privsep, expire)
-    for vmid, pool in VM.objects.using("cluster").exclude(pool=None).values_list("vmid", "pool_id"):
-        state.pool_of[f"/vms/{vmid}"] = pool
-    for storeid, pool in Storage.objects.using("cluster").exclude(pool=None).values_list("storeid", "pool_id"):
-        state.pool_of[f"/storage/{storeid}"] = pool
+    for path, pool in pool_members.memberships():
+        state.pool_of[path] = pool
     return state
 
 
 def state() -> ACLState:
-    """The cached snapshot, reloaded when the replicated version has moved since it was built."""
+    """The cached snapshot, reloaded when the replicated version (or the set of pool-member providers)
+    has moved since it was built."""
     global _cached
     scoped = getattr(_scope, "state", None) if getattr(_scope, "active", False) else None
     if scoped is not None:
         return scoped
-    version = current_version()
+    version = (current_version(), pool_members.generation())
     with _lock:
         if _cached is not None and _cached[0] == version:
             if getattr(_scope, "active", False):

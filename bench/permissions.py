@@ -71,7 +71,7 @@ def listing(env: dict[str, str], vms: int) -> dict[str, float]:
     django.setup()
     from django.test import Client
 
-    from authz import access
+    from authz import services
     from authz.models import User
     from authz.permissions import has_privileges
 
@@ -90,16 +90,16 @@ def listing(env: dict[str, str], vms: int) -> dict[str, float]:
             ]
         )
     root = User.objects.get(userid="root@pam")
-    access.add_user("bench@pve", actor=root, password="bench-password")
-    access.add_group("benchers", actor=root)
-    access.modify_user("bench@pve", actor=root, groups=["benchers"])
+    services.add_user("bench@pve", actor=root, password="bench-password")
+    services.add_group("benchers", actor=root)
+    services.modify_user("bench@pve", actor=root, groups=["benchers"])
     rng = random.Random(2)
     for i in range(500):
         vmid = rng.randrange(100, 100 + vms)
         if i % 2:
-            access.modify_acl(root, f"/vms/{vmid}", ["PVEVMUser"], users=["bench@pve"])
+            services.modify_acl(root, f"/vms/{vmid}", ["PVEVMUser"], users=["bench@pve"])
         else:
-            access.modify_acl(root, f"/vms/{vmid}", ["PVEAuditor"], groups=["benchers"])
+            services.modify_acl(root, f"/vms/{vmid}", ["PVEAuditor"], groups=["benchers"])
     user = User.objects.get(userid="bench@pve")
     start = time.perf_counter()
     checks = 2000
@@ -123,7 +123,7 @@ def listing(env: dict[str, str], vms: int) -> dict[str, float]:
     root_s, root_n = timed("root@pam", "test-root-password")
     user_s, user_n = timed("bench@pve", "bench-password")
     # the same user also granted every VM: 10,000 checks, and the same page size as root's
-    access.modify_acl(root, "/vms", ["PVEAuditor"], groups=["benchers"])
+    services.modify_acl(root, "/vms", ["PVEAuditor"], groups=["benchers"])
     all_s, all_n = timed("bench@pve", "bench-password")
     return {
         "live_rate": live_rate,

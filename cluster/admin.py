@@ -16,10 +16,10 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
+from authz.admin_base import VERSION_FIELD, AuditedModelAdmin, ReadOnlyAdmin
 from authz.permissions import principal_of
 from cluster import membership, services
 from cluster.models import ClusterLogEntry, ClusterSettings, Node
-from portal.admin import VERSION_FIELD, AuditedModelAdmin, ReadOnlyAdmin
 
 
 def _actor(request: HttpRequest) -> str:

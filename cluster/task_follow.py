@@ -52,8 +52,8 @@ class RemoteSource:
     """The task's node API (``/nodes/<node>/tasks/<upid>/...``), TLS verified as forwarding does."""
 
     def __init__(self, node: str, upid: str) -> None:
+        from authz.authentication import issue_ticket
         from authz.models import User
-        from authz.services import issue_ticket
         from cluster.node_routing import resolve
 
         target = resolve(node)

@@ -1,30 +1,21 @@
-"""URL configuration: the only place (with the ASGI routing) that gathers the apps."""
+"""URL configuration: the only place (with the ASGI routing) that gathers the apps.
+
+Each app lists its API routes in ``<app>/api/urls.py``; they are included by name, so portal
+imports no app. The 501 catch-all of ``/api2/json`` comes after all of them.
+"""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
-from authz.api import manage_views as access_manage
-from authz.api import views as access
 from cluster.api import config_views as cluster_config
 from cluster.api import tasks as cluster_tasks
 from cluster.api import views as cluster
 from portal.api.routing import api_path, api_urlpatterns
-from vms.api import views as qemu
 
 api = api_urlpatterns(
     [
-        api_path("access/ticket", access.TicketView.as_view()),
-        api_path("access/domains", access.DomainsView.as_view()),
-        api_path("access/acl", access_manage.AclView.as_view()),
-        api_path("access/users", access_manage.UsersView.as_view()),
-        api_path("access/users/{userid}", access_manage.UserView.as_view()),
-        api_path("access/users/{userid}/token", access_manage.TokensView.as_view()),
-        api_path("access/users/{userid}/token/{tokenid}", access_manage.TokenView.as_view()),
-        api_path("access/groups", access_manage.GroupsView.as_view()),
-        api_path("access/groups/{groupid}", access_manage.GroupView.as_view()),
-        api_path("access/roles", access_manage.RolesView.as_view()),
-        api_path("access/roles/{roleid}", access_manage.RoleView.as_view()),
+        path("", include("authz.api.urls")),
         api_path("version", cluster.VersionView.as_view()),
         api_path("nodes", cluster.NodesView.as_view()),
         api_path("cluster/status", cluster.ClusterStatusView.as_view()),
@@ -33,16 +24,12 @@ api = api_urlpatterns(
         api_path("cluster/config/join", cluster_config.JoinView.as_view()),
         api_path("cluster/config/nodes", cluster_config.NodesView.as_view()),
         api_path("cluster/config/nodes/{node}", cluster_config.NodeView.as_view()),
-        api_path("cluster/nextid", qemu.NextIdView.as_view()),
         api_path("cluster/tasks", cluster_tasks.ClusterTasksView.as_view()),
         api_path("nodes/{node}/tasks", cluster_tasks.TaskListView.as_view()),
         api_path("nodes/{node}/tasks/{upid}", cluster_tasks.TaskView.as_view()),
         api_path("nodes/{node}/tasks/{upid}/status", cluster_tasks.TaskStatusView.as_view()),
         api_path("nodes/{node}/tasks/{upid}/log", cluster_tasks.TaskLogView.as_view()),
-        api_path("nodes/{node}/qemu", qemu.QemuListView.as_view()),
-        api_path("nodes/{node}/qemu/{vmid}", qemu.QemuVMView.as_view()),
-        api_path("nodes/{node}/qemu/{vmid}/config", qemu.QemuConfigView.as_view()),
-        api_path("nodes/{node}/qemu/{vmid}/status/current", qemu.QemuStatusCurrentView.as_view()),
+        path("", include("vms.api.urls")),
     ]
 )
 

@@ -8,14 +8,15 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
+from authz.admin_base import AuditedModelAdmin
 from authz.permissions import PermissionDenied as ACLDenied
-from portal.admin import AuditedModelAdmin
 from replicator.exceptions import ConflictError
-from vms import services, storage_services
+from vms import services
 from vms.config import ConfigError, format_config, parse_config
 from vms.exceptions import VMError
 from vms.models import VM, Storage
 from vms.permissions import CONFIG_PRIVILEGES
+from vms.services.storage import FIELDS as STORAGE_FIELDS
 
 SERVICE_ERRORS = (VMError, ConfigError, ACLDenied)
 
@@ -43,10 +44,10 @@ class StorageForm(forms.ModelForm):
         data = super().clean()
         adding = self.instance._state.adding
         storeid = data.get("storeid", "") if adding else self.instance.storeid
-        fields = {name: data.get(name) for name in storage_services.FIELDS if name in data}
+        fields = {name: data.get(name) for name in STORAGE_FIELDS if name in data}
         fields["pool"] = data["pool"].poolid if data.get("pool") else None
         try:
-            self.checked = storage_services.check_storage(
+            self.checked = services.check_storage(
                 storeid, fields, actor=self.actor, current=None if adding else self.instance
             )
         except (*SERVICE_ERRORS, ConflictError) as exc:
@@ -83,13 +84,13 @@ class StorageAdmin(AuditedModelAdmin):
             loaded = self.loaded_version(request)
             if loaded is not None:
                 current.version = loaded
-            saved = storage_services.update_storage(current, form.checked, actor=request.user)
+            saved = services.update_storage(current, form.checked, actor=request.user)
         else:
-            saved = storage_services.create_storage(obj.storeid, form.checked, actor=request.user)
+            saved = services.create_storage(obj.storeid, form.checked, actor=request.user)
         obj.version = saved.version
 
     def delete_model(self, request: HttpRequest, obj: Storage) -> None:
-        storage_services.delete_storage(obj, actor=request.user)
+        services.delete_storage(obj, actor=request.user)
 
 
 class VMForm(forms.ModelForm):

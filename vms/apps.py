@@ -6,13 +6,17 @@ class VmsConfig(AppConfig):
     verbose_name = "Virtual machines and storage"
 
     def ready(self) -> None:
+        from authz import pool_members
         from cluster import task_locks
         from portal.api.errors import register_error
         from vms import bootstrap, renderers  # noqa: F401  (registration side effects)
         from vms.config import ConfigError
         from vms.exceptions import VMError
         from vms.leases import VMLocks
+        from vms.pool_members import storage_members, vm_members
 
         register_error(ConfigError, 400, lambda exc: "Parameter verification failed.")
         register_error(VMError, lambda exc: exc.status)
         task_locks.register("vm", VMLocks())
+        pool_members.register("vms", vm_members)  # the resolver's pool membership of /vms/<vmid>
+        pool_members.register("storage", storage_members)  # ... and of /storage/<storeid>

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import authentication, exceptions
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
-from authz import services, tickets
+from authz import authentication, tickets
 from authz.exceptions import AuthenticationFailed
 from authz.middleware import COOKIE
 
@@ -24,7 +25,7 @@ def ticket_from_request(request: Request) -> str | None:
     return tickets.parse_cookie_value(raw) if raw else None
 
 
-class TicketAuthentication(authentication.BaseAuthentication):
+class TicketAuthentication(BaseAuthentication):
     """Tickets are signed with the cluster key, so one issued by any node is valid on all."""
 
     def authenticate(self, request: Request) -> tuple[Any, dict[str, str]] | None:
@@ -35,12 +36,12 @@ class TicketAuthentication(authentication.BaseAuthentication):
         if not ticket:
             return None
         try:
-            user = services.user_from_ticket(ticket)
+            user = authentication.user_from_ticket(ticket)
         except AuthenticationFailed as exc:
             raise exceptions.AuthenticationFailed(str(exc)) from None
         if request.method not in SAFE_METHODS:
             token = request.META.get(CSRF_HEADER, "")
-            if not token or not services.check_csrf(token, user.userid):
+            if not token or not authentication.check_csrf(token, user.userid):
                 raise exceptions.AuthenticationFailed("Permission denied - invalid csrf token")
         return user, {"type": "ticket", "ticket": ticket}
 
@@ -65,7 +66,7 @@ class TokenUser:
         return self.tokenid
 
 
-class APITokenAuthentication(authentication.BaseAuthentication):
+class APITokenAuthentication(BaseAuthentication):
     """``Authorization: PVEAPIToken=<user@realm!name>=<secret>``; no CSRF token needed (not a cookie)."""
 
     def authenticate(self, request: Request) -> tuple[Any, dict[str, str]] | None:
@@ -76,7 +77,7 @@ class APITokenAuthentication(authentication.BaseAuthentication):
             tokenid, secret = tickets.parse_api_token_header(header)
         except tickets.TicketError:
             raise exceptions.AuthenticationFailed("invalid API token") from None
-        user = services.user_from_api_token(tokenid, secret)
+        user = authentication.user_from_api_token(tokenid, secret)
         if user is None:
             raise exceptions.AuthenticationFailed("invalid API token")
         return TokenUser(user, tokenid), {"type": "token", "tokenid": tokenid}

@@ -106,6 +106,14 @@ def enum(value: Any, name: str, choices: Iterable[str]) -> str:
     return str(value)
 
 
+def id_list(value: Any) -> list[str]:
+    """Proxmox's id lists (users, groups, roles...): items separated by ``,``, ``;`` or spaces; a JSON list too."""
+    if value is None:
+        return []
+    text = ",".join(value) if isinstance(value, list) else str(value)
+    return [item for item in text.replace(";", ",").replace(" ", ",").split(",") if item]
+
+
 class ParamCollector:
     """Checks many parameters of ``values`` and raises one ParameterError listing every failure.
 

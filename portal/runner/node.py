@@ -204,7 +204,7 @@ def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -
 
 
 def run_node(*, web: bool = True, worker: bool = True, beat: bool = True, run_migrations: bool = True) -> int:
-    """Migrate, then supervise the node until SIGTERM/SIGINT; returns the exit code."""
+    """``manage.py runnode``: migrate, then supervise the node until SIGTERM/SIGINT; returns the exit code."""
     private.make_private_dir(Path(settings.PVE_DATA_DIR))
     try:
         node_lock = lock_node(Path(settings.PVE_DATA_DIR))  # held by the runner and every child

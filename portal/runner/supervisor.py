@@ -1,9 +1,9 @@
 """Supervise a node's processes: start in order, tee their output, restart with backoff, stop cleanly.
 
 The :class:`Supervisor` is pure process management (no Django): it takes a list of
-:class:`ChildSpec` and is tested with tiny children. :func:`run_node` is the entry point of
-``manage.py runnode``; it builds the node's children (:mod:`portal.runner.node`, which needs Django)
-and supervises them.
+:class:`ChildSpec` and is tested with tiny children. ``manage.py runnode`` enters through
+:func:`portal.runner.node.run_node`, which builds the node's children (it needs Django) and
+supervises them with this.
 """
 
 from __future__ import annotations
@@ -267,10 +267,3 @@ class Supervisor:
 def default_backoff(restarts_so_far: int) -> float:
     """0.5 s, 1 s, 2 s, 4 s, 8 s ... capped at 10 s."""
     return min(0.5 * 2**restarts_so_far, 10.0)
-
-
-def run_node(*, web: bool = True, worker: bool = True, beat: bool = True, run_migrations: bool = True) -> int:
-    """``manage.py runnode``: migrate, then supervise this node's processes; returns the exit code."""
-    from portal.runner.node import run_node as _run_node  # needs Django; the Supervisor does not
-
-    return _run_node(web=web, worker=worker, beat=beat, run_migrations=run_migrations)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from authz import access
+from authz import services
 from authz.models import ACLEntry, APIToken, User
 from replicator import client as replicator_client
 from tests.api.test_permission_matrix import API, PASSWORD, login
@@ -44,18 +44,18 @@ def secrets() -> dict[str, str]:
     root = User.objects.get(userid="root@pam")
     for userid in ("cc-nobody@pve", "cc-admin@pve", "cc-other@pve"):
         if not User.objects.filter(userid=userid).exists():
-            access.add_user(userid, actor=root, password=PASSWORD)
+            services.add_user(userid, actor=root, password=PASSWORD)
     for entry in ACLEntry.objects.filter(ugid__in=["cc-admin@pve", "cc-other@pve", *TOKENS]):
         entry.delete()
-    access.modify_acl(root, "/", ["Administrator"], users=["cc-admin@pve"])
-    access.modify_acl(root, "/vms", ["Administrator"], users=["cc-other@pve"])
+    services.modify_acl(root, "/", ["Administrator"], users=["cc-admin@pve"])
+    services.modify_acl(root, "/vms", ["Administrator"], users=["cc-other@pve"])
     values = {}
     for tokenid, privsep in TOKENS.items():
         existing = APIToken.objects.filter(tokenid=tokenid).first()
         if existing is not None:
-            access.delete_token(tokenid, actor=root)
-        _token, values[tokenid] = access.add_token("root@pam", tokenid.split("!")[1], actor=root, privsep=privsep)
-    access.modify_acl(root, "/", ["Administrator"], tokens=["root@pam!ccsep"])
+            services.delete_token(tokenid, actor=root)
+        _token, values[tokenid] = services.add_token("root@pam", tokenid.split("!")[1], actor=root, privsep=privsep)
+    services.modify_acl(root, "/", ["Administrator"], tokens=["root@pam!ccsep"])
     return values
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from authz import access
+from authz import services
 from authz.models import ACLEntry, User
 from replicator import client as replicator_client
 from vms.models import VM
@@ -49,7 +49,7 @@ def login(userid: str) -> tuple[Client, str]:
 def root() -> User:
     for userid in ("pm-nobody@pve", "pm-holder@pve", "pm-other@pve"):
         if not User.objects.filter(userid=userid).exists():
-            access.add_user(userid, actor=User.objects.get(userid="root@pam"), password=PASSWORD)
+            services.add_user(userid, actor=User.objects.get(userid="root@pam"), password=PASSWORD)
     for vmid in (7400, 7401, 7403):
         if not VM.objects.filter(vmid=vmid).exists():
             VM(vmid=vmid, node_id=NODE, config={"name": f"pm{vmid}"}).save()
@@ -61,8 +61,8 @@ def test_matrix(root, case):
     method, path, body, (held_path, held_role), (other_path, other_role) = case
     for entry in ACLEntry.objects.filter(ugid__in=["pm-holder@pve", "pm-other@pve"]):
         entry.delete()
-    access.modify_acl(root, held_path, [held_role], users=["pm-holder@pve"])
-    access.modify_acl(root, other_path, [other_role], users=["pm-other@pve"])
+    services.modify_acl(root, held_path, [held_role], users=["pm-holder@pve"])
+    services.modify_acl(root, other_path, [other_role], users=["pm-other@pve"])
     clients = {userid: login(userid) for userid in ("pm-nobody@pve", "pm-other@pve", "pm-holder@pve")}
 
     def call(client: Client, csrf: str = "") -> int:
@@ -82,7 +82,7 @@ def test_matrix(root, case):
 def test_lists_are_filtered_not_refused(root):
     for entry in ACLEntry.objects.filter(ugid="pm-holder@pve"):
         entry.delete()
-    access.modify_acl(root, "/vms/7401", ["PVEAuditor"], users=["pm-holder@pve"])
+    services.modify_acl(root, "/vms/7401", ["PVEAuditor"], users=["pm-holder@pve"])
     holder, _ = login("pm-holder@pve")
     listed = {vm["vmid"] for vm in holder.get(f"{API}/nodes/{NODE}/qemu").json()["data"]}
     assert 7401 in listed and 7400 not in listed

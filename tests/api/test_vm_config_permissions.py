@@ -12,7 +12,7 @@ import hashlib
 import pytest
 from django.test import Client
 
-from authz import access
+from authz import services
 from authz.models import ACLEntry, APIToken, Pool, Role, User
 from cluster.models import ClusterLogEntry
 from vms.models import VM
@@ -42,7 +42,7 @@ def role(privileges: list[str]) -> str:
     """A custom role holding exactly ``privileges``."""
     roleid = "vc-" + hashlib.sha1(",".join(sorted(privileges)).encode()).hexdigest()[:12]
     if not Role.objects.filter(roleid=roleid).exists():
-        access.save_role(roleid, privileges, actor=User.objects.get(userid="root@pam"), create=True)
+        services.save_role(roleid, privileges, actor=User.objects.get(userid="root@pam"), create=True)
     return roleid
 
 
@@ -70,7 +70,7 @@ def root() -> User:
     root_user = User.objects.get(userid="root@pam")
     for userid in (HOLDER, OTHER, NOBODY, ALMOST, ADMIN):
         if not User.objects.filter(userid=userid).exists():
-            access.add_user(userid, actor=root_user, password=PASSWORD)
+            services.add_user(userid, actor=root_user, password=PASSWORD)
     if not Pool.objects.filter(poolid="vcpool").exists():
         Pool(poolid="vcpool").save()
     reset_vm(OTHER_VMID)
@@ -80,12 +80,12 @@ def root() -> User:
 def reset_acls(root: User) -> None:
     for entry in ACLEntry.objects.filter(ugid__startswith="vc-"):
         entry.delete()
-    access.modify_acl(root, "/", ["Administrator"], users=[ADMIN])
+    services.modify_acl(root, "/", ["Administrator"], users=[ADMIN])
 
 
 def grant(root: User, userid: str, grants: list[tuple[str, list[str]]], *, vmid: int = VMID) -> None:
     for path, privileges in grants:
-        access.modify_acl(root, path.format(vmid=vmid), [role(privileges)], users=[userid])
+        services.modify_acl(root, path.format(vmid=vmid), [role(privileges)], users=[userid])
 
 
 def put(client: Client, csrf: str, body: str, vmid: int = VMID):
@@ -170,7 +170,7 @@ ROOT_ONLY = [
 def root_token(root) -> str:
     """root@pam's own token without privilege separation: all privileges, but not root@pam."""
     if not APIToken.objects.filter(tokenid="root@pam!vc").exists():
-        _token, secret = access.add_token("root@pam", "vc", actor=root, privsep=False)
+        _token, secret = services.add_token("root@pam", "vc", actor=root, privsep=False)
         root_token.secret = secret  # type: ignore[attr-defined]
     return f"PVEAPIToken=root@pam!vc={root_token.secret}"  # type: ignore[attr-defined]
 
@@ -217,9 +217,9 @@ def test_a_token_is_named_in_the_cluster_log(root):
     grant(root, HOLDER, [("/vms/{vmid}", ["VM.Config.Memory"])])
     tokenid = f"{HOLDER}!ci"
     if APIToken.objects.filter(tokenid=tokenid).exists():
-        access.delete_token(tokenid, actor=root)
-    _token, secret = access.add_token(HOLDER, "ci", actor=root, privsep=True)
-    access.modify_acl(root, f"/vms/{VMID}", [role(["VM.Config.Memory"])], tokens=[tokenid])
+        services.delete_token(tokenid, actor=root)
+    _token, secret = services.add_token(HOLDER, "ci", actor=root, privsep=True)
+    services.modify_acl(root, f"/vms/{VMID}", [role(["VM.Config.Memory"])], tokens=[tokenid])
     header = {"HTTP_AUTHORIZATION": f"PVEAPIToken={tokenid}={secret}"}
     response = Client().put(f"{API}/nodes/{NODE}/qemu/{VMID}/config", "memory=1000", content_type=FORM, **header)
     assert response.status_code == 200, response.content

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from authz import access
+from authz import services
+from authz.exceptions import AccessError
 from authz.models import ACLEntry, APIToken, GroupMember, Role, User
 from replicator import client as replicator_client
 from tests.harness import manage
@@ -41,7 +42,7 @@ def world(node_env):
         pveum(node_env, "user", "modify", "dave@pve", "--groups", "ops")
         pveum(node_env, "role", "add", "Watcher", "--privs", "VM.Audit,Sys.Audit")
         pveum(node_env, "acl", "modify", "/vms/7100", "--roles", "PVEVMUser", "--groups", "ops")
-        access.add_user("erin@pve", actor=User.objects.get(userid="root@pam"), password="erin-password")
+        services.add_user("erin@pve", actor=User.objects.get(userid="root@pam"), password="erin-password")
         pveum(node_env, "acl", "modify", "/vms", "--roles", "PVEVMAdmin", "--users", "erin@pve")
         dave = User.objects.get(userid="dave@pve")
         dave.set_password("dave-password")
@@ -138,15 +139,15 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(world, node_env, args, m
 
 def test_delegation_never_exceeds_the_granter(world):
     erin = User.objects.get(userid="erin@pve")  # PVEVMAdmin on /vms, no Permissions.Modify
-    with pytest.raises(access.AccessError, match=r"requires 'Permissions\.Modify' or superset of privileges"):
-        access.modify_acl(erin, "/vms/7100", ["Administrator"], users=["dave@pve"])
-    with pytest.raises(access.AccessError, match="NoAccess"):
-        access.modify_acl(erin, "/vms/7100", ["NoAccess"], users=["dave@pve"])
-    with pytest.raises(access.AccessError, match=r"Permissions\.Modify"):
-        access.modify_acl(erin, "/storage", ["PVEAuditor"], users=["dave@pve"])
-    access.modify_acl(erin, "/vms/7101", ["PVEVMUser"], users=["dave@pve"])  # a subset of what she holds
+    with pytest.raises(AccessError, match=r"requires 'Permissions\.Modify' or superset of privileges"):
+        services.modify_acl(erin, "/vms/7100", ["Administrator"], users=["dave@pve"])
+    with pytest.raises(AccessError, match="NoAccess"):
+        services.modify_acl(erin, "/vms/7100", ["NoAccess"], users=["dave@pve"])
+    with pytest.raises(AccessError, match=r"Permissions\.Modify"):
+        services.modify_acl(erin, "/storage", ["PVEAuditor"], users=["dave@pve"])
+    services.modify_acl(erin, "/vms/7101", ["PVEVMUser"], users=["dave@pve"])  # a subset of what she holds
     assert ACLEntry.objects.filter(path="/vms/7101", ugid="dave@pve", roleid="PVEVMUser").exists()
-    access.modify_acl(erin, "/vms/7101", ["PVEVMUser"], users=["dave@pve"], delete=True)
+    services.modify_acl(erin, "/vms/7101", ["PVEVMUser"], users=["dave@pve"], delete=True)
     assert not ACLEntry.objects.filter(path="/vms/7101", ugid="dave@pve").exists()
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 from django.test import Client
 
-from authz import access
+from authz import services
 from authz.models import ACLEntry, APIToken, Group, GroupMember, Role, User
 from cluster.models import ClusterLogEntry
 from replicator import client as replicator_client
@@ -160,30 +160,30 @@ def reset(root: User) -> None:
         entry.delete()
     for userid in ("mx-nobody@pve", "mx-holder@pve", "mx-other@pve"):
         if not User.objects.filter(userid=userid).exists():
-            access.add_user(userid, actor=root, password=PASSWORD)
+            services.add_user(userid, actor=root, password=PASSWORD)
     for groupid in ("mx-group", "mx-other", "mx-doomed"):
         if not Group.objects.filter(groupid=groupid).exists():
-            access.add_group(groupid, actor=root)
+            services.add_group(groupid, actor=root)
     for userid in ("mx-target@pve", "mx-victim@pve", "mx-member@pve"):
         if not User.objects.filter(userid=userid).exists():
-            access.add_user(userid, actor=root)
-    access.modify_user("mx-member@pve", actor=root, groups=["mx-group"], comment="")
+            services.add_user(userid, actor=root)
+    services.modify_user("mx-member@pve", actor=root, groups=["mx-group"], comment="")
     if Group.objects.get(groupid="mx-group").comment:
-        access.modify_group("mx-group", actor=root, comment="")
+        services.modify_group("mx-group", actor=root, comment="")
     if User.objects.filter(userid="mx-new@pve").exists():
-        access.delete_user("mx-new@pve", actor=root)
+        services.delete_user("mx-new@pve", actor=root)
     if Group.objects.filter(groupid="mx-newgroup").exists():
-        access.delete_group("mx-newgroup", actor=root)
+        services.delete_group("mx-newgroup", actor=root)
     for roleid, privs in (("MxSysModify", ["Sys.Modify"]), ("MxOld", ["Sys.Audit"])):
         role = Role.objects.filter(roleid=roleid).first()
         if role is None or role.privs != privs:
-            access.save_role(roleid, privs, actor=root, create=role is None)
+            services.save_role(roleid, privs, actor=root, create=role is None)
     if Role.objects.filter(roleid="MxRole").exists():
-        access.delete_role("MxRole", actor=root)
+        services.delete_role("MxRole", actor=root)
     if APIToken.objects.filter(tokenid="mx-member@pve!t1").exists():
-        access.delete_token("mx-member@pve!t1", actor=root)
+        services.delete_token("mx-member@pve!t1", actor=root)
     if not APIToken.objects.filter(tokenid="mx-member@pve!old").exists():
-        access.add_token("mx-member@pve", "old", actor=root)
+        services.add_token("mx-member@pve", "old", actor=root)
 
 
 @pytest.fixture(scope="module")
@@ -216,9 +216,9 @@ def test_matrix(clients, case):
     root = User.objects.get(userid="root@pam")
     reset(root)
     for path, role in case.holder:
-        access.modify_acl(root, path, [role], users=["mx-holder@pve"])
+        services.modify_acl(root, path, [role], users=["mx-holder@pve"])
     for path, role in case.other:
-        access.modify_acl(root, path, [role], users=["mx-other@pve"])
+        services.modify_acl(root, path, [role], users=["mx-other@pve"])
     before = replicator_client.status()["version"]
     assert call(case, Client()) == 401
     for userid in ("mx-nobody@pve", "mx-other@pve"):
@@ -236,7 +236,7 @@ def test_group_members_list_of_the_read(clients):
     """A holder of Sys.Audit on one group sees its members, and the listing shows only those and itself."""
     root = User.objects.get(userid="root@pam")
     reset(root)
-    access.modify_acl(root, "/access/groups/mx-group", ["PVEAuditor"], users=["mx-holder@pve"])
+    services.modify_acl(root, "/access/groups/mx-group", ["PVEAuditor"], users=["mx-holder@pve"])
     holder, _ = clients["mx-holder@pve"]
     listed = {u["userid"] for u in holder.get(f"{API}/access/users").json()["data"]}
     assert listed == {"mx-holder@pve"} | set(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from authz import realms
+from authz import services
 from authz.models import GroupMember, Realm, User
 from tests.authz.samba_dc import ADDRESS, ADMIN_PASSWORD, DOMAIN, SambaDC
 from tests.harness import manage
@@ -61,11 +61,11 @@ def test_plain_ldap_is_refused_by_the_dc_and_a_wrong_ca_by_us(ad, dc):
     root = User.objects.get(userid="root@pam")
     saved = dict(Realm.objects.get(realm="ad").options)
     try:
-        realms.modify_realm("ad", actor=root, options={"mode": "ldap"})  # AD refuses simple binds without TLS
+        services.modify_realm("ad", actor=root, options={"mode": "ldap"})  # AD refuses simple binds without TLS
         assert login("olga@ad", "Olga-Passw0rd!") == 401
         # not the DC's CA
-        realms.modify_realm("ad", actor=root, options={**saved, "capath": "/etc/ssl/certs/ca-certificates.crt"})
+        services.modify_realm("ad", actor=root, options={**saved, "capath": "/etc/ssl/certs/ca-certificates.crt"})
         assert login("olga@ad", "Olga-Passw0rd!") == 401
     finally:
-        realms.modify_realm("ad", actor=root, options=saved)
+        services.modify_realm("ad", actor=root, options=saved)
     assert login("olga@ad", "Olga-Passw0rd!") == 200

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 from django.test import Client
 
-from authz import access, pools, realms
+from authz import services
 from authz.models import ACLEntry, APIToken, Group, Pool, Realm, Role, User
 from cluster.models import ClusterLogEntry
 from replicator import client as replicator_client
@@ -166,38 +166,38 @@ def reset(root: User) -> None:
     ):
         role = Role.objects.filter(roleid=roleid).first()
         if role is None or role.privs != privs:
-            access.save_role(roleid, privs, actor=root, create=role is None)
+            services.save_role(roleid, privs, actor=root, create=role is None)
     if Role.objects.filter(roleid="AmNewRole").exists():
-        access.delete_role("AmNewRole", actor=root)
+        services.delete_role("AmNewRole", actor=root)
     for userid in ("am-nobody@pve", "am-holder@pve", "am-other@pve"):
         if not User.objects.filter(userid=userid).exists():
-            access.add_user(userid, actor=root, password=PASSWORD)
+            services.add_user(userid, actor=root, password=PASSWORD)
     for groupid in ("am-group", "am-other", "am-doomed"):
         if not Group.objects.filter(groupid=groupid).exists():
-            access.add_group(groupid, actor=root)
+            services.add_group(groupid, actor=root)
     if Group.objects.filter(groupid="am-newgroup").exists():
-        access.delete_group("am-newgroup", actor=root)
+        services.delete_group("am-newgroup", actor=root)
     for userid in ("am-member@pve", "am-target@pve"):
         if not User.objects.filter(userid=userid).exists():
-            access.add_user(userid, actor=root)
+            services.add_user(userid, actor=root)
     if User.objects.filter(userid="am-new@pve").exists():
-        access.delete_user("am-new@pve", actor=root)
-    access.modify_user("am-member@pve", actor=root, groups=["am-group"], email="")
-    access.modify_user("am-target@pve", actor=root, groups=["am-other"])
+        services.delete_user("am-new@pve", actor=root)
+    services.modify_user("am-member@pve", actor=root, groups=["am-group"], email="")
+    services.modify_user("am-target@pve", actor=root, groups=["am-other"])
     if not APIToken.objects.filter(tokenid="am-member@pve!old").exists():
-        access.add_token("am-member@pve", "old", actor=root)
+        services.add_token("am-member@pve", "old", actor=root)
     for realm in ("amrealm",):
         if Realm.objects.filter(realm=realm).exists():
-            realms.delete_realm(realm, actor=root)
+            services.delete_realm(realm, actor=root)
     if not Realm.objects.filter(realm="amkeep").exists():
-        realms.add_realm("amkeep", "ldap", actor=root, options=LDAP)
-    realms.modify_realm("amkeep", actor=root, comment="")
+        services.add_realm("amkeep", "ldap", actor=root, options=LDAP)
+    services.modify_realm("amkeep", actor=root, comment="")
     for poolid in ("amkeep", "amother"):
         if not Pool.objects.filter(poolid=poolid).exists():
-            pools.add_pool(poolid, actor=root)
+            services.add_pool(poolid, actor=root)
     if Pool.objects.filter(poolid="ampool").exists():
-        pools.delete_pool("ampool", actor=root)
-    pools.modify_pool("amkeep", actor=root, comment="")
+        services.delete_pool("ampool", actor=root)
+    services.modify_pool("amkeep", actor=root, comment="")
 
 
 def admin_login(userid: str, password: str = PASSWORD) -> Client:
@@ -230,9 +230,9 @@ def test_admin_matrix(clients, case):
     root = User.objects.get(userid="root@pam")
     reset(root)
     for path, role in case.holder:
-        access.modify_acl(root, path, [role], users=["am-holder@pve"])
+        services.modify_acl(root, path, [role], users=["am-holder@pve"])
     for path, role in case.other:
-        access.modify_acl(root, path, [role], users=["am-other@pve"])
+        services.modify_acl(root, path, [role], users=["am-other@pve"])
     before = version()
     anonymous = Client().post(case.url, case.form)
     assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"]

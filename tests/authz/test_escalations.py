@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from authz import access
+from authz import services
+from authz.exceptions import AccessDenied
 from authz.models import ACLEntry, APIToken, Group, GroupMember, User
 from cluster.models import ClusterLogEntry
 from replicator import client as replicator_client
@@ -51,15 +52,15 @@ def root_client() -> tuple[Client, str]:
 
 def ensure_user(root: User, userid: str, *, password: str | None = PASSWORD, groups: tuple[str, ...] = ()) -> None:
     if not User.objects.filter(userid=userid).exists():
-        access.add_user(userid, actor=root, password=password)
+        services.add_user(userid, actor=root, password=password)
     for groupid in groups:
         if not GroupMember.objects.filter(group_id=groupid, user_id=userid).exists():
-            access.modify_user(userid, actor=root, groups=[groupid], append=True)
+            services.modify_user(userid, actor=root, groups=[groupid], append=True)
 
 
 def ensure_group(root: User, groupid: str) -> None:
     if not Group.objects.filter(groupid=groupid).exists():
-        access.add_group(groupid, actor=root)
+        services.add_group(groupid, actor=root)
 
 
 # --- item 1: a user id with '!' and the token that acted as root@pam ---------------------------
@@ -93,9 +94,9 @@ def test_a_token_acts_with_its_users_privileges_and_no_more(root, root_client):
     ensure_user(root, "esc-self@pve")
     for entry in ACLEntry.objects.filter(ugid="esc-self@pve"):
         entry.delete()
-    access.modify_acl(root, "/vms", ["PVEAuditor"], users=["esc-self@pve"])
+    services.modify_acl(root, "/vms", ["PVEAuditor"], users=["esc-self@pve"])
     if APIToken.objects.filter(tokenid="esc-self@pve!tk").exists():
-        access.delete_token("esc-self@pve!tk", actor=root)
+        services.delete_token("esc-self@pve!tk", actor=root)
     me = login("esc-self@pve")
     created = call(me, "post", "/access/users/esc-self@pve/token/tk", "privsep=0")
     assert created.status_code == 200, created.content
@@ -122,8 +123,8 @@ def delegation_world(root):
     ensure_user(root, "esc-worker@pve", groups=("esc-ops",))
     for entry in ACLEntry.objects.filter(ugid__in=["esc-ops-admin@pve", "esc-admins", "esc-ops"]):
         entry.delete()
-    access.modify_acl(root, "/access/groups/esc-ops", ["PVEUserAdmin"], users=["esc-ops-admin@pve"])
-    access.modify_acl(root, "/", ["Administrator"], groups=["esc-admins"])
+    services.modify_acl(root, "/access/groups/esc-ops", ["PVEUserAdmin"], users=["esc-ops-admin@pve"])
+    services.modify_acl(root, "/", ["Administrator"], groups=["esc-admins"])
     return login("esc-ops-admin@pve")
 
 
@@ -143,32 +144,34 @@ def test_user_modify_on_one_group_does_not_allow_setting_other_groups(delegation
 
 
 def test_removing_a_user_from_a_group_needs_user_modify_on_that_group(root, delegation_world):
-    access.modify_user("esc-worker@pve", actor=root, groups=["esc-other"], append=True)
+    services.modify_user("esc-worker@pve", actor=root, groups=["esc-other"], append=True)
     try:
         before = version()
         response = call(delegation_world, "put", "/access/users/esc-worker@pve", "groups=esc-ops")
         assert response.status_code == 403 and "/access/groups/esc-other" in response.json()["message"]
         assert version() == before and groups_of("esc-worker@pve") == {"esc-ops", "esc-other"}
     finally:
-        access.modify_user("esc-worker@pve", actor=root, groups=["esc-ops"])
+        services.modify_user("esc-worker@pve", actor=root, groups=["esc-ops"])
 
 
 def test_a_delegated_admin_never_adds_itself(root, delegation_world):
-    access.modify_acl(root, "/access/groups/esc-other", ["PVEUserAdmin"], users=["esc-ops-admin@pve"])
+    services.modify_acl(root, "/access/groups/esc-other", ["PVEUserAdmin"], users=["esc-ops-admin@pve"])
     try:
         before = version()
         response = call(delegation_world, "put", "/access/users/esc-ops-admin@pve", "groups=esc-other&append=1")
         assert response.status_code == 403 and "cannot add itself" in response.json()["message"]
         assert version() == before and groups_of("esc-ops-admin@pve") == {"esc-ops"}
         # even with User.Modify on every group
-        access.modify_acl(root, "/access/groups", ["PVEUserAdmin"], users=["esc-ops-admin@pve"])
+        services.modify_acl(root, "/access/groups", ["PVEUserAdmin"], users=["esc-ops-admin@pve"])
         before = version()
         response = call(delegation_world, "put", "/access/users/esc-ops-admin@pve", "groups=esc-admins&append=1")
         assert response.status_code == 403
         assert version() == before and groups_of("esc-ops-admin@pve") == {"esc-ops"}
     finally:
-        access.modify_acl(root, "/access/groups/esc-other", ["PVEUserAdmin"], users=["esc-ops-admin@pve"], delete=True)
-        access.modify_acl(root, "/access/groups", ["PVEUserAdmin"], users=["esc-ops-admin@pve"], delete=True)
+        services.modify_acl(
+            root, "/access/groups/esc-other", ["PVEUserAdmin"], users=["esc-ops-admin@pve"], delete=True
+        )
+        services.modify_acl(root, "/access/groups", ["PVEUserAdmin"], users=["esc-ops-admin@pve"], delete=True)
 
 
 def admin_client(userid: str, password: str = PASSWORD) -> Client:
@@ -184,7 +187,7 @@ def test_group_allocate_in_the_admin_does_not_move_members(root, delegation_worl
     ensure_user(root, "esc-outsider@pve")
     for entry in ACLEntry.objects.filter(ugid="esc-galloc@pve"):
         entry.delete()
-    access.modify_acl(root, "/access/groups/esc-admins", ["EscGroupAllocate"], users=["esc-galloc@pve"])
+    services.modify_acl(root, "/access/groups/esc-admins", ["EscGroupAllocate"], users=["esc-galloc@pve"])
     page = admin_client("esc-galloc@pve")
     before = version()
     for members in (["esc-galloc@pve"], ["esc-outsider@pve"], ["esc-worker@pve"]):
@@ -203,7 +206,7 @@ def group_allocate_role(root):
     from authz.models import Role
 
     if not Role.objects.filter(roleid="EscGroupAllocate").exists():
-        access.save_role("EscGroupAllocate", ["Group.Allocate"], actor=root, create=True)
+        services.save_role("EscGroupAllocate", ["Group.Allocate"], actor=root, create=True)
 
 
 def test_the_user_page_applies_the_same_group_rules(root, delegation_world):
@@ -229,13 +232,13 @@ def test_the_user_page_applies_the_same_group_rules(root, delegation_world):
 def boss(root):
     """A user holding Administrator on /: every privilege, yet not root@pam."""
     ensure_user(root, "esc-boss@pve")
-    access.modify_acl(root, "/", ["Administrator"], users=["esc-boss@pve"])
+    services.modify_acl(root, "/", ["Administrator"], users=["esc-boss@pve"])
     return login("esc-boss@pve")
 
 
 def test_only_root_changes_root_account_tokens_and_acls(root, boss, root_client):
     if not APIToken.objects.filter(tokenid="root@pam!keep").exists():
-        access.add_token("root@pam", "keep", actor=root)
+        services.add_token("root@pam", "keep", actor=root)
     before = version()
     refused = [
         ("put", "/access/users/root@pam", "comment=owned&groups=esc-ops"),
@@ -262,8 +265,8 @@ def test_only_root_changes_root_account_tokens_and_acls(root, boss, root_client)
 def test_a_root_token_is_not_root(root):
     """A privsep=0 token of root@pam holds every privilege but is not root@pam for root@pam's own rules."""
     if APIToken.objects.filter(tokenid="root@pam!full").exists():
-        access.delete_token("root@pam!full", actor=root)
-    _token, secret = access.add_token("root@pam", "full", actor=root, privsep=False)
+        services.delete_token("root@pam!full", actor=root)
+    _token, secret = services.add_token("root@pam", "full", actor=root, privsep=False)
     header = {"HTTP_AUTHORIZATION": f"PVEAPIToken=root@pam!full={secret}"}
     before = version()
     response = Client().post(f"{API}/access/users/root@pam/token/more", "privsep=0", content_type=FORM, **header)
@@ -271,7 +274,7 @@ def test_a_root_token_is_not_root(root):
     assert Client().get(f"{API}/cluster/status", **header).status_code == 200  # otherwise every privilege
     # what it does is recorded as the token, in the change set of the change
     if Group.objects.filter(groupid="esc-by-token").exists():
-        access.delete_group("esc-by-token", actor=root)
+        services.delete_group("esc-by-token", actor=root)
     created = Client().post(f"{API}/access/groups", "groupid=esc-by-token", content_type=FORM, **header)
     assert created.status_code == 200
     entry = ClusterLogEntry.objects.get(msg="added group 'esc-by-token'", version=version())
@@ -286,8 +289,8 @@ def test_root_password_changed_by_root_only_in_the_admin(root, boss):
         {"enable": "on", "expire": "0", "new_password": "taken-over", "_loaded_version": ""},
     )
     assert response.status_code == 403 and version() == before
-    with pytest.raises(access.AccessDenied):
-        access.set_password("root@pam", "taken-over", actor=User.objects.get(userid="esc-boss@pve"))
+    with pytest.raises(AccessDenied):
+        services.set_password("root@pam", "taken-over", actor=User.objects.get(userid="esc-boss@pve"))
     assert version() == before
     assert Client().post(f"{API}/access/ticket", {"username": "root@pam", "password": "taken-over"}).status_code == 401
 

@@ -7,7 +7,7 @@ import time
 import pytest
 from django.test import Client
 
-from authz import realms
+from authz import services
 from authz.models import Group, GroupMember, Realm, User
 from tests.authz.slapd import ADMIN_DN, ADMIN_PASSWORD, SUFFIX, Slapd
 from tests.harness import manage
@@ -103,17 +103,17 @@ def test_an_unreachable_server_fails_within_a_bounded_time(slapd, node_env, corp
     root = User.objects.get(userid="root@pam")
     saved = dict(Realm.objects.get(realm="corp").options)
     # the first server never answers
-    realms.modify_realm("corp", actor=root, options={"server1": "10.255.255.1", "server2": "127.0.0.1"})
+    services.modify_realm("corp", actor=root, options={"server1": "10.255.255.1", "server2": "127.0.0.1"})
     try:
         started = time.monotonic()
         assert login("lara@corp", "lara-pass") == 200  # the second server answers
         assert time.monotonic() - started < 30
-        realms.modify_realm("corp", actor=root, delete=["server2"])
+        services.modify_realm("corp", actor=root, delete=["server2"])
         started = time.monotonic()
         assert login("lara@corp", "lara-pass") == 401
         assert time.monotonic() - started < 30
     finally:
-        realms.modify_realm("corp", actor=root, options=saved)
+        services.modify_realm("corp", actor=root, options=saved)
 
 
 def test_directory_names_that_are_no_user_ids_are_skipped(corp, node_env, slapd):

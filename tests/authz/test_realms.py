@@ -11,8 +11,10 @@ import json
 import pytest
 from django.test import Client
 
-from authz import access, realms
+from authz import services
+from authz.exceptions import AccessError
 from authz.models import ACLEntry, KeyMaterial, Realm, Role, User
+from authz.services import realms
 from cluster.models import ClusterLogEntry
 from replicator import client as replicator_client
 from tests.authz.slapd import ADMIN_DN, ADMIN_PASSWORD, SUFFIX, Slapd
@@ -59,12 +61,12 @@ def ldap_options(server: Slapd) -> dict[str, str]:
 def realm_admin(root):
     """A user holding Realm.Allocate on /access/realm (a custom role: it is in no built-in role but Administrator)."""
     if not Role.objects.filter(roleid="RealmKeeper").exists():
-        access.save_role("RealmKeeper", ["Realm.Allocate", "Sys.Audit"], actor=root, create=True)
+        services.save_role("RealmKeeper", ["Realm.Allocate", "Sys.Audit"], actor=root, create=True)
     if not User.objects.filter(userid="realm-keeper@pve").exists():
-        access.add_user("realm-keeper@pve", actor=root, password="keeper-password")
+        services.add_user("realm-keeper@pve", actor=root, password="keeper-password")
     for entry in ACLEntry.objects.filter(ugid="realm-keeper@pve"):
         entry.delete()
-    access.modify_acl(root, "/access/realm", ["RealmKeeper"], users=["realm-keeper@pve"])
+    services.modify_acl(root, "/access/realm", ["RealmKeeper"], users=["realm-keeper@pve"])
     client = Client()
     response = client.post("/admin/login/", {"username": "realm-keeper@pve", "password": "keeper-password"})
     assert response.status_code == 302
@@ -95,26 +97,26 @@ def test_the_pam_realm_cannot_be_made_an_ldap_realm_in_the_admin(slapd, realm_ad
 def test_realm_types_are_fixed_and_the_builtin_realms_stay(root, slapd):
     snapshot = version()
     refused = [
-        (lambda: realms.modify_realm("pam", actor=root, realm_type="ldap"), "cannot be changed"),
-        (lambda: realms.modify_realm("pve", actor=root, options=ldap_options(slapd)), "not allowed"),
-        (lambda: realms.add_realm("pam", "ldap", actor=root, options=ldap_options(slapd)), "reserved name"),
-        (lambda: realms.add_realm("shadowpam", "pam", actor=root), "only ldap or ad"),
-        (lambda: realms.add_realm("shadowpve", "pve", actor=root), "only ldap or ad"),
-        (lambda: realms.delete_realm("pam", actor=root), "built-in realm"),
-        (lambda: realms.delete_realm("pve", actor=root), "built-in realm"),
-        (lambda: realms.add_realm("bad", "ldap", actor=root, options={"server1": "x"}), "'base_dn' is required"),
+        (lambda: services.modify_realm("pam", actor=root, realm_type="ldap"), "cannot be changed"),
+        (lambda: services.modify_realm("pve", actor=root, options=ldap_options(slapd)), "not allowed"),
+        (lambda: services.add_realm("pam", "ldap", actor=root, options=ldap_options(slapd)), "reserved name"),
+        (lambda: services.add_realm("shadowpam", "pam", actor=root), "only ldap or ad"),
+        (lambda: services.add_realm("shadowpve", "pve", actor=root), "only ldap or ad"),
+        (lambda: services.delete_realm("pam", actor=root), "built-in realm"),
+        (lambda: services.delete_realm("pve", actor=root), "built-in realm"),
+        (lambda: services.add_realm("bad", "ldap", actor=root, options={"server1": "x"}), "'base_dn' is required"),
         (
-            lambda: realms.add_realm("bad", "ldap", actor=root, options={**ldap_options(slapd), "filter": "a\nb"}),
+            lambda: services.add_realm("bad", "ldap", actor=root, options={**ldap_options(slapd), "filter": "a\nb"}),
             "invalid value for filter",
         ),
         (
-            lambda: realms.add_realm("bad", "ldap", actor=root, options={**ldap_options(slapd), "capath": "ca.pem"}),
+            lambda: services.add_realm("bad", "ldap", actor=root, options={**ldap_options(slapd), "capath": "ca.pem"}),
             "invalid value for capath",
         ),
-        (lambda: realms.add_realm("bad", "ldap", actor=root, comment="x\nldap: evil"), "invalid value for comment"),
+        (lambda: services.add_realm("bad", "ldap", actor=root, comment="x\nldap: evil"), "invalid value for comment"),
     ]
     for attempt, message in refused:
-        with pytest.raises(access.AccessError, match=message):
+        with pytest.raises(AccessError, match=message):
             attempt()
     assert version() == snapshot
     assert Realm.objects.get(realm="pam").type == "pam" and Realm.objects.get(realm="pve").type == "pve"
@@ -145,16 +147,16 @@ def test_root_never_authenticates_through_a_realm_row_even_a_tampered_one(slapd)
 
 def test_realm_changes_are_audited_in_their_change_set_with_the_bind_password_apart(root, slapd):
     if Realm.objects.filter(realm="audited").exists():
-        realms.delete_realm("audited", actor=root)
+        services.delete_realm("audited", actor=root)
     options = {**ldap_options(slapd), "bind_dn": ADMIN_DN}
-    realms.add_realm("audited", "ldap", actor=root, options=options, password=ADMIN_PASSWORD)
+    services.add_realm("audited", "ldap", actor=root, options=options, password=ADMIN_PASSWORD)
     row = Realm.objects.get(realm="audited")
     assert ClusterLogEntry.objects.filter(version=row.version, user="root@pam", msg__startswith="added realm").exists()
     assert KeyMaterial.objects.get(path=realms.password_path("audited")).version == row.version
     assert ADMIN_PASSWORD not in str(row.options)
-    realms.modify_realm("audited", actor=root, default=True)
+    services.modify_realm("audited", actor=root, default=True)
     assert Realm.objects.get(realm="audited").default and not Realm.objects.get(realm="pve").default
-    realms.modify_realm("pve", actor=root, default=True)
-    realms.delete_realm("audited", actor=root)
+    services.modify_realm("pve", actor=root, default=True)
+    services.delete_realm("audited", actor=root)
     assert not KeyMaterial.objects.filter(path=realms.password_path("audited")).exists()
     assert Realm.objects.get(realm="pve").default

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from authz import services, throttle
+from authz import throttle
 from authz.models import KeyMaterial, LoginFailures
+from authz.services import keys
 from portal.runner.celery_cli import beat_argv
 from tests.celery_harness import CeleryWorker, RedisServer
 from tests.harness import REPO
@@ -48,10 +49,10 @@ def worker(schedule_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
 
 
 def test_beat_rotates_a_due_key_on_every_node_without_a_login(schedule_env, worker, tmp_path):
-    private = KeyMaterial.objects.get(path=services.AUTHKEY)
-    private.created = int(time.time()) - services.KEY_LIFETIME - 60
+    private = KeyMaterial.objects.get(path=keys.AUTHKEY)
+    private.created = int(time.time()) - keys.KEY_LIFETIME - 60
     private.save()
-    before = KeyMaterial.objects.get(path=services.AUTHKEY_PUB).content
+    before = KeyMaterial.objects.get(path=keys.AUTHKEY_PUB).content
     log_path = tmp_path / "beat.log"
     with open(log_path, "wb") as log:
         beat = subprocess.Popen(
@@ -63,14 +64,14 @@ def test_beat_rotates_a_due_key_on_every_node_without_a_login(schedule_env, work
         )
     try:
         deadline = time.monotonic() + 90
-        while KeyMaterial.objects.get(path=services.AUTHKEY_PUB).content == before:
+        while KeyMaterial.objects.get(path=keys.AUTHKEY_PUB).content == before:
             assert beat.poll() is None, log_path.read_text()[-3000:]
             assert time.monotonic() < deadline, f"{log_path.read_text()[-2000:]}\n{worker.log_text()[-2000:]}"
             time.sleep(0.2)
     finally:
         beat.terminate()
         beat.wait(timeout=30)
-    assert KeyMaterial.objects.get(path=services.AUTHKEY_PUB_OLD).content == before
+    assert KeyMaterial.objects.get(path=keys.AUTHKEY_PUB_OLD).content == before
     assert "authz.rotate_authkey" in log_path.read_text()
     assert "ticket signing key rotated" in worker.log_text()
 

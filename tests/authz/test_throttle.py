@@ -10,7 +10,7 @@ import pytest
 from django.db import connections
 from django.test import Client, override_settings
 
-from authz import access, throttle
+from authz import services, throttle
 from authz.models import LoginFailures, User
 from cluster.models import ClusterLogEntry
 from replicator import client as replicator_client
@@ -26,7 +26,7 @@ def attempt(username: str, password: str, address: str = "127.0.0.1") -> int:
 
 def ensure_user(userid: str, password: str) -> None:
     if not User.objects.filter(userid=userid).exists():
-        access.add_user(userid, actor=User.objects.get(userid="root@pam"), password=password)
+        services.add_user(userid, actor=User.objects.get(userid="root@pam"), password=password)
 
 
 def test_delays_grow_and_are_bounded():
@@ -50,7 +50,7 @@ def test_failures_go_to_the_node_log_only_and_are_counted_alike_for_unknown_user
     ensure_user("gina@pve", "gina-password")
     before = replicator_client.status()["version"]
     log_entries = ClusterLogEntry.objects.count()
-    with caplog.at_level(logging.INFO, logger="authz.services"):
+    with caplog.at_level(logging.INFO, logger="authz.authentication"):
         assert attempt("gina@pve", "wrong", "192.0.2.10") == 401
         assert attempt("nobody-at-all@pve", "wrong", "192.0.2.10") == 401
         assert attempt("line\nbreak@pve", "wrong", "192.0.2.10") == 401
@@ -165,7 +165,7 @@ def test_pam_realm_users_log_in_with_their_linux_password():
     subprocess.run(["chpasswd"], input="pvepamuser:Linux-Pass-42\n", text=True, check=True)
     try:
         if not User.objects.filter(userid="pvepamuser@pam").exists():
-            access.add_user("pvepamuser@pam", actor=User.objects.get(userid="root@pam"))
+            services.add_user("pvepamuser@pam", actor=User.objects.get(userid="root@pam"))
         assert attempt("pvepamuser@pam", "Linux-Pass-42") == 200
         assert attempt("pvepamuser@pam", "not-the-password") == 401
         subprocess.run(["usermod", "-L", "pvepamuser"], check=True)  # a locked Linux account

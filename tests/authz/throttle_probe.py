@@ -15,7 +15,7 @@ import django
 
 django.setup()
 
-from authz import services, throttle  # noqa: E402
+from authz import authentication, throttle  # noqa: E402
 from authz.exceptions import AuthenticationFailed  # noqa: E402
 
 
@@ -23,7 +23,7 @@ def main(command: str, user: str, address: str, *rest: str) -> dict[str, object]
     if command == "fail":
         for _ in range(int(rest[0])):
             with contextlib.suppress(AuthenticationFailed):
-                services.login(user, "wrong-password", rhost=address)
+                authentication.login(user, "wrong-password", rhost=address)
         return {"done": True}
     attempt = throttle.Attempt.of(user, address)
     users, addresses, known = throttle.failures(attempt)

@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db.models import Max
 from django.test import override_settings
 
-from authz import access
+from authz import services
 from authz.models import ACLEntry, APIToken, User
 from authz.permissions import has_privileges
 from cluster import keys
@@ -113,11 +113,11 @@ def nodes(node_env: dict[str, str], replicator: object, tmp_path_factory: pytest
     root = User.objects.get(userid="root@pam")
     for userid in ("fw-auditor@pve", "fw-nobody@pve"):
         if not User.objects.filter(userid=userid).exists():
-            access.add_user(userid, actor=root, password=PASSWORD)
-    access.modify_acl(root, f"/nodes/{B_NODE}", ["PVEAuditor"], users=["fw-auditor@pve"])
+            services.add_user(userid, actor=root, password=PASSWORD)
+    services.modify_acl(root, f"/nodes/{B_NODE}", ["PVEAuditor"], users=["fw-auditor@pve"])
     if APIToken.objects.filter(tokenid="fw-auditor@pve!ci").exists():
-        access.delete_token("fw-auditor@pve!ci", actor=root)
-    _token, secret = access.add_token("fw-auditor@pve", "ci", actor=root, privsep=False)
+        services.delete_token("fw-auditor@pve!ci", actor=root)
+    _token, secret = services.add_token("fw-auditor@pve", "ci", actor=root, privsep=False)
 
     a_dir = Path(node_env["PVE_DATA_DIR"])
     b_dir = tmp_path_factory.mktemp("othernode")
@@ -126,7 +126,7 @@ def nodes(node_env: dict[str, str], replicator: object, tmp_path_factory: pytest
     with sqlite3.connect(b_dir / "local.db") as db:
         db.execute("DELETE FROM cluster_task")  # B's own task index starts empty
     # After the copy: A lets fw-nobody audit node B, B does not.
-    access.modify_acl(root, f"/nodes/{B_NODE}", ["PVEAuditor"], users=["fw-nobody@pve"])
+    services.modify_acl(root, f"/nodes/{B_NODE}", ["PVEAuditor"], users=["fw-nobody@pve"])
 
     b_env = {**node_environment(b_dir, node=B_NODE), "PVE_NODE_ADDRESS": B_ADDRESS}
     b_replicator = ReplicatorProcess(b_env)

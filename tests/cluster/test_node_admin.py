@@ -15,7 +15,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from authz import access
+from authz import services
 from authz.models import KeyMaterial, User
 from cluster import corosync_conf
 from cluster.models import ClusterLogEntry, ClusterSettings, CorosyncConfig, Node
@@ -117,8 +117,8 @@ def test_a_node_change_is_validated_bumped_and_audited_in_one_change_set(cluster
 def test_only_root_changes_or_removes_a_node(clustered):
     root = User.objects.get(userid="root@pam")
     if not User.objects.filter(userid="na-admin@pve").exists():
-        access.add_user("na-admin@pve", actor=root, password="na-admin-password")
-    access.modify_acl(root, "/", ["Administrator"], users=["na-admin@pve"])
+        services.add_user("na-admin@pve", actor=root, password="na-admin-password")
+    services.modify_acl(root, "/", ["Administrator"], users=["na-admin@pve"])
     corosync_conf.save_nodes(Node(name="na-other", nodeid=77, address="127.0.0.77"))
     session = admin_client("na-admin@pve", "na-admin-password")
     before = _state(clustered)

@@ -13,7 +13,7 @@ import time
 import pytest
 from django.test import Client
 
-from authz import access
+from authz import services
 from authz.models import ACLEntry, APIToken, User
 from cluster import task_index, task_runner
 from cluster.models import Task
@@ -41,7 +41,7 @@ def root_user() -> User:
     root = User.objects.get(userid="root@pam")
     for userid in USERS:
         if not User.objects.filter(userid=userid).exists():
-            access.add_user(userid, actor=root, password=PASSWORD)
+            services.add_user(userid, actor=root, password=PASSWORD)
     return root
 
 
@@ -57,8 +57,8 @@ def finished(root_user) -> dict[str, str]:
 def grant(root_user: User, holder: tuple[str, str], other: tuple[str, str]) -> None:
     for entry in ACLEntry.objects.filter(ugid__in=USERS):
         entry.delete()
-    access.modify_acl(root_user, holder[0], [holder[1]], users=["tp-holder@pve"])
-    access.modify_acl(root_user, other[0], [other[1]], users=["tp-other@pve"])
+    services.modify_acl(root_user, holder[0], [holder[1]], users=["tp-holder@pve"])
+    services.modify_acl(root_user, other[0], [other[1]], users=["tp-other@pve"])
 
 
 def running_task(user: str) -> str:
@@ -94,8 +94,8 @@ def test_reading_a_task(root_user, finished, endpoint):
 def test_a_token_sees_its_own_tasks_only(root_user, finished):
     grant(root_user, ("/nodes/testnode", "PVEAuditor"), ("/vms", "PVEAuditor"))
     if APIToken.objects.filter(tokenid="tp-owner@pve!ci").exists():
-        access.delete_token("tp-owner@pve!ci", actor=root_user)
-    _token, secret = access.add_token("tp-owner@pve", "ci", actor=root_user, privsep=True)
+        services.delete_token("tp-owner@pve!ci", actor=root_user)
+    _token, secret = services.add_token("tp-owner@pve", "ci", actor=root_user, privsep=True)
     header = {"HTTP_AUTHORIZATION": f"PVEAPIToken=tp-owner@pve!ci={secret}"}
     client = Client()
     assert client.get(f"{API}/nodes/{NODE}/tasks/{finished['tp-owner@pve!ci']}/status", **header).status_code == 200

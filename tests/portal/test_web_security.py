@@ -18,7 +18,7 @@ from asgiref.sync import async_to_sync
 from django.test import AsyncClient, Client, override_settings
 from django.urls import re_path
 
-from authz import access
+from authz import services
 from authz.models import ACLEntry, Pool, User
 from cluster import services as cluster_services
 from portal.api.views import PVEAPIView
@@ -169,10 +169,10 @@ def test_the_admin_index_shows_the_cluster_log_only_with_sys_syslog():
     root = User.objects.get(userid="root@pam")
     for userid in ("logreader@pve", "nolog@pve"):
         if not User.objects.filter(userid=userid).exists():
-            access.add_user(userid, actor=root, password="pw-" + userid)
+            services.add_user(userid, actor=root, password="pw-" + userid)
     ACLEntry.objects.filter(ugid__in=["logreader@pve", "nolog@pve"]).delete()
-    access.modify_acl(root, "/", ["PVESysAdmin"], users=["logreader@pve"])
-    access.modify_acl(root, "/", ["PVEAuditor"], users=["nolog@pve"])
+    services.modify_acl(root, "/", ["PVESysAdmin"], users=["logreader@pve"])
+    services.modify_acl(root, "/", ["PVEAuditor"], users=["nolog@pve"])
     cluster_services.log_cluster_message("root's secret change", user="root@pam")
     cluster_services.log_cluster_message("nolog's own change", user="nolog@pve")
 

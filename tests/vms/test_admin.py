@@ -12,7 +12,7 @@ import re
 import pytest
 from django.test import Client
 
-from authz import access
+from authz import services as access_services
 from authz.models import ACLEntry, Pool, Role, User
 from cluster.models import ClusterLogEntry
 from replicator import client as replicator_client
@@ -40,7 +40,7 @@ BASE = {"name": "va7650", "memory": "512", "cores": "1"}
 def role(privileges: list[str]) -> str:
     roleid = "va-" + hashlib.sha1(",".join(sorted(privileges)).encode()).hexdigest()[:12]
     if not Role.objects.filter(roleid=roleid).exists():
-        access.save_role(roleid, privileges, actor=User.objects.get(userid="root@pam"), create=True)
+        access_services.save_role(roleid, privileges, actor=User.objects.get(userid="root@pam"), create=True)
     return roleid
 
 
@@ -76,7 +76,7 @@ def root() -> User:
     root_user = User.objects.get(userid="root@pam")
     for userid in (HOLDER, OTHER, NOBODY, ALMOST, ADMIN):
         if not User.objects.filter(userid=userid).exists():
-            access.add_user(userid, actor=root_user, password=PASSWORD)
+            access_services.add_user(userid, actor=root_user, password=PASSWORD)
     for poolid in ("va-a", "va-b"):
         if not Pool.objects.filter(poolid=poolid).exists():
             Pool(poolid=poolid).save()
@@ -87,11 +87,11 @@ def root() -> User:
 def reset_acls(root: User) -> None:
     for entry in ACLEntry.objects.filter(ugid__startswith="va-"):
         entry.delete()
-    access.modify_acl(root, "/", ["Administrator"], users=[ADMIN])
+    access_services.modify_acl(root, "/", ["Administrator"], users=[ADMIN])
 
 
 def grant(root: User, userid: str, path: str, privileges: list[str]) -> None:
-    access.modify_acl(root, path, [role(privileges)], users=[userid])
+    access_services.modify_acl(root, path, [role(privileges)], users=[userid])
 
 
 def test_change_form_checks_exactly_the_changed_keys(root):
@@ -251,18 +251,18 @@ def test_storages_through_the_service_validated_and_on_the_collection_path(root)
 
 def test_a_removed_vm_or_storage_takes_its_grants_along(root):
     """Proxmox's remove_vm_access: a VMID or storage id used again never inherits the old object's ACL entries."""
-    from vms import services, storage_services
+    from vms import services
 
     VM.objects.filter(vmid=7663).delete()
     Storage.objects.filter(storeid="va-gone").delete()
     reset_acls(root)
     vm = reset_vm(7663)
-    storage = storage_services.create_storage("va-gone", {"type": "dir", "path": "/srv/va-gone"}, actor=root)
+    storage = services.create_storage("va-gone", {"type": "dir", "path": "/srv/va-gone"}, actor=root)
     grant(root, HOLDER, "/vms/7663", ["VM.Audit"])
     grant(root, HOLDER, "/storage/va-gone", ["Datastore.Audit"])
     grant(root, OTHER, "/vms/7664", ["VM.Audit"])  # another object's grant stays
     services.destroy_vm(VM.objects.get(vmid=vm.vmid), actor=root)
-    storage_services.delete_storage(Storage.objects.get(storeid=storage.storeid), actor=root)
+    services.delete_storage(Storage.objects.get(storeid=storage.storeid), actor=root)
     assert not ACLEntry.objects.filter(path__in=["/vms/7663", "/storage/va-gone"]).exists()
     assert ACLEntry.objects.filter(path="/vms/7664", ugid=OTHER).exists()
     assert not admin_client(HOLDER).get("/admin/vms/vm/").content.count(b"7663")

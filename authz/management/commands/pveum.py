@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import getpass
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from authz import access, ids, pools, realms
+from authz import ids, services
+from authz.exceptions import AccessError
 from authz.models import SUPERUSER, ACLEntry, APIToken, Group, Pool, Role, User
 from authz.privileges import BUILTIN_ROLES
+from authz.services import realms
 from replicator.exceptions import ReplicationError
 
 
@@ -113,7 +116,7 @@ class Command(BaseCommand):
         try:
             self.actor = User.objects.get(userid=SUPERUSER)  # pveum runs as root@pam, as Proxmox's
             getattr(self, f"_{area}")(verb, options)
-        except access.AccessError as exc:
+        except AccessError as exc:
             raise CommandError(str(exc)) from None
         except ReplicationError as exc:
             raise CommandError(str(exc)) from None
@@ -127,12 +130,12 @@ class Command(BaseCommand):
                 password = getpass.getpass("Enter new password: ")
                 if password != getpass.getpass("Retype new password: "):
                     raise CommandError("passwords do not match")
-            access.add_user(o["userid"], actor=self.actor, password=password, groups=_list(o["groups"]), **fields)
+            services.add_user(o["userid"], actor=self.actor, password=password, groups=_list(o["groups"]), **fields)
         elif verb == "modify":
             groups = _list(o["groups"]) if o["groups"] is not None else None
-            access.modify_user(o["userid"], actor=self.actor, groups=groups, append=o["append"], **fields)
+            services.modify_user(o["userid"], actor=self.actor, groups=groups, append=o["append"], **fields)
         elif verb == "delete":
-            access.delete_user(o["userid"], actor=self.actor)
+            services.delete_user(o["userid"], actor=self.actor)
         elif verb == "list":
             for user in User.objects.all():
                 groups = ",".join(user.memberships.order_by("group_id").values_list("group_id", flat=True))
@@ -143,7 +146,7 @@ class Command(BaseCommand):
     def _token(self, o: dict[str, Any]) -> None:
         verb = o["token_verb"]
         if verb == "add":
-            token, secret = access.add_token(
+            token, secret = services.add_token(
                 o["userid"],
                 o["tokenid"],
                 actor=self.actor,
@@ -153,16 +156,16 @@ class Command(BaseCommand):
             )
             self.stdout.write(f"full-tokenid: {token.tokenid}\nvalue: {secret}\n(the value is shown only once)")
         elif verb == "remove":
-            access.delete_token(ids.make_tokenid(o["userid"], o["tokenid"]), actor=self.actor)
+            services.delete_token(ids.make_tokenid(o["userid"], o["tokenid"]), actor=self.actor)
         else:
             for token in APIToken.objects.filter(user_id=o["userid"]):
                 self.stdout.write(f"{token.name}\t{int(token.privsep)}\t{token.expire}\t{token.comment}")
 
     def _group(self, verb: str, o: dict[str, Any]) -> None:
         if verb == "add":
-            access.add_group(o["groupid"], actor=self.actor, comment=o["comment"])
+            services.add_group(o["groupid"], actor=self.actor, comment=o["comment"])
         elif verb == "delete":
-            access.delete_group(o["groupid"], actor=self.actor)
+            services.delete_group(o["groupid"], actor=self.actor)
         else:
             for group in Group.objects.all():
                 members = ",".join(group.members.order_by("user_id").values_list("user_id", flat=True))
@@ -170,11 +173,11 @@ class Command(BaseCommand):
 
     def _role(self, verb: str, o: dict[str, Any]) -> None:
         if verb in ("add", "modify"):
-            access.save_role(
+            services.save_role(
                 o["roleid"], _list(o["privs"]), actor=self.actor, create=verb == "add", append=o.get("append", False)
             )
         elif verb == "delete":
-            access.delete_role(o["roleid"], actor=self.actor)
+            services.delete_role(o["roleid"], actor=self.actor)
         else:
             for roleid, privs in sorted(BUILTIN_ROLES.items()):
                 self.stdout.write(f"{roleid}\t{','.join(sorted(privs))}\t(special)")
@@ -186,7 +189,7 @@ class Command(BaseCommand):
             for entry in ACLEntry.objects.all():
                 self.stdout.write(f"{entry.path}\t{entry.type}\t{entry.ugid}\t{entry.roleid}\t{int(entry.propagate)}")
             return
-        access.modify_acl(
+        services.modify_acl(
             self.actor,
             o["path"],
             _list(o["roles"]),
@@ -199,17 +202,17 @@ class Command(BaseCommand):
 
     def _pool(self, verb: str, o: dict[str, Any]) -> None:
         if verb == "add":
-            pools.add_pool(o["poolid"], actor=self.actor, comment=o["comment"])
+            services.add_pool(o["poolid"], actor=self.actor, comment=o["comment"])
         elif verb == "modify":
-            pools.modify_pool(o["poolid"], actor=self.actor, comment=o["comment"])
+            services.modify_pool(o["poolid"], actor=self.actor, comment=o["comment"])
         elif verb == "delete":
-            pools.delete_pool(o["poolid"], actor=self.actor)
+            services.delete_pool(o["poolid"], actor=self.actor)
         else:
             for pool in Pool.objects.all():
                 self.stdout.write(f"{pool.poolid}\t{pool.comment}")
 
     def _realm(self, verb: str, o: dict[str, Any]) -> None:
-        from authz import ldap_realm, realm_sync
+        from authz import ldap_realm, operations
         from authz.models import Realm
         from cluster import task_index
 
@@ -219,12 +222,13 @@ class Command(BaseCommand):
             return
         if verb == "sync":
             lines: list[str] = []
-
-            def work(task: Any) -> None:
-                realm_sync.sync(
-                    o["realm"], actor=self.actor, scope=o["scope"], remove_vanished=o["remove_vanished"], log=task.log
-                )
-
+            work = functools.partial(
+                operations.sync_realm,
+                realm=o["realm"],
+                actor=self.actor,
+                scope=o["scope"],
+                remove_vanished=o["remove_vanished"],
+            )
             upid = task_index.run_inline("auth-realm-sync", o["realm"], SUPERUSER, work)
             for entry in task_index.read_log(upid, 0, 10_000)[0]:
                 lines.append(str(entry["t"]))
@@ -234,14 +238,14 @@ class Command(BaseCommand):
             return
         name = o["realm"]
         if verb == "delete":
-            realms.delete_realm(name, actor=self.actor)
+            services.delete_realm(name, actor=self.actor)
             return
         options = {key: o[key] for key in REALM_OPTIONS if o.get(key) is not None}
         password = o.get("password")
         if password == "-":
             password = getpass.getpass("Enter bind password: ")
         if verb == "add":
-            realm = realms.add_realm(
+            realm = services.add_realm(
                 name,
                 o["type"],
                 actor=self.actor,
@@ -251,7 +255,7 @@ class Command(BaseCommand):
                 password=password,
             )
         else:
-            realm = realms.modify_realm(
+            realm = services.modify_realm(
                 name,
                 actor=self.actor,
                 comment=o.get("comment"),

@@ -25,7 +25,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-migrate", action="store_true", help="skip the database migrations")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from portal.runner.supervisor import run_node
+        from portal.runner.node import run_node
 
         logging.basicConfig(
             level=settings.PVE_LOG_LEVEL, format="%(asctime)s runnode %(levelname)s: %(message)s", force=True

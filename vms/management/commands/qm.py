@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from authz.models import SUPERUSER, User
 from replicator.exceptions import ReplicationError
-from vms import services
+from vms import lookups, services
 from vms.config import ConfigError
 from vms.exceptions import VMError
 from vms.models import VM
@@ -71,7 +71,7 @@ class Command(BaseCommand):
     def _vm(self, vmid: str) -> VM:
         from vms.config import validate_vmid
 
-        return services.get_vm(validate_vmid(vmid))
+        return lookups.get_vm(validate_vmid(vmid))
 
     def _create(self, vmid: str, options: dict[str, str]) -> None:
         vm = services.create_vm(vmid, options, node=settings.PVE_NODE_NAME, actor=_root())

@@ -1,7 +1,8 @@
-"""``/nodes/{node}/qemu`` config endpoints and ``/cluster/nextid``."""
+"""``/nodes/{node}/qemu``: the VMs of a node, their configs and current status."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from rest_framework.request import Request
@@ -14,7 +15,7 @@ from portal.api import params
 from portal.api.errors import ParameterError
 from portal.api.views import PVEAPIView, ok
 from replicator.exceptions import ConflictError
-from vms import services
+from vms import lookups, operations, services
 from vms.config import ConfigError, validate_vmid
 from vms.models import VM
 from vms.permissions import CONFIG_PRIVILEGES
@@ -24,7 +25,8 @@ CREATE_CONTROL = ("vmid", "node", "start", "storage", "pool", "force", "unique",
 UPDATE_CONTROL = ("vmid", "node", "delete", "digest", "skiplock", "revert", "background_delay")
 
 
-def _vmid(value: object) -> int:
+def vmid_param(value: object) -> int:
+    """The ``vmid`` parameter, checked as Proxmox checks it (a parameter error otherwise)."""
     try:
         return validate_vmid(value)
     except ConfigError as exc:
@@ -69,26 +71,15 @@ def _authorized_vm(
     request: Request, node: str, vmid: object, privileges: list[str] | tuple[str, ...], *, any_of: bool = False
 ) -> VM:
     """Check privileges on ``/vms/<vmid>`` before looking the VM up, so a denial reveals nothing."""
-    checked = _vmid(vmid)
+    checked = vmid_param(vmid)
     check(request.user, f"/vms/{checked}", privileges, any_of=any_of)
     local_node_or_error(node)
-    return services.get_vm(checked, node)
+    return lookups.get_vm(checked, node)
 
 
 def _principal(request: Request) -> str:
     """Who the task and the cluster log name: the user, or the API token (its token id)."""
     return principal_of(request.user) or ""
-
-
-class NextIdView(PVEAPIView):
-    def get(self, request: Request, **kwargs: Any) -> Response:
-        values = params.collect(request, kwargs)
-        if values.get("vmid") not in (None, ""):
-            vmid = _vmid(values["vmid"])
-            if VM.objects.filter(vmid=vmid).exists():
-                raise ParameterError({"vmid": f"VM {vmid} already exists"})
-            return ok(str(vmid))
-        return ok(str(services.next_free_vmid()))
 
 
 class QemuListView(PVEAPIView):
@@ -107,7 +98,7 @@ class QemuListView(PVEAPIView):
         values = params.collect(request, {"node": node})
         if "vmid" not in values:
             raise ParameterError({"vmid": "property is missing and it is not optional"})
-        vmid = _vmid(values["vmid"])
+        vmid = vmid_param(values["vmid"])
         pool = str(values["pool"]) if values.get("pool") not in (None, "") else None
         storage = str(values["storage"]) if values.get("storage") not in (None, "") else None
         if not has_privileges(request.user, f"/vms/{vmid}", ["VM.Allocate"]) and not (
@@ -121,15 +112,9 @@ class QemuListView(PVEAPIView):
             services.check_vm_create(vmid, options, node=node, actor=request.user, pool=pool, storage=storage)
         except ConflictError as exc:
             raise ParameterError({"vmid": str(exc)}) from None
-        actor = request.user
-
-        def create(task: Any) -> None:
-            try:
-                services.create_vm(vmid, options, node=node, actor=actor, pool=pool, storage=storage)
-            except ConflictError as exc:
-                raise RuntimeError(f"unable to create VM {vmid} - {exc}") from None
-            task.log(f"VM {vmid} created")
-
+        create = functools.partial(
+            operations.create_vm, vmid=vmid, options=options, node=node, actor=request.user, pool=pool, storage=storage
+        )
         return ok(run_inline("qmcreate", str(vmid), _principal(request), create))
 
 
@@ -145,12 +130,7 @@ class QemuVMView(PVEAPIView):
         for flag in ("purge", "destroy-unreferenced-disks"):
             params.boolean(values.get(flag, 0), flag)
         services.check_vm_destroy(vm, actor=request.user, skiplock=skiplock)
-        actor = request.user
-
-        def destroy(task: Any) -> None:
-            services.destroy_vm(vm, actor=actor, skiplock=skiplock)
-            task.log(f"VM {vm.vmid} destroyed")
-
+        destroy = functools.partial(operations.destroy_vm, vm=vm, actor=request.user, skiplock=skiplock)
         return ok(run_inline("qmdestroy", str(vm.vmid), _principal(request), destroy))
 
 

@@ -7,9 +7,10 @@ from typing import Any
 from django.db import transaction
 
 from authz import audit, delegation, ids
-from authz.acl import CLUSTER
 from authz.exceptions import AccessError
 from authz.models import ACLEntry, Pool
+
+CLUSTER = "cluster"
 
 
 def _comment(comment: Any) -> str:

@@ -1,4 +1,4 @@
-"""``/access`` endpoints: ticket login and renewal."""
+"""``/access/ticket``: ticket login and renewal, with the GUI's capabilities of the user."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from django.http import HttpRequest
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from authz import ids, services, throttle, tickets
+from authz import authentication, ids, throttle, tickets
 from authz.exceptions import AuthenticationFailed
-from authz.models import SUPERUSER, Realm
+from authz.models import SUPERUSER
 from authz.permissions import has_privileges
 from portal.api import params
 from portal.api.errors import APIError
@@ -74,29 +74,14 @@ class TicketView(PVEAPIView):
             if password.startswith("PVE:"):
                 # Renewal: a valid ticket of the same user; root@pam's ticket may get one for anybody.
                 userid = ids.login_userid(username, str(realm) if realm else None)
-                user = services.user_from_ticket(password)
+                user = authentication.user_from_ticket(password)
                 if user.userid != userid and user.userid != SUPERUSER:
                     raise AuthenticationFailed()
                 if user.userid != userid:
-                    user = services.active_user(userid)
+                    user = authentication.active_user(userid)
             else:
-                user = services.login(username, password, realm, rhost=_rhost(request))
-            ticket, csrf = services.issue_ticket(user)
+                user = authentication.login(username, password, realm, rhost=_rhost(request))
+            ticket, csrf = authentication.issue_ticket(user)
         except (AuthenticationFailed, tickets.TicketError):
             raise APIError(401, "authentication failure") from None
         return ok({"username": user.userid, "ticket": ticket, "CSRFPreventionToken": csrf, "cap": capabilities(user)})
-
-
-class DomainsView(PVEAPIView):
-    """``GET /access/domains``: the realms a login form offers (no login needed, as in Proxmox)."""
-
-    public = True
-
-    def get(self, request: Request, **kwargs: Any) -> Response:
-        entries = []
-        for realm in Realm.objects.all():
-            entry: dict[str, Any] = {"realm": realm.realm, "type": realm.type, "comment": realm.comment}
-            if realm.default:
-                entry["default"] = 1
-            entries.append(entry)
-        return ok(entries)

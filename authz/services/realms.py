@@ -3,7 +3,7 @@
 Realm.Allocate on ``/access/realm``, as Proxmox. A realm's type is fixed when it is created:
 ``pam`` and ``pve`` are the built-in realms, never created, retyped or removed, and only
 ``ldap`` and ``ad`` realms can be added. (root@pam never authenticates through a realm row at
-all: see ``authz.services.authenticate_password``.) Options are checked per type, so nothing
+all: see ``authz.authentication.authenticate_password``.) Options are checked per type, so nothing
 that could break a ``domains.cfg`` line or point the LDAP client at a relative path is stored.
 """
 
@@ -15,10 +15,10 @@ from typing import Any
 from django.db import transaction
 
 from authz import audit, delegation, ids
-from authz.acl import CLUSTER
 from authz.exceptions import AccessError
 from authz.models import ACLEntry, KeyMaterial, Realm
 
+CLUSTER = "cluster"
 BUILTIN = ("pam", "pve")
 ADDABLE_TYPES = ("ldap", "ad")
 LDAP_OPTIONS = (

@@ -15,8 +15,8 @@ from typing import Any
 
 from django.db import transaction
 
-from authz import acl
 from authz.models import Pool
+from authz.services.acl import remove_object_access
 from cluster.services import log_cluster_message
 from replicator.exceptions import ConflictError
 from vms import config_schema as schema
@@ -146,5 +146,5 @@ def delete_storage(storage: Storage, *, actor: Any) -> None:
     permissions.authorize(actor, [permissions.Need(("Datastore.Allocate",), "/storage")])
     with transaction.atomic(using=CLUSTER):
         storage.delete()
-        acl.remove_object_access(f"/storage/{storage.storeid}")
+        remove_object_access(f"/storage/{storage.storeid}")
         log_cluster_message(f"delete storage '{storage.storeid}'", user=permissions.principal_of(actor) or "")

@@ -1,4 +1,4 @@
-"""VM configuration services: create, update, destroy, unlock, look up; every write replicated and audited.
+"""VM configuration services: create, update, destroy, unlock; every write replicated and audited.
 
 Every edge (API, admin, ``qm``) writes through these. ``actor`` is who asks: the request's user
 (an API token's user carries its token id), or root@pam's user for the CLIs. Each write checks
@@ -14,13 +14,12 @@ import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 
-from authz import acl
 from authz.models import Pool
 from authz.permissions import principal_of
-from cluster.models import ClusterSettings, Node
+from authz.services.acl import remove_object_access
+from cluster.models import Node
 from cluster.services import log_cluster_message
 from replicator.exceptions import ConflictError
 from vms import config as vmconfig
@@ -29,8 +28,6 @@ from vms.exceptions import DigestMismatch, RootOnly, VMLocked, VMNotFound, VMPro
 from vms.models import VM, Storage
 from vms.property_strings import shown
 
-DEFAULT_NEXTID_LOWER = 100
-DEFAULT_NEXTID_UPPER = 1_000_000
 CLUSTER = "cluster"
 
 
@@ -45,14 +42,6 @@ UNCHANGED: Any = _Unchanged()  # ``pool=UNCHANGED``: the update leaves the VM's 
 def actor_name(actor: Any) -> str:
     """How the cluster log names ``actor``: its user id, or its token id."""
     return principal_of(actor) or ""
-
-
-def get_vm(vmid: int, node: str | None = None) -> VM:
-    """The VM ``vmid``; with ``node``, only if that node owns it (as the API path requires)."""
-    vm = VM.objects.filter(vmid=vmid).first()
-    if vm is None or (node is not None and vm.node_id != node):
-        raise VMNotFound(vmid, node or settings.PVE_NODE_NAME)
-    return vm
 
 
 def _check_pool(pool: str | None) -> None:
@@ -226,7 +215,7 @@ def destroy_vm(vm: VM, *, actor: Any, skiplock: bool = False) -> None:
     check_vm_destroy(vm, actor=actor, skiplock=skiplock)
     with transaction.atomic(using=CLUSTER):
         vm.delete()
-        acl.remove_object_access(f"/vms/{vm.vmid}")
+        remove_object_access(f"/vms/{vm.vmid}")
         log_cluster_message(f"VM {vm.vmid} destroyed", user=actor_name(actor), tag="qmdestroy")
 
 
@@ -243,30 +232,3 @@ def unlock_vm(vm: VM, *, actor: Any) -> tuple[str, str]:
         held = f", held by {owner}" if owner else ""
         log_cluster_message(f"VM {vm.vmid} unlocked (was '{was}'{held})", user=actor_name(actor), tag="qmunlock")
     return was, owner
-
-
-# --- VMIDs -------------------------------------------------------------------------------------
-
-
-def nextid_range() -> tuple[int, int]:
-    """``next-id: lower=..,upper=..`` from datacenter.cfg, else Proxmox's defaults."""
-    row = ClusterSettings.objects.filter(id="datacenter").first()
-    raw = str(row.options.get("next-id", "")) if row is not None else ""
-    bounds = {"lower": DEFAULT_NEXTID_LOWER, "upper": DEFAULT_NEXTID_UPPER}
-    for item in filter(None, raw.split(",")):
-        key, _, value = item.partition("=")
-        if key in bounds and value.isdigit():
-            bounds[key] = int(value)
-    return bounds["lower"], bounds["upper"]
-
-
-def next_free_vmid() -> int:
-    """The first unused VMID in the configured range."""
-    lower, upper = nextid_range()
-    used = set(VM.objects.filter(vmid__gte=lower, vmid__lt=upper).values_list("vmid", flat=True))
-    candidate = lower
-    while candidate in used:
-        candidate += 1
-    if candidate >= upper:
-        raise ConflictError("unable to get any free VMID in range")
-    return candidate

@@ -1,4 +1,4 @@
-"""``pveum realm sync``: users and groups of an LDAP realm copied from its directory, in bounded change sets.
+"""Realm sync: users and groups of an LDAP realm copied from its directory, in bounded change sets.
 
 Synced groups are named ``<group>-<realm>`` as in Proxmox. With ``remove_vanished`` the realm's
 users and groups that the directory no longer has are removed, with their ACL entries.
@@ -11,8 +11,11 @@ from typing import Any
 
 from django.db import transaction
 
-from authz import access, audit, delegation, ids, ldap_realm
+from authz import audit, delegation, ids, ldap_realm
+from authz.exceptions import AccessError
 from authz.models import Group, GroupMember, Realm, User
+from authz.services.groups import delete_group
+from authz.services.users import delete_user
 
 BATCH = 200
 
@@ -28,7 +31,7 @@ def _valid_users(users: dict[str, dict[str, str]], realm_id: str, log: Callable[
     return valid
 
 
-def sync(
+def sync_realm(
     realm_id: str,
     *,
     actor: Any,
@@ -38,18 +41,18 @@ def sync(
 ) -> dict:
     """Proxmox's realm sync: Realm.AllocateUser on the realm and User.Modify on /access/groups."""
     if scope not in ("users", "groups", "both"):
-        raise access.AccessError("scope must be users, groups or both")
+        raise AccessError("scope must be users, groups or both")
     realm = Realm.objects.filter(realm=realm_id).first()
     if realm is None:
-        raise access.AccessError(f"domain '{realm_id}' does not exist")
+        raise AccessError(f"domain '{realm_id}' does not exist")
     delegation.check(actor, f"/access/realm/{realm_id}", ["Realm.AllocateUser"])
     delegation.check(actor, "/access/groups", ["User.Modify"])
     if realm.type not in ("ldap", "ad"):
-        raise access.AccessError(f"Cannot sync realm type '{realm.type}'! Only LDAP/AD realms can be synced.")
+        raise AccessError(f"Cannot sync realm type '{realm.type}'! Only LDAP/AD realms can be synced.")
     try:
         users, groups = ldap_realm.directory(realm)
     except (ldap_realm.RealmConfigError, ldap_realm.ldap.LDAPError) as exc:
-        raise access.AccessError(f"realm sync of '{realm_id}' failed: {exc}") from None
+        raise AccessError(f"realm sync of '{realm_id}' failed: {exc}") from None
     log(f"directory of realm '{realm_id}': {len(users)} users, {len(groups)} groups")
     names = _valid_users(users, realm_id, log)
     summary = {"users_added": 0, "users_updated": 0, "users_removed": 0, "groups_added": 0, "groups_removed": 0}
@@ -82,7 +85,7 @@ def sync(
             summary["users_updated"] += len(updated)
         if remove_vanished:
             for userid in sorted(set(existing) - {f"{n}@{realm_id}" for n in names}):
-                access.delete_user(userid, actor=actor)
+                delete_user(userid, actor=actor)
                 summary["users_removed"] += 1
                 log(f"removed vanished user {userid}")
     if scope in ("groups", "both"):
@@ -113,7 +116,7 @@ def sync(
         if remove_vanished:
             for group in Group.objects.filter(groupid__endswith=f"-{realm_id}"):
                 if group.groupid not in synced:
-                    access.delete_group(group.groupid, actor=actor)
+                    delete_group(group.groupid, actor=actor)
                     summary["groups_removed"] += 1
                     log(f"removed vanished group {group.groupid}")
     log(f"sync of realm '{realm_id}' done: {summary}")
