@@ -16,12 +16,13 @@ partition that forms later then contains a node that applied the change set, and
 round carries it to the rest.
 
 One exception, kept from before and made explicit: a partition that is quorate only through a
-QDevice's vote (or ``two_node``) cannot reach that many votes with its nodes alone, and the
-device exists so that such a partition keeps working. There, every voting node present must
-have applied the change set (as Proxmox's pmxcfs, a lone node plus the device writes). What
-remains is the risk the device itself arbitrates: the write is lost only if the device later
-gives its vote to a partition of the absent nodes; the sync round then keeps this side's
-history as a diverged state (``replicator.divergence``), never silently.
+QDevice's vote (or ``two_node``, or an operator's ``pvecm expected``) cannot reach that many
+votes with its nodes alone, and the device exists so that such a partition keeps working.
+There, every voting node present must have applied the change set (as Proxmox's pmxcfs, a lone
+node plus the device writes). What remains is the risk the device itself arbitrates: the write
+is lost only if the device later gives its vote to a partition of the absent nodes; the sync
+round then keeps this side's history as a diverged state (``replicator.divergence``), never
+silently. The exception holds only while votequorum reports this partition quorate.
 """
 
 from __future__ import annotations
