@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from replicator.acks import AckTracker
+from replicator.acks import AckTracker, VoteView, view_from
 from replicator.corosync import CorosyncError
 from replicator.corosync.cmap import Cmap
 from replicator.corosync.cpg import CpgGroup, Member
@@ -58,9 +58,11 @@ class CorosyncTransport(Transport):
         self._sink: Sink | None = None
         self._cpg: CpgGroup | None = None
         self._quorum: Votequorum | None = None
+        self._cmap: Cmap | None = None
         self._quorate = False
-        self._quorum_votes = 0
-        self._quorum_members = 0  # nodes votequorum counts as members (a QDevice not included)
+        self._quorum_nodes: list[int] = []  # node ids votequorum counts as members (a QDevice not included)
+        self._votes: VoteView | None = None  # None until votequorum's figures are known: confirms nothing
+        self._configured: tuple[int | None, int | None] = (None, None)  # (config_version, nodelist votes)
         self._last_refresh = 0.0
         self.acks = AckTracker()
         self.board = StatusBoard()
@@ -86,7 +88,15 @@ class CorosyncTransport(Transport):
             self._thread.join(timeout=5)
 
     def quorate(self) -> bool:
-        return self._connected and self._quorate and self.member() and not self.stalled()
+        return self._connected and self._quorate and self.member() and not self.stalled() and self.confirmable()
+
+    def confirmable(self) -> bool:
+        """The members running a replicator hold the votes a write needs (else no write could be confirmed)."""
+        view = self._votes
+        return view is not None and view.holding(self._member_nodeids()) >= view.needed
+
+    def _member_nodeids(self) -> set[int]:
+        return {nodeid for nodeid, _ in self.members}
 
     def member(self) -> bool:
         return (self.nodeid, self.pid) in self.members
@@ -121,16 +131,9 @@ class CorosyncTransport(Transport):
         with contextlib.suppress(NotQuorateError, ReplicatorUnavailableError):
             self._send(b"V" + message)
 
-    def quorum_needed(self) -> int:
-        """Acknowledgements a write needs: votequorum's quorum (one vote per node), at most corosync's members.
-
-        Without a QDevice a quorate partition has at least that many members, so this is the
-        quorum. With one, a partition can be quorate with the device's vote: a lone node plus
-        the device counts its own apply (Proxmox's pmxcfs likewise writes on such a node).
-        """
-        if not self._quorum_members:
-            return max(1, self._quorum_votes)
-        return max(1, min(self._quorum_votes, self._quorum_members))
+    def vote_view(self) -> VoteView | None:
+        """votequorum's figures and each member's votes, as last read (see ``replicator.acks``)."""
+        return self._votes
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -144,8 +147,23 @@ class CorosyncTransport(Transport):
             "nodeid": self.nodeid,
             "members": sorted({nodeid for nodeid, _ in self.members}),
             "token_timeout_ms": int(self.token_timeout * 1000),
-            "quorum_votes": self._quorum_votes,
+            "member": self.member(),
+            "votes": self._describe_votes(),
             "error": self.last_error,
+        }
+
+    def _describe_votes(self) -> dict[str, Any] | None:
+        """What a write needs to be confirmed, in votes, and what the members running a replicator hold."""
+        view = self._votes
+        if view is None:
+            return None
+        members = self._member_nodeids()
+        return {
+            "expected": view.expected,
+            "quorum": view.quorum,
+            "needed": view.needed,
+            "held": view.holding(members),
+            "members": {str(nodeid): view.nodes.get(nodeid) for nodeid in sorted(members)},
         }
 
     # --- sending -------------------------------------------------------------------------
@@ -194,6 +212,7 @@ class CorosyncTransport(Transport):
 
     def _on_confchg(self, members: list[Member], left: list[Member], joined: list[Member]) -> None:
         self.members = sorted((m.nodeid, m.pid) for m in members)
+        self._refresh_quorum()  # the votes of a node that just joined the group
         self.acks.forget_except({nodeid for nodeid, _ in self.members})
         self.board.members({nodeid for nodeid, _ in self.members})
         log.info(
@@ -205,10 +224,8 @@ class CorosyncTransport(Transport):
         self._emit(("confchg", list(self.members), (self.nodeid, self.pid)))
 
     def _on_quorum(self, quorate: bool, nodes: list[int]) -> None:
-        self._quorum_members = len(nodes)
-        if self._quorum is not None:
-            with contextlib.suppress(CorosyncError):
-                self._quorum_votes = self._quorum.info().quorum
+        self._quorum_nodes = list(nodes)
+        self._refresh_quorum()
         if quorate != self._quorate:
             log.warning("node is %s", "quorate" if quorate else "NOT quorate - configuration is read-only")
         self._quorate = quorate
@@ -217,20 +234,46 @@ class CorosyncTransport(Transport):
         self._refresh_quorum()
 
     def _refresh_quorum(self) -> None:
-        """votequorum's quorum now: it changes without a quorum notification when votes change on a reload."""
+        """votequorum's figures and each member's votes now, read together (one consistent view).
+
+        They change without a quorum notification when a reload changes votes (a joined node's
+        vote counted). A failed read leaves no view: unknown votes confirm no write.
+        """
         self._last_refresh = time.monotonic()
-        if self._quorum is not None:
-            with contextlib.suppress(CorosyncError):
-                self._quorum_votes = self._quorum.info().quorum
+        quorum = self._quorum
+        if quorum is None:
+            self._votes = None
+            return
+        try:
+            local = quorum.info()
+            nodes: dict[int, int] = {}
+            for nodeid in {local.node_id, *self._quorum_nodes, *self._member_nodeids()}:
+                votes = quorum.node_votes(nodeid)
+                if votes is not None:
+                    nodes[nodeid] = votes
+            configured = self._nodelist_votes()
+        except CorosyncError as exc:
+            if self._votes is not None:
+                log.warning("cannot read the votes from votequorum (%s): no write is confirmed until it answers", exc)
+            self._votes = None
+            return
+        self._votes = view_from(local, nodes, configured)
+
+    def _nodelist_votes(self) -> int | None:
+        """The votes the nodelist configures, read again when corosync.conf's config_version changes."""
+        if self._cmap is None:
+            return None
+        version = self._cmap.get_uint("totem.config_version")
+        if version != self._configured[0] or self._configured[1] is None:
+            self._configured = (version, self._cmap.nodelist_votes())
+        return self._configured[1]
 
     def _connect(self) -> None:
-        cmap = Cmap()
-        try:
-            token = cmap.get_uint("runtime.config.totem.token") or cmap.get_uint("totem.token") or 1000
-            self.cluster_name = cmap.get_string("totem.cluster_name") or ""
-            self.config_version = cmap.get_uint("totem.config_version") or 0
-        finally:
-            cmap.close()
+        cmap = self._cmap = Cmap()  # kept open: the nodelist's votes are read again after a reload
+        token = cmap.get_uint("runtime.config.totem.token") or cmap.get_uint("totem.token") or 1000
+        self.cluster_name = cmap.get_string("totem.cluster_name") or ""
+        self.config_version = cmap.get_uint("totem.config_version") or 0
+        self._configured = (None, None)
         self.token_timeout = token / 1000.0
         self._quorum = Votequorum(on_quorum=self._on_quorum, on_expected=self._on_expected)
         self._quorum.track()
@@ -247,15 +290,16 @@ class CorosyncTransport(Transport):
         was = self._connected
         self._connected = False
         self._quorate = False
-        self._quorum_members = 0
+        self._quorum_nodes = []
+        self._votes = None
         self.members = []
         self.board.members(set())
         self.last_error = reason
-        for handle in (self._cpg, self._quorum):
+        for handle in (self._cpg, self._quorum, self._cmap):
             if handle is not None:
                 with contextlib.suppress(Exception):
                     handle.close()
-        self._cpg = self._quorum = None
+        self._cpg = self._quorum = self._cmap = None
         if was:
             log.error("lost corosync (%s): configuration is read-only", reason)
             self._emit(("lost",))

@@ -189,8 +189,9 @@ class Replicator:
                 return {
                     "ok": False,
                     "code": "unavailable",
-                    "error": "the change was applied here but not confirmed by a quorum of nodes "
-                    "(the node lost its cluster); its outcome is decided when the cluster is whole again",
+                    "error": "the change was applied here but not confirmed by nodes holding enough votes "
+                    "(the node lost its cluster, or the nodes that hold the votes did not apply it in time); "
+                    "its outcome is decided when the cluster is whole again",
                 }
             return result
         except ReplicationError as exc:
@@ -205,13 +206,11 @@ class Replicator:
             self.applier.forget(changeset_id)
 
     def _confirmed(self, result: dict[str, Any], deadline: float) -> bool:
-        """Wait until a quorum of nodes applied the change set (see ``replicator.acks``)."""
+        """Until the nodes that applied it hold the votes a write needs; this node's own apply counts its votes only."""
         acks = getattr(self.transport, "acks", None)
-        if acks is None or self.transport.quorum_needed() <= 1:
+        if acks is None:
             return True
-        return acks.wait(
-            result["version"], result["hash"], self.transport.quorum_needed, self.transport.quorate, deadline
-        )
+        return acks.wait(result["version"], result["hash"], self.transport.vote_view, self.transport.quorate, deadline)
 
     def resubmit(self, rows: list[list[Any]]) -> None:
         """Write rows again as new change sets (in the background): merges a diverged node's log."""

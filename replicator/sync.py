@@ -33,7 +33,7 @@ from typing import Any
 
 from django.db import connections
 
-from replicator import divergence, snapshot
+from replicator import acks, divergence, snapshot
 from replicator.applier import MAX_BATCH, Applier
 from replicator.exceptions import ReplicationError
 from replicator.models import ChangeLogEntry
@@ -160,23 +160,23 @@ class Coordinator:
     def _must_ack(self, batch: list[tuple[str, bytes]]) -> bool:
         """Whether this node is one of the peers that acknowledge a change set of the batch.
 
-        An origin needs acknowledgements from quorum - 1 peers; the designated ones are the next
-        nodes after it in name order among the members, the same choice on every node. The others
-        stay silent (one CPG message per peer and write saved); if a designated peer dies, the
-        sync round after the membership change acknowledges for everyone.
+        An origin needs acknowledgements from peers that hold, with its own, the votes a write
+        needs; the designated ones are the next voting members after it in name order, the same
+        choice on every node (``acks.designated``). The others stay silent (one CPG message per
+        peer and write saved); if a designated peer dies, the sync round after the membership
+        change acknowledges for everyone.
         """
+        view = self.transport.vote_view()
         names = sorted(set(self.member_names.values()))
-        # at least a majority of the members: a quorum that just grew (a joined node's vote) may not be known here yet
-        needed = max(self.transport.quorum_needed(), len(names) // 2 + 1) - 1
-        if needed <= 0:
-            return False
+        votes = {name: view.nodes.get(member[0]) if view else None for member, name in self.member_names.items()}
+        # at least a majority of the members' votes: a need that just grew (a joined node's vote) may not be known here yet
+        target = max(view.needed if view else 0, sum(v or 0 for v in votes.values()) // 2 + 1)
         for origin, _payload in batch:
             if origin == self.node:
                 continue  # its own writers count its apply directly
-            if origin not in names or self.node not in names:
-                return True  # membership not known by name yet: acknowledge to be safe
-            at = names.index(origin)
-            if self.node in (names[at + 1 :] + names[:at])[:needed]:
+            if view is None or origin not in names or self.node not in names:
+                return True  # votes or membership not known here yet: acknowledge to be safe
+            if self.node in acks.designated(origin, names, votes, target):
                 return True
         return False
 

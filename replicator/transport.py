@@ -17,6 +17,7 @@ from typing import Any
 
 from django.conf import settings
 
+from replicator.acks import VoteView
 from replicator.exceptions import NotQuorateError
 from replicator.volatile import StatusBoard
 
@@ -61,9 +62,9 @@ class Transport(abc.ABC):
         if self.board is not None:
             self.board.update(message)
 
-    def quorum_needed(self) -> int:
-        """How many nodes must have applied a change set before its writer is answered."""
-        return 0
+    def vote_view(self) -> VoteView | None:
+        """The votes of the members and the votes a write needs (``replicator.acks``); None when not known."""
+        return None
 
     def describe(self) -> dict[str, object]:
         """Membership facts for status output."""
@@ -190,11 +191,24 @@ def not_ready_reasons(facts: dict[str, Any], *, synced: bool) -> list[str]:
         reasons.append(f"no quorum: this partition lacks votes (node ids with a replicator here: {members})")
     elif facts.get("stalled"):
         reasons.append("corosync does not deliver this node's messages within the token timeout")
+    elif not facts.get("quorate") and facts.get("member"):
+        reasons.append(_missing_votes(facts.get("votes")))
     elif not facts.get("quorate"):
         reasons.append("joining the replicator group")
     elif not synced:
         reasons.append("synchronising the state with the other members")
     return reasons
+
+
+def _missing_votes(votes: dict[str, Any] | None) -> str:
+    """Why a member of a quorate partition cannot confirm a write: the replicators present hold too few votes."""
+    if not votes:
+        return "the votes of the members are not known yet (votequorum did not answer)"
+    held = ", ".join(f"{nodeid}: {count if count is not None else '?'}" for nodeid, count in votes["members"].items())
+    return (
+        f"the members running a replicator hold {votes['held']} of the {votes['needed']} votes that must confirm "
+        f"a write (votes by node id: {held})"
+    )
 
 
 def describe_membership(*, clustered: bool) -> str:

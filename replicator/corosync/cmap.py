@@ -72,6 +72,16 @@ class Cmap:
             )
         return result
 
+    def nodelist_votes(self) -> int:
+        """The votes the nodelist gives its nodes (``quorum_votes``, 1 when not set, as corosync counts)."""
+        total = 0
+        for index in range(1024):
+            if self.get_uint(f"nodelist.node.{index}.nodeid") is None:
+                break
+            votes = self.get_uint(f"nodelist.node.{index}.quorum_votes")
+            total += 1 if votes is None else votes
+        return total
+
     def close(self) -> None:
         _lib.cmap_finalize(self.handle)
 

@@ -6,7 +6,7 @@ import ctypes
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from replicator.corosync.errors import check, load, retry
+from replicator.corosync.errors import CorosyncError, check, load, retry
 
 VOTEQUORUM_INFO_TWONODE = 1
 VOTEQUORUM_INFO_QUORATE = 2
@@ -21,6 +21,7 @@ VOTEQUORUM_INFO_QDEVICE_MASTER_WINS = 512
 VOTEQUORUM_QDEVICE_MAX_NAME_LEN = 255
 VOTEQUORUM_LOCAL_NODEID = 0  # getinfo(0) asks about the local node
 VOTEQUORUM_NODESTATE_MEMBER = 1
+CS_ERR_NOT_EXIST = 12
 CS_TRACK_CURRENT = 1
 CS_TRACK_CHANGES = 2
 CS_DISPATCH_ALL = 2
@@ -147,6 +148,15 @@ class Votequorum:
             qdevice_votes=raw.qdevice_votes,
             qdevice_name=raw.qdevice_name.decode(errors="replace"),
         )
+
+    def node_votes(self, nodeid: int) -> int | None:
+        """The votes votequorum counts for ``nodeid`` now; None for a node it does not know (never seen)."""
+        try:
+            return self.info(nodeid).node_votes
+        except CorosyncError as exc:
+            if exc.code == CS_ERR_NOT_EXIST:
+                return None
+            raise
 
     def _quorum(self, _handle: int, _context: int, quorate: int, count: int, nodes: object) -> None:
         try:

@@ -55,6 +55,17 @@ def test_reasons_of_a_connected_member_name_no_files(files, facts, synced, reaso
     assert len(reasons) == 1 and reasons[0].startswith(reason), reasons
 
 
+def test_a_member_whose_group_lacks_votes_says_how_many_it_holds(files):
+    votes = {"expected": 3, "quorum": 2, "needed": 2, "held": 1, "members": {"3": 1, "4": 0}}
+    facts = {"transport": "corosync", "connected": True, "corosync_quorate": True, "quorate": False, "member": True}
+    reasons = transport.not_ready_reasons({**facts, "votes": votes}, synced=True)
+    assert reasons == [
+        "the members running a replicator hold 1 of the 2 votes that must confirm a write (votes by node id: 3: 1, 4: 0)"
+    ]
+    unknown = transport.not_ready_reasons({**facts, "votes": None}, synced=True)
+    assert unknown == ["the votes of the members are not known yet (votequorum did not answer)"]
+
+
 def test_a_writable_member_and_a_standalone_node_have_no_reasons(files):
     facts = {"transport": "corosync", "connected": True, "corosync_quorate": True, "quorate": True}
     assert transport.not_ready_reasons(facts, synced=True) == []

@@ -22,6 +22,7 @@ def main() -> None:
     result["config_version"] = cmap.get_uint("totem.config_version")
     result["missing_key"] = cmap.get_string("no.such.key")
     result["nodes"] = cmap.nodes()
+    result["nodelist_votes"] = cmap.nodelist_votes()
     cmap.close()
 
     notified: list[object] = []
@@ -34,6 +35,7 @@ def main() -> None:
     result["quorum_notification"] = notified[0] if notified else None
     info = quorum.info()
     result["quorate"], result["total_votes"], result["expected"] = info.quorate, info.total_votes, info.expected_votes
+    result["node_votes"] = [quorum.node_votes(1), quorum.node_votes(99)]
     quorum.set_expected(1)
     try:
         quorum.set_expected(0)

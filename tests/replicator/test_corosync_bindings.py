@@ -34,6 +34,8 @@ def test_cmap_votequorum_cpg_and_cfg_against_real_corosync(corosync):
     assert data["missing_key"] is None
     assert data["nodes"] == [{"nodeid": 1, "name": "node1", "ring0_addr": "10.213.0.1"}]
     assert (data["quorate"], data["total_votes"], data["expected"]) == (True, 1, 1)
+    assert data["nodelist_votes"] == 1
+    assert data["node_votes"] == [1, None]  # a node votequorum never saw: not known, not an error
     assert data["quorum_notification"] == [True, [1]]
     assert data["expected_zero"] == "expected votes must be at least 1"
     assert data["local_nodeid"] == 1
