@@ -10,13 +10,13 @@ class ClusterConfig(AppConfig):
         from cluster.clock import live_warnings
         from cluster.corosync_conf import cluster_name
         from portal import audit, banners
-        from replicator import transport, volatile
+        from replicator import membership, volatile
 
         audit.set_sink(lambda user, message: services.log_cluster_message(message, user=user))
         audit.set_recent(services.recent_cluster_log)
         volatile.register_collector(nodestatus.volatile_status)
         banners.register(live_warnings)
-        transport.register_cluster_probe(cluster_name)  # a member stays one without its corosync files
+        membership.register_cluster_probe(cluster_name)  # a member stays one without its corosync files
         self._register_tasks_and_forwarding()
 
     def _register_tasks_and_forwarding(self) -> None:

@@ -454,7 +454,7 @@ def sync_host(text: str, members: set[str]) -> bool:
     """
     if settings.PVE_NODE_NAME not in members:
         return False
-    from replicator.transport import active_kind
+    from replicator.membership import active_kind
 
     reload = reload_corosync if active_kind() == "corosync" else None
     try:

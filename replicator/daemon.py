@@ -26,19 +26,12 @@ from django.db import connections
 from replicator import bootstrap, changeset, faults, protocol, snapshot, volatile
 from replicator.applier import Applier
 from replicator.exceptions import NotQuorateError, ReplicationError
+from replicator.membership import describe_membership, make_transport, not_ready_reasons, report_readiness
 from replicator.mirror import Mirror
 from replicator.peers import PeerCheck
 from replicator.state import enter_apply_mode
 from replicator.sync import Coordinator
-from replicator.transport import (
-    RESTART_EXIT_CODE,
-    LocalTransport,
-    Transport,
-    describe_membership,
-    make_transport,
-    not_ready_reasons,
-    report_readiness,
-)
+from replicator.transport import RESTART_EXIT_CODE, LocalTransport, Transport
 
 log = logging.getLogger(__name__)
 

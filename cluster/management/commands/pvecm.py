@@ -86,7 +86,7 @@ class Command(BaseCommand):
     def _status_without_corosync(self, error: str) -> None:
         """What this node knows without corosync: its cluster, and why it is read-only (what is missing)."""
         from cluster import corosync_conf
-        from replicator import client, transport
+        from replicator import client, membership
         from replicator.exceptions import ReplicationError
 
         try:
@@ -96,7 +96,7 @@ class Command(BaseCommand):
         try:
             reasons = list(client.status().get("not_ready") or [])
         except ReplicationError as exc:
-            reasons = [*transport.cluster_file_problems(), f"the replicator is not reachable ({exc})"]
+            reasons = [*membership.cluster_file_problems(), f"the replicator is not reachable ({exc})"]
         if not any("corosync" in reason for reason in reasons):
             reasons.append(f"corosync did not answer ({error})")
         lines = [
