@@ -165,7 +165,7 @@ def rotate_authkey_if_due(now: int) -> bool:
     """
     from django.db import transaction
 
-    from cluster import keys
+    from authz import keys
     from replicator.exceptions import ConflictError
 
     current = {k.path: k for k in KeyMaterial.objects.filter(path__in=(AUTHKEY, AUTHKEY_PUB, AUTHKEY_PUB_OLD))}

@@ -59,7 +59,8 @@ def node_certificate(
 @bootstrap.register
 def cluster_identity(node_name: str) -> list[Model]:
     """Create whatever of the cluster's and this node's identity is missing."""
-    from cluster import keys  # cryptography is only needed the first time
+    from authz import keys as key_generators  # cryptography is only needed the first time
+    from cluster import keys
 
     wanted: list[Model] = []
     now = datetime.now(UTC)
@@ -67,12 +68,14 @@ def cluster_identity(node_name: str) -> list[Model]:
     if not ClusterSettings.objects.using("cluster").filter(id="datacenter").exists():
         wanted.append(ClusterSettings(id="datacenter", options={"keyboard": "en-us"}))
     if AUTHKEY not in present:
-        private = keys.generate_rsa_key()
+        private = key_generators.generate_rsa_key()
         stamp = int(now.timestamp())
         wanted.append(KeyMaterial(path=AUTHKEY, content=private.decode(), created=stamp))
-        wanted.append(KeyMaterial(path=AUTHKEY_PUB, content=keys.public_key_pem(private).decode(), created=stamp))
+        wanted.append(
+            KeyMaterial(path=AUTHKEY_PUB, content=key_generators.public_key_pem(private).decode(), created=stamp)
+        )
     if WWW_KEY not in present:
-        wanted.append(KeyMaterial(path=WWW_KEY, content=keys.generate_www_key().decode()))
+        wanted.append(KeyMaterial(path=WWW_KEY, content=key_generators.generate_www_key().decode()))
     if CA_CERT not in present:
         ca_cert, ca_key = keys.generate_ca(node_name, now=now)
         present[CA_CERT], present[CA_KEY] = ca_cert.decode(), ca_key.decode()

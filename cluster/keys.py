@@ -1,12 +1,11 @@
-"""Cluster key material: ticket signing keys, cluster CA, node certificates, www key.
+"""Cluster certificates: the cluster CA and the node certificates it signs.
 
-Pure functions built on ``cryptography`` (no Django, no file I/O). The outputs
+Pure functions built on ``cryptography`` (no Django, no file I/O); the generic key generators
+(ticket signing keys, www key) are in ``authz.keys``, beside the key material. The outputs
 correspond to the files listed in PVE-INTERNALS.md section 1.7:
 
-* ``priv/authkey.key`` / ``authkey.pub``: :func:`generate_rsa_key` / :func:`public_key_pem`;
 * ``pve-root-ca.pem`` / ``priv/pve-root-ca.key``: :func:`generate_ca`;
-* ``nodes/<node>/pve-ssl.pem`` / ``pve-ssl.key``: :func:`issue_node_certificate`;
-* ``pve-www.key``: :func:`generate_www_key`.
+* ``nodes/<node>/pve-ssl.pem`` / ``pve-ssl.key``: :func:`issue_node_certificate`.
 
 Certificates start being valid at ``now`` exactly (no backdating); node
 certificates never outlive the CA that signs them.
@@ -26,6 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from authz.keys import load_rsa_private_key, private_pem
+
 CA_COMMON_NAME = "Proxmox Virtual Environment"
 CA_ORGANIZATION = "PVE Cluster Manager CA"
 NODE_ORGANIZATION = "PVE Cluster Node"
@@ -34,43 +35,10 @@ CA_VALIDITY = timedelta(days=3650)
 NODE_VALIDITY = timedelta(days=730)
 CA_KEY_BITS = 4096
 NODE_KEY_BITS = 2048
-AUTHKEY_BITS = 2048
-WWW_KEY_BITS = 2048
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
 _NODE_NAME_RE = re.compile(_LABEL)
 _DNS_NAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
-
-
-def generate_rsa_key(bits: int = AUTHKEY_BITS) -> bytes:
-    """Generate an RSA private key as unencrypted PKCS#8 PEM."""
-    if bits < 2048:
-        raise ValueError("RSA keys must have at least 2048 bits")
-    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    return _private_pem(key)
-
-
-def public_key_pem(private_pem: bytes) -> bytes:
-    """Return the SubjectPublicKeyInfo PEM (``BEGIN PUBLIC KEY``) of a private key PEM."""
-    key = _load_rsa_private_key(private_pem)
-    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def _private_pem(key: rsa.RSAPrivateKey) -> bytes:
-    """Serialise a private key as unencrypted PKCS#8 PEM."""
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _load_rsa_private_key(pem: bytes) -> rsa.RSAPrivateKey:
-    """Load an unencrypted RSA private key from PEM or raise ValueError."""
-    key = serialization.load_pem_private_key(bytes(pem), password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise TypeError("not an RSA private key")
-    return key
 
 
 def _utc(now: datetime) -> datetime:
@@ -133,7 +101,7 @@ def generate_ca(cluster_name: str, *, now: datetime, key_bits: int = CA_KEY_BITS
         )
         .sign(key, hashes.SHA256())
     )
-    return cert.public_bytes(serialization.Encoding.PEM), _private_pem(key)
+    return cert.public_bytes(serialization.Encoding.PEM), private_pem(key)
 
 
 def _subject_alt_names(node_name: str, addresses: Sequence[str]) -> list[x509.GeneralName]:
@@ -176,7 +144,7 @@ def issue_node_certificate(
     if serial is not None and not 0 < serial < 2**159:
         raise ValueError("serial must be a positive integer below 2**159")
     ca_cert = x509.load_pem_x509_certificate(bytes(ca_cert_pem))
-    ca_key = _load_rsa_private_key(ca_key_pem)
+    ca_key = load_rsa_private_key(ca_key_pem)
     if _public_der(ca_key.public_key()) != _public_der(ca_cert.public_key()):
         raise ValueError("CA key does not match the CA certificate")
     start = _utc(now)
@@ -228,7 +196,7 @@ def issue_node_certificate(
         .add_extension(aki, critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    return cert.public_bytes(serialization.Encoding.PEM), _private_pem(key)
+    return cert.public_bytes(serialization.Encoding.PEM), private_pem(key)
 
 
 def certificate_fingerprint(cert_pem: bytes) -> str:
@@ -236,13 +204,3 @@ def certificate_fingerprint(cert_pem: bytes) -> str:
     cert = x509.load_pem_x509_certificate(bytes(cert_pem))
     digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
-
-
-def generate_www_key() -> bytes:
-    """Generate the pve-www.key contents: a 2048-bit RSA private key PEM, as PVE writes.
-
-    The file is only ever used as HMAC input for the CSRF secret, so any
-    high-entropy blob would do; a PEM RSA key keeps the file identical in kind
-    to what PVE itself creates (and far exceeds 256 bits of entropy).
-    """
-    return generate_rsa_key(WWW_KEY_BITS)
