@@ -16,10 +16,10 @@ from urllib.parse import quote
 from django.conf import settings
 
 from cluster.exceptions import TaskError, TaskFailed
-from cluster.models import Task
 from cluster.task_index import read_lines
 from cluster.task_state import FINAL_PREFIXES
 from cluster.upid import parse_upid
+from portal.models import Task
 
 POLL_INTERVAL = 0.5
 SPINNER = "|/-\\"

@@ -15,8 +15,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from cluster.models import Task
 from cluster.upid import UPID, parse_upid, process_start_ticks
+from portal.models import Task
 
 # A UPID names its process and second: a second task of the same process, second, type, id and
 # user gets the next free second rather than a duplicate id.

@@ -17,9 +17,9 @@ from typing import Any
 from django.conf import settings
 
 from cluster import task_locks, task_secrets, task_state
-from cluster.models import Task
 from cluster.task_runner import end_dead, queue_of
 from cluster.upid import parse_upid
+from portal.models import Task
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ from django.db import transaction
 
 from cluster import task_locks, task_secrets, task_state
 from cluster.exceptions import TaskError
-from cluster.models import Task
 from cluster.task_index import TaskHandle, create_task
 from cluster.task_registry import get_operation
 from cluster.upid import UPID, parse_upid, process_start_ticks
+from portal.models import Task
 
 log = logging.getLogger(__name__)
 

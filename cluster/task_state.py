@@ -14,9 +14,9 @@ import os
 import time
 
 from cluster import task_locks, task_secrets
-from cluster.models import Task
 from cluster.task_index import log_path, read_lines
 from cluster.upid import process_start_ticks
+from portal.models import Task
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from authz import ids
 from authz.permissions import check, has_privileges, principal_of
 from cluster import task_entries, task_runner
 from cluster.api.views import _live_status, local_node_or_error
-from cluster.models import Task
 from cluster.task_index import log_path, read_log
 from cluster.upid import parse_upid
 from portal.api import params
 from portal.api.errors import APIError, ParameterError
 from portal.api.views import PVEAPIView, ok
+from portal.models import Task
 
 LIST_PARAMETERS = {
     "start",

@@ -16,8 +16,8 @@ from django.test import Client
 from authz import access
 from authz.models import ACLEntry, APIToken, User
 from cluster import task_index, task_runner
-from cluster.models import Task
 from cluster.task_state import task_alive
+from portal.models import Task
 from replicator import client as replicator_client
 from tests.cluster import task_operations  # noqa: F401  (the operations the worker runs)
 

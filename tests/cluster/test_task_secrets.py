@@ -22,7 +22,7 @@ from django.test import Client
 
 from cluster import task_index, task_reconcile, task_runner, task_secrets
 from cluster.exceptions import TaskError
-from cluster.models import Task
+from portal.models import Task
 from tests.celery_harness import CeleryWorker
 from tests.cluster import task_operations  # noqa: F401  (the operations the worker runs)
 

@@ -17,9 +17,9 @@ from django.test import Client
 
 from cluster import task_index, task_reconcile, task_runner
 from cluster.exceptions import UnknownOperation
-from cluster.models import Task
 from cluster.task_locks import LockSpec
 from cluster.upid import parse_upid, process_start_ticks
+from portal.models import Task
 from tests.celery_harness import CeleryWorker
 from tests.cluster import task_operations  # noqa: F401  (the operations the worker runs)
 from vms.exceptions import VMLocked
