@@ -17,14 +17,11 @@ class ClusterConfig(AppConfig):
         volatile.register_collector(nodestatus.volatile_status)
         banners.register(live_warnings)
         transport.register_cluster_probe(cluster_name)  # a member stays one without its corosync files
-        self._register_tasks_and_forwarding()
+        self._register_forwarding()
 
-    def _register_tasks_and_forwarding(self) -> None:
-        """Task errors answer in Proxmox's shape; ``/nodes/<other>/...`` is forwarded to that node."""
+    def _register_forwarding(self) -> None:
+        """``/nodes/<other>/...`` is forwarded to that node."""
         from cluster import node_routing
-        from cluster.exceptions import TaskError
         from portal.api import forwarding
-        from portal.api.errors import register_error
 
-        register_error(TaskError, lambda exc: exc.status)
         forwarding.set_node_resolver(node_routing.resolve)

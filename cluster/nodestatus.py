@@ -45,6 +45,6 @@ def local_stats() -> dict[str, object]:
 
 def volatile_status() -> dict[str, object]:
     """What this node publishes to the others over CPG: address, load, memory, clock, recent tasks."""
-    from cluster.task_entries import recent_tasks
+    from portal.tasks.entries import recent_tasks
 
     return {"ip": settings.PVE_NODE_ADDRESS or "", **local_stats(), "tasks": recent_tasks()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cluster import join
-from cluster.task_registry import operation
+from portal.tasks.registry import operation
 
 LIFECYCLE_TIME_LIMIT = 600
 

@@ -125,11 +125,11 @@ def handle(verb: str, options: dict[str, Any], out: Any) -> None:
 
 def _create_task(options: dict[str, Any], out: Any) -> None:
     """Submit ``clustercreate`` to this node's worker and follow its log (checks first, so refusals are at once)."""
-    from cluster import task_follow, task_runner
-    from cluster.exceptions import TaskFailed
+    from portal.tasks import follow, runner
+    from portal.tasks.exceptions import TaskFailed
 
     join.assert_joinable()
-    upid = task_runner.submit(
+    upid = runner.submit(
         "clustercreate",
         options["clustername"],
         "root@pam",
@@ -141,7 +141,7 @@ def _create_task(options: dict[str, Any], out: Any) -> None:
     )
     out.write(upid)
     try:
-        task_follow.follow_task(upid, getattr(out, "_out", out), timeout=900)
+        follow.follow_task(upid, getattr(out, "_out", out), timeout=900)
     except TaskFailed as exc:
         raise CommandError(str(exc)) from None
 

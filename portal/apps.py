@@ -11,6 +11,7 @@ class PortalConfig(AppConfig):
 
     def ready(self) -> None:
         from portal.api.errors import register_error
+        from portal.tasks.exceptions import TaskError
         from replicator.exceptions import ReplicationError
 
         # Storage-layer errors: conflicts and malformed writes are 500 as in Proxmox (clients read
@@ -20,6 +21,7 @@ class PortalConfig(AppConfig):
             lambda exc: {"not_quorate": 503, "unavailable": 503, "too_large": 413}.get(exc.code, 500),
             replication_message,
         )
+        register_error(TaskError, lambda exc: exc.status)  # Proxmox's plain ``die``: 500 with the message
 
 
 def replication_message(exc: Exception) -> str:

@@ -191,7 +191,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = f"node.{PVE_NODE_NAME}"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A task message delivered to a worker that died without acknowledging it is delivered again
-# after this many seconds; the task itself never runs twice (cluster.task_runner).
+# after this many seconds; the task itself never runs twice (portal.tasks.runner).
 PVE_TASK_REDELIVERY_TIMEOUT = _env_int("PVE_TASK_REDELIVERY_TIMEOUT", 3600, 2, 7 * 86400)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": PVE_TASK_REDELIVERY_TIMEOUT,

@@ -6,8 +6,8 @@ class VmsConfig(AppConfig):
     verbose_name = "Virtual machines and storage"
 
     def ready(self) -> None:
-        from cluster import task_locks
         from portal.api.errors import register_error
+        from portal.tasks import locks
         from vms import bootstrap, renderers  # noqa: F401  (registration side effects)
         from vms.config import ConfigError
         from vms.exceptions import VMError
@@ -15,4 +15,4 @@ class VmsConfig(AppConfig):
 
         register_error(ConfigError, 400, lambda exc: "Parameter verification failed.")
         register_error(VMError, lambda exc: exc.status)
-        task_locks.register("vm", VMLocks())
+        locks.register("vm", VMLocks())

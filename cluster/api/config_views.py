@@ -14,11 +14,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from authz.permissions import check, principal_of
-from cluster import join, membership, task_runner
+from cluster import join, membership
 from cluster.models import Node
 from portal.api import params
 from portal.api.errors import APIError, ParameterError
 from portal.api.views import PVEAPIView, ok
+from portal.tasks import runner
 
 NODE_NAME = r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
 CLUSTER_NAME = r"[A-Za-z0-9]([A-Za-z0-9-]{0,13}[A-Za-z0-9])?"
@@ -54,7 +55,7 @@ class ConfigIndexView(PVEAPIView):
         except join.JoinError as exc:
             raise APIError(500, str(exc)) from None
         return ok(
-            task_runner.submit(
+            runner.submit(
                 "clustercreate", name, user, "cluster.create", name=name, nodeid=nodeid, votes=votes, actor=user
             )
         )
@@ -88,12 +89,12 @@ class JoinView(PVEAPIView):
             join.assert_joinable(force=force)
         except join.JoinError as exc:
             raise APIError(500, str(exc)) from None
-        upid = task_runner.submit(
+        upid = runner.submit(
             "clusterjoin",
             "",
             user,
             "cluster.join",
-            secret_kwargs={"password": password},  # never in the task message (cluster.task_secrets)
+            secret_kwargs={"password": password},  # never in the task message (portal.tasks.task_secrets)
             host=host,
             fingerprint=fingerprint,
             nodeid=nodeid,

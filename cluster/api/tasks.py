@@ -20,14 +20,15 @@ from rest_framework.response import Response
 
 from authz import ids
 from authz.permissions import check, has_privileges, principal_of
-from cluster import task_entries, task_runner
 from cluster.api.views import _live_status, local_node_or_error
-from cluster.task_index import log_path, read_log
-from cluster.upid import parse_upid
 from portal.api import params
 from portal.api.errors import APIError, ParameterError
 from portal.api.views import PVEAPIView, ok
 from portal.models import Task
+from portal.tasks import entries as task_entries
+from portal.tasks import runner
+from portal.tasks.index import log_path, read_log
+from portal.tasks.upid import parse_upid
 
 LIST_PARAMETERS = {
     "start",
@@ -128,7 +129,7 @@ class TaskView(PVEAPIView):
         """Stop the task (a queued one never starts); Sys.Modify on the node unless it is the caller's."""
         task = _task_or_error(node, upid)
         _check_task(request, task, "Sys.Modify")
-        task_runner.stop(task.upid)
+        runner.stop(task.upid)
         return ok(None)
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
-from cluster.task_index import TaskHandle
-from cluster.task_registry import operation
+from portal.tasks.index import TaskHandle
+from portal.tasks.registry import operation
 
 
 @operation("test.echo")

@@ -30,7 +30,7 @@ from authz.models import ACLEntry, APIToken, User
 from authz.permissions import has_privileges
 from cluster import keys
 from cluster.models import Node
-from cluster.task_follow import follow_task
+from portal.tasks.follow import follow_task
 from tests.harness import REPO, ReplicatorProcess, node_environment
 from vms.models import VM
 

@@ -15,9 +15,9 @@ from io import StringIO
 import pytest
 from django.db import connections
 
-from cluster.exceptions import TaskError, TaskFailed
-from cluster.task_follow import CLEAR_LINE, follow_task
-from cluster.task_index import TaskHandle
+from portal.tasks.exceptions import TaskError, TaskFailed
+from portal.tasks.follow import CLEAR_LINE, follow_task
+from portal.tasks.index import TaskHandle
 
 
 class Terminal(StringIO):

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from cluster import task_index, task_reconcile, task_runner, task_secrets
-from cluster.exceptions import TaskError
 from portal.models import Task
+from portal.tasks import index, reconcile, runner, task_secrets
+from portal.tasks.exceptions import TaskError
 from tests.celery_harness import CeleryWorker
 from tests.cluster import task_operations  # noqa: F401  (the operations the worker runs)
 
@@ -120,7 +120,7 @@ def test_the_join_password_is_not_in_the_broker_the_message_the_row_the_log_or_a
     assert task.exitstatus != "OK"  # nothing answers with that certificate: the join failed at once
     assert "fingerprint" in task.exitstatus or "cannot reach" in task.exitstatus, task.exitstatus
     assert not held.exists()  # read once and gone
-    assert password not in task_index.log_path(upid).read_text()
+    assert password not in index.log_path(upid).read_text()
     assert password not in worker.log_text()
     assert all(password not in str(getattr(task, field.attname)) for field in Task._meta.fields)
 
@@ -128,7 +128,7 @@ def test_the_join_password_is_not_in_the_broker_the_message_the_row_the_log_or_a
 def test_a_secret_reaches_its_operation_once(redis_broker, node_env, tmp_path):
     redis_broker.flush()
     password = "secret-" + secrets.token_hex(16)
-    upid = task_runner.submit("testsecret", "", "root@pam", "test.secret", secret_kwargs={"password": password})
+    upid = runner.submit("testsecret", "", "root@pam", "test.secret", secret_kwargs={"password": password})
     worker = CeleryWorker(node_env, NODE, tmp_path / "worker.log")
     worker.start()
     try:
@@ -137,7 +137,7 @@ def test_a_secret_reaches_its_operation_once(redis_broker, node_env, tmp_path):
         worker.stop()
     assert task.exitstatus == "OK", task.exitstatus
     digest = hashlib.sha256(password.encode()).hexdigest()
-    assert task_index.read_lines(upid)[:1] == [f"got a password with sha256 {digest}"]
+    assert index.read_lines(upid)[:1] == [f"got a password with sha256 {digest}"]
     assert list(task_secrets.directory().iterdir()) == []
     with pytest.raises(TaskError, match="secret is gone"):  # a second read finds nothing
         task_secrets.take(upid, "anything")
@@ -146,9 +146,9 @@ def test_a_secret_reaches_its_operation_once(redis_broker, node_env, tmp_path):
 def test_secrets_of_tasks_that_never_run_are_deleted(redis_broker):
     """No worker: a task stopped while queued, a reference that does not match, a leftover of a rolled-back submit."""
     redis_broker.flush()
-    stopped = task_runner.submit("testsecret", "", "root@pam", "test.secret", secret_kwargs={"password": "a-password"})
+    stopped = runner.submit("testsecret", "", "root@pam", "test.secret", secret_kwargs={"password": "a-password"})
     assert len(list(task_secrets.directory().iterdir())) == 1
-    task_runner.stop(stopped)
+    runner.stop(stopped)
     assert Task.objects.get(upid=stopped).status == Task.STOPPED
     assert list(task_secrets.directory().iterdir()) == []
 
@@ -164,7 +164,7 @@ def test_secrets_of_tasks_that_never_run_are_deleted(redis_broker):
     task_secrets.store(fresh, {"password": "just written"})
     [old] = [p for p in task_secrets.directory().iterdir() if "left behind" in p.read_text()]
     os.utime(old, (time.time() - 3600, time.time() - 3600))
-    task_reconcile.reconcile()
+    reconcile.reconcile()
     remaining = [p.read_text() for p in task_secrets.directory().iterdir()]
     assert len(remaining) == 1 and "just written" in remaining[0]  # the fresh one waits for its task
     task_secrets.discard(fresh)
@@ -173,10 +173,8 @@ def test_secrets_of_tasks_that_never_run_are_deleted(redis_broker):
 def test_secret_arguments_are_refused_for_another_node_or_beside_a_plain_argument():
     before = Task.objects.count()
     with pytest.raises(TaskError, match="secret arguments"):
-        task_runner.submit(
-            "testsecret", "", "root@pam", "test.secret", node="othernode", secret_kwargs={"password": "x"}
-        )
+        runner.submit("testsecret", "", "root@pam", "test.secret", node="othernode", secret_kwargs={"password": "x"})
     with pytest.raises(TaskError, match="secret arguments"):
-        task_runner.submit("testsecret", "", "root@pam", "test.secret", password="y", secret_kwargs={"password": "x"})
+        runner.submit("testsecret", "", "root@pam", "test.secret", password="y", secret_kwargs={"password": "x"})
     assert Task.objects.count() == before
     assert not task_secrets.directory().exists() or list(task_secrets.directory().iterdir()) == []

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from cluster import task_index, task_reconcile, task_runner
-from cluster.exceptions import UnknownOperation
-from cluster.task_locks import LockSpec
-from cluster.upid import parse_upid, process_start_ticks
 from portal.models import Task
+from portal.tasks import index, reconcile, runner
+from portal.tasks.exceptions import UnknownOperation
+from portal.tasks.locks import LockSpec
+from portal.tasks.upid import parse_upid, process_start_ticks
 from tests.celery_harness import CeleryWorker
 from tests.cluster import task_operations  # noqa: F401  (the operations the worker runs)
 from vms.exceptions import VMLocked
@@ -94,7 +94,7 @@ def vm_lock(vmid: int) -> tuple[str, str]:
 
 def handled(worker: CeleryWorker, upid: str) -> str:
     """The worker's log line for a task message it is done with (discarded or run, and acknowledged), or ""."""
-    pending = task_reconcile.pending_task_ids(f"node.{NODE}")
+    pending = reconcile.pending_task_ids(f"node.{NODE}")
     if pending is None or upid in pending:
         return ""
     for line in worker.log_text().splitlines():
@@ -107,7 +107,7 @@ def handled(worker: CeleryWorker, upid: str) -> str:
 
 
 def test_submitted_task_runs_in_the_worker_and_reports_through_the_api(root, celery_worker):
-    upid = task_runner.submit("testnode", "", "root@pam", "test.node")
+    upid = runner.submit("testnode", "", "root@pam", "test.node")
     assert status(root, upid)["status"] == "running"  # the API answers at once, queued or running
     assert parse_upid(upid).pid == os.getpid()  # the UPID names the submitting process
     data = wait_stopped(root, upid)
@@ -123,8 +123,8 @@ def test_submitted_task_runs_in_the_worker_and_reports_through_the_api(root, cel
 
 
 def test_failure_warnings_and_list_filters(root, celery_worker):
-    failed = task_runner.submit("testfail", "", "root@pam", "test.fail", message="disk on fire\nsecond line")
-    warned = task_runner.submit("testwarn", "", "root@pam", "test.warn", count=2)
+    failed = runner.submit("testfail", "", "root@pam", "test.fail", message="disk on fire\nsecond line")
+    warned = runner.submit("testwarn", "", "root@pam", "test.warn", count=2)
     assert wait_stopped(root, failed)["exitstatus"] == "disk on fire"
     assert log_lines(root, failed)[-2:] == ["about to fail", "TASK ERROR: disk on fire"]
     assert wait_stopped(root, warned)["exitstatus"] == "WARNINGS: 2"
@@ -144,20 +144,20 @@ def test_failure_warnings_and_list_filters(root, celery_worker):
 def test_unknown_operation_is_refused_before_anything_is_queued():
     before = Task.objects.count()
     with pytest.raises(UnknownOperation):
-        task_runner.submit("x", "", "root@pam", "no.such.operation")
+        runner.submit("x", "", "root@pam", "no.such.operation")
     assert Task.objects.count() == before
 
 
 def test_lease_is_held_while_running_refused_to_others_and_released(root, celery_worker, vms, etc_dir):
     vmid = vms[0]
-    upid = task_runner.submit(
+    upid = runner.submit(
         "vzdump", str(vmid), "root@pam", "test.sleep", lock=LockSpec("vm", str(vmid), "backup"), seconds=1.5
     )
     wait_for(lambda: vm_lock(vmid) == ("backup", upid), what="the lease")
     config = etc_dir / "nodes" / NODE / "qemu-server" / f"{vmid}.conf"
     wait_for(lambda: "lock: backup" in config.read_text(), what="lock in the config file")
     with pytest.raises(VMLocked, match=f"VM {vmid} is locked \\(backup\\)"):
-        task_runner.submit("qmigrate", str(vmid), "root@pam", "test.echo", lock=LockSpec("vm", str(vmid), "migrate"))
+        runner.submit("qmigrate", str(vmid), "root@pam", "test.echo", lock=LockSpec("vm", str(vmid), "migrate"))
     assert wait_stopped(root, upid)["exitstatus"] == "OK"
     assert vm_lock(vmid) == ("", "")
 
@@ -165,8 +165,8 @@ def test_lease_is_held_while_running_refused_to_others_and_released(root, celery
 def test_two_tasks_racing_for_one_lease_one_wins(root, celery_worker, vms):
     vmid = vms[1]
     spec = LockSpec("vm", str(vmid), "migrate")
-    first = task_runner.submit("qmigrate", str(vmid), "root@pam", "test.sleep", lock=spec, seconds=1.0)
-    second = task_runner.submit("qmigrate", str(vmid), "root@pam", "test.sleep", lock=spec, seconds=1.0)
+    first = runner.submit("qmigrate", str(vmid), "root@pam", "test.sleep", lock=spec, seconds=1.0)
+    second = runner.submit("qmigrate", str(vmid), "root@pam", "test.sleep", lock=spec, seconds=1.0)
     results = sorted([wait_stopped(root, first)["exitstatus"], wait_stopped(root, second)["exitstatus"]])
     assert results == ["OK", f"VM {vmid} is locked (migrate)"]
     assert vm_lock(vmid) == ("", "")
@@ -175,7 +175,7 @@ def test_two_tasks_racing_for_one_lease_one_wins(root, celery_worker, vms):
 def test_soft_time_limit_ends_the_task_as_an_error_and_releases_the_lease(root, celery_worker, vms):
     vmid = vms[2]
     lock = LockSpec("vm", str(vmid), "backup")
-    upid = task_runner.submit("vzdump", str(vmid), "root@pam", "test.sleep", lock=lock, time_limit=1, seconds=30)
+    upid = runner.submit("vzdump", str(vmid), "root@pam", "test.sleep", lock=lock, time_limit=1, seconds=30)
     started = time.monotonic()
     assert wait_stopped(root, upid, timeout=20)["exitstatus"] == "task exceeded its time limit (1 s)"
     assert time.monotonic() - started < 10
@@ -186,7 +186,7 @@ def test_soft_time_limit_ends_the_task_as_an_error_and_releases_the_lease(root, 
 def test_hard_time_limit_kills_a_stuck_task_and_the_worker_carries_on(root, celery_worker, vms):
     vmid = vms[3]
     lock = LockSpec("vm", str(vmid), "backup")
-    upid = task_runner.submit("vzdump", str(vmid), "root@pam", "test.stuck", lock=lock, time_limit=1, seconds=60)
+    upid = runner.submit("vzdump", str(vmid), "root@pam", "test.stuck", lock=lock, time_limit=1, seconds=60)
     wait_for(lambda: Task.objects.get(upid=upid).pid, what="the task to start")
     pid = Task.objects.get(upid=upid).pid
     assert wait_stopped(root, upid, timeout=30)["exitstatus"] == "task exceeded its time limit (1 s)"
@@ -194,14 +194,14 @@ def test_hard_time_limit_kills_a_stuck_task_and_the_worker_carries_on(root, cele
     assert "soft limit ignored" in lines and lines[-1].startswith("TASK ERROR: task exceeded")
     wait_for(lambda: pid not in celery_worker.children(), what="the stuck process to be killed")
     assert vm_lock(vmid) == ("", "")
-    again = task_runner.submit("testecho", "", "root@pam", "test.echo", lines=["still here"])
+    again = runner.submit("testecho", "", "root@pam", "test.echo", lines=["still here"])
     assert wait_stopped(root, again)["exitstatus"] == "OK"
 
 
 def test_stop_a_running_task_through_the_api(root, celery_worker, vms):
     vmid = vms[4]
     lock = LockSpec("vm", str(vmid), "migrate")
-    upid = task_runner.submit("qmigrate", str(vmid), "root@pam", "test.sleep", lock=lock, seconds=60)
+    upid = runner.submit("qmigrate", str(vmid), "root@pam", "test.sleep", lock=lock, seconds=60)
     wait_for(lambda: "sleeping 60 s" in log_lines(root, upid), what="the task to run")
     response = root.delete(f"{API}/nodes/{NODE}/tasks/{upid}")
     assert response.status_code == 200 and response.json() == {"data": None}
@@ -212,8 +212,8 @@ def test_stop_a_running_task_through_the_api(root, celery_worker, vms):
 
 def test_stop_a_queued_task_so_it_never_starts(root, celery_worker, tmp_path):
     runs = tmp_path / "runs"
-    busy = [task_runner.submit("testsleep", "", "root@pam", "test.sleep", seconds=2) for _ in range(3)]
-    queued = task_runner.submit("testsleep", "", "root@pam", "test.sleep", seconds=0.1, runs=str(runs))
+    busy = [runner.submit("testsleep", "", "root@pam", "test.sleep", seconds=2) for _ in range(3)]
+    queued = runner.submit("testsleep", "", "root@pam", "test.sleep", seconds=0.1, runs=str(runs))
     assert Task.objects.get(upid=queued).status == Task.QUEUED
     assert root.delete(f"{API}/nodes/{NODE}/tasks/{queued}").status_code == 200
     data = status(root, queued)
@@ -226,25 +226,25 @@ def test_stop_a_queued_task_so_it_never_starts(root, celery_worker, tmp_path):
 
 
 def test_routing_a_task_to_another_nodes_queue(root, celery_worker, node_env, redis_broker, tmp_path):
-    ghost = task_runner.submit("testnode", "", "root@pam", "test.node", node="ghostnode")
+    ghost = runner.submit("testnode", "", "root@pam", "test.node", node="ghostnode")
     other = CeleryWorker(node_env, "othernode", tmp_path / "other.log")
     other.start()
     try:
-        upid = task_runner.submit("testnode", "", "root@pam", "test.node", node="othernode")
+        upid = runner.submit("testnode", "", "root@pam", "test.node", node="othernode")
         assert parse_upid(upid).node == "othernode"
         task = wait_for(lambda: Task.objects.filter(upid=upid, status=Task.STOPPED).first(), what="othernode's task")
         assert task.node == "othernode" and task.worker == other.hostname and task.exitstatus == "OK"
-        assert task_index.read_lines(upid)[0] == f"running on othernode in process {task.pid}"
+        assert index.read_lines(upid)[0] == f"running on othernode in process {task.pid}"
     finally:
         other.stop()
     # Nobody consumes node.ghostnode: testnode's worker left the message alone.
-    assert ghost in task_reconcile.pending_task_ids("node.ghostnode")
+    assert ghost in reconcile.pending_task_ids("node.ghostnode")
     assert not Task.objects.filter(upid=ghost).exists()
     redis_broker.client().delete("node.ghostnode")
 
 
 def test_run_inline_still_works(root):
-    upid = task_index.run_inline("testinline", "", "root@pam", lambda task: task.log("inline work"))
+    upid = index.run_inline("testinline", "", "root@pam", lambda task: task.log("inline work"))
     data = status(root, upid)
     assert data["status"] == "stopped" and data["exitstatus"] == "OK"
     assert log_lines(root, upid) == ["inline work", "TASK OK"]
@@ -254,7 +254,7 @@ def test_run_inline_still_works(root):
 def test_redelivery_while_running_does_not_run_twice(root, celery_worker, tmp_path):
     """The worker's redelivery timeout is 2 s: the message comes back while the task still runs."""
     runs = tmp_path / "runs"
-    upid = task_runner.submit("testsleep", "", "root@pam", "test.sleep", seconds=6, runs=str(runs))
+    upid = runner.submit("testsleep", "", "root@pam", "test.sleep", seconds=6, runs=str(runs))
     assert wait_stopped(root, upid, timeout=30)["exitstatus"] == "OK"
     assert "duplicate delivery: task running in process" in celery_worker.log_text()
     assert len(runs.read_text().splitlines()) == 1
@@ -266,36 +266,36 @@ def test_worker_killed_mid_task_leaves_no_stale_lock_and_never_runs_twice(
     vmid = vms[5]
     runs = tmp_path / "runs"
     lock = LockSpec("vm", str(vmid), "backup")
-    upid = task_runner.submit("vzdump", str(vmid), "root@pam", "test.sleep", lock=lock, seconds=4, runs=str(runs))
+    upid = runner.submit("vzdump", str(vmid), "root@pam", "test.sleep", lock=lock, seconds=4, runs=str(runs))
     wait_for(lambda: vm_lock(vmid) == ("backup", upid) and runs.exists(), what="the lease and the work to start")
     celery_worker.kill9()
     assert status(root, upid)["status"] == "running"  # the row cannot know yet
-    assert task_reconcile.reconcile()["ended"] >= 1
+    assert reconcile.reconcile()["ended"] >= 1
     data = status(root, upid)
-    assert data["status"] == "stopped" and data["exitstatus"] == task_runner.WORKER_LOST
+    assert data["status"] == "stopped" and data["exitstatus"] == runner.WORKER_LOST
     assert vm_lock(vmid) == ("", "")
-    assert log_lines(root, upid)[-1] == f"TASK ERROR: {task_runner.WORKER_LOST}"
-    assert upid in task_reconcile.pending_task_ids(f"node.{NODE}")  # unacknowledged: it will come back
+    assert log_lines(root, upid)[-1] == f"TASK ERROR: {runner.WORKER_LOST}"
+    assert upid in reconcile.pending_task_ids(f"node.{NODE}")  # unacknowledged: it will come back
     celery_worker.start()
-    wait_for(lambda: upid not in task_reconcile.pending_task_ids(f"node.{NODE}"), what="redelivery")
+    wait_for(lambda: upid not in reconcile.pending_task_ids(f"node.{NODE}"), what="redelivery")
     assert len(runs.read_text().splitlines()) == 1
-    assert log_lines(root, upid)[-1] == f"TASK ERROR: {task_runner.WORKER_LOST}"
+    assert log_lines(root, upid)[-1] == f"TASK ERROR: {runner.WORKER_LOST}"
 
 
 def test_restarted_worker_ends_the_dead_task_by_itself(root, celery_worker, vms, tmp_path):
     vmid = vms[6]
     runs = tmp_path / "runs"
     lock = LockSpec("vm", str(vmid), "backup")
-    upid = task_runner.submit("vzdump", str(vmid), "root@pam", "test.sleep", lock=lock, seconds=4, runs=str(runs))
+    upid = runner.submit("vzdump", str(vmid), "root@pam", "test.sleep", lock=lock, seconds=4, runs=str(runs))
     wait_for(lambda: vm_lock(vmid) == ("backup", upid) and runs.exists(), what="the lease and the work to start")
     celery_worker.kill9()
     celery_worker.start()  # its start-up reconcile, or the redelivered message, ends the task
-    assert wait_stopped(root, upid, timeout=30)["exitstatus"] == task_runner.WORKER_LOST
+    assert wait_stopped(root, upid, timeout=30)["exitstatus"] == runner.WORKER_LOST
     assert vm_lock(vmid) == ("", "")
     line = wait_for(lambda: handled(celery_worker, upid), what="the redelivered message to be taken and dropped")
     assert "duplicate delivery" in line, line
     assert len(runs.read_text().splitlines()) == 1
-    assert status(root, upid)["exitstatus"] == task_runner.WORKER_LOST
+    assert status(root, upid)["exitstatus"] == runner.WORKER_LOST
 
 
 def test_reconciler_releases_leases_of_dead_processes_and_lost_messages(vms, redis_broker):
@@ -307,7 +307,7 @@ def test_reconciler_releases_leases_of_dead_processes_and_lost_messages(vms, red
         os._exit(0)
     child_pstart = process_start_ticks(child)
     os.waitpid(child, 0)
-    dead = task_index.create_task("testdead", str(vmid), "root@pam")
+    dead = index.create_task("testdead", str(vmid), "root@pam")
     Task.objects.filter(upid=dead.upid).update(
         pid=child, pstart=child_pstart, lock=LockSpec("vm", str(vmid), "backup").as_dict()
     )
@@ -320,24 +320,24 @@ def test_reconciler_releases_leases_of_dead_processes_and_lost_messages(vms, red
         vm = VM.objects.get(vmid=key)
         vm.lock, vm.lock_owner = "backup", owner
         vm.save()
-    queued = task_index.create_task("testlost", "", "root@pam", status=Task.QUEUED, operation="test.echo")
+    queued = index.create_task("testlost", "", "root@pam", status=Task.QUEUED, operation="test.echo")
     Task.objects.filter(upid=queued.upid).update(starttime=int(time.time()) - 600)
 
-    result = task_reconcile.reconcile()
+    result = reconcile.reconcile()
     assert result["ended"] >= 2 and result["released"] >= 1
-    assert Task.objects.get(upid=dead.upid).exitstatus == task_runner.WORKER_LOST
-    assert task_index.read_lines(dead.upid)[-1] == f"TASK ERROR: {task_runner.WORKER_LOST}"
+    assert Task.objects.get(upid=dead.upid).exitstatus == runner.WORKER_LOST
+    assert index.read_lines(dead.upid)[-1] == f"TASK ERROR: {runner.WORKER_LOST}"
     assert vm_lock(vmid) == ("", "") and vm_lock(orphan) == ("", "")
     assert vm_lock(foreign_vmid) == ("backup", owners[foreign_vmid])  # another node's task: not ours to judge
     lost = Task.objects.get(upid=queued.upid)
-    assert lost.status == Task.STOPPED and lost.exitstatus == task_reconcile.MESSAGE_LOST
+    assert lost.status == Task.STOPPED and lost.exitstatus == reconcile.MESSAGE_LOST
     vm = VM.objects.get(vmid=foreign_vmid)
     vm.lock, vm.lock_owner = "", ""
     vm.save()
 
 
 def test_cluster_tasks_lists_this_nodes_recent_and_running_tasks(root, celery_worker):
-    upid = task_runner.submit("testsleep", "", "root@pam", "test.sleep", seconds=1.5)
+    upid = runner.submit("testsleep", "", "root@pam", "test.sleep", seconds=1.5)
     wait_for(lambda: Task.objects.get(upid=upid).status == Task.RUNNING, what="the task to run")
     running = {item["upid"]: item for item in root.get(f"{API}/cluster/tasks").json()["data"]}
     assert upid in running and "status" not in running[upid] and running[upid]["node"] == NODE
@@ -347,7 +347,7 @@ def test_cluster_tasks_lists_this_nodes_recent_and_running_tasks(root, celery_wo
 
 
 def test_log_paging_and_download(root):
-    upid = task_index.run_inline("testlog", "", "root@pam", lambda task: [task.log(f"line {n}") for n in range(300)])
+    upid = index.run_inline("testlog", "", "root@pam", lambda task: [task.log(f"line {n}") for n in range(300)])
     page = root.get(f"{API}/nodes/{NODE}/tasks/{upid}/log?start=10&limit=5").json()
     assert page["total"] == 301 and page["data"][0] == {"n": 11, "t": "line 10"} and len(page["data"]) == 5
     download = root.get(f"{API}/nodes/{NODE}/tasks/{upid}/log?download=1")
@@ -357,13 +357,13 @@ def test_log_paging_and_download(root):
     assert gzip.decompress(download.content).decode().splitlines()[-1] == "TASK OK"
     both = root.get(f"{API}/nodes/{NODE}/tasks/{upid}/log?download=1&start=0")
     assert both.status_code == 500
-    assert Path(task_index.log_path(upid)).stat().st_size > 1024
+    assert Path(index.log_path(upid)).stat().st_size > 1024
 
 
 def test_list_filters_source_vmid_user_and_time(root):
-    done = task_index.run_inline("testfilter", "7609", "filter-user@pve", lambda task: None)
-    other = task_index.run_inline("testfilter", "7608", "root@pam", lambda task: None)
-    active = task_index.TaskHandle("testfilter", "7609", "root@pam")
+    done = index.run_inline("testfilter", "7609", "filter-user@pve", lambda task: None)
+    other = index.run_inline("testfilter", "7608", "root@pam", lambda task: None)
+    active = index.TaskHandle("testfilter", "7609", "root@pam")
     base = f"{API}/nodes/{NODE}/tasks?typefilter=testfilter&limit=100"
 
     def upids(query: str) -> list[str]:

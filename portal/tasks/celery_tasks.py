@@ -1,4 +1,8 @@
-"""Celery tasks of the cluster app: thin wrappers over ``task_runner`` and ``task_reconcile``."""
+"""The task framework's Celery tasks: thin wrappers over ``runner`` and ``reconcile``.
+
+Their names keep the ``cluster.`` prefix they had before the framework moved here: queued
+messages and the beat schedule (``CELERY_BEAT_SCHEDULE``) refer to them by name.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from celery import Task as CeleryTask
 from celery.exceptions import TimeLimitExceeded
 from celery.signals import worker_ready
 
-from cluster import task_reconcile, task_runner
 from portal.celery import app
+from portal.tasks import reconcile, runner
 
 
 class OperationTask(CeleryTask):
@@ -18,10 +22,10 @@ class OperationTask(CeleryTask):
     def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         """After a hard time limit the task's process is killed, so the main process ends the task."""
         if isinstance(exc, TimeLimitExceeded):
-            task_runner.hard_timeout(task_id, (kwargs or {}).get("time_limit"))
+            runner.hard_timeout(task_id, (kwargs or {}).get("time_limit"))
 
 
-@app.task(name=task_runner.TASK_NAME, base=OperationTask, bind=True, acks_late=True, reject_on_worker_lost=False)
+@app.task(name=runner.TASK_NAME, base=OperationTask, bind=True, acks_late=True, reject_on_worker_lost=False)
 def run_task(
     self: CeleryTask,
     upid: str,
@@ -31,14 +35,14 @@ def run_task(
     time_limit: int = 0,
     secret: str | None = None,
 ) -> str:
-    return task_runner.execute(
+    return runner.execute(
         upid, operation, kwargs or {}, lock, worker=self.request.hostname or "", time_limit=time_limit, secret=secret
     )
 
 
 @app.task(name="cluster.reconcile_tasks")
 def reconcile_tasks() -> dict[str, int]:
-    return task_reconcile.reconcile()
+    return reconcile.reconcile()
 
 
 @worker_ready.connect

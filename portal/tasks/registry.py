@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cluster.exceptions import UnknownOperation
+from portal.tasks.exceptions import UnknownOperation
 
 DEFAULT_TIME_LIMIT = 3600  # seconds; operations that may take longer say so when registering
 

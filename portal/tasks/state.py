@@ -13,10 +13,10 @@ import logging
 import os
 import time
 
-from cluster import task_locks, task_secrets
-from cluster.task_index import log_path, read_lines
-from cluster.upid import process_start_ticks
 from portal.models import Task
+from portal.tasks import locks, task_secrets
+from portal.tasks.index import log_path, read_lines
+from portal.tasks.upid import process_start_ticks
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def complete(upid: str) -> None:
     notes: list[str] = []
     if task.lock:
         try:
-            task_locks.release(task_locks.LockSpec.from_dict(task.lock), upid)
+            locks.release(locks.LockSpec.from_dict(task.lock), upid)
         except Exception as exc:  # not quorate, say: the reconciler releases it later
             log.warning("task %s: releasing its lock failed: %s", upid, exc)
             notes.append(f"WARN: releasing the lock failed ({exc}); it is released once the cluster allows it")

@@ -2,7 +2,7 @@
 
 UPID scheme: the API must answer with the UPID at once, before any worker process is chosen,
 so the UPID's ``pid``/``pstart`` name the process that *submitted* the task (unique together
-with the start second, see ``task_index.create_task``). The process actually running it (a
+with the start second, see ``index.create_task``). The process actually running it (a
 Celery prefork child) is recorded in the task row (``pid``, ``pstart``, ``worker``) when it
 starts; "running" is decided from that row and that process, as Proxmox decides it from the
 UPID's process.
@@ -25,12 +25,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 
-from cluster import task_locks, task_secrets, task_state
-from cluster.exceptions import TaskError
-from cluster.task_index import TaskHandle, create_task
-from cluster.task_registry import get_operation
-from cluster.upid import UPID, parse_upid, process_start_ticks
 from portal.models import Task
+from portal.tasks import locks, state, task_secrets
+from portal.tasks.exceptions import TaskError
+from portal.tasks.index import TaskHandle, create_task
+from portal.tasks.registry import get_operation
+from portal.tasks.upid import UPID, parse_upid, process_start_ticks
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def submit(
     user: str,
     operation: str,
     node: str | None = None,
-    lock: task_locks.LockSpec | None = None,
+    lock: locks.LockSpec | None = None,
     time_limit: int | None = None,
     secret_kwargs: dict[str, str] | None = None,
     **kwargs: Any,
@@ -72,7 +72,7 @@ def submit(
     worker takes the lease when the task starts. Another node's task goes to that node's queue
     on this node's broker, so it only runs where brokers are shared; API requests for another
     node are forwarded to it instead and submit there. ``secret_kwargs`` (passwords) never enter
-    the message: it carries a one-time reference to them (``cluster.task_secrets``).
+    the message: it carries a one-time reference to them (``portal.tasks.task_secrets``).
     """
     spec = get_operation(operation)
     limit = int(time_limit or spec.time_limit)
@@ -81,7 +81,7 @@ def submit(
     except (TypeError, ValueError) as exc:
         raise TaskError(f"task arguments must be JSON: {exc}") from None
     if lock is not None:
-        task_locks.check(lock)
+        locks.check(lock)
     node = node or settings.PVE_NODE_NAME
     if secret_kwargs and (node != settings.PVE_NODE_NAME or set(secret_kwargs) & set(kwargs)):
         raise TaskError("a task's secret arguments are for a task of this node, named apart from its other arguments")
@@ -110,7 +110,7 @@ def _send(node: str, message: dict[str, Any], limit: int) -> None:
             time_limit=limit + kill_grace(limit),
         )
     except Exception as exc:
-        task_state.finish(message["upid"], f"unable to queue the task: {exc}", from_status=(Task.QUEUED,))
+        state.finish(message["upid"], f"unable to queue the task: {exc}", from_status=(Task.QUEUED,))
         raise TaskError(f"unable to queue the task: {exc}") from exc
 
 
@@ -148,7 +148,7 @@ def execute(
     that claimed the task.
     """
     _ensure_row(upid, operation, lock)
-    if not task_state.claim_start(upid, worker):
+    if not state.claim_start(upid, worker):
         return _duplicate(upid)
     handle = TaskHandle.attach(upid)
     error: str | None = None
@@ -157,12 +157,12 @@ def execute(
             kwargs = {**kwargs, **task_secrets.take(upid, secret)}
         spec = get_operation(operation)
         if lock is not None:
-            task_locks.acquire(task_locks.LockSpec.from_dict(lock), upid)
+            locks.acquire(locks.LockSpec.from_dict(lock), upid)
         spec.function(handle, **kwargs)
     except SoftTimeLimitExceeded:
         error = timed_out(time_limit)
     except SystemExit:  # SIGTERM (a stop request, a cold shutdown): billiard turns it into SystemExit
-        task_state.finish(upid, INTERRUPTED)
+        state.finish(upid, INTERRUPTED)
         raise
     except Exception as exc:
         log.info("task %s failed", upid, exc_info=True)
@@ -176,8 +176,8 @@ def _finish_surely(upid: str, exitstatus: str) -> None:
     """Finish even if the soft time limit strikes while finishing (then complete what was begun)."""
     for _attempt in range(3):
         try:
-            if not task_state.finish(upid, exitstatus):
-                task_state.complete(upid)
+            if not state.finish(upid, exitstatus):
+                state.complete(upid)
             return
         except SoftTimeLimitExceeded:
             continue
@@ -188,7 +188,7 @@ def _duplicate(upid: str) -> str:
     task = Task.objects.get(upid=upid)
     if task.status == Task.STOPPED:
         return "duplicate delivery: task already finished"
-    if task_state.task_alive(task):
+    if state.task_alive(task):
         return f"duplicate delivery: task running in process {task.pid}"
     end_dead(task)
     return "duplicate delivery: task process had died"
@@ -197,14 +197,14 @@ def _duplicate(upid: str) -> str:
 def end_dead(task: Task, exitstatus: str = WORKER_LOST) -> bool:
     """End a task whose responsible process is gone: as an error, or complete its finishing."""
     if task.status == Task.FINISHING:
-        task_state.complete(task.upid)
+        state.complete(task.upid)
         return True
-    return task_state.finish(task.upid, exitstatus, from_status=(Task.RUNNING,))
+    return state.finish(task.upid, exitstatus, from_status=(Task.RUNNING,))
 
 
 def hard_timeout(upid: str, time_limit: int | None) -> None:
     """The worker's main process after a hard time limit killed the task's process."""
-    task_state.finish(upid, timed_out(time_limit or 0))
+    state.finish(upid, timed_out(time_limit or 0))
 
 
 def stop(upid: str) -> None:
@@ -214,7 +214,7 @@ def stop(upid: str) -> None:
     task = Task.objects.get(upid=upid)
     if task.status == Task.STOPPED:
         return
-    if task.status == Task.QUEUED and task_state.finish(upid, INTERRUPTED, from_status=(Task.QUEUED,)):
+    if task.status == Task.QUEUED and state.finish(upid, INTERRUPTED, from_status=(Task.QUEUED,)):
         app.control.revoke(upid)  # the worker drops the message (the row says stopped anyway)
         return
     if not task.operation:
@@ -222,10 +222,10 @@ def stop(upid: str) -> None:
     destination = [task.worker] if task.worker else None
     app.control.revoke(upid, terminate=True, signal="SIGTERM", destination=destination)
     task = _wait_stopped_or_dead(upid, STOP_WAIT)
-    if task.status != Task.STOPPED and task_state.task_alive(task):
+    if task.status != Task.STOPPED and state.task_alive(task):
         app.control.revoke(upid, terminate=True, signal="SIGKILL", destination=destination)
         task = _wait_stopped_or_dead(upid, STOP_WAIT)
-    if task.status != Task.STOPPED and not task_state.task_alive(task):
+    if task.status != Task.STOPPED and not state.task_alive(task):
         end_dead(task, INTERRUPTED)
 
 
@@ -234,6 +234,6 @@ def _wait_stopped_or_dead(upid: str, timeout: float) -> Task:
     deadline = time.monotonic() + timeout
     while True:
         task = Task.objects.get(upid=upid)
-        if task.status == Task.STOPPED or not task_state.task_alive(task) or time.monotonic() > deadline:
+        if task.status == Task.STOPPED or not state.task_alive(task) or time.monotonic() > deadline:
             return task
         time.sleep(0.1)

@@ -1,4 +1,4 @@
-"""Domain errors of the cluster app's tasks; mapped to HTTP once, in ``cluster.apps``."""
+"""Errors of the task framework; mapped to HTTP once, in ``portal.apps``."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from cluster.exceptions import TaskError
+from portal.tasks.exceptions import TaskError
 
 DIRECTORY = "task-secrets"
 

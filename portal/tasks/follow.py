@@ -15,11 +15,11 @@ from urllib.parse import quote
 
 from django.conf import settings
 
-from cluster.exceptions import TaskError, TaskFailed
-from cluster.task_index import read_lines
-from cluster.task_state import FINAL_PREFIXES
-from cluster.upid import parse_upid
 from portal.models import Task
+from portal.tasks.exceptions import TaskError, TaskFailed
+from portal.tasks.index import read_lines
+from portal.tasks.state import FINAL_PREFIXES
+from portal.tasks.upid import parse_upid
 
 POLL_INTERVAL = 0.5
 SPINNER = "|/-\\"

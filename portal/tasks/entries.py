@@ -7,8 +7,8 @@ from typing import Any
 from django.db.models import QuerySet
 
 from authz import ids
-from cluster.upid import parse_upid
 from portal.models import Task
+from portal.tasks.upid import parse_upid
 
 PUBLISHED_FINISHED = 25  # finished tasks each node publishes besides its running ones (as Proxmox)
 

@@ -1,7 +1,7 @@
 """Tasks with UPIDs: a node-local index row plus a log file ending in ``TASK OK`` / ``TASK ERROR``.
 
 Config-only operations run inline in the request (they are quick); long operations are
-submitted to this node's Celery worker (``cluster.task_runner``) and write through the same
+submitted to this node's Celery worker (``portal.tasks.runner``) and write through the same
 handle there.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from cluster.upid import UPID, parse_upid, process_start_ticks
 from portal.models import Task
+from portal.tasks.upid import UPID, parse_upid, process_start_ticks
 
 # A UPID names its process and second: a second task of the same process, second, type, id and
 # user gets the next free second rather than a duplicate id.
@@ -100,9 +100,9 @@ class TaskHandle:
         return f"WARNINGS: {self.warnings}" if self.warnings else "OK"
 
     def finish(self, error: str | None = None) -> None:
-        from cluster import task_state  # it writes through log_path: imported late, not in a cycle
+        from portal.tasks import state  # it writes through log_path: imported late, not in a cycle
 
-        task_state.finish(self.upid, self.exitstatus(error))
+        state.finish(self.upid, self.exitstatus(error))
 
 
 def run_inline(type_: str, vmid: str, user: str, work: Callable[[TaskHandle], None]) -> str:

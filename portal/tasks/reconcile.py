@@ -16,10 +16,10 @@ from typing import Any
 
 from django.conf import settings
 
-from cluster import task_locks, task_secrets, task_state
-from cluster.task_runner import end_dead, queue_of
-from cluster.upid import parse_upid
 from portal.models import Task
+from portal.tasks import locks, state, task_secrets
+from portal.tasks.runner import end_dead, queue_of
+from portal.tasks.upid import parse_upid
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,14 @@ def reconcile(*, now: float | None = None) -> dict[str, int]:
     now = time.time() if now is None else now
     ended = 0
     for task in Task.objects.filter(node=node, status__in=(Task.RUNNING, Task.FINISHING)):
-        if not task_state.task_alive(task) and end_dead(task):
+        if not state.task_alive(task) and end_dead(task):
             log.warning("task %s: its process is gone; ended as an error", task.upid)
             ended += 1
     ended += _end_lost_messages(node, now)
     task_secrets.sweep(lambda upid: Task.objects.filter(upid=upid, status__in=Task.ACTIVE).exists())
     released = 0
-    for kind, key, owner in task_locks.held_leases():
-        if _owner_is_dead(owner, node) and task_locks.release(task_locks.LockSpec(kind, key, ""), owner):
+    for kind, key, owner in locks.held_leases():
+        if _owner_is_dead(owner, node) and locks.release(locks.LockSpec(kind, key, ""), owner):
             log.warning("released the %s %s lock of task %s, which is not running", kind, key, owner)
             released += 1
     return {"ended": ended, "released": released}
@@ -66,7 +66,7 @@ def _end_lost_messages(node: str, now: float) -> int:
         return 0
     ended = 0
     for task in queued:
-        if task.upid not in pending and task_state.finish(task.upid, MESSAGE_LOST, from_status=(Task.QUEUED,)):
+        if task.upid not in pending and state.finish(task.upid, MESSAGE_LOST, from_status=(Task.QUEUED,)):
             ended += 1
     return ended
 

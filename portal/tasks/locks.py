@@ -1,6 +1,6 @@
 """Leases on the objects tasks change: a lock reason plus the owning UPID, in replicated state.
 
-The cluster app knows no VM (dependencies point ``cluster <- vms``), so apps register a provider
+The task framework knows no VM (dependencies point ``portal <- vms``), so apps register a provider
 per kind of object (``vms`` registers ``vm``: the config's ``lock`` plus ``lock_owner``). A
 provider takes a lease atomically (the replicated row's version is checked, so two tasks cannot
 both take it) and releases it only for its owner, so a late release never drops someone else's.
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cluster.exceptions import TaskError
+from portal.tasks.exceptions import TaskError
 
 
 @dataclass(frozen=True)
