@@ -27,7 +27,7 @@ from portal.api.views import PVEAPIView, ok
 from portal.models import Task
 from portal.tasks import entries as task_entries
 from portal.tasks import runner
-from portal.tasks.index import log_path, read_log
+from portal.tasks.logs import log_path, read_log
 from portal.tasks.upid import parse_upid
 
 LIST_PARAMETERS = {

@@ -17,7 +17,7 @@ from django.conf import settings
 
 from portal.models import Task
 from portal.tasks.exceptions import TaskError, TaskFailed
-from portal.tasks.index import read_lines
+from portal.tasks.logs import read_lines
 from portal.tasks.state import FINAL_PREFIXES
 from portal.tasks.upid import parse_upid
 

@@ -10,23 +10,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from portal.models import Task
-from portal.tasks.upid import UPID, parse_upid, process_start_ticks
+from portal.tasks import state
+from portal.tasks.logs import log_path
+from portal.tasks.upid import UPID, process_start_ticks
 
 # A UPID names its process and second: a second task of the same process, second, type, id and
 # user gets the next free second rather than a duplicate id.
 UPID_ATTEMPTS = 60
-
-
-def log_path(upid: str) -> Path:
-    """``<data>/tasks/<last hex digit of starttime>/<UPID>`` as Proxmox lays them out."""
-    parsed = parse_upid(upid)
-    return Path(settings.PVE_DATA_DIR) / "tasks" / f"{parsed.starttime & 0xF:X}" / upid
 
 
 def create_task(type_: str, id_: str, user: str, *, status: str = Task.RUNNING, **fields: object) -> Task:
@@ -100,8 +95,6 @@ class TaskHandle:
         return f"WARNINGS: {self.warnings}" if self.warnings else "OK"
 
     def finish(self, error: str | None = None) -> None:
-        from portal.tasks import state  # it writes through log_path: imported late, not in a cycle
-
         state.finish(self.upid, self.exitstatus(error))
 
 
@@ -115,17 +108,3 @@ def run_inline(type_: str, vmid: str, user: str, work: Callable[[TaskHandle], No
     else:
         handle.finish()
     return handle.upid
-
-
-def read_lines(upid: str) -> list[str]:
-    try:
-        return log_path(upid).read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return []
-
-
-def read_log(upid: str, start: int = 0, limit: int = 50) -> tuple[list[dict[str, object]], int]:
-    """Lines ``[start, start+limit)`` as ``{n, t}`` (1-based) and the total line count."""
-    lines = read_lines(upid)
-    chosen = lines[start : start + limit] if limit > 0 else lines[start:]
-    return [{"n": start + i + 1, "t": text} for i, text in enumerate(chosen)], len(lines)

@@ -15,7 +15,7 @@ import time
 
 from portal.models import Task
 from portal.tasks import locks, task_secrets
-from portal.tasks.index import log_path, read_lines
+from portal.tasks.logs import log_path, read_lines
 from portal.tasks.upid import process_start_ticks
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import pytest
 from django.test import Client
 
 from portal.models import Task
-from portal.tasks import index, reconcile, runner, task_secrets
+from portal.tasks import logs, reconcile, runner, task_secrets
 from portal.tasks.exceptions import TaskError
 from tests.celery_harness import CeleryWorker
 from tests.cluster import task_operations  # noqa: F401  (the operations the worker runs)
@@ -120,7 +120,7 @@ def test_the_join_password_is_not_in_the_broker_the_message_the_row_the_log_or_a
     assert task.exitstatus != "OK"  # nothing answers with that certificate: the join failed at once
     assert "fingerprint" in task.exitstatus or "cannot reach" in task.exitstatus, task.exitstatus
     assert not held.exists()  # read once and gone
-    assert password not in index.log_path(upid).read_text()
+    assert password not in logs.log_path(upid).read_text()
     assert password not in worker.log_text()
     assert all(password not in str(getattr(task, field.attname)) for field in Task._meta.fields)
 
@@ -137,7 +137,7 @@ def test_a_secret_reaches_its_operation_once(redis_broker, node_env, tmp_path):
         worker.stop()
     assert task.exitstatus == "OK", task.exitstatus
     digest = hashlib.sha256(password.encode()).hexdigest()
-    assert index.read_lines(upid)[:1] == [f"got a password with sha256 {digest}"]
+    assert logs.read_lines(upid)[:1] == [f"got a password with sha256 {digest}"]
     assert list(task_secrets.directory().iterdir()) == []
     with pytest.raises(TaskError, match="secret is gone"):  # a second read finds nothing
         task_secrets.take(upid, "anything")

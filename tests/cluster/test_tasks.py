@@ -16,7 +16,7 @@ import pytest
 from django.test import Client
 
 from portal.models import Task
-from portal.tasks import index, reconcile, runner
+from portal.tasks import index, logs, reconcile, runner
 from portal.tasks.exceptions import UnknownOperation
 from portal.tasks.locks import LockSpec
 from portal.tasks.upid import parse_upid, process_start_ticks
@@ -234,7 +234,7 @@ def test_routing_a_task_to_another_nodes_queue(root, celery_worker, node_env, re
         assert parse_upid(upid).node == "othernode"
         task = wait_for(lambda: Task.objects.filter(upid=upid, status=Task.STOPPED).first(), what="othernode's task")
         assert task.node == "othernode" and task.worker == other.hostname and task.exitstatus == "OK"
-        assert index.read_lines(upid)[0] == f"running on othernode in process {task.pid}"
+        assert logs.read_lines(upid)[0] == f"running on othernode in process {task.pid}"
     finally:
         other.stop()
     # Nobody consumes node.ghostnode: testnode's worker left the message alone.
@@ -326,7 +326,7 @@ def test_reconciler_releases_leases_of_dead_processes_and_lost_messages(vms, red
     result = reconcile.reconcile()
     assert result["ended"] >= 2 and result["released"] >= 1
     assert Task.objects.get(upid=dead.upid).exitstatus == runner.WORKER_LOST
-    assert index.read_lines(dead.upid)[-1] == f"TASK ERROR: {runner.WORKER_LOST}"
+    assert logs.read_lines(dead.upid)[-1] == f"TASK ERROR: {runner.WORKER_LOST}"
     assert vm_lock(vmid) == ("", "") and vm_lock(orphan) == ("", "")
     assert vm_lock(foreign_vmid) == ("backup", owners[foreign_vmid])  # another node's task: not ours to judge
     lost = Task.objects.get(upid=queued.upid)
@@ -357,7 +357,7 @@ def test_log_paging_and_download(root):
     assert gzip.decompress(download.content).decode().splitlines()[-1] == "TASK OK"
     both = root.get(f"{API}/nodes/{NODE}/tasks/{upid}/log?download=1&start=0")
     assert both.status_code == 500
-    assert Path(index.log_path(upid)).stat().st_size > 1024
+    assert Path(logs.log_path(upid)).stat().st_size > 1024
 
 
 def test_list_filters_source_vmid_user_and_time(root):

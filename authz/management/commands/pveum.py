@@ -211,7 +211,7 @@ class Command(BaseCommand):
     def _realm(self, verb: str, o: dict[str, Any]) -> None:
         from authz import ldap_realm, realm_sync
         from authz.models import Realm
-        from portal.tasks import index
+        from portal.tasks import index, logs
 
         if verb == "list":
             for realm in Realm.objects.all():
@@ -226,7 +226,7 @@ class Command(BaseCommand):
                 )
 
             upid = index.run_inline("auth-realm-sync", o["realm"], SUPERUSER, work)
-            for entry in index.read_log(upid, 0, 10_000)[0]:
+            for entry in logs.read_log(upid, 0, 10_000)[0]:
                 lines.append(str(entry["t"]))
             self.stdout.write("\n".join(lines))
             if lines and lines[-1] != "TASK OK":
