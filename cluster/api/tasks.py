@@ -46,6 +46,60 @@ STATUS_TYPES = ("ok", "warning", "error", "unknown")
 DOWNLOAD_COMPRESS_ABOVE = 1024  # bytes, as Proxmox
 
 
+# --- Entries in Proxmox's shape ------------------------------------------------------------
+
+
+def upid_fields(upid: str) -> dict[str, Any]:
+    """The decoded UPID; a token's task has ``user`` and ``tokenid`` apart, as Proxmox reports it."""
+    parsed = parse_upid(upid)
+    user, tokenid = ids.split_principal(parsed.user)
+    fields: dict[str, Any] = {
+        "upid": upid,
+        "node": parsed.node,
+        "pid": parsed.pid,
+        "pstart": parsed.pstart,
+        "starttime": parsed.starttime,
+        "type": parsed.type,
+        "id": parsed.id,
+        "user": user,
+    }
+    if tokenid:
+        fields["tokenid"] = tokenid
+    return fields
+
+
+def status_entry(task: Task) -> dict[str, Any]:
+    """``GET .../tasks/{upid}/status``: running or stopped, with the exit status once stopped."""
+    entry = upid_fields(task.upid)
+    if task.status == Task.STOPPED:
+        entry.update(status="stopped", exitstatus=task.exitstatus)
+    else:
+        entry["status"] = "running"
+    return entry
+
+
+def list_entry(task: Task) -> dict[str, Any]:
+    """``GET /nodes/{node}/tasks`` item: ``status`` is the exit status, ``RUNNING`` while active."""
+    entry = upid_fields(task.upid)
+    if task.status == Task.STOPPED:
+        entry.update(endtime=task.endtime, status=task.exitstatus)
+    else:
+        entry["status"] = "RUNNING"
+    return entry
+
+
+def cluster_entry(item: dict[str, Any]) -> dict[str, Any] | None:
+    """A published task as ``/cluster/tasks`` lists it; None if it is not a valid UPID."""
+    try:
+        entry = upid_fields(str(item.get("upid", "")))
+    except ValueError:
+        return None
+    for key in ("endtime", "status"):
+        if item.get(key) is not None:
+            entry[key] = item[key]
+    return entry
+
+
 def caller(request: Request) -> str:
     return principal_of(request.user) or ""
 
@@ -117,7 +171,7 @@ class TaskListView(PVEAPIView):
             if (auditor or owns(request, task.user)) and task_entries.status_type(task) in wanted
         ]
         page = matched[start : start + limit] if limit > 0 else []
-        return ok([task_entries.list_entry(task) for task in page], total=len(matched))
+        return ok([list_entry(task) for task in page], total=len(matched))
 
 
 class TaskView(PVEAPIView):
@@ -137,7 +191,7 @@ class TaskStatusView(PVEAPIView):
     def get(self, request: Request, node: str, upid: str, **kwargs: Any) -> Response:
         task = _task_or_error(node, upid)
         _check_task(request, task, "Sys.Audit")
-        return ok(task_entries.status_entry(task))
+        return ok(status_entry(task))
 
 
 class TaskLogView(PVEAPIView):
@@ -188,7 +242,7 @@ class ClusterTasksView(PVEAPIView):
         everyone = has_privileges(request.user, "/", ["Sys.Audit"])
         entries = []
         for item in published:
-            entry = task_entries.cluster_entry(item)
+            entry = cluster_entry(item)
             if entry is None:
                 continue
             full_user = f"{entry['user']}!{entry['tokenid']}" if "tokenid" in entry else entry["user"]

@@ -1,4 +1,8 @@
-"""Tasks as the API and the volatile status show them (Proxmox's field names and status types)."""
+"""The task index as the API and the volatile status read it: a node's tasks, status types, what a node publishes.
+
+How the API shapes each entry (Proxmox's field names, a token's user and token apart) is the
+API's business (``cluster.api.tasks``).
+"""
 
 from __future__ import annotations
 
@@ -6,30 +10,9 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from authz import ids
 from portal.models import Task
-from portal.tasks.upid import parse_upid
 
 PUBLISHED_FINISHED = 25  # finished tasks each node publishes besides its running ones (as Proxmox)
-
-
-def upid_fields(upid: str) -> dict[str, Any]:
-    """The decoded UPID; a token's task has ``user`` and ``tokenid`` apart, as Proxmox reports it."""
-    parsed = parse_upid(upid)
-    user, tokenid = ids.split_principal(parsed.user)
-    fields: dict[str, Any] = {
-        "upid": upid,
-        "node": parsed.node,
-        "pid": parsed.pid,
-        "pstart": parsed.pstart,
-        "starttime": parsed.starttime,
-        "type": parsed.type,
-        "id": parsed.id,
-        "user": user,
-    }
-    if tokenid:
-        fields["tokenid"] = tokenid
-    return fields
 
 
 def status_type(task: Task) -> str:
@@ -41,26 +24,6 @@ def status_type(task: Task) -> str:
     if task.exitstatus.startswith("WARNINGS: "):
         return "warning"
     return "error"
-
-
-def status_entry(task: Task) -> dict[str, Any]:
-    """``GET .../tasks/{upid}/status``: running or stopped, with the exit status once stopped."""
-    entry = upid_fields(task.upid)
-    if task.status == Task.STOPPED:
-        entry.update(status="stopped", exitstatus=task.exitstatus)
-    else:
-        entry["status"] = "running"
-    return entry
-
-
-def list_entry(task: Task) -> dict[str, Any]:
-    """``GET /nodes/{node}/tasks`` item: ``status`` is the exit status, ``RUNNING`` while active."""
-    entry = upid_fields(task.upid)
-    if task.status == Task.STOPPED:
-        entry.update(endtime=task.endtime, status=task.exitstatus)
-    else:
-        entry["status"] = "RUNNING"
-    return entry
 
 
 def node_tasks(
@@ -108,15 +71,3 @@ def recent_tasks() -> list[dict[str, Any]]:
     active = Task.objects.filter(node=node).exclude(status=Task.STOPPED).order_by("-starttime")
     finished = Task.objects.filter(node=node, status=Task.STOPPED).order_by("-endtime", "-starttime")
     return [published(task) for task in [*active, *finished[:PUBLISHED_FINISHED]]]
-
-
-def cluster_entry(item: dict[str, Any]) -> dict[str, Any] | None:
-    """A published task as ``/cluster/tasks`` lists it; None if it is not a valid UPID."""
-    try:
-        entry = upid_fields(str(item.get("upid", "")))
-    except ValueError:
-        return None
-    for key in ("endtime", "status"):
-        if item.get(key) is not None:
-            entry[key] = item[key]
-    return entry
