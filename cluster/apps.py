@@ -20,8 +20,10 @@ class ClusterConfig(AppConfig):
         self._register_forwarding()
 
     def _register_forwarding(self) -> None:
-        """``/nodes/<other>/...`` is forwarded to that node."""
+        """``/nodes/<other>/...`` is forwarded to that node; a CLI follows a task of another node through it."""
         from cluster import node_routing
         from portal.api import forwarding
+        from portal.tasks import follow
 
         forwarding.set_node_resolver(node_routing.resolve)
+        follow.set_remote_source(node_routing.RemoteTaskSource)

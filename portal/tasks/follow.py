@@ -2,16 +2,16 @@
 
 On a terminal a spinner line (type, id, elapsed time) sits below the log and is redrawn in
 place; anywhere else only the log lines are written, so redirected output stays clean. A task
-of this node is read from the task index and log file; a task of another node through that
-node's API, as ``root@pam`` with a ticket signed by the cluster key.
+of this node is read from the task index and log file; a task of another node through the
+reader the cluster app registers (that node's API, as ``root@pam`` with a ticket signed by the
+cluster key).
 """
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any, Protocol, TextIO
-from urllib.parse import quote
+from collections.abc import Callable
+from typing import Protocol, TextIO
 
 from django.conf import settings
 
@@ -48,40 +48,23 @@ class LocalSource:
         return read_lines(self.upid)[start:]
 
 
-class RemoteSource:
-    """The task's node API (``/nodes/<node>/tasks/<upid>/...``), TLS verified as forwarding does."""
+RemoteSourceFactory = Callable[[str, str], TaskSource]
+_remote_source: RemoteSourceFactory | None = None
 
-    def __init__(self, node: str, upid: str) -> None:
-        from authz.models import User
-        from authz.services import issue_ticket
-        from cluster.node_routing import resolve
 
-        target = resolve(node)
-        if target is None:
-            raise TaskError(f"node '{node}' is this node")
-        self.target = target
-        self.base = f"/api2/json/nodes/{node}/tasks/{quote(upid, safe='')}"
-        ticket, _csrf = issue_ticket(User.objects.get(userid="root@pam"))
-        self.headers = {"Cookie": f"PVEAuthCookie={quote(ticket, safe='')}"}
+def set_remote_source(factory: RemoteSourceFactory) -> None:
+    """Called by the app that knows the other nodes (cluster): ``factory(node, upid)`` reads a task there."""
+    global _remote_source
+    _remote_source = factory
 
-    def _get(self, path: str) -> Any:
-        from portal.api.forwarding import ForwardError, send
 
-        try:
-            answer = send(self.target, "GET", self.base + path, self.headers)
-        except ForwardError as exc:
-            raise TaskError(f"{exc.status} {exc.message}") from None
-        if answer.status != 200:
-            raise TaskError(f"{answer.status} {answer.reason}")
-        return json.loads(answer.body)
-
-    def state(self) -> tuple[bool, str]:
-        data = self._get("/status")["data"]
-        return data.get("status") == "stopped", str(data.get("exitstatus", ""))
-
-    def lines(self, start: int) -> list[str]:
-        data = self._get(f"/log?start={start}&limit=0")["data"]
-        return [str(entry.get("t", "")) for entry in data]
+def task_source(node: str, upid: str) -> TaskSource:
+    """This node's task index and log file, or the registered reader of another node's tasks."""
+    if node == settings.PVE_NODE_NAME:
+        return LocalSource(upid)
+    if _remote_source is None:
+        raise TaskError(f"unable to follow a task of node '{node}' from here")
+    return _remote_source(node, upid)
 
 
 def _elapsed(seconds: float) -> str:
@@ -96,7 +79,7 @@ def follow_task(
     """Print the task's log until it ends; its exit status (``OK``, ``WARNINGS: n``) or TaskFailed."""
     parsed = parse_upid(upid)
     node = node or parsed.node
-    source: TaskSource = LocalSource(upid) if node == settings.PVE_NODE_NAME else RemoteSource(node, upid)
+    source = task_source(node, upid)
     tty = bool(getattr(stdout, "isatty", lambda: False)())
     label = f"{parsed.type} {parsed.id}".strip()
     started = time.monotonic()
