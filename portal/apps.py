@@ -22,6 +22,13 @@ class PortalConfig(AppConfig):
             replication_message,
         )
         register_error(TaskError, lambda exc: exc.status)  # Proxmox's plain ``die``: 500 with the message
+        self._discover_operations()
+
+    def _discover_operations(self) -> None:
+        """Every app's long-running operations are in ``<app>/operations.py``, imported here (as the admin imports ``admin``)."""
+        from portal.tasks import registry
+
+        registry.discover()
 
 
 def replication_message(exc: Exception) -> str:

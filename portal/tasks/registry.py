@@ -2,8 +2,9 @@
 
 An operation is a plain function ``fn(task: TaskHandle, **kwargs)`` with JSON-able keyword
 arguments, registered under a name. Messages carry only the name, so a worker runs nothing but
-registered code, and the same function can be tested without Celery. Apps keep theirs in an
-``operations`` module, imported on the first lookup (as the admin imports ``admin`` modules).
+registered code, and the same function can be tested without Celery. Every app keeps its
+operations in ``<app>/operations.py``; the portal app imports them all when Django is ready
+(``discover``, as the admin imports ``admin`` modules).
 """
 
 from __future__ import annotations
