@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+from time import time as now
 
 from django.db import models
 
@@ -103,3 +105,8 @@ class ClusterLogEntry(ReplicatedModel):
 
     def __str__(self) -> str:
         return self.msg
+
+    @classmethod
+    def build(cls, msg: str, *, node: str, pri: int = 6, tag: str = "", user: str = "") -> ClusterLogEntry:
+        """An unsaved entry written now by this process (the replicator's own are made here too)."""
+        return cls(time=int(now()), pri=pri, tag=tag, pid=os.getpid(), node=node, user=user, msg=msg)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import time
 from typing import Any
 
 from django.conf import settings
@@ -23,14 +21,8 @@ class InvalidOptions(ValueError):
 
 def log_cluster_message(msg: str, *, user: str = "", tag: str = "pve-django", pri: int = 6) -> ClusterLogEntry:
     """Append an entry to the replicated cluster log (time from this writer's clock)."""
-    entry = ClusterLogEntry(
-        time=int(time.time()),
-        pri=pri,
-        tag=tag[:64],
-        pid=os.getpid(),
-        node=settings.PVE_NODE_NAME,
-        user=user[:128],
-        msg=msg[:MAX_MESSAGE],
+    entry = ClusterLogEntry.build(
+        msg[:MAX_MESSAGE], node=settings.PVE_NODE_NAME, pri=pri, tag=tag[:64], user=user[:128]
     )
     entry.save()
     return entry
