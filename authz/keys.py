@@ -1,7 +1,7 @@
 """Key generation for the key material authz keeps: the ticket signing key pair and the www key.
 
 Pure functions built on ``cryptography`` (no Django, no file I/O); the cluster's certificates
-(``cluster.keys``) build on the same helpers. The outputs correspond to the files listed in
+(``cluster.keys.certificates``) build on the same helpers. The outputs correspond to the files listed in
 PVE-INTERNALS.md section 1.7:
 
 * ``priv/authkey.key`` / ``authkey.pub``: :func:`generate_rsa_key` / :func:`public_key_pem`;

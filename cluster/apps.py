@@ -6,10 +6,13 @@ class ClusterConfig(AppConfig):
     verbose_name = "Cluster"
 
     def ready(self) -> None:
-        from cluster import bootstrap, nodestatus, renderers, services, ssh_keys  # noqa: F401  (registration side effects)
-        from cluster.clock import live_warnings
-        from cluster.corosync_conf import cluster_name
+        from cluster import renderers, services  # noqa: F401  (registration side effects)
+        from cluster.corosync.conf import cluster_name
+        from cluster.keys import ssh_keys  # noqa: F401  (registration side effects)
+        from cluster.membership import bootstrap  # noqa: F401  (registration side effects)
         from cluster.models import ClusterLogEntry
+        from cluster.status import nodestatus
+        from cluster.status.clock import live_warnings
         from portal import audit, banners
         from replicator import cluster_log, transport, volatile
 
@@ -23,9 +26,9 @@ class ClusterConfig(AppConfig):
 
     def _register_forwarding(self) -> None:
         """``/nodes/<other>/...`` is forwarded to that node; a CLI follows a task of another node through it."""
-        from cluster import node_routing
+        from cluster.membership import routing
         from portal.api import forwarding
         from portal.tasks import follow
 
-        forwarding.set_node_resolver(node_routing.resolve)
-        follow.set_remote_source(node_routing.RemoteTaskSource)
+        forwarding.set_node_resolver(routing.resolve)
+        follow.set_remote_source(routing.RemoteTaskSource)

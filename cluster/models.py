@@ -59,7 +59,7 @@ class CorosyncConfig(ReplicatedModel):
     """The cluster's corosync identity; with the nodes it renders ``corosync.conf`` (one row, id ``corosync``).
 
     No row or an empty cluster name means a standalone node: no corosync.conf anywhere. Change it
-    through ``cluster.corosync_conf`` so that ``config_version`` rises with every rendered change.
+    through ``cluster.corosync.conf`` so that ``config_version`` rises with every rendered change.
     """
 
     id = models.CharField(max_length=16, primary_key=True, default="corosync")

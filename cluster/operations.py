@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cluster import join
+from cluster.membership import join
 from portal.tasks.registry import operation
 
 LIFECYCLE_TIME_LIMIT = 600
@@ -20,7 +20,7 @@ def join_cluster(
     task: Any, host: str, password: str, fingerprint: str, nodeid: int | None, votes: int, force: bool
 ) -> None:
     """The API join (``POST /cluster/config/join``); ``password`` comes from the task's one-time secret file."""
-    from cluster import join_remote
+    from cluster.membership import join_remote
 
     join_remote.join_over_api(
         host, password=password, fingerprint=fingerprint, nodeid=nodeid, votes=votes, force=force, progress=task.log

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from cluster import corosync_conf
+from cluster.corosync import conf as corosync_conf
 from cluster.models import ClusterSettings
 from cluster.services import InvalidOptions, check_datacenter_option
 from replicator.mirror import Files, MirrorFile, register_tree_renderer

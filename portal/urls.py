@@ -6,9 +6,9 @@ from django.views.generic import RedirectView
 
 from authz.api import manage_views as access_manage
 from authz.api import views as access
-from cluster.api import config_views as cluster_config
+from cluster.api import config as cluster_config
+from cluster.api import nodes as cluster
 from cluster.api import tasks as cluster_tasks
-from cluster.api import views as cluster
 from portal.api.routing import api_path, api_urlpatterns
 from vms.api import views as qemu
 

@@ -20,7 +20,7 @@ from rest_framework.response import Response
 
 from authz import ids
 from authz.permissions import check, has_privileges, principal_of
-from cluster.api.views import _live_status, local_node_or_error
+from cluster.api.nodes import _live_status, local_node_or_error
 from portal.api import params
 from portal.api.errors import APIError, ParameterError
 from portal.api.views import PVEAPIView, ok

@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from authz.permissions import check, has_privileges, principal_of
-from cluster.api.views import local_node_or_error
+from cluster.api.nodes import local_node_or_error
 from portal.api import params
 from portal.api.errors import ParameterError
 from portal.api.views import PVEAPIView, ok

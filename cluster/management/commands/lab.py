@@ -160,7 +160,7 @@ class Command(BaseCommand):
         self.stdout.write(f"login: root@pam, password {password}")
         self.stdout.write(f"cluster CA: {services.ca_path(lab.nodes[0].directory)}")
         if alone:
-            from cluster.keys import certificate_fingerprint
+            from cluster.keys.certificates import certificate_fingerprint
 
             first = lab.nodes[0]
             cert = first.directory / "etc" / "pve" / "nodes" / first.name / "pve-ssl.pem"

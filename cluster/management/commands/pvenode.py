@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from cluster.identity_db import IdentityError
+from cluster.identity.db import IdentityError
 
 
 class Command(BaseCommand):
@@ -31,11 +31,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from cluster import identity, identity_restore
+        from cluster.identity import backup as identity_backup
+        from cluster.identity import restore as identity_restore
 
         try:
             if options["verb"] == "identity-backup":
-                lines = identity.create_backup(options["file"], replace=options["force"])
+                lines = identity_backup.create_backup(options["file"], replace=options["force"])
             else:
                 lines = identity_restore.restore_backup(options["file"], allow_running=options["allow_running"])
         except IdentityError as exc:

@@ -16,7 +16,8 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
-from cluster import join, membership, ssh
+from cluster.keys import ssh
+from cluster.membership import join, nodelist
 from replicator.exceptions import ReplicationError
 
 VERBS = ("create", "add", "addnode", "delnode", "joininfo", "updatecerts")
@@ -96,11 +97,11 @@ def handle(verb: str, options: dict[str, Any], out: Any) -> None:
             _add(options, progress)
         elif verb == "addnode":
             if options["confirm_on_stdin"]:
-                out.write(json.dumps(membership.join_info()))
+                out.write(json.dumps(nodelist.join_info()))
                 out.flush()
                 if sys.stdin.readline().strip() != "add":
                     raise CommandError("join aborted by the joining node")
-            answer = membership.add_node(
+            answer = nodelist.add_node(
                 options["node"],
                 options["new_node_ip"],
                 nodeid=options["nodeid"],
@@ -111,15 +112,15 @@ def handle(verb: str, options: dict[str, Any], out: Any) -> None:
             )
             out.write(json.dumps(answer))
         elif verb == "delnode":
-            for note in membership.delete_node(options["node"], force=options["force"]):
+            for note in nodelist.delete_node(options["node"], force=options["force"]):
                 progress(note)
             progress(f"Killing node {options['node']}")
         elif verb == "joininfo":
-            out.write(json.dumps(membership.join_info()))
+            out.write(json.dumps(nodelist.join_info()))
         elif verb == "updatecerts":
-            for line in membership.update_certs(force=options["force"]):
+            for line in nodelist.update_certs(force=options["force"]):
                 progress(line)
-    except (join.JoinError, membership.MembershipError, ssh.SSHError, ReplicationError, ValueError) as exc:
+    except (join.JoinError, nodelist.MembershipError, ssh.SSHError, ReplicationError, ValueError) as exc:
         raise CommandError(str(exc)) from None
 
 
@@ -147,7 +148,7 @@ def _create_task(options: dict[str, Any], out: Any) -> None:
 
 
 def _add(options: dict[str, Any], progress: join.Progress) -> None:
-    from cluster import join_remote
+    from cluster.membership import join_remote
 
     password = _password(options)
     if options["use_api"]:

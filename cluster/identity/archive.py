@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 
-from cluster.identity_db import IdentityError
+from cluster.identity.db import IdentityError
 
 MANIFEST = "manifest.json"
 DATABASE_MEMBERS = {"sqlite": "database/cluster.db", "postgresql": "database/cluster.pgdump"}

@@ -8,7 +8,7 @@ qnetd CA, the signed key pair (PKCS#12) goes to every other node; then the ``quo
 section is written to the replicated corosync config (config_version bumped), every node's
 corosync runs the new version, corosync-qdevice starts everywhere and corosync reloads.
 
-Commands "on a host" go through a ``Runner``: SSH in production (``cluster.ssh``), ``ip netns
+Commands "on a host" go through a ``Runner``: SSH in production (``cluster.keys.ssh``), ``ip netns
 exec`` in the lab (``cluster.lab.qdevice.NamespaceRunner``, chosen by ``PVE_LAB_HOSTS``).
 """
 
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from django.conf import settings
 from django.db import transaction
 
-from cluster import corosync_conf
+from cluster.corosync import conf as corosync_conf
 from cluster.models import CorosyncConfig, Node
 from cluster.services import log_cluster_message
 
@@ -103,7 +103,7 @@ def check_run(
 
 
 class SshRunner(CommandRunner):
-    """Node-to-node SSH (``cluster.ssh``) as root with this node's key; one connection per host, kept open.
+    """Node-to-node SSH (``cluster.keys.ssh``) as root with this node's key; one connection per host, kept open.
 
     Cluster members are verified against the cluster's known hosts; the qnetd host is not a
     member, so its host key is confirmed by the operator on the terminal, as ssh would ask.
@@ -113,7 +113,7 @@ class SshRunner(CommandRunner):
         self.connections: dict[str, Any] = {}
 
     def _connection(self, host: str) -> Any:
-        from cluster import ssh, ssh_keys
+        from cluster.keys import ssh, ssh_keys
 
         if host not in self.connections:
             self.connections[host] = ssh.connect(
@@ -128,7 +128,7 @@ class SshRunner(CommandRunner):
     def run(
         self, host: str, argv: Sequence[str], *, input: bytes | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[bytes]:
-        from cluster.ssh import SSHError
+        from cluster.keys.ssh import SSHError
 
         try:
             result = self._connection(host).run(
@@ -185,7 +185,7 @@ def _load_cluster() -> tuple[CorosyncConfig, list[Node]]:
 
 
 def _require_online(nodes: list[Node]) -> None:
-    from cluster.corosync_status import online_nodeids
+    from cluster.corosync.status import online_nodeids
 
     online = online_nodeids()
     for node in nodes:

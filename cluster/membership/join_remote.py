@@ -18,11 +18,12 @@ from typing import Any
 
 from django.conf import settings
 
-from cluster import join, ssh, ssh_keys
-from cluster.bootstrap import local_address
-from cluster.membership import JOIN_API_VERSION
+from cluster.keys import ssh, ssh_keys
+from cluster.membership import join
+from cluster.membership.bootstrap import local_address
+from cluster.membership.nodelist import JOIN_API_VERSION
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ENV_FILE = "/etc/default/pve-django"
 
 

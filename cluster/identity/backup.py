@@ -6,7 +6,7 @@ as itself (same certificate, SSH keys and corosync identity) and catches up with
 The archive (tar.gz, mode 0600, written atomically) holds exactly that: a consistent copy of the
 cluster database, the corosync authkey and corosync.conf, the root SSH key pair, the sshd host
 keys, Django's secret key, and a manifest saying whose it is, at which replicated version, and
-the SHA-256 of every member. ``cluster.identity_restore`` is the other half.
+the SHA-256 of every member. ``cluster.identity.restore`` is the other half.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import Any
 import django
 from django.conf import settings
 
-from cluster import identity_db
-from cluster.identity_archive import MANIFEST, known_link, known_piece
-from cluster.identity_db import IdentityError
+from cluster.identity import db as identity_db
+from cluster.identity.archive import MANIFEST, known_link, known_piece
+from cluster.identity.db import IdentityError
 
 FORMAT = "pve-django-node-identity"
 FORMAT_VERSION = 1

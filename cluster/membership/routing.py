@@ -18,7 +18,7 @@ from django.conf import settings
 
 from authz.models import User
 from authz.services import issue_ticket
-from cluster.bootstrap import CA_CERT
+from cluster.membership.bootstrap import CA_CERT
 from cluster.models import Node
 from portal.api.errors import APIError, ParameterError
 from portal.api.forwarding import ForwardError, NodeTarget, send

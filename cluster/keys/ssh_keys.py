@@ -99,7 +99,7 @@ def render_ssh_files() -> Files:
     A node whose name or address is not valid (written around the services) or a key with a
     control character is left out and logged: no row can add a line of its own to either file.
     """
-    from cluster import corosync_conf
+    from cluster.corosync import conf as corosync_conf
 
     nodes = {}
     for node in Node.objects.using("cluster").order_by("name"):

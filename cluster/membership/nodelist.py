@@ -2,7 +2,7 @@
 
 Run on a member (``pvecm addnode`` over SSH, ``POST /cluster/config/nodes/{node}``, ``pvecm
 delnode``). Every change is one replicated change set, so it needs quorum like any write, and
-corosync.conf's ``config_version`` rises with it (``cluster.corosync_conf``).
+corosync.conf's ``config_version`` rises with it (``cluster.corosync.conf``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from django.conf import settings
 from django.db import transaction
 
 from authz.models import KeyMaterial
-from cluster import corosync_conf, ssh_keys
+from cluster.corosync import conf as corosync_conf
+from cluster.keys import ssh_keys
 from cluster.models import Node
 from cluster.services import log_cluster_message
 
@@ -134,7 +135,7 @@ def add_node(
 
     The node is added as joining: corosync counts none of its votes (quorum_votes 0, expected
     votes unchanged) until it has joined, quorate and in sync, and raises them itself in a new
-    config_version (``cluster.bootstrap``). A joiner that dies half way costs the cluster no
+    config_version (``cluster.membership.bootstrap``). A joiner that dies half way costs the cluster no
     quorum. A node of that name that is already listed with the same address and votes is
     taken as a retried join and keeps its id (an interrupted join can simply be run again).
     """
@@ -254,7 +255,7 @@ def kill_node(nodeid: int) -> bool:
 
 def update_certs(*, force: bool = False, user: str = "root@pam") -> list[str]:
     """``pvecm updatecerts``: this node's certificate (new with ``force`` or when missing) and SSH keys republished."""
-    from cluster import bootstrap
+    from cluster.membership import bootstrap
 
     node_name = settings.PVE_NODE_NAME
     lines: list[str] = []

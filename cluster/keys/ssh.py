@@ -16,7 +16,7 @@ from typing import Any
 
 import paramiko
 
-from cluster.ssh_keys import fingerprint
+from cluster.keys.ssh_keys import fingerprint
 
 CONNECT_TIMEOUT = 10.0
 

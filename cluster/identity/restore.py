@@ -2,7 +2,7 @@
 
 Everything is checked before anything is touched: the archive must be readable, hold exactly
 the members its manifest lists (regular files only, each once, naming known identity files:
-``cluster.identity_archive``), be this node's (``PVE_NODE_NAME``), carry only migrations this
+``cluster.identity.archive``), be this node's (``PVE_NODE_NAME``), carry only migrations this
 code knows, and every member must match the SHA-256 in its manifest; the database copy must pass SQLite's integrity check and sit at the
 manifest's version; the node's replicator must not be running. Only then are files put in place
 (atomically, private keys 0600), each replaced file kept first in a dated directory under
@@ -28,10 +28,11 @@ from typing import IO, Any
 from django.conf import settings
 from django.db.migrations.loader import MigrationLoader
 
-from cluster import identity_archive, identity_db
-from cluster.corosync_conf import atomic_write
-from cluster.identity import FORMAT, FORMAT_VERSION, MANIFEST, ROLE_LABELS, role_path
-from cluster.identity_db import IdentityError
+from cluster.corosync.conf import atomic_write
+from cluster.identity import archive as identity_archive
+from cluster.identity import db as identity_db
+from cluster.identity.backup import FORMAT, FORMAT_VERSION, MANIFEST, ROLE_LABELS, role_path
+from cluster.identity.db import IdentityError
 
 MAX_FILE = 1 << 20  # identity files are keys and small configs
 READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError, ValueError, KeyError, TypeError)

@@ -9,8 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from authz.permissions import check, has_privileges
-from cluster import clock, nodestatus
 from cluster.models import Node
+from cluster.status import clock, nodestatus
 from portal.api.errors import APIError, ParameterError
 from portal.api.views import PVEAPIView, ok
 from replicator import client

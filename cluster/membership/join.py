@@ -22,8 +22,9 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from cluster import corosync_conf, ssh_keys
-from cluster.bootstrap import local_address
+from cluster.corosync import conf as corosync_conf
+from cluster.keys import ssh_keys
+from cluster.membership.bootstrap import local_address
 from cluster.models import Node
 from replicator import client
 from replicator.exceptions import ReplicationError

@@ -43,9 +43,9 @@ def node_certificate(
     node_name: str, address: str, present: dict[str, str], now: datetime
 ) -> tuple[list[KeyMaterial], str]:
     """A new certificate and key for ``node_name`` from the cluster CA (rows to save), and its fingerprint."""
-    from cluster import keys
+    from cluster.keys import certificates
 
-    cert, key = keys.issue_node_certificate(
+    cert, key = certificates.issue_node_certificate(
         present[CA_CERT].encode(), present[CA_KEY].encode(), node_name, [address], now=now
     )
     rows = []
@@ -53,14 +53,14 @@ def node_certificate(
         row = KeyMaterial.objects.using("cluster").filter(path=path).first() or KeyMaterial(path=path)
         row.content = content.decode()
         rows.append(row)
-    return rows, keys.certificate_fingerprint(cert)
+    return rows, certificates.certificate_fingerprint(cert)
 
 
 @bootstrap.register
 def cluster_identity(node_name: str) -> list[Model]:
     """Create whatever of the cluster's and this node's identity is missing."""
     from authz import keys as key_generators  # cryptography is only needed the first time
-    from cluster import keys
+    from cluster.keys import certificates
 
     wanted: list[Model] = []
     now = datetime.now(UTC)
@@ -77,7 +77,7 @@ def cluster_identity(node_name: str) -> list[Model]:
     if WWW_KEY not in present:
         wanted.append(KeyMaterial(path=WWW_KEY, content=key_generators.generate_www_key().decode()))
     if CA_CERT not in present:
-        ca_cert, ca_key = keys.generate_ca(node_name, now=now)
+        ca_cert, ca_key = certificates.generate_ca(node_name, now=now)
         present[CA_CERT], present[CA_KEY] = ca_cert.decode(), ca_key.decode()
         wanted.append(KeyMaterial(path=CA_CERT, content=present[CA_CERT]))
         wanted.append(KeyMaterial(path=CA_KEY, content=present[CA_KEY]))
@@ -109,7 +109,7 @@ def joined(node: Node, now: datetime) -> list[Model]:
     cluster's expected votes. The vote and the config_version bump are one change set with its
     cluster log entry (a concurrent corosync change makes it a conflict, and it is retried).
     """
-    from cluster.corosync_conf import CONFIG_ID
+    from cluster.corosync.conf import CONFIG_ID
 
     node.joining = False
     rows: list[Model] = [node]

@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from authz.permissions import check, principal_of
-from cluster import join, membership
+from cluster.membership import join, nodelist
 from cluster.models import Node
 from portal.api import params
 from portal.api.errors import APIError, ParameterError
@@ -64,15 +64,15 @@ class ConfigIndexView(PVEAPIView):
 class ApiVersionView(PVEAPIView):
     def get(self, request: Request, **kwargs: Any) -> Response:
         check(request.user, "/", ["Sys.Audit"])
-        return ok(membership.JOIN_API_VERSION)
+        return ok(nodelist.JOIN_API_VERSION)
 
 
 class JoinView(PVEAPIView):
     def get(self, request: Request, **kwargs: Any) -> Response:
         check(request.user, "/", ["Sys.Audit"])
         try:
-            return ok(membership.join_info())
-        except membership.MembershipError as exc:
+            return ok(nodelist.join_info())
+        except nodelist.MembershipError as exc:
             raise APIError(500, str(exc)) from None
 
     def post(self, request: Request, **kwargs: Any) -> Response:
@@ -139,7 +139,7 @@ class NodeView(PVEAPIView):
         force = bool(params.boolean(values.get("force", 0), "force"))
         vmids_text = params.string(values.get("vmids", ""), "vmids", pattern=r"[0-9,]*")
         try:
-            answer = membership.add_node(
+            answer = nodelist.add_node(
                 node,
                 address.split(",")[0].removeprefix("address="),
                 nodeid=nodeid,
@@ -148,7 +148,7 @@ class NodeView(PVEAPIView):
                 vmids=[int(v) for v in vmids_text.split(",") if v],
                 user=user,
             )
-        except membership.MembershipError as exc:
+        except nodelist.MembershipError as exc:
             raise APIError(500, str(exc)) from None
         return ok(answer)
 
@@ -157,8 +157,8 @@ class NodeView(PVEAPIView):
         values = params.collect(request, {"node": node})
         force = bool(params.boolean(values.get("force", 0), "force"))
         try:
-            membership.delete_node(node, force=force, user=user)
-        except membership.MembershipError as exc:
+            nodelist.delete_node(node, force=force, user=user)
+        except nodelist.MembershipError as exc:
             if "not a known host" in str(exc):
                 raise ParameterError({"node": str(exc)}) from None
             raise APIError(500, str(exc)) from None
