@@ -260,6 +260,7 @@ INSTALLED_APPS = [
     "portal",
     "authz",
     "cluster",
+    "cluster.lab",  # the lab harness: the ``lab`` command; production code never imports it
     "vms",
 ]
 
@@ -369,7 +370,7 @@ PVE_SSH_DIR = Path(_env("PVE_SSH_DIR", str(PVE_DATA_DIR / "ssh")) or "").resolve
 PVE_SSH_HOST_KEY = Path(_env("PVE_SSH_HOST_KEY", "/etc/ssh/ssh_host_ed25519_key.pub") or "").resolve()
 PVE_SSH_PORT = _env_int("PVE_SSH_PORT", 22, 1, 65535)
 # Lab only: a JSON file mapping addresses to lab namespaces; ``pvecm qdevice`` then runs its
-# commands "on a host" with ``ip netns exec`` instead of SSH (cluster.lab.qdevice).
+# commands "on a host" with ``ip netns exec`` instead of SSH (registered by the cluster.lab app).
 _lab_hosts = _env("PVE_LAB_HOSTS")
 PVE_LAB_HOSTS = Path(_lab_hosts).resolve() if _lab_hosts else None
 if PVE_LAB_HOSTS is not None and not PVE_LAB_HOSTS.is_file():

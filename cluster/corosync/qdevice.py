@@ -9,7 +9,7 @@ section is written to the replicated corosync config (config_version bumped), ev
 corosync runs the new version, corosync-qdevice starts everywhere and corosync reloads.
 
 Commands "on a host" go through a ``Runner``: SSH in production (``cluster.keys.ssh``), ``ip netns
-exec`` in the lab (``cluster.lab.qdevice.NamespaceRunner``, chosen by ``PVE_LAB_HOSTS``).
+exec`` in the lab (``NamespaceRunner``, registered by the lab app when ``PVE_LAB_HOSTS`` is set).
 """
 
 from __future__ import annotations
@@ -146,12 +146,20 @@ class SshRunner(CommandRunner):
         self.connections.clear()
 
 
-def default_runner() -> Runner:
-    """The lab's namespace runner when ``PVE_LAB_HOSTS`` names a hosts file, else node-to-node SSH."""
-    if settings.PVE_LAB_HOSTS:
-        from cluster.lab.qdevice import NamespaceRunner
+RunnerFactory = Callable[[], Runner]
+_runner_factory: RunnerFactory | None = None
 
-        return NamespaceRunner.load(settings.PVE_LAB_HOSTS)
+
+def set_runner_factory(factory: RunnerFactory | None) -> None:
+    """Run commands "on a host" through ``factory()`` instead of SSH (the lab app registers its namespace runner)."""
+    global _runner_factory
+    _runner_factory = factory
+
+
+def default_runner() -> Runner:
+    """The registered runner (the lab's when ``PVE_LAB_HOSTS`` names a hosts file), else node-to-node SSH."""
+    if _runner_factory is not None:
+        return _runner_factory()
     return SshRunner()
 
 
