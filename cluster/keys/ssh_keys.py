@@ -4,7 +4,7 @@ Proxmox keeps one ``priv/authorized_keys`` and ``priv/known_hosts`` in pmxcfs an
 into them by hand. Here every node publishes its two public keys as its own rows
 (``nodes/<node>/ssh_root.pub`` and ``nodes/<node>/ssh_host.pub``) and the tree's
 ``priv/authorized_keys`` and ``priv/known_hosts`` are rendered from those rows and the node
-table: two nodes joining at once never overwrite each other's line, and deleting a node (its
+table (``cluster.renderers``): two nodes joining at once never overwrite each other's line, and deleting a node (its
 rows go with it) revokes its key and its known-hosts entry in the same change.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import logging
 import subprocess
 from pathlib import Path
 
@@ -20,11 +19,7 @@ from django.conf import settings
 from django.db.models import Model
 
 from authz.models import KeyMaterial
-from cluster.models import Node
 from replicator import bootstrap
-from replicator.mirror import Files, MirrorFile, register_tree_renderer
-
-log = logging.getLogger(__name__)
 
 AUTHORIZED_KEYS = "priv/authorized_keys"
 KNOWN_HOSTS = "priv/known_hosts"
@@ -93,50 +88,6 @@ def publish_node_keys(node_name: str) -> list[Model]:
     return wanted
 
 
-def render_ssh_files() -> Files:
-    """``priv/authorized_keys`` (every member's root key) and ``priv/known_hosts`` (every member's host key).
-
-    A node whose name or address is not valid (written around the services) or a key with a
-    control character is left out and logged: no row can add a line of its own to either file.
-    """
-    from cluster.corosync import conf as corosync_conf
-
-    nodes = {}
-    for node in Node.objects.using("cluster").order_by("name"):
-        try:
-            corosync_conf.check_node(node)
-        except ValueError as exc:
-            log.error("node %r left out of known_hosts and authorized_keys: %s", node.name, exc)
-            continue
-        nodes[node.name] = node
-    rows = dict(
-        KeyMaterial.objects.using("cluster")
-        .filter(path__startswith="nodes/", path__endswith=".pub")
-        .values_list("path", "content")
-    )
-    rows = {path: key for path, key in rows.items() if _one_line(path, key)}
-    authorized, known = [], []
-    for name, node in nodes.items():
-        root = rows.get(root_key_row(name))
-        if root:
-            authorized.append(root if len(root.split()) > 2 else f"{root} root@{name}")
-        host = rows.get(host_key_row(name))
-        if host:
-            names = ",".join(dict.fromkeys(n for n in (name, node.address) if n))
-            known.append(f"{names} {host}")
-    return {
-        AUTHORIZED_KEYS: MirrorFile("".join(line + "\n" for line in authorized)),
-        KNOWN_HOSTS: MirrorFile("".join(line + "\n" for line in known)),
-    }
-
-
-def _one_line(path: str, key: str) -> bool:
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
-        log.error("public key %s has a control character; left out of the SSH files", path)
-        return False
-    return True
-
-
 def known_hosts_path() -> Path:
     return Path(settings.PVE_ETC_DIR) / KNOWN_HOSTS
 
@@ -146,6 +97,3 @@ def forget_node_rows(node: str) -> list[str]:
     return list(
         KeyMaterial.objects.using("cluster").filter(path__startswith=f"nodes/{node}/").values_list("path", flat=True)
     )
-
-
-register_tree_renderer(["authz.keymaterial", "cluster.node"], render_ssh_files)
