@@ -6,13 +6,16 @@ class VmsConfig(AppConfig):
     verbose_name = "Virtual machines and storage"
 
     def ready(self) -> None:
+        from cluster.membership import guests
         from portal.api.errors import register_error
         from portal.tasks import locks
         from vms import bootstrap, renderers  # noqa: F401  (registration side effects)
         from vms.config import ConfigError
         from vms.exceptions import VMError
+        from vms.guests import ClusterGuests
         from vms.leases import VMLocks
 
         register_error(ConfigError, 400, lambda exc: "Parameter verification failed.")
         register_error(VMError, lambda exc: exc.status)
         locks.register("vm", VMLocks())
+        guests.register(ClusterGuests())

@@ -24,6 +24,7 @@ from django.db import transaction
 
 from cluster.corosync import conf as corosync_conf
 from cluster.keys import ssh_keys
+from cluster.membership import guests
 from cluster.membership.bootstrap import local_address
 from cluster.models import Node
 from replicator import client
@@ -187,9 +188,7 @@ def create(
 
 
 def local_vms() -> list[dict[str, Any]]:
-    from vms.models import VM
-
-    return [{"vmid": vm.vmid, "config": vm.config} for vm in VM.objects.using("cluster").order_by("vmid")]
+    return guests.provider().export_all()
 
 
 def finish_join(answer: dict[str, Any], vms: list[dict[str, Any]], progress: Progress) -> None:
@@ -216,19 +215,18 @@ def finish_join(answer: dict[str, Any], vms: list[dict[str, Any]], progress: Pro
 
 def carry_in_vms(progress: Progress) -> list[int]:
     """Write the VMs kept in the pending file into the cluster as this node's; returns the ids written."""
-    from vms.models import VM
-
     pending = _pending_path()
     try:
         vms = json.loads(pending.read_text())["vms"]
     except FileNotFoundError:
         return []
     written = []
+    provider = guests.provider()
     for entry in vms:
-        if VM.objects.using("cluster").filter(vmid=entry["vmid"]).exists():
+        if provider.exists(entry["vmid"]):
             progress(f"VM {entry['vmid']} exists in the cluster already; its config stays in the backup")
             continue
-        VM(vmid=entry["vmid"], node_id=settings.PVE_NODE_NAME, config=entry["config"]).save()
+        provider.carry_in(entry["vmid"], entry["config"], settings.PVE_NODE_NAME)
         written.append(entry["vmid"])
     if written:
         progress(f"Carried VM(s) {', '.join(str(v) for v in written)} into the cluster")

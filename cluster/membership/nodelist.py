@@ -22,6 +22,7 @@ from django.db import transaction
 from authz.models import KeyMaterial
 from cluster.corosync import conf as corosync_conf
 from cluster.keys import ssh_keys
+from cluster.membership import guests
 from cluster.models import Node
 from cluster.services import log_cluster_message
 
@@ -116,9 +117,7 @@ def lowest_free_nodeid(taken: set[int]) -> int:
 
 
 def conflicting_vmids(vmids: list[int]) -> list[int]:
-    from vms.models import VM
-
-    return sorted(VM.objects.using("cluster").filter(vmid__in=vmids).values_list("vmid", flat=True))
+    return guests.provider().existing(vmids)
 
 
 def add_node(
@@ -203,13 +202,11 @@ def find_node(name_or_address: str) -> Node:
 
 def delete_node(name_or_address: str, *, force: bool = False, user: str = "root@pam") -> list[str]:
     """Remove a node: nodelist, SSH keys, known-hosts entry and certificate go in one change; returns notes."""
-    from vms.models import VM
-
     _clustered()
     node = find_node(name_or_address)
     if node.name == settings.PVE_NODE_NAME:
         raise MembershipError("Cannot delete myself from cluster!")
-    vms = list(VM.objects.using("cluster").filter(node=node.name).order_by("vmid"))
+    vms = guests.provider().on_node(node.name)
     notes: list[str] = []
     if vms and not force:
         raise MembershipError(
