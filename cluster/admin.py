@@ -18,6 +18,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from authz.permissions import principal_of
 from cluster import services
+from cluster.exceptions import InvalidOptions
 from cluster.membership import nodelist
 from cluster.models import ClusterLogEntry, ClusterSettings, Node
 from portal.admin import VERSION_FIELD, AuditedModelAdmin, ReadOnlyAdmin
@@ -45,8 +46,8 @@ class ClusterSettingsForm(forms.ModelForm):
             raise ValidationError("options must map option names to values")
         for key, value in options.items():
             try:
-                services.check_datacenter_option(key, value)
-            except services.InvalidOptions as exc:
+                ClusterSettings.check_option(key, value)
+            except InvalidOptions as exc:
                 raise ValidationError(str(exc)) from None
         return options
 
@@ -69,7 +70,7 @@ class ClusterSettingsAdmin(AuditedModelAdmin):
 
 
 class NodeForm(forms.ModelForm):
-    """Address, votes and links of a node, checked as ``nodelist.change_node`` will check them."""
+    """Address, votes and links of a node, checked as ``services.change_node`` will check them."""
 
     class Meta:
         model = Node
@@ -106,11 +107,11 @@ class NodeAdmin(AuditedModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Node, form: Any, change: bool) -> None:
         _loaded_version(request, obj, change)
-        nodelist.change_node(obj, actor=_actor(request))
+        services.change_node(obj, actor=_actor(request))
 
     def delete_model(self, request: HttpRequest, obj: Node) -> None:
         """``pvecm delnode``: the node, its keys and certificate go in one change (refused for this node)."""
-        nodelist.delete_node(obj.name, user=_actor(request))
+        services.delete_node(obj.name, user=_actor(request))
 
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[list[str], dict[str, int], set, list]:
         """delnode decides what goes with a node (its keys) and what stops it (its VMs), not the admin's cascade."""

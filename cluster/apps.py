@@ -17,7 +17,7 @@ class ClusterConfig(AppConfig):
         from replicator import cluster_log, transport, volatile
 
         audit.set_sink(lambda user, message: services.log_cluster_message(message, user=user))
-        audit.set_recent(services.recent_cluster_log)
+        audit.set_recent(ClusterLogEntry.recent)
         volatile.register_collector(nodestatus.volatile_status)
         banners.register(live_warnings)
         transport.register_cluster_probe(cluster_name)  # a member stays one without its corosync files

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from time import time as now
+from typing import Any
 
+from django.conf import settings
 from django.db import models
 
+from cluster.exceptions import InvalidOptions
 from replicator.models import ReplicatedModel
+
+MAX_OPTION = 4096
+_OPTION_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+MAX_MESSAGE = 4096
 
 
 class ClusterSettings(ReplicatedModel):
@@ -23,6 +31,19 @@ class ClusterSettings(ReplicatedModel):
 
     def __str__(self) -> str:
         return "datacenter.cfg"
+
+    @staticmethod
+    def check_option(key: Any, value: Any) -> None:
+        """One ``key: value`` line of datacenter.cfg: a lower-case key, a scalar value without a line break."""
+        if not isinstance(key, str) or not _OPTION_KEY_RE.match(key):
+            raise InvalidOptions(f"invalid option name {key!r}")
+        if isinstance(value, bool):
+            value = int(value)
+        if not isinstance(value, (str, int)):
+            raise InvalidOptions(f"{key}: a value is a string or a number")
+        text = str(value)
+        if not text.strip() or len(text) > MAX_OPTION or any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+            raise InvalidOptions(f"{key}: invalid value {text[:80]!r} (one line of printable text)")
 
 
 class Node(ReplicatedModel):
@@ -110,3 +131,16 @@ class ClusterLogEntry(ReplicatedModel):
     def build(cls, msg: str, *, node: str, pri: int = 6, tag: str = "", user: str = "") -> ClusterLogEntry:
         """An unsaved entry written now by this process (the replicator's own are made here too)."""
         return cls(time=int(now()), pri=pri, tag=tag, pid=os.getpid(), node=node, user=user, msg=msg)
+
+    @classmethod
+    def write(cls, msg: str, *, user: str = "", tag: str = "pve-django", pri: int = 6) -> ClusterLogEntry:
+        """Append an entry from this node (time from this writer's clock); ``cluster.services.log_cluster_message``."""
+        entry = cls.build(msg[:MAX_MESSAGE], node=settings.PVE_NODE_NAME, pri=pri, tag=tag[:64], user=user[:128])
+        entry.save()
+        return entry
+
+    @classmethod
+    def recent(cls, count: int, user: str | None = None) -> list[ClusterLogEntry]:
+        """The newest ``count`` entries (of ``user``'s changes only, when given)."""
+        entries = cls.objects.all() if user is None else cls.objects.filter(user=user)
+        return list(entries.order_by("-time")[:count])

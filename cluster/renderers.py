@@ -6,9 +6,9 @@ import logging
 
 from authz.models import KeyMaterial
 from cluster.corosync import conf as corosync_conf
+from cluster.exceptions import InvalidOptions
 from cluster.keys import ssh_keys
 from cluster.models import ClusterSettings, Node
-from cluster.services import InvalidOptions, check_datacenter_option
 from replicator.mirror import Files, MirrorFile, register_tree_renderer
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def render_datacenter_cfg() -> Files:
     lines = []
     for key in sorted(options):
         try:
-            check_datacenter_option(key, options[key])
+            ClusterSettings.check_option(key, options[key])
         except InvalidOptions as exc:
             log.error("datacenter.cfg: option left out: %s", exc)
             continue

@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from authz.permissions import check, principal_of
+from cluster import services
 from cluster.membership import join, nodelist
 from cluster.models import Node
 from portal.api import params
@@ -139,7 +140,7 @@ class NodeView(PVEAPIView):
         force = bool(params.boolean(values.get("force", 0), "force"))
         vmids_text = params.string(values.get("vmids", ""), "vmids", pattern=r"[0-9,]*")
         try:
-            answer = nodelist.add_node(
+            answer = services.add_node(
                 node,
                 address.split(",")[0].removeprefix("address="),
                 nodeid=nodeid,
@@ -157,7 +158,7 @@ class NodeView(PVEAPIView):
         values = params.collect(request, {"node": node})
         force = bool(params.boolean(values.get("force", 0), "force"))
         try:
-            nodelist.delete_node(node, force=force, user=user)
+            services.delete_node(node, force=force, user=user)
         except nodelist.MembershipError as exc:
             if "not a known host" in str(exc):
                 raise ParameterError({"node": str(exc)}) from None

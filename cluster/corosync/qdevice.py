@@ -27,8 +27,7 @@ from django.conf import settings
 from django.db import transaction
 
 from cluster.corosync import conf as corosync_conf
-from cluster.models import CorosyncConfig, Node
-from cluster.services import log_cluster_message
+from cluster.models import ClusterLogEntry, CorosyncConfig, Node
 
 QDEVICE_STATE_DIR = "/etc/corosync/qdevice"
 NODE_BASE_DIR = f"{QDEVICE_STATE_DIR}/net"
@@ -326,7 +325,7 @@ def setup(
 
         out("INFO: add QDevice to cluster configuration")
         with transaction.atomic(using="cluster"):
-            log_cluster_message(f"adding QDevice {address} ({algorithm})", user="root@pam", tag="pvecm")
+            ClusterLogEntry.write(f"adding QDevice {address} ({algorithm})", user="root@pam", tag="pvecm")
             version = corosync_conf.update_corosync(config)
         _wait_config_version(remote, hosts, version, out)
         for name, host in hosts.items():
@@ -349,7 +348,7 @@ def remove(*, runner: Runner | None = None, out: Output = print) -> int:
     with _runner(runner) as remote:
         config.quorum_device = {}
         with transaction.atomic(using="cluster"):
-            log_cluster_message("removing QDevice", user="root@pam", tag="pvecm")
+            ClusterLogEntry.write("removing QDevice", user="root@pam", tag="pvecm")
             version = corosync_conf.update_corosync(config)
         _wait_config_version(remote, hosts, version, out)
         for host in hosts.values():

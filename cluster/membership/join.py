@@ -26,7 +26,7 @@ from cluster.corosync import conf as corosync_conf
 from cluster.keys import ssh_keys
 from cluster.membership import guests
 from cluster.membership.bootstrap import local_address
-from cluster.models import Node
+from cluster.models import ClusterLogEntry, Node
 from replicator import client
 from replicator.exceptions import ReplicationError
 
@@ -150,8 +150,6 @@ def create(
     name: str, *, nodeid: int | None = None, votes: int = 1, progress: Progress = print, user: str = "root@pam"
 ) -> None:
     """``pvecm create NAME``: this standalone node becomes the first member of cluster ``name``."""
-    from cluster.services import log_cluster_message
-
     assert_joinable()
     if votes < 1:
         raise JoinError("votes must be at least 1")
@@ -172,7 +170,7 @@ def create(
     try:
         with transaction.atomic(using="cluster"):  # the cluster, this node's entry and the log: one change
             corosync_conf.create_cluster(name, nodes=[node])
-            log_cluster_message(f"created cluster {name}", user=user, tag="pvecm")
+            ClusterLogEntry.write(f"created cluster {name}", user=user, tag="pvecm")
     except Exception:
         settings.PVE_COROSYNC_AUTHKEY.unlink(missing_ok=True)
         raise

@@ -23,8 +23,7 @@ from authz.models import KeyMaterial
 from cluster.corosync import conf as corosync_conf
 from cluster.keys import ssh_keys
 from cluster.membership import guests
-from cluster.models import Node
-from cluster.services import log_cluster_message
+from cluster.models import ClusterLogEntry, Node
 
 JOIN_API_VERSION = 1
 
@@ -102,7 +101,7 @@ def change_node(node: Node, *, actor: str) -> int:
         if getattr(before, field) != getattr(node, field)
     ]
     with transaction.atomic(using="cluster"):
-        log_cluster_message(f"changing node {node.name}: {', '.join(changes) or 'nothing'}", user=actor, tag="pvecm")
+        ClusterLogEntry.write(f"changing node {node.name}: {', '.join(changes) or 'nothing'}", user=actor, tag="pvecm")
         try:
             return corosync_conf.save_nodes(node)
         except ValueError as exc:
@@ -170,7 +169,7 @@ def add_node(
             raise MembershipError(f"nodeid {nodeid} is already used")
         node = Node(name=name, nodeid=nodeid or lowest_free_nodeid(taken), address=address, votes=votes, joining=True)
     with transaction.atomic(using="cluster"):
-        log_cluster_message(f"adding node {name} to cluster", user=user, tag="pvecm")
+        ClusterLogEntry.write(f"adding node {name} to cluster", user=user, tag="pvecm")
         corosync_conf.save_nodes(node)
     rendered = corosync_conf.render_current()
     assert rendered is not None
@@ -219,7 +218,7 @@ def delete_node(name_or_address: str, *, force: bool = False, user: str = "root@
         )
     key_rows = ssh_keys.forget_node_rows(node.name)
     with transaction.atomic(using="cluster"):
-        log_cluster_message(f"deleting node {node.name} from cluster", user=user, tag="pvecm")
+        ClusterLogEntry.write(f"deleting node {node.name} from cluster", user=user, tag="pvecm")
         for vm in vms:
             vm.delete()
         for row in KeyMaterial.objects.using("cluster").filter(path__in=key_rows):
@@ -268,7 +267,7 @@ def update_certs(*, force: bool = False, user: str = "root@pam") -> list[str]:
         lines.append(f"new certificate for {node_name}, fingerprint {node.ssl_fingerprint}")
     if rows:
         with transaction.atomic(using="cluster"):
-            log_cluster_message(f"updating certificate and SSH keys of node {node_name}", user=user, tag="pvecm")
+            ClusterLogEntry.write(f"updating certificate and SSH keys of node {node_name}", user=user, tag="pvecm")
             for row in rows:
                 row.save()
     lines.append(f"SSH keys of {node_name} published" if rows else "nothing to update")

@@ -31,14 +31,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        from cluster import services
         from cluster.identity import backup as identity_backup
-        from cluster.identity import restore as identity_restore
 
         try:
             if options["verb"] == "identity-backup":
                 lines = identity_backup.create_backup(options["file"], replace=options["force"])
             else:
-                lines = identity_restore.restore_backup(options["file"], allow_running=options["allow_running"])
+                lines = services.restore_node_identity(options["file"], allow_running=options["allow_running"])
         except IdentityError as exc:
             raise CommandError(str(exc)) from None
         for line in lines:
