@@ -19,7 +19,7 @@ from portal.models import Task
 from portal.tasks import index, runner
 from portal.tasks.state import task_alive
 from replicator import client as replicator_client
-from tests.cluster import task_operations  # noqa: F401  (the operations the worker runs)
+from tests.portal import task_operations  # noqa: F401  (the operations the worker runs)
 
 pytestmark = [pytest.mark.usefixtures("replicator")]
 API = "/api2/json"

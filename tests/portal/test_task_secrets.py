@@ -24,7 +24,7 @@ from portal.models import Task
 from portal.tasks import logs, reconcile, runner, task_secrets
 from portal.tasks.exceptions import TaskError
 from tests.celery_harness import CeleryWorker
-from tests.cluster import task_operations  # noqa: F401  (the operations the worker runs)
+from tests.portal import task_operations  # noqa: F401  (the operations the worker runs)
 
 pytestmark = [pytest.mark.usefixtures("replicator"), pytest.mark.postgres_too]
 API = "/api2/json"

@@ -21,7 +21,7 @@ from portal.tasks.exceptions import UnknownOperation
 from portal.tasks.locks import LockSpec
 from portal.tasks.upid import parse_upid, process_start_ticks
 from tests.celery_harness import CeleryWorker
-from tests.cluster import task_operations  # noqa: F401  (the operations the worker runs)
+from tests.portal import task_operations  # noqa: F401  (the operations the worker runs)
 from vms.exceptions import VMLocked
 from vms.models import VM
 
