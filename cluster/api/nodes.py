@@ -58,7 +58,7 @@ class ClusterStatusView(PVEAPIView):
     def get(self, request: Request, **kwargs: Any) -> Response:
         check(request.user, "/", ["Sys.Audit"])
         nodes = list(Node.objects.all())
-        live = _live_status()
+        live = live_status()
         board = live.get("nodes", {})
         clocks = clock.node_clocks(board) if live.get("transport") == "corosync" else {}  # skew needs two nodes
         entries: list[dict[str, Any]] = []
@@ -92,7 +92,7 @@ class ClusterStatusView(PVEAPIView):
         return ok(entries)
 
 
-def _live_status() -> dict[str, Any]:
+def live_status() -> dict[str, Any]:
     """Membership and volatile status from the local replicator; empty when it cannot answer."""
     try:
         answer = client.request({"op": "cluster_status"}, timeout=5)

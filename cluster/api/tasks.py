@@ -20,7 +20,7 @@ from rest_framework.response import Response
 
 from authz import ids
 from authz.permissions import check, has_privileges, principal_of
-from cluster.api.nodes import _live_status, local_node_or_error
+from cluster.api.nodes import live_status, local_node_or_error
 from portal.api import params
 from portal.api.errors import APIError, ParameterError
 from portal.api.views import PVEAPIView, ok
@@ -236,7 +236,7 @@ class ClusterTasksView(PVEAPIView):
         _reject_unknown(params.collect(request, {}), set())
         local = settings.PVE_NODE_NAME
         published: list[dict[str, Any]] = list(task_entries.recent_tasks())
-        for name, status in _live_status().get("nodes", {}).items():
+        for name, status in live_status().get("nodes", {}).items():
             if name != local and status.get("online"):
                 published.extend(item for item in status.get("tasks", []) if isinstance(item, dict))
         everyone = has_privileges(request.user, "/", ["Sys.Audit"])
