@@ -1,14 +1,11 @@
 """URL configuration: the only place (with the ASGI routing) that gathers the apps."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from authz.api import manage_views as access_manage
 from authz.api import views as access
-from cluster.api import config as cluster_config
-from cluster.api import nodes as cluster
-from cluster.api import tasks as cluster_tasks
 from portal.api.routing import api_path, api_urlpatterns
 from vms.api import views as qemu
 
@@ -25,20 +22,8 @@ api = api_urlpatterns(
         api_path("access/groups/{groupid}", access_manage.GroupView.as_view()),
         api_path("access/roles", access_manage.RolesView.as_view()),
         api_path("access/roles/{roleid}", access_manage.RoleView.as_view()),
-        api_path("version", cluster.VersionView.as_view()),
-        api_path("nodes", cluster.NodesView.as_view()),
-        api_path("cluster/status", cluster.ClusterStatusView.as_view()),
-        api_path("cluster/config", cluster_config.ConfigIndexView.as_view()),
-        api_path("cluster/config/apiversion", cluster_config.ApiVersionView.as_view()),
-        api_path("cluster/config/join", cluster_config.JoinView.as_view()),
-        api_path("cluster/config/nodes", cluster_config.NodesView.as_view()),
-        api_path("cluster/config/nodes/{node}", cluster_config.NodeView.as_view()),
+        path("", include("cluster.api.urls")),
         api_path("cluster/nextid", qemu.NextIdView.as_view()),
-        api_path("cluster/tasks", cluster_tasks.ClusterTasksView.as_view()),
-        api_path("nodes/{node}/tasks", cluster_tasks.TaskListView.as_view()),
-        api_path("nodes/{node}/tasks/{upid}", cluster_tasks.TaskView.as_view()),
-        api_path("nodes/{node}/tasks/{upid}/status", cluster_tasks.TaskStatusView.as_view()),
-        api_path("nodes/{node}/tasks/{upid}/log", cluster_tasks.TaskLogView.as_view()),
         api_path("nodes/{node}/qemu", qemu.QemuListView.as_view()),
         api_path("nodes/{node}/qemu/{vmid}", qemu.QemuVMView.as_view()),
         api_path("nodes/{node}/qemu/{vmid}/config", qemu.QemuConfigView.as_view()),
