@@ -18,7 +18,9 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from authz.admin_base import VERSION_FIELD, AuditedModelAdmin, ReadOnlyAdmin
 from authz.permissions import principal_of
-from cluster import membership, services
+from cluster import services
+from cluster.exceptions import InvalidOptions
+from cluster.membership import nodelist
 from cluster.models import ClusterLogEntry, ClusterSettings, Node
 
 
@@ -44,8 +46,8 @@ class ClusterSettingsForm(forms.ModelForm):
             raise ValidationError("options must map option names to values")
         for key, value in options.items():
             try:
-                services.check_datacenter_option(key, value)
-            except services.InvalidOptions as exc:
+                ClusterSettings.check_option(key, value)
+            except InvalidOptions as exc:
                 raise ValidationError(str(exc)) from None
         return options
 
@@ -68,7 +70,7 @@ class ClusterSettingsAdmin(AuditedModelAdmin):
 
 
 class NodeForm(forms.ModelForm):
-    """Address, votes and links of a node, checked as ``membership.change_node`` will check them."""
+    """Address, votes and links of a node, checked as ``services.change_node`` will check them."""
 
     class Meta:
         model = Node
@@ -83,8 +85,8 @@ class NodeForm(forms.ModelForm):
             if field in cleaned:
                 setattr(candidate, field, cleaned[field])
         try:
-            membership.check_node_change(candidate)
-        except membership.MembershipError as exc:
+            nodelist.check_node_change(candidate)
+        except nodelist.MembershipError as exc:
             raise ValidationError(str(exc)) from None
         return cleaned
 
@@ -105,11 +107,11 @@ class NodeAdmin(AuditedModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Node, form: Any, change: bool) -> None:
         _loaded_version(request, obj, change)
-        membership.change_node(obj, actor=_actor(request))
+        services.change_node(obj, actor=_actor(request))
 
     def delete_model(self, request: HttpRequest, obj: Node) -> None:
         """``pvecm delnode``: the node, its keys and certificate go in one change (refused for this node)."""
-        membership.delete_node(obj.name, user=_actor(request))
+        services.delete_node(obj.name, user=_actor(request))
 
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[list[str], dict[str, int], set, list]:
         """delnode decides what goes with a node (its keys) and what stops it (its VMs), not the admin's cascade."""
@@ -125,14 +127,14 @@ class NodeAdmin(AuditedModelAdmin):
     ) -> HttpResponse:
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
-        except membership.MembershipError as exc:
+        except nodelist.MembershipError as exc:
             messages.error(request, str(exc))
             return HttpResponseRedirect(request.get_full_path())
 
     def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
         try:
             return super().delete_view(request, object_id, extra_context)
-        except membership.MembershipError as exc:
+        except nodelist.MembershipError as exc:
             messages.error(request, str(exc))
             return HttpResponseRedirect(request.get_full_path())
 

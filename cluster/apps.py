@@ -6,25 +6,29 @@ class ClusterConfig(AppConfig):
     verbose_name = "Cluster"
 
     def ready(self) -> None:
-        from cluster import bootstrap, nodestatus, renderers, services, ssh_keys  # noqa: F401  (registration side effects)
-        from cluster.clock import live_warnings
-        from cluster.corosync_conf import cluster_name
+        from cluster import renderers, services  # noqa: F401  (registration side effects)
+        from cluster.corosync.conf import cluster_name
+        from cluster.keys import ssh_keys  # noqa: F401  (registration side effects)
+        from cluster.membership import bootstrap  # noqa: F401  (registration side effects)
+        from cluster.models import ClusterLogEntry
+        from cluster.status import nodestatus
+        from cluster.status.clock import live_warnings
         from portal import audit, banners
-        from replicator import membership, volatile
+        from replicator import cluster_log, membership, volatile
 
         audit.set_sink(lambda user, message: services.log_cluster_message(message, user=user))
-        audit.set_recent(services.recent_cluster_log)
+        audit.set_recent(ClusterLogEntry.recent)
         volatile.register_collector(nodestatus.volatile_status)
         banners.register(live_warnings)
         membership.register_cluster_probe(cluster_name)  # a member stays one without its corosync files
-        self._register_tasks_and_forwarding()
+        cluster_log.set_entry_factory(ClusterLogEntry.build)  # the replicator's own entries (divergence)
+        self._register_forwarding()
 
-    def _register_tasks_and_forwarding(self) -> None:
-        """Task errors answer in Proxmox's shape; ``/nodes/<other>/...`` is forwarded to that node."""
-        from cluster import node_routing
-        from cluster.exceptions import TaskError
+    def _register_forwarding(self) -> None:
+        """``/nodes/<other>/...`` is forwarded to that node; a CLI follows a task of another node through it."""
+        from cluster.membership import routing
         from portal.api import forwarding
-        from portal.api.errors import register_error
+        from portal.tasks import follow
 
-        register_error(TaskError, lambda exc: exc.status)
-        forwarding.set_node_resolver(node_routing.resolve)
+        forwarding.set_node_resolver(routing.resolve)
+        follow.set_remote_source(routing.RemoteTaskSource)

@@ -1,25 +1,7 @@
-"""Domain errors of the cluster app's tasks; mapped to HTTP once, in ``cluster.apps``."""
+"""Domain errors of the cluster app that belong to no sub-package; mapped to HTTP where they are caught."""
 
 from __future__ import annotations
 
 
-class TaskError(Exception):
-    """Base of task errors (HTTP 500 with the message, as Proxmox's plain ``die``)."""
-
-    status = 500
-
-
-class UnknownOperation(TaskError):
-    """``submit`` was given an operation name nobody registered."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"unknown task operation '{name}'")
-
-
-class TaskFailed(TaskError):
-    """A followed task ended with an error; the message is its exit status."""
-
-    def __init__(self, upid: str, exitstatus: str) -> None:
-        super().__init__(exitstatus)
-        self.upid = upid
-        self.exitstatus = exitstatus
+class InvalidOptions(ValueError):
+    """Datacenter options that cannot be written (nothing was changed)."""

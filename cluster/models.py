@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import re
 import uuid
+from time import time as now
+from typing import Any
 
+from django.conf import settings
 from django.db import models
 
+from cluster.exceptions import InvalidOptions
 from replicator.models import ReplicatedModel
+
+MAX_OPTION = 4096
+_OPTION_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+MAX_MESSAGE = 4096
 
 
 class ClusterSettings(ReplicatedModel):
@@ -21,6 +31,19 @@ class ClusterSettings(ReplicatedModel):
 
     def __str__(self) -> str:
         return "datacenter.cfg"
+
+    @staticmethod
+    def check_option(key: Any, value: Any) -> None:
+        """One ``key: value`` line of datacenter.cfg: a lower-case key, a scalar value without a line break."""
+        if not isinstance(key, str) or not _OPTION_KEY_RE.match(key):
+            raise InvalidOptions(f"invalid option name {key!r}")
+        if isinstance(value, bool):
+            value = int(value)
+        if not isinstance(value, (str, int)):
+            raise InvalidOptions(f"{key}: a value is a string or a number")
+        text = str(value)
+        if not text.strip() or len(text) > MAX_OPTION or any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+            raise InvalidOptions(f"{key}: invalid value {text[:80]!r} (one line of printable text)")
 
 
 class Node(ReplicatedModel):
@@ -57,7 +80,7 @@ class CorosyncConfig(ReplicatedModel):
     """The cluster's corosync identity; with the nodes it renders ``corosync.conf`` (one row, id ``corosync``).
 
     No row or an empty cluster name means a standalone node: no corosync.conf anywhere. Change it
-    through ``cluster.corosync_conf`` so that ``config_version`` rises with every rendered change.
+    through ``cluster.corosync.conf`` so that ``config_version`` rises with every rendered change.
     """
 
     id = models.CharField(max_length=16, primary_key=True, default="corosync")
@@ -104,37 +127,20 @@ class ClusterLogEntry(ReplicatedModel):
     def __str__(self) -> str:
         return self.msg
 
+    @classmethod
+    def build(cls, msg: str, *, node: str, pri: int = 6, tag: str = "", user: str = "") -> ClusterLogEntry:
+        """An unsaved entry written now by this process (the replicator's own are made here too)."""
+        return cls(time=int(now()), pri=pri, tag=tag, pid=os.getpid(), node=node, user=user, msg=msg)
 
-class Task(models.Model):
-    """Node-local task index (``default`` database): one row per UPID of this node.
+    @classmethod
+    def write(cls, msg: str, *, user: str = "", tag: str = "pve-django", pri: int = 6) -> ClusterLogEntry:
+        """Append an entry from this node (time from this writer's clock); ``cluster.services.log_cluster_message``."""
+        entry = cls.build(msg[:MAX_MESSAGE], node=settings.PVE_NODE_NAME, pri=pri, tag=tag[:64], user=user[:128])
+        entry.save()
+        return entry
 
-    ``status`` moves queued -> running -> finishing -> stopped (the API shows all but stopped as
-    ``running``). ``pid``/``pstart`` name the process responsible for the task right now: the
-    Celery worker process running it, or whoever is finishing it; a running task whose process
-    is gone is dead (see ``cluster.task_state``).
-    """
-
-    QUEUED, RUNNING, FINISHING, STOPPED = "queued", "running", "finishing", "stopped"
-    ACTIVE = (QUEUED, RUNNING, FINISHING)
-
-    upid = models.CharField(max_length=255, primary_key=True)
-    node = models.CharField(max_length=63)
-    type = models.CharField(max_length=64)
-    vmid = models.CharField(max_length=64, blank=True, default="")
-    user = models.CharField(max_length=128)
-    starttime = models.BigIntegerField()
-    endtime = models.BigIntegerField(null=True, blank=True)
-    status = models.CharField(max_length=16, default="running")
-    exitstatus = models.CharField(max_length=4096, blank=True, default="")
-    operation = models.CharField(max_length=64, blank=True, default="", help_text="Registered operation name.")
-    worker = models.CharField(max_length=255, blank=True, default="", help_text="Celery worker that ran it.")
-    pid = models.IntegerField(null=True, blank=True)
-    pstart = models.BigIntegerField(null=True, blank=True)
-    lock = models.JSONField(null=True, blank=True, help_text="The lease the task holds: kind, key, reason.")
-
-    class Meta:
-        ordering = ["-starttime"]
-        indexes = [models.Index(fields=["starttime"]), models.Index(fields=["status"])]
-
-    def __str__(self) -> str:
-        return self.upid
+    @classmethod
+    def recent(cls, count: int, user: str | None = None) -> list[ClusterLogEntry]:
+        """The newest ``count`` entries (of ``user``'s changes only, when given)."""
+        entries = cls.objects.all() if user is None else cls.objects.filter(user=user)
+        return list(entries.order_by("-time")[:count])

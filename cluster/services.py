@@ -1,57 +1,29 @@
-"""Cluster services: the cluster log and the datacenter options (``datacenter.cfg``)."""
+"""Cluster services: the entry points that change cluster state.
+
+The edges (API views, admin, task operations, management commands) and the other apps change
+the cluster through these functions; each delegates to the sub-package owning the concern
+(``membership``, ``identity``) or writes the rows itself, audited in the cluster
+log within the same change set. Nothing here only reads.
+"""
 
 from __future__ import annotations
 
-import os
-import re
-import time
+from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 
-from cluster.models import ClusterLogEntry, ClusterSettings
+from cluster.exceptions import InvalidOptions
+from cluster.identity import restore as identity_restore
+from cluster.membership import join, nodelist
+from cluster.models import ClusterLogEntry, ClusterSettings, Node
 
-MAX_MESSAGE = 4096
-MAX_OPTION = 4096
-_OPTION_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
-
-
-class InvalidOptions(ValueError):
-    """Datacenter options that cannot be written (nothing was changed)."""
+# --- The cluster log and datacenter.cfg ----------------------------------------------------------
 
 
 def log_cluster_message(msg: str, *, user: str = "", tag: str = "pve-django", pri: int = 6) -> ClusterLogEntry:
     """Append an entry to the replicated cluster log (time from this writer's clock)."""
-    entry = ClusterLogEntry(
-        time=int(time.time()),
-        pri=pri,
-        tag=tag[:64],
-        pid=os.getpid(),
-        node=settings.PVE_NODE_NAME,
-        user=user[:128],
-        msg=msg[:MAX_MESSAGE],
-    )
-    entry.save()
-    return entry
-
-
-def recent_cluster_log(count: int, user: str | None = None) -> list[ClusterLogEntry]:
-    entries = ClusterLogEntry.objects.all() if user is None else ClusterLogEntry.objects.filter(user=user)
-    return list(entries.order_by("-time")[:count])
-
-
-def check_datacenter_option(key: Any, value: Any) -> None:
-    """One ``key: value`` line of datacenter.cfg: a lower-case key, a scalar value without a line break."""
-    if not isinstance(key, str) or not _OPTION_KEY_RE.match(key):
-        raise InvalidOptions(f"invalid option name {key!r}")
-    if isinstance(value, bool):
-        value = int(value)
-    if not isinstance(value, (str, int)):
-        raise InvalidOptions(f"{key}: a value is a string or a number")
-    text = str(value)
-    if not text.strip() or len(text) > MAX_OPTION or any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
-        raise InvalidOptions(f"{key}: invalid value {text[:80]!r} (one line of printable text)")
+    return ClusterLogEntry.write(msg, user=user, tag=tag, pri=pri)
 
 
 def update_datacenter_options(row: ClusterSettings, *, actor: str) -> ClusterSettings:
@@ -62,8 +34,68 @@ def update_datacenter_options(row: ClusterSettings, *, actor: str) -> ClusterSet
     if not isinstance(row.options, dict):
         raise InvalidOptions("options must map option names to values")
     for key, value in row.options.items():
-        check_datacenter_option(key, value)
+        ClusterSettings.check_option(key, value)
     with transaction.atomic(using="cluster"):
         log_cluster_message(f"datacenter options set: {', '.join(sorted(row.options)) or 'none'}", user=actor)
         row.save()
     return row
+
+
+# --- Membership ----------------------------------------------------------------------------------
+
+
+def create_cluster(
+    name: str, *, nodeid: int | None = None, votes: int = 1, progress: join.Progress = print, user: str = "root@pam"
+) -> None:
+    """``pvecm create NAME``: this standalone node becomes the first member of cluster ``name``."""
+    join.create(name, nodeid=nodeid, votes=votes, progress=progress, user=user)
+
+
+def join_cluster_over_api(
+    host: str,
+    *,
+    password: str,
+    fingerprint: str,
+    nodeid: int | None = None,
+    votes: int = 1,
+    force: bool = False,
+    progress: join.Progress = print,
+) -> None:
+    """``POST /cluster/config/join``: this node joins the cluster of ``host`` over pinned TLS."""
+    from cluster.membership import join_remote  # paramiko is loaded only by the processes that join
+
+    join_remote.join_over_api(
+        host, password=password, fingerprint=fingerprint, nodeid=nodeid, votes=votes, force=force, progress=progress
+    )
+
+
+def add_node(
+    name: str,
+    address: str,
+    *,
+    nodeid: int | None = None,
+    votes: int = 1,
+    force: bool = False,
+    vmids: list[int] | None = None,
+    user: str = "root@pam",
+) -> dict[str, Any]:
+    """``pvecm addnode``: the cluster side of a join; the corosync authkey and corosync.conf for the joiner."""
+    return nodelist.add_node(name, address, nodeid=nodeid, votes=votes, force=force, vmids=vmids, user=user)
+
+
+def change_node(node: Node, *, actor: str) -> int:
+    """A node's address, votes and links, with corosync.conf's config_version bumped; the version in force."""
+    return nodelist.change_node(node, actor=actor)
+
+
+def delete_node(name_or_address: str, *, force: bool = False, user: str = "root@pam") -> list[str]:
+    """``pvecm delnode``: the node, its keys and certificate go in one change; returns notes."""
+    return nodelist.delete_node(name_or_address, force=force, user=user)
+
+
+# --- Node identity -------------------------------------------------------------------------------
+
+
+def restore_node_identity(archive: Path, *, allow_running: bool = False) -> list[str]:
+    """``pvenode identity-restore``: this node's identity put back from an archive; what was done."""
+    return identity_restore.restore_backup(archive, allow_running=allow_running)

@@ -11,6 +11,7 @@ class PortalConfig(AppConfig):
 
     def ready(self) -> None:
         from portal.api.errors import register_error
+        from portal.tasks.exceptions import TaskError
         from replicator.exceptions import ReplicationError
 
         # Storage-layer errors: conflicts and malformed writes are 500 as in Proxmox (clients read
@@ -20,6 +21,14 @@ class PortalConfig(AppConfig):
             lambda exc: {"not_quorate": 503, "unavailable": 503, "too_large": 413}.get(exc.code, 500),
             replication_message,
         )
+        register_error(TaskError, lambda exc: exc.status)  # Proxmox's plain ``die``: 500 with the message
+        self._discover_operations()
+
+    def _discover_operations(self) -> None:
+        """Every app's long-running operations are in ``<app>/operations.py``, imported here (as the admin imports ``admin``)."""
+        from portal.tasks import registry
+
+        registry.discover()
 
 
 def replication_message(exc: Exception) -> str:

@@ -191,7 +191,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = f"node.{PVE_NODE_NAME}"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A task message delivered to a worker that died without acknowledging it is delivered again
-# after this many seconds; the task itself never runs twice (cluster.task_runner).
+# after this many seconds; the task itself never runs twice (portal.tasks.runner).
 PVE_TASK_REDELIVERY_TIMEOUT = _env_int("PVE_TASK_REDELIVERY_TIMEOUT", 3600, 2, 7 * 86400)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": PVE_TASK_REDELIVERY_TIMEOUT,
@@ -260,6 +260,7 @@ INSTALLED_APPS = [
     "portal",
     "authz",
     "cluster",
+    "cluster.lab",  # the lab harness: the ``lab`` command; production code never imports it
     "vms",
 ]
 
@@ -369,7 +370,7 @@ PVE_SSH_DIR = Path(_env("PVE_SSH_DIR", str(PVE_DATA_DIR / "ssh")) or "").resolve
 PVE_SSH_HOST_KEY = Path(_env("PVE_SSH_HOST_KEY", "/etc/ssh/ssh_host_ed25519_key.pub") or "").resolve()
 PVE_SSH_PORT = _env_int("PVE_SSH_PORT", 22, 1, 65535)
 # Lab only: a JSON file mapping addresses to lab namespaces; ``pvecm qdevice`` then runs its
-# commands "on a host" with ``ip netns exec`` instead of SSH (cluster.lab.qdevice).
+# commands "on a host" with ``ip netns exec`` instead of SSH (registered by the cluster.lab app).
 _lab_hosts = _env("PVE_LAB_HOSTS")
 PVE_LAB_HOSTS = Path(_lab_hosts).resolve() if _lab_hosts else None
 if PVE_LAB_HOSTS is not None and not PVE_LAB_HOSTS.is_file():

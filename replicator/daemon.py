@@ -23,7 +23,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
-from replicator import bootstrap, changeset, faults, protocol, snapshot, volatile
+from replicator import bootstrap, changeset, cluster_log, faults, protocol, snapshot, volatile
 from replicator.applier import Applier
 from replicator.exceptions import NotQuorateError, ReplicationError
 from replicator.membership import describe_membership, make_transport, not_ready_reasons, report_readiness
@@ -228,11 +228,10 @@ class Replicator:
         """Append to the replicated cluster log from inside the replicator, without blocking the caller."""
 
         def _write() -> None:
-            from cluster.models import ClusterLogEntry
-
-            entry = ClusterLogEntry(
-                time=int(time.time()), pri=pri, tag="replicator", pid=os.getpid(), node=self.node, user="", msg=message
-            )
+            entry = cluster_log.new_entry(message, node=self.node, pri=pri, tag="replicator")
+            if entry is None:
+                log.error("no cluster log to write to: %s", message)
+                return
             cs = changeset.new_changeset([changeset.save_op(entry)])
             for _attempt in range(30):
                 result = self.submit(changeset.encode(cs), cs["id"], settings.PVE_REPLICATOR_TIMEOUT)

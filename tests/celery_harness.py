@@ -1,7 +1,8 @@
 """Real broker and worker processes for task tests: redis-server on a unix socket, Celery workers.
 
 Eager mode hides routing and serialisation bugs, so task tests run the node's real worker command
-(``portal.runner.celery_cli.worker_argv``) against a redis-server started here.
+(``portal.runner.celery_cli.worker_argv``) against a redis-server started here. Also a pytest
+plugin (``tests/conftest.py``): one redis broker per session, one real worker per test module.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from portal.runner.celery_cli import worker_argv
 from tests.harness import REPO
 
-OPERATIONS_MODULE = "tests.cluster.task_operations"
+OPERATIONS_MODULE = "tests.portal.task_operations"
 
 
 def _running(pid: int) -> bool:
@@ -146,3 +150,29 @@ class CeleryWorker:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
+
+
+# --- Fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_broker(node_env: dict[str, str]) -> Iterator[RedisServer]:
+    """redis-server on the session node's broker socket (``<data>/redis.sock``, as runnode has it)."""
+    server = RedisServer(Path(node_env["PVE_DATA_DIR"]) / "redis.sock")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def celery_worker(request, node_env, redis_broker, replicator, tmp_path_factory) -> Iterator[CeleryWorker]:
+    """The session node's real worker (queue ``node.testnode``), shared by the tests of a module.
+
+    A module's ``WORKER_ENV`` adds settings (e.g. a short ``PVE_TASK_REDELIVERY_TIMEOUT``).
+    """
+    redis_broker.flush()
+    env = {**node_env, **getattr(request.module, "WORKER_ENV", {})}
+    worker = CeleryWorker(env, node_env["PVE_NODE_NAME"], tmp_path_factory.mktemp("worker") / "worker.log")
+    worker.start()
+    yield worker
+    worker.stop()

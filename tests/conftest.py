@@ -42,6 +42,8 @@ from django.core.management import call_command  # noqa: E402
 call_command("migrate", database="default", verbosity=0)
 call_command("migrate", database="cluster", verbosity=0)
 
+pytest_plugins = ["tests.celery_harness"]  # the task tests' broker and worker fixtures
+
 
 # Whole modules that also run on PostgreSQL (single tests elsewhere carry the mark themselves):
 # the API, access control and tasks, next to the replicator's own modules and the 3-node
@@ -52,9 +54,9 @@ POSTGRES_TOO_MODULES = {
     "tests/api/test_permission_matrix.py",
     "tests/authz/test_access.py",
     "tests/authz/test_access_matrix.py",
-    "tests/cluster/test_tasks.py",
+    "tests/portal/test_tasks.py",
     "tests/cluster/test_task_permissions.py",
-    "tests/cluster/test_task_follow.py",
+    "tests/portal/test_task_follow.py",
 }
 
 

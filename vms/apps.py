@@ -7,16 +7,19 @@ class VmsConfig(AppConfig):
 
     def ready(self) -> None:
         from authz import pool_members
-        from cluster import task_locks
+        from cluster.membership import guests
         from portal.api.errors import register_error
+        from portal.tasks import locks
         from vms import bootstrap, renderers  # noqa: F401  (registration side effects)
         from vms.config import ConfigError
         from vms.exceptions import VMError
+        from vms.guests import ClusterGuests
         from vms.leases import VMLocks
         from vms.pool_members import storage_members, vm_members
 
         register_error(ConfigError, 400, lambda exc: "Parameter verification failed.")
         register_error(VMError, lambda exc: exc.status)
-        task_locks.register("vm", VMLocks())
+        locks.register("vm", VMLocks())
+        guests.register(ClusterGuests())  # VMIDs for joins and node removal
         pool_members.register("vms", vm_members)  # the resolver's pool membership of /vms/<vmid>
         pool_members.register("storage", storage_members)  # ... and of /storage/<storeid>

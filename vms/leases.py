@@ -26,7 +26,7 @@ def _vm(key: str) -> VM:
 
 
 class VMLocks:
-    """``cluster.task_locks`` provider for kind ``vm`` (key: the vmid)."""
+    """``portal.tasks.locks`` provider for kind ``vm`` (key: the vmid)."""
 
     def check(self, key: str) -> None:
         vm = _vm(key)

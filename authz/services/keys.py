@@ -21,7 +21,7 @@ def rotate_authkey_if_due(now: int) -> bool:
     Every node may try at once: the change set is based on the key's version, so one rotation
     wins and the others conflict, which is fine (they reload and use the winner's key).
     """
-    from cluster import keys
+    from authz import keys
 
     current = {k.path: k for k in KeyMaterial.objects.filter(path__in=(AUTHKEY, AUTHKEY_PUB, AUTHKEY_PUB_OLD))}
     private = current.get(AUTHKEY)

@@ -20,14 +20,15 @@ from rest_framework.response import Response
 
 from authz import ids
 from authz.permissions import check, has_privileges, principal_of
-from cluster import task_entries, task_runner
-from cluster.api.views import _live_status, local_node_or_error
-from cluster.models import Task
-from cluster.task_index import log_path, read_log
-from cluster.upid import parse_upid
+from cluster.api.nodes import live_status, local_node_or_error
 from portal.api import params
 from portal.api.errors import APIError, ParameterError
 from portal.api.views import PVEAPIView, ok
+from portal.models import Task
+from portal.tasks import entries as task_entries
+from portal.tasks import runner
+from portal.tasks.logs import log_path, read_log
+from portal.tasks.upid import parse_upid
 
 LIST_PARAMETERS = {
     "start",
@@ -43,6 +44,60 @@ LIST_PARAMETERS = {
 }
 STATUS_TYPES = ("ok", "warning", "error", "unknown")
 DOWNLOAD_COMPRESS_ABOVE = 1024  # bytes, as Proxmox
+
+
+# --- Entries in Proxmox's shape ------------------------------------------------------------
+
+
+def upid_fields(upid: str) -> dict[str, Any]:
+    """The decoded UPID; a token's task has ``user`` and ``tokenid`` apart, as Proxmox reports it."""
+    parsed = parse_upid(upid)
+    user, tokenid = ids.split_principal(parsed.user)
+    fields: dict[str, Any] = {
+        "upid": upid,
+        "node": parsed.node,
+        "pid": parsed.pid,
+        "pstart": parsed.pstart,
+        "starttime": parsed.starttime,
+        "type": parsed.type,
+        "id": parsed.id,
+        "user": user,
+    }
+    if tokenid:
+        fields["tokenid"] = tokenid
+    return fields
+
+
+def status_entry(task: Task) -> dict[str, Any]:
+    """``GET .../tasks/{upid}/status``: running or stopped, with the exit status once stopped."""
+    entry = upid_fields(task.upid)
+    if task.status == Task.STOPPED:
+        entry.update(status="stopped", exitstatus=task.exitstatus)
+    else:
+        entry["status"] = "running"
+    return entry
+
+
+def list_entry(task: Task) -> dict[str, Any]:
+    """``GET /nodes/{node}/tasks`` item: ``status`` is the exit status, ``RUNNING`` while active."""
+    entry = upid_fields(task.upid)
+    if task.status == Task.STOPPED:
+        entry.update(endtime=task.endtime, status=task.exitstatus)
+    else:
+        entry["status"] = "RUNNING"
+    return entry
+
+
+def cluster_entry(item: dict[str, Any]) -> dict[str, Any] | None:
+    """A published task as ``/cluster/tasks`` lists it; None if it is not a valid UPID."""
+    try:
+        entry = upid_fields(str(item.get("upid", "")))
+    except ValueError:
+        return None
+    for key in ("endtime", "status"):
+        if item.get(key) is not None:
+            entry[key] = item[key]
+    return entry
 
 
 def caller(request: Request) -> str:
@@ -116,7 +171,7 @@ class TaskListView(PVEAPIView):
             if (auditor or owns(request, task.user)) and task_entries.status_type(task) in wanted
         ]
         page = matched[start : start + limit] if limit > 0 else []
-        return ok([task_entries.list_entry(task) for task in page], total=len(matched))
+        return ok([list_entry(task) for task in page], total=len(matched))
 
 
 class TaskView(PVEAPIView):
@@ -128,7 +183,7 @@ class TaskView(PVEAPIView):
         """Stop the task (a queued one never starts); Sys.Modify on the node unless it is the caller's."""
         task = _task_or_error(node, upid)
         _check_task(request, task, "Sys.Modify")
-        task_runner.stop(task.upid)
+        runner.stop(task.upid)
         return ok(None)
 
 
@@ -136,7 +191,7 @@ class TaskStatusView(PVEAPIView):
     def get(self, request: Request, node: str, upid: str, **kwargs: Any) -> Response:
         task = _task_or_error(node, upid)
         _check_task(request, task, "Sys.Audit")
-        return ok(task_entries.status_entry(task))
+        return ok(status_entry(task))
 
 
 class TaskLogView(PVEAPIView):
@@ -181,13 +236,13 @@ class ClusterTasksView(PVEAPIView):
         _reject_unknown(params.collect(request, {}), set())
         local = settings.PVE_NODE_NAME
         published: list[dict[str, Any]] = list(task_entries.recent_tasks())
-        for name, status in _live_status().get("nodes", {}).items():
+        for name, status in live_status().get("nodes", {}).items():
             if name != local and status.get("online"):
                 published.extend(item for item in status.get("tasks", []) if isinstance(item, dict))
         everyone = has_privileges(request.user, "/", ["Sys.Audit"])
         entries = []
         for item in published:
-            entry = task_entries.cluster_entry(item)
+            entry = cluster_entry(item)
             if entry is None:
                 continue
             full_user = f"{entry['user']}!{entry['tokenid']}" if "tokenid" in entry else entry["user"]

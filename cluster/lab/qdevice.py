@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster.corosync.qdevice import CommandRunner, QdeviceError
 from cluster.lab import netns
 from cluster.lab.cluster import SUBNET, LabCluster, LabNode, terminate_all
-from cluster.qdevice import CommandRunner, QdeviceError
 
 QNETD_ADDRESS = f"{SUBNET}.250"
 QNETD_PORT = 5403

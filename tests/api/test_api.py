@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from authz.models import User
-from cluster.upid import parse_upid
+from portal.tasks.upid import parse_upid
 from vms.models import VM
 
 pytestmark = [pytest.mark.usefixtures("replicator")]

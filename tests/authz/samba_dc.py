@@ -101,11 +101,11 @@ class SambaDC:
 
     def _tls(self) -> None:
         """Serve LDAPS with a certificate for the DC's address from the test's own CA."""
-        from cluster import keys
+        from cluster.keys import certificates
 
         now = datetime.now(UTC)
-        ca, ca_key = keys.generate_ca("test-ad", now=now)
-        cert, key = keys.issue_node_certificate(ca, ca_key, "dc", [ADDRESS], now=now)
+        ca, ca_key = certificates.generate_ca("test-ad", now=now)
+        cert, key = certificates.issue_node_certificate(ca, ca_key, "dc", [ADDRESS], now=now)
         tls = self.directory / "tls"
         tls.mkdir()
         self.ca.write_bytes(ca)

@@ -22,11 +22,11 @@ def free_port() -> int:
 
 def write_pki(directory: Path, name: str) -> tuple[Path, Path, Path]:
     """A CA and a server certificate for 127.0.0.1 signed by it: (ca.pem, server.pem, server.key)."""
-    from cluster import keys
+    from cluster.keys import certificates
 
     now = datetime.now(UTC)
-    ca_cert, ca_key = keys.generate_ca(f"test-ldap-{name}", now=now)
-    cert, key = keys.issue_node_certificate(ca_cert, ca_key, "localhost", ["127.0.0.1"], now=now)
+    ca_cert, ca_key = certificates.generate_ca(f"test-ldap-{name}", now=now)
+    cert, key = certificates.issue_node_certificate(ca_cert, ca_key, "localhost", ["127.0.0.1"], now=now)
     paths = directory / f"{name}-ca.pem", directory / f"{name}-server.pem", directory / f"{name}-server.key"
     for path, data in zip(paths, (ca_cert, cert, key), strict=True):
         path.write_bytes(data)

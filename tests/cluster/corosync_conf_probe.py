@@ -15,7 +15,7 @@ import django
 
 django.setup()
 
-from cluster import corosync_conf  # noqa: E402
+from cluster.corosync import conf as corosync_conf  # noqa: E402
 from replicator import client  # noqa: E402
 from replicator.corosync.cmap import Cmap  # noqa: E402
 

@@ -93,7 +93,7 @@ def login(lab: LabCluster, node: LabNode, password: str) -> tuple[str, str]:
 
 
 def host_key_fingerprint(node: LabNode) -> str:
-    from cluster.ssh_keys import fingerprint
+    from cluster.keys.ssh_keys import fingerprint
 
     return fingerprint((node.directory / "sshd" / "ssh_host_ed25519_key.pub").read_text())
 
@@ -106,6 +106,6 @@ def authorize(on: LabNode, key_of: LabNode) -> None:
 
 
 def tls_fingerprint(node: LabNode) -> str:
-    from cluster.keys import certificate_fingerprint
+    from cluster.keys.certificates import certificate_fingerprint
 
     return certificate_fingerprint((node.directory / "etc" / "pve" / "nodes" / node.name / "pve-ssl.pem").read_bytes())

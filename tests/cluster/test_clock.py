@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from django.test import override_settings
 
-from cluster import clock
 from cluster.lab import netns, services
 from cluster.lab.cluster import LabCluster, LabNode
+from cluster.status import clock
 from replicator import volatile
 from tests.cluster.replication import wait_for
 

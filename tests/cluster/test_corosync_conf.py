@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import corosync_conf
+from cluster.corosync import conf as corosync_conf
 from cluster.lab.cluster import LabCluster
 from cluster.models import ClusterSettings, CorosyncConfig, Node
 from replicator import client

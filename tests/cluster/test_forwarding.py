@@ -28,9 +28,9 @@ from django.test import override_settings
 from authz import services
 from authz.models import ACLEntry, APIToken, User
 from authz.permissions import has_privileges
-from cluster import keys
+from cluster.keys import certificates
 from cluster.models import Node
-from cluster.task_follow import follow_task
+from portal.tasks.follow import follow_task
 from tests.harness import REPO, ReplicatorProcess, node_environment
 from vms.models import VM
 
@@ -138,7 +138,7 @@ def nodes(node_env: dict[str, str], replicator: object, tmp_path_factory: pytest
         deadline = time.monotonic() + 60
         while not b_cert.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        add_node(B_NODE, B_ADDRESS, keys.certificate_fingerprint(b_cert.read_bytes()))
+        add_node(B_NODE, B_ADDRESS, certificates.certificate_fingerprint(b_cert.read_bytes()))
         for env, address, name in ((b_env, B_ADDRESS, "b"), (node_env, "127.0.0.1", "a")):
             log = b_dir / f"web-{name}.log"
             process = web(env, address, port, log)
@@ -223,7 +223,7 @@ def test_unknown_unreachable_impostor_nodes_and_loops(nodes, etc_dir):
     add_node("deadnode", "127.0.0.3", "")
     dead = root.get(nodes.url("/nodes/deadnode/tasks"))
     assert dead.status_code == 595 and dead.json()["message"] == "Connection refused\n"
-    a_fingerprint = keys.certificate_fingerprint((etc_dir / "nodes" / "testnode" / "pve-ssl.pem").read_bytes())
+    a_fingerprint = certificates.certificate_fingerprint((etc_dir / "nodes" / "testnode" / "pve-ssl.pem").read_bytes())
     add_node("impostor", B_ADDRESS, a_fingerprint)  # B's certificate is not the one known for "impostor"
     impostor = root.get(nodes.url("/nodes/impostor/tasks"))
     assert impostor.status_code == 596 and "fingerprint" in impostor.json()["message"]

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cluster import join, join_remote, keys
+from cluster.keys import certificates
+from cluster.membership import join, join_remote
 from tests.cluster.replication import wait_for
 
 ANSWER = b'{"data": {"ticket": "PVE:root@pam:1::x", "CSRFPreventionToken": "1:y"}}'
@@ -24,7 +25,7 @@ ANSWER = b'{"data": {"ticket": "PVE:root@pam:1::x", "CSRFPreventionToken": "1:y"
 def server(tmp_path_factory):
     """A TLS server that records every byte it receives after the handshake, one connection at a time."""
     directory = tmp_path_factory.mktemp("pinned")
-    cert, key = keys.generate_ca("pinned", now=datetime.now(UTC), key_bits=2048)
+    cert, key = certificates.generate_ca("pinned", now=datetime.now(UTC), key_bits=2048)
     (directory / "cert.pem").write_bytes(cert)
     (directory / "key.pem").write_bytes(key)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -56,7 +57,7 @@ def server(tmp_path_factory):
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield listener.getsockname()[1], keys.certificate_fingerprint(cert), received
+    yield listener.getsockname()[1], certificates.certificate_fingerprint(cert), received
     done.set()
     listener.close()
 

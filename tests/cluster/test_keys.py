@@ -1,4 +1,4 @@
-"""Tests for cluster.keys: RSA keys, cluster CA, node certificates, TLS handshake."""
+"""Tests for cluster.keys.certificates: RSA keys, cluster CA, node certificates, TLS handshake."""
 
 from __future__ import annotations
 
@@ -18,15 +18,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from authz.keys import generate_rsa_key, generate_www_key, public_key_pem
 from authz.tickets import create_ticket, csrf_secret, verify_ticket
-from cluster.keys import (
-    certificate_fingerprint,
-    generate_ca,
-    generate_rsa_key,
-    generate_www_key,
-    issue_node_certificate,
-    public_key_pem,
-)
+from cluster.keys.certificates import certificate_fingerprint, generate_ca, issue_node_certificate
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 ADDRESSES = ["192.0.2.10", "2001:db8::10", "pve1.example.com"]

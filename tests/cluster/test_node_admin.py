@@ -17,7 +17,7 @@ from django.test import Client
 
 from authz import services
 from authz.models import KeyMaterial, User
-from cluster import corosync_conf
+from cluster.corosync import conf as corosync_conf
 from cluster.models import ClusterLogEntry, ClusterSettings, CorosyncConfig, Node
 from replicator import client
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from cluster import corosync_conf, corosync_status, qdevice
+from cluster.corosync import conf as corosync_conf
+from cluster.corosync import qdevice
+from cluster.corosync import status as corosync_status
 from cluster.lab import netns
 from cluster.lab.cluster import LabCluster, LabNode
 from cluster.lab.qdevice import LabQnetd, node_host, qdevice_pid, write_hosts

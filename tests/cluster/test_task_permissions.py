@@ -15,11 +15,11 @@ from django.test import Client
 
 from authz import services
 from authz.models import ACLEntry, APIToken, User
-from cluster import task_index, task_runner
-from cluster.models import Task
-from cluster.task_state import task_alive
+from portal.models import Task
+from portal.tasks import index, runner
+from portal.tasks.state import task_alive
 from replicator import client as replicator_client
-from tests.cluster import task_operations  # noqa: F401  (the operations the worker runs)
+from tests.portal import task_operations  # noqa: F401  (the operations the worker runs)
 
 pytestmark = [pytest.mark.usefixtures("replicator")]
 API = "/api2/json"
@@ -49,7 +49,7 @@ def root_user() -> User:
 def finished(root_user) -> dict[str, str]:
     """Finished tasks of root, of tp-owner and of tp-owner's token."""
     return {
-        who: task_index.run_inline("testmatrix", "", who, lambda task: task.log("done"))
+        who: index.run_inline("testmatrix", "", who, lambda task: task.log("done"))
         for who in ("root@pam", "tp-owner@pve", "tp-owner@pve!ci")
     }
 
@@ -62,7 +62,7 @@ def grant(root_user: User, holder: tuple[str, str], other: tuple[str, str]) -> N
 
 
 def running_task(user: str) -> str:
-    upid = task_runner.submit("testmatrix", "", user, "test.sleep", seconds=60)
+    upid = runner.submit("testmatrix", "", user, "test.sleep", seconds=60)
     deadline = time.monotonic() + 30
     while Task.objects.get(upid=upid).status != Task.RUNNING:
         assert time.monotonic() < deadline, "the task did not start"

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from django.db import connections
 
-from cluster import task_locks
-from cluster.task_locks import LockSpec
+from portal.tasks import locks
+from portal.tasks.locks import LockSpec
 from replicator import client as replicator_client
 from vms.exceptions import VMLocked
 from vms.models import VM
@@ -43,7 +43,7 @@ def test_racing_acquirers_get_exactly_one_lease(vm):
     def contend(number: int) -> None:
         barrier.wait()
         try:
-            task_locks.acquire(spec, owner(number))
+            locks.acquire(spec, owner(number))
             won.append(owner(number))
         except VMLocked as exc:
             refused.append(str(exc))
@@ -62,27 +62,27 @@ def test_racing_acquirers_get_exactly_one_lease(vm):
 
 def test_only_the_owner_releases_and_a_config_edit_in_between_does_not_stop_it(vm):
     spec = LockSpec("vm", "7650", "backup")
-    task_locks.acquire(spec, owner(1))
-    task_locks.acquire(spec, owner(1))  # again by its owner: no-op
-    assert ("vm", "7650", owner(1)) in task_locks.held_leases()
+    locks.acquire(spec, owner(1))
+    locks.acquire(spec, owner(1))  # again by its owner: no-op
+    assert ("vm", "7650", owner(1)) in locks.held_leases()
     before = replicator_client.status()["version"]
-    assert task_locks.release(spec, owner(2)) is False
+    assert locks.release(spec, owner(2)) is False
     assert replicator_client.status()["version"] == before  # a stranger's release wrote nothing
     edited = VM.objects.get(vmid=7650)
     edited.config = {**edited.config, "description": "edited while locked"}
     edited.save()  # the lease holder's next write starts from an older version: it re-reads
-    assert task_locks.release(spec, owner(1)) is True
+    assert locks.release(spec, owner(1)) is True
     row = VM.objects.get(vmid=7650)
     assert (row.lock, row.lock_owner) == ("", "") and row.config["description"] == "edited while locked"
-    assert ("vm", "7650", owner(1)) not in task_locks.held_leases()
+    assert ("vm", "7650", owner(1)) not in locks.held_leases()
 
 
 def test_a_manual_lock_without_owner_is_never_taken_over(vm):
     vm.lock = "backup"
     vm.save()
     with pytest.raises(VMLocked):
-        task_locks.acquire(LockSpec("vm", "7650", "migrate"), owner(3))
+        locks.acquire(LockSpec("vm", "7650", "migrate"), owner(3))
     with pytest.raises(VMLocked):
-        task_locks.check(LockSpec("vm", "7650", "migrate"))
-    assert task_locks.release(LockSpec("vm", "7650", ""), "") is False
+        locks.check(LockSpec("vm", "7650", "migrate"))
+    assert locks.release(LockSpec("vm", "7650", ""), "") is False
     assert VM.objects.get(vmid=7650).lock == "backup"

@@ -9,11 +9,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from authz.permissions import check, has_privileges, principal_of
-from cluster.api.views import local_node_or_error
-from cluster.task_index import run_inline
+from cluster.api.nodes import local_node_or_error
 from portal.api import params
 from portal.api.errors import ParameterError
 from portal.api.views import PVEAPIView, ok
+from portal.tasks.index import run_inline
 from replicator.exceptions import ConflictError
 from vms import lookups, operations, services
 from vms.config import ConfigError, validate_vmid

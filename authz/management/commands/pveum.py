@@ -214,7 +214,7 @@ class Command(BaseCommand):
     def _realm(self, verb: str, o: dict[str, Any]) -> None:
         from authz import ldap_realm, operations
         from authz.models import Realm
-        from cluster import task_index
+        from portal.tasks import index, logs
 
         if verb == "list":
             for realm in Realm.objects.all():
@@ -229,8 +229,8 @@ class Command(BaseCommand):
                 scope=o["scope"],
                 remove_vanished=o["remove_vanished"],
             )
-            upid = task_index.run_inline("auth-realm-sync", o["realm"], SUPERUSER, work)
-            for entry in task_index.read_log(upid, 0, 10_000)[0]:
+            upid = index.run_inline("auth-realm-sync", o["realm"], SUPERUSER, work)
+            for entry in logs.read_log(upid, 0, 10_000)[0]:
                 lines.append(str(entry["t"]))
             self.stdout.write("\n".join(lines))
             if lines and lines[-1] != "TASK OK":

@@ -9,7 +9,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from cluster import pvecm_lifecycle, qdevice
+from cluster.corosync import qdevice
+from cluster.membership import lifecycle
 from replicator.corosync import CorosyncError
 
 SPLIT_BRAIN_WARNING = (
@@ -29,12 +30,12 @@ class Command(BaseCommand):
         sub.add_parser("nodes", help="the current members")
         expected = sub.add_parser("expected", help="set the expected votes (allows operation without quorum)")
         expected.add_argument("votes", type=int)
-        pvecm_lifecycle.add_parsers(sub)
+        lifecycle.add_parsers(sub)
         qdevice.add_parsers(sub)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["verb"] in pvecm_lifecycle.VERBS:
-            pvecm_lifecycle.handle(options["verb"], options, self.stdout)
+        if options["verb"] in lifecycle.VERBS:
+            lifecycle.handle(options["verb"], options, self.stdout)
             return
         if options["verb"] == "qdevice":
             qdevice.handle(options, self.stdout)
@@ -42,7 +43,7 @@ class Command(BaseCommand):
         conf = Path(settings.PVE_ETC_DIR) / "corosync.conf"
         if not conf.exists():
             raise CommandError(f"Corosync config '{conf}' does not exist - is this node part of a cluster?")
-        from cluster import corosync_status
+        from cluster.corosync import status as corosync_status
 
         try:
             if options["verb"] == "expected":
@@ -85,7 +86,7 @@ class Command(BaseCommand):
 
     def _status_without_corosync(self, error: str) -> None:
         """What this node knows without corosync: its cluster, and why it is read-only (what is missing)."""
-        from cluster import corosync_conf
+        from cluster.corosync import conf as corosync_conf
         from replicator import client, membership
         from replicator.exceptions import ReplicationError
 
@@ -117,7 +118,7 @@ class Command(BaseCommand):
 
     def _replication_warnings(self) -> None:
         """What the replicator knows and corosync does not: a diverged history, unequal checksums, skewed clocks."""
-        from cluster import clock
+        from cluster.status import clock
         from replicator import client
         from replicator.exceptions import ReplicationError
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from cluster.identity_db import IdentityError
+from cluster.identity.db import IdentityError
 
 
 class Command(BaseCommand):
@@ -31,13 +31,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from cluster import identity, identity_restore
+        from cluster import services
+        from cluster.identity import backup as identity_backup
 
         try:
             if options["verb"] == "identity-backup":
-                lines = identity.create_backup(options["file"], replace=options["force"])
+                lines = identity_backup.create_backup(options["file"], replace=options["force"])
             else:
-                lines = identity_restore.restore_backup(options["file"], allow_running=options["allow_running"])
+                lines = services.restore_node_identity(options["file"], allow_running=options["allow_running"])
         except IdentityError as exc:
             raise CommandError(str(exc)) from None
         for line in lines:

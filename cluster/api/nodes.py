@@ -1,0 +1,102 @@
+"""``/version``, ``/nodes`` and ``/cluster/status``; the task endpoints are in ``cluster.api.tasks``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from authz.permissions import check, has_privileges
+from cluster.models import Node
+from cluster.status import clock, nodestatus
+from portal.api.errors import APIError, ParameterError
+from portal.api.views import PVEAPIView, ok
+from replicator import client
+from replicator.exceptions import ReplicationError
+
+VERSION = {"version": "9.1.1", "release": "9.1", "repoid": "pve-django", "console": "html5"}
+
+
+def local_node_or_error(node: str) -> Node:
+    """The node named in the path: this one (requests for another node were forwarded to it)."""
+    row = Node.objects.filter(name=node).first()
+    if row is None:
+        raise ParameterError({"node": f"no such cluster node '{node}'"})
+    if node != settings.PVE_NODE_NAME:  # only with forwarding disabled (PVEDisableProxy) or off
+        raise APIError(500, f"request for node '{node}' reached node '{settings.PVE_NODE_NAME}'")
+    return row
+
+
+class VersionView(PVEAPIView):
+    def get(self, request: Request, **kwargs: Any) -> Response:
+        return ok(dict(VERSION))
+
+
+class NodesView(PVEAPIView):
+    def get(self, request: Request, **kwargs: Any) -> Response:
+        entries = []
+        for node in Node.objects.all():
+            local = node.name == settings.PVE_NODE_NAME
+            entry: dict[str, Any] = {
+                "node": node.name,
+                "type": "node",
+                "id": f"node/{node.name}",
+                "status": "online" if local else "unknown",
+                "level": "",
+                "ssl_fingerprint": node.ssl_fingerprint,
+            }
+            if local and has_privileges(request.user, f"/nodes/{node.name}", ["Sys.Audit"]):
+                stats = nodestatus.local_stats()
+                entry.update({k: stats[k] for k in ("cpu", "maxcpu", "mem", "maxmem", "disk", "maxdisk", "uptime")})
+            entries.append(entry)
+        return ok(entries)
+
+
+class ClusterStatusView(PVEAPIView):
+    def get(self, request: Request, **kwargs: Any) -> Response:
+        check(request.user, "/", ["Sys.Audit"])
+        nodes = list(Node.objects.all())
+        live = live_status()
+        board = live.get("nodes", {})
+        clocks = clock.node_clocks(board) if live.get("transport") == "corosync" else {}  # skew needs two nodes
+        entries: list[dict[str, Any]] = []
+        if live.get("transport") == "corosync":
+            entries.append(
+                {
+                    "type": "cluster",
+                    "id": "cluster",
+                    "name": live.get("cluster_name", ""),
+                    "nodes": len(nodes),
+                    "quorate": int(bool(live.get("quorate"))),
+                    "version": live.get("config_version", 0),
+                }
+            )
+        for node in nodes:
+            local = node.name == settings.PVE_NODE_NAME
+            online = board.get(node.name, {}).get("online", int(local)) if board else int(local)
+            entries.append(
+                {
+                    "type": "node",
+                    "id": f"node/{node.name}",
+                    "name": node.name,
+                    "nodeid": node.nodeid if len(nodes) > 1 else 0,
+                    "ip": board.get(node.name, {}).get("ip") or node.address,
+                    "local": int(local),
+                    "online": int(online),
+                    "level": "",
+                    **clock.api_fields(clocks.get(node.name)),
+                }
+            )
+        return ok(entries)
+
+
+def live_status() -> dict[str, Any]:
+    """Membership and volatile status from the local replicator; empty when it cannot answer."""
+    try:
+        answer = client.request({"op": "cluster_status"}, timeout=5)
+        status = client.status()
+    except ReplicationError:
+        return {}
+    return {**status, **answer}

@@ -1,0 +1,20 @@
+"""The cluster endpoints under ``/api2/json``: version, nodes, cluster status and config, tasks (gathered by ``portal.urls``)."""
+
+from cluster.api import config, nodes, tasks
+from portal.api.routing import api_path
+
+urlpatterns = [
+    api_path("version", nodes.VersionView.as_view()),
+    api_path("nodes", nodes.NodesView.as_view()),
+    api_path("cluster/status", nodes.ClusterStatusView.as_view()),
+    api_path("cluster/config", config.ConfigIndexView.as_view()),
+    api_path("cluster/config/apiversion", config.ApiVersionView.as_view()),
+    api_path("cluster/config/join", config.JoinView.as_view()),
+    api_path("cluster/config/nodes", config.NodesView.as_view()),
+    api_path("cluster/config/nodes/{node}", config.NodeView.as_view()),
+    api_path("cluster/tasks", tasks.ClusterTasksView.as_view()),
+    api_path("nodes/{node}/tasks", tasks.TaskListView.as_view()),
+    api_path("nodes/{node}/tasks/{upid}", tasks.TaskView.as_view()),
+    api_path("nodes/{node}/tasks/{upid}/status", tasks.TaskStatusView.as_view()),
+    api_path("nodes/{node}/tasks/{upid}/log", tasks.TaskLogView.as_view()),
+]

@@ -1,0 +1,1 @@
+"""Node identity: backing up and restoring a node as itself (Proxmox's node re-install procedure)."""

@@ -1,0 +1,110 @@
+"""Tasks with UPIDs: a node-local index row plus a log file ending in ``TASK OK`` / ``TASK ERROR``.
+
+Config-only operations run inline in the request (they are quick); long operations are
+submitted to this node's Celery worker (``portal.tasks.runner``) and write through the same
+handle there.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from portal.models import Task
+from portal.tasks import state
+from portal.tasks.logs import log_path
+from portal.tasks.upid import UPID, process_start_ticks
+
+# A UPID names its process and second: a second task of the same process, second, type, id and
+# user gets the next free second rather than a duplicate id.
+UPID_ATTEMPTS = 60
+
+
+def create_task(type_: str, id_: str, user: str, *, status: str = Task.RUNNING, **fields: object) -> Task:
+    """A new UPID of this node naming this process, with its index row and an empty log file."""
+    pid, pstart = os.getpid(), process_start_ticks()
+    starttime = int(time.time())
+    for attempt in range(UPID_ATTEMPTS):
+        upid = str(UPID(settings.PVE_NODE_NAME, pid, pstart, starttime + attempt, type_, id_, user))
+        try:
+            with transaction.atomic(using="default"):
+                task = Task.objects.create(
+                    upid=upid,
+                    node=settings.PVE_NODE_NAME,
+                    type=type_,
+                    vmid=id_,
+                    user=user,
+                    starttime=starttime + attempt,
+                    status=status,
+                    pid=pid if status == Task.RUNNING else None,
+                    pstart=pstart if status == Task.RUNNING else None,
+                    **fields,
+                )
+        except IntegrityError:
+            continue
+        path = log_path(upid)
+        for directory in (path.parent.parent, path.parent):  # task logs are for the node's user only
+            directory.mkdir(exist_ok=True, mode=0o700)
+        path.touch(mode=0o600)
+        return task
+    raise RuntimeError(f"no free UPID for {type_}:{id_}:{user} within {UPID_ATTEMPTS} s")
+
+
+def error_status(error: str) -> str:
+    """An error's exit status: its first line (Proxmox keeps one line), never empty."""
+    first = error.strip().splitlines()[0].strip() if error.strip() else ""
+    return first[:4000] or "unknown error"
+
+
+class TaskHandle:
+    """A running task: append log lines, then finish with OK, warnings or an error."""
+
+    def __init__(self, type_: str, vmid: str, user: str) -> None:
+        """A new task run by this process (inline, or in a thread of it)."""
+        self._attach(create_task(type_, vmid, user).upid)
+
+    @classmethod
+    def attach(cls, upid: str) -> TaskHandle:
+        """The handle of an existing task (a worker running a submitted one)."""
+        handle = cls.__new__(cls)
+        handle._attach(upid)
+        return handle
+
+    def _attach(self, upid: str) -> None:
+        self.upid = upid
+        self.path = log_path(upid)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.warnings = 0
+
+    def log(self, line: str) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(line.replace("\n", " ") + "\n")
+
+    def warn(self, line: str) -> None:
+        """A warning line; the task then ends with ``TASK WARNINGS: <n>`` instead of ``TASK OK``."""
+        self.warnings += 1
+        self.log(f"WARN: {line}")
+
+    def exitstatus(self, error: str | None = None) -> str:
+        if error is not None:
+            return error_status(error)
+        return f"WARNINGS: {self.warnings}" if self.warnings else "OK"
+
+    def finish(self, error: str | None = None) -> None:
+        state.finish(self.upid, self.exitstatus(error))
+
+
+def run_inline(type_: str, vmid: str, user: str, work: Callable[[TaskHandle], None]) -> str:
+    """Run ``work`` as a task now; failures end up in the task status, as in Proxmox."""
+    handle = TaskHandle(type_, vmid, user)
+    try:
+        work(handle)
+    except Exception as exc:
+        handle.finish(str(exc) or type(exc).__name__)
+    else:
+        handle.finish()
+    return handle.upid
