@@ -27,12 +27,17 @@ def test_an_explained_wait_outlasts_the_ready_timeout_and_is_logged_once(tmp_pat
     spec = ChildSpec("replicator", SLEEPER, ready=ready.is_set, ready_timeout=0.5, explain=explain)
     supervisor = Supervisor([spec, ChildSpec("web", SLEEPER)], tmp_path)
     errors: list[BaseException] = []
+    started, release = threading.Event(), threading.Event()
 
     def start() -> None:
+        # The thread that starts children must outlive them: their parent-death signal fires when
+        # the *thread* that forked them ends (runnode starts them from its main loop).
         try:
             supervisor.start()
         except BaseException as exc:  # reported below
             errors.append(exc)
+        started.set()
+        release.wait(60)
 
     caplog.set_level(logging.WARNING, logger="runnode")
     thread = threading.Thread(target=start, daemon=True)
@@ -45,13 +50,13 @@ def test_an_explained_wait_outlasts_the_ready_timeout_and_is_logged_once(tmp_pat
         assert asked and asked[-1] > began + 4 * spec.ready_timeout, "the supervisor stopped asking"
         assert not errors and thread.is_alive() and supervisor.children[1].process is None  # still waiting
         ready.set()
-        thread.join(timeout=20)
-        assert not errors and not thread.is_alive()
+        assert started.wait(20) and not errors
         assert supervisor.children[1].alive()  # the next child started once the first was ready
         said = [r.getMessage() for r in caplog.records if "not ready" in r.getMessage()]
         assert said == ["replicator is not ready: corosync is not running"]
     finally:
         supervisor.stop()
+        release.set()
 
 
 def test_an_unexplained_wait_still_times_out(tmp_path, monkeypatch):
