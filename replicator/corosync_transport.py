@@ -29,7 +29,7 @@ from replicator.corosync.cmap import Cmap
 from replicator.corosync.cpg import CpgGroup, Member
 from replicator.corosync.quorum import Votequorum
 from replicator.exceptions import NotQuorateError, ReplicatorUnavailableError
-from replicator.transport import Sink, Transport
+from replicator.transport import Sink, Transport, TransportStatus
 from replicator.volatile import StatusBoard
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class CorosyncTransport(Transport):
         self._configured: tuple[int | None, int | None] = (None, None)  # (config_version, nodelist votes)
         self._last_refresh = 0.0
         self.acks = AckTracker()
-        self.board = StatusBoard()
+        self.board: StatusBoard = StatusBoard()
         self._connected = False
         self._stopping = threading.Event()
         self._send_lock = threading.Lock()
@@ -135,7 +135,7 @@ class CorosyncTransport(Transport):
         """votequorum's figures and each member's votes, as last read (see ``replicator.acks``)."""
         return self._votes
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> TransportStatus:
         return {
             "transport": "corosync",
             "cluster_name": self.cluster_name,
