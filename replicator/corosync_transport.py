@@ -27,6 +27,7 @@ from replicator.acks import AckTracker, VoteView, view_from
 from replicator.corosync import CorosyncError
 from replicator.corosync.cmap import Cmap
 from replicator.corosync.cpg import CpgGroup, Member
+from replicator.corosync.errors import CS_ERR_LIBRARY
 from replicator.corosync.quorum import Votequorum
 from replicator.exceptions import NotQuorateError, ReplicatorUnavailableError
 from replicator.transport import Sink, Transport, TransportStatus
@@ -328,7 +329,7 @@ class CorosyncTransport(Transport):
         while not self._stopping.is_set():
             for fd, events in poller.poll(self.poll_interval * 1000):
                 if events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
-                    raise CorosyncError("corosync closed the connection")
+                    raise CorosyncError("poll of the corosync connection", CS_ERR_LIBRARY)
                 fds[fd]()
             if time.monotonic() - self._last_refresh >= QUORUM_REFRESH_INTERVAL:
                 self._refresh_quorum()
