@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin
@@ -24,7 +24,7 @@ def _clean_id(check: Any, value: Any) -> Any:
         raise forms.ValidationError(str(exc)) from None
 
 
-class RealmForm(forms.ModelForm):
+class RealmForm(forms.ModelForm[Realm]):
     bind_password = forms.CharField(
         label="Bind password",
         required=False,
@@ -40,7 +40,9 @@ class RealmForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if "type" in self.fields:  # only when adding: the type of a realm never changes
-            self.fields["type"].choices = [(t, n) for t, n in Realm.TYPES if t in realms.ADDABLE_TYPES]
+            cast(forms.ChoiceField, self.fields["type"]).choices = [
+                (t, n) for t, n in Realm.TYPES if t in realms.ADDABLE_TYPES
+            ]
 
     def clean_realm(self) -> str:
         return str(_clean_id(ids.check_realm_id, self.cleaned_data["realm"]))
@@ -53,7 +55,7 @@ class RealmForm(forms.ModelForm):
 
 
 @admin.register(Realm)
-class RealmAdmin(ServiceAdmin):
+class RealmAdmin(ServiceAdmin[Realm]):
     """Realm.Allocate on /access/realm, as Proxmox; the type is fixed once the realm exists."""
 
     acl_root = "/access/realm"
@@ -100,7 +102,7 @@ class RealmAdmin(ServiceAdmin):
         services.delete_realm(obj.realm, actor=request.user)
 
 
-class UserForm(forms.ModelForm):
+class UserForm(forms.ModelForm[User]):
     groups = forms.ModelMultipleChoiceField(queryset=Group.objects.all(), required=False)
     new_password = forms.CharField(
         label="Set password",
@@ -124,7 +126,7 @@ class UserForm(forms.ModelForm):
 
 
 @admin.register(User)
-class UserAdmin(ServiceAdmin):
+class UserAdmin(ServiceAdmin[User]):
     """Proxmox's ``userid-group``: all users with User.Modify on /access/groups, else the members
     of the groups delegated to you; root@pam only by root@pam."""
 
@@ -138,7 +140,7 @@ class UserAdmin(ServiceAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         return ("userid", "realm") if obj is not None else ()
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
+    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
         queryset = admin.ModelAdmin.get_queryset(self, request)
         if is_superuser(request.user):
             return queryset
@@ -192,7 +194,7 @@ class UserAdmin(ServiceAdmin):
         services.delete_user(obj.userid, actor=request.user)
 
 
-class PoolForm(forms.ModelForm):
+class PoolForm(forms.ModelForm[Pool]):
     class Meta:
         model = Pool
         fields = ("poolid", "comment")
@@ -202,7 +204,7 @@ class PoolForm(forms.ModelForm):
 
 
 @admin.register(Pool)
-class PoolAdmin(ServiceAdmin):
+class PoolAdmin(ServiceAdmin[Pool]):
     acl_root, acl_object = "/pool", "/pool/{poolid}"
     acl_view, acl_change = ("Pool.Audit",), ("Pool.Allocate",)
     form = PoolForm
@@ -225,7 +227,7 @@ class PoolAdmin(ServiceAdmin):
 
 
 @admin.register(KeyMaterial)
-class KeyMaterialAdmin(ReadOnlyAdmin):
+class KeyMaterialAdmin(ReadOnlyAdmin[KeyMaterial]):
     """Certificates and public keys can be read; private keys are never shown."""
 
     list_display = ("path", "private")

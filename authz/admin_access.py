@@ -18,7 +18,7 @@ from authz.privileges import BUILTIN_ROLES, PRIVILEGES, InvalidPath, check_path
 from authz.services.roles import role_privileges
 
 
-class GroupForm(forms.ModelForm):
+class GroupForm(forms.ModelForm[Group]):
     members = forms.ModelMultipleChoiceField(queryset=User.objects.all(), required=False)
 
     class Meta:
@@ -38,7 +38,7 @@ class GroupForm(forms.ModelForm):
 
 
 @admin.register(Group)
-class GroupAdmin(ServiceAdmin):
+class GroupAdmin(ServiceAdmin[Group]):
     """The comment needs Group.Allocate on the group, each member moved in or out User.Modify (as
     changing that user's groups in the API does); nobody but root@pam adds itself."""
 
@@ -67,7 +67,7 @@ class GroupAdmin(ServiceAdmin):
         services.delete_group(obj.groupid, actor=request.user)  # with its ACL entries
 
 
-class RoleForm(forms.ModelForm):
+class RoleForm(forms.ModelForm[Role]):
     privileges = forms.MultipleChoiceField(choices=[(p, p) for p in sorted(PRIVILEGES)], required=False)
 
     class Meta:
@@ -90,7 +90,7 @@ class RoleForm(forms.ModelForm):
 
 
 @admin.register(Role)
-class RoleAdmin(ServiceAdmin):
+class RoleAdmin(ServiceAdmin[Role]):
     acl_root, acl_view, acl_change = "/access", ("Sys.Audit", "Sys.Modify"), ("Sys.Modify",)
     form = RoleForm
     list_display = ("roleid", "privs")
@@ -106,13 +106,14 @@ class RoleAdmin(ServiceAdmin):
         services.delete_role(obj.roleid, actor=request.user)  # with the ACL entries that use it
 
 
-class ACLEntryForm(forms.ModelForm):
+class ACLEntryForm(forms.ModelForm[ACLEntry]):
     class Meta:
         model = ACLEntry
         fields = ("path", "type", "ugid", "roleid", "propagate")
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()  # a ModelForm's clean() returns its cleaned_data
+        data = self.cleaned_data
         if not self.instance._state.adding:
             return data  # only ``propagate`` changes; the rest is the entry's key
         try:
@@ -121,7 +122,8 @@ class ACLEntryForm(forms.ModelForm):
         except (InvalidPath, AccessError) as exc:
             raise forms.ValidationError(str(exc)) from None
         kind, ugid = data.get("type"), data.get("ugid", "")
-        model = {"user": User, "group": Group, "token": APIToken}[kind]
+        by_kind: dict[str | None, type[User | Group | APIToken]] = {"user": User, "group": Group, "token": APIToken}
+        model = by_kind[kind]
         if not model.objects.filter(pk=ugid).exists():
             raise forms.ValidationError(f"{kind} '{ugid}' does not exist")
         return data
@@ -129,13 +131,13 @@ class ACLEntryForm(forms.ModelForm):
 
 def _grant(request: HttpRequest, entry: ACLEntry, *, propagate: bool, delete: bool = False) -> None:
     """One entry through the API's service: perm-modify, role subset, root@pam's entries."""
-    targets = {"users": [], "groups": [], "tokens": []}
+    targets: dict[str, list[str]] = {"users": [], "groups": [], "tokens": []}
     targets[f"{entry.type}s"] = [entry.ugid]
     services.modify_acl(request.user, entry.path, [entry.roleid], propagate=propagate, delete=delete, **targets)
 
 
 @admin.register(ACLEntry)
-class ACLEntryAdmin(ServiceAdmin):
+class ACLEntryAdmin(ServiceAdmin[ACLEntry]):
     acl_root, acl_view, acl_change = "/access", ("Sys.Audit", "Permissions.Modify"), ("Permissions.Modify",)
     form = ACLEntryForm
     list_display = ("path", "type", "ugid", "roleid", "propagate")
@@ -155,7 +157,7 @@ class ACLEntryAdmin(ServiceAdmin):
 
 
 @admin.register(APIToken)
-class APITokenAdmin(ServiceAdmin):
+class APITokenAdmin(ServiceAdmin[APIToken]):
     """Tokens are created with pveum or the API (the secret is shown once there); here they are listed and revoked."""
 
     acl_root, acl_view, acl_change = "/access/groups", ("Sys.Audit", "User.Modify"), ("User.Modify",)
@@ -166,7 +168,7 @@ class APITokenAdmin(ServiceAdmin):
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
         return False
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
+    def get_queryset(self, request: HttpRequest) -> QuerySet[APIToken]:
         """The tokens of the users the caller may see (as the user list), its own among them."""
         queryset = admin.ModelAdmin.get_queryset(self, request)
         if is_superuser(request.user):

@@ -7,7 +7,8 @@ operator loaded (optimistic concurrency); replication and service errors become 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -22,6 +23,8 @@ from replicator.exceptions import ReplicationError
 
 VERSION_FIELD = "_loaded_version"  # the hidden field of portal's admin/change_form.html
 
+_ModelT = TypeVar("_ModelT", bound=Model)
+
 
 def actor_name(request: HttpRequest) -> str:
     """The name the cluster log gives the request's user: its token id when it came with a token.
@@ -31,7 +34,7 @@ def actor_name(request: HttpRequest) -> str:
     return str(principal_of(request.user) or "")
 
 
-class ACLAdminMixin:
+class ACLAdminMixin(Generic[_ModelT]):
     """Admin permissions from the ACL resolver, the same rules as the API.
 
     ``acl_root`` is the collection's ACL path; with ``acl_object`` set, each object has its own
@@ -63,10 +66,10 @@ class ACLAdminMixin:
             return True
         if not self.acl_object or not privs or getattr(request.user, "is_superuser", False):
             return False
-        return any(self._acl(request, privs, obj) for obj in super().get_queryset(request))  # type: ignore[misc]
+        return any(self._acl(request, privs, obj) for obj in super().get_queryset(request))  # type: ignore[misc]  # a mixin
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        queryset = super().get_queryset(request)  # type: ignore[misc]
+    def get_queryset(self, request: HttpRequest) -> QuerySet[_ModelT]:
+        queryset: QuerySet[_ModelT] = super().get_queryset(request)  # type: ignore[misc]  # a mixin: ModelAdmin has it
         if getattr(request.user, "is_superuser", False):
             return queryset
         privs = self.acl_view + self.acl_change  # viewing or changing, as has_view_permission
@@ -95,7 +98,7 @@ class ACLAdminMixin:
         return self._acl(request, privs, obj) if obj is not None else self._visible(request, privs)
 
 
-class AuditedModelAdmin(ACLAdminMixin, admin.ModelAdmin):
+class AuditedModelAdmin(ACLAdminMixin[_ModelT], admin.ModelAdmin[_ModelT]):
     """Admin for replicated models.
 
     Every add, change and delete lands in the replicated cluster log in the same change set as
@@ -118,7 +121,7 @@ class AuditedModelAdmin(ACLAdminMixin, admin.ModelAdmin):
     def audit(self, request: HttpRequest, message: str) -> None:
         audit.record(actor_name(request), message)
 
-    def save_model(self, request: HttpRequest, obj: Model, form: Any, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: _ModelT, form: Any, change: bool) -> None:
         loaded = self.loaded_version(request) if change else None
         if loaded is not None:
             obj.version = loaded  # type: ignore[attr-defined]  # the version the operator saw
@@ -127,22 +130,23 @@ class AuditedModelAdmin(ACLAdminMixin, admin.ModelAdmin):
             obj.save()
             self.audit(request, f"admin: {verb} {obj._meta.verbose_name} '{obj}'")
 
-    def delete_model(self, request: HttpRequest, obj: Model) -> None:
+    def delete_model(self, request: HttpRequest, obj: _ModelT) -> None:
         description = f"admin: deleted {obj._meta.verbose_name} '{obj}'"
         with transaction.atomic(using=router.db_for_write(type(obj))):
             obj.delete()
             self.audit(request, description)
 
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[_ModelT]) -> None:
         """The bulk action: each object through ``delete_model``, all of them one change set."""
         with transaction.atomic(using=router.db_for_write(queryset.model)):
             for obj in queryset:
                 self.delete_model(request, obj)
 
-    def _guarded(self, request: HttpRequest, view: Any, *args: Any) -> HttpResponse:
+    def _guarded(self, request: HttpRequest, view: Callable[..., HttpResponse], *args: Any) -> HttpResponse:
+        refusals: tuple[type[Exception], ...] = (ReplicationError, *self.service_errors)
         try:
             return view(request, *args)
-        except (ReplicationError, *self.service_errors) as exc:
+        except refusals as exc:
             # Django queues "... was changed successfully" before the view's atomic block submits
             # the change set; a refusal at that point takes the success message back.
             for message in [m for m in messages.get_messages(request) if m.level != messages.SUCCESS]:
@@ -162,23 +166,24 @@ class AuditedModelAdmin(ACLAdminMixin, admin.ModelAdmin):
         return self._guarded(request, super().changelist_view, extra_context)
 
     # Django's own log entries: the audit entry is written with the change instead (see above).
-    def log_addition(self, request: HttpRequest, obj: Model, message: Any) -> None:
+    # No LogEntry is made, so none is returned (Django's callers ignore the value): hence the ignores.
+    def log_addition(self, request: HttpRequest, obj: _ModelT, message: Any) -> None:  # type: ignore[override]
         return None
 
-    def log_change(self, request: HttpRequest, obj: Model, message: Any) -> None:
+    def log_change(self, request: HttpRequest, obj: _ModelT, message: Any) -> None:  # type: ignore[override]
         return None
 
-    def log_deletion(self, request: HttpRequest, obj: Model, object_repr: str) -> None:
+    def log_deletion(self, request: HttpRequest, obj: _ModelT, object_repr: str) -> None:  # type: ignore[override]
         return None
 
-    def log_deletions(self, request: HttpRequest, queryset: Any) -> None:
+    def log_deletions(self, request: HttpRequest, queryset: QuerySet[_ModelT]) -> None:  # type: ignore[override]
         return None
 
     def history_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
         raise PermissionDenied("object history is in the cluster log")
 
 
-class ReadOnlyAdmin(ACLAdminMixin, admin.ModelAdmin):
+class ReadOnlyAdmin(ACLAdminMixin[_ModelT], admin.ModelAdmin[_ModelT]):
     """Viewable, never written from the admin (the cluster log, key material)."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -191,7 +196,7 @@ class ReadOnlyAdmin(ACLAdminMixin, admin.ModelAdmin):
         return False
 
 
-class ServiceAdmin(AuditedModelAdmin):
+class ServiceAdmin(AuditedModelAdmin[_ModelT]):
     """``save_model``, ``delete_model`` and ``delete_queryset`` call ``authz`` services.
 
     The services check the caller's permissions as the API does and write the change with its
@@ -199,31 +204,33 @@ class ServiceAdmin(AuditedModelAdmin):
     refusal is a 403; bad input that the form could not catch is shown as a message.
     """
 
-    def loaded_version(self, request: HttpRequest, change: bool) -> int | None:
+    def loaded_version(self, request: HttpRequest, change: bool = True) -> int | None:
         """The version the operator loaded: saving over a newer change is a conflict."""
         loaded = request.POST.get(VERSION_FIELD, "") if change else ""
         return int(loaded) if loaded.isdigit() else None
 
-    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: _ModelT, form: Any, change: bool) -> None:
         raise NotImplementedError  # each page calls its service
 
-    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+    def delete_model(self, request: HttpRequest, obj: _ModelT) -> None:
         raise NotImplementedError
 
-    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[list[str], dict, set, list]:
+    def get_deleted_objects(
+        self, objs: Any, request: HttpRequest
+    ) -> tuple[list[str], dict[str, int], set[str], list[str]]:
         """The objects themselves: what goes with them is the service's to decide (and to check)."""
         deleted = [str(obj) for obj in objs]
-        return deleted, {self.model._meta.verbose_name_plural: len(deleted)}, set(), []
+        return deleted, {str(self.model._meta.verbose_name_plural): len(deleted)}, set(), []
 
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[_ModelT]) -> None:
         """All of them or none, in one change set."""
         with transaction.atomic(using="cluster"):
             for obj in queryset:
                 self.delete_model(request, obj)
 
-    def _refusals(self, view: Any, request: HttpRequest, *args: Any) -> HttpResponse:
+    def _refusals(self, view: Callable[..., HttpResponse], request: HttpRequest, *args: Any) -> HttpResponse:
         try:
-            return view(request, *args)  # type: ignore[no-any-return]
+            return view(request, *args)
         except AccessDenied as exc:
             raise PermissionDenied(str(exc)) from None
         except AccessError as exc:
@@ -241,14 +248,15 @@ class ServiceAdmin(AuditedModelAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
         return self._refusals(super().changelist_view, request, extra_context)
 
-    def log_addition(self, request: HttpRequest, obj: Model, message: Any) -> None:
+    # As above: no LogEntry, so none returned.
+    def log_addition(self, request: HttpRequest, obj: _ModelT, message: Any) -> None:  # type: ignore[override]
         """The service recorded it, in its change set."""
 
-    def log_change(self, request: HttpRequest, obj: Model, message: Any) -> None:
+    def log_change(self, request: HttpRequest, obj: _ModelT, message: Any) -> None:  # type: ignore[override]
         """The service recorded it, in its change set."""
 
-    def log_deletion(self, request: HttpRequest, obj: Model, object_repr: str) -> None:
+    def log_deletion(self, request: HttpRequest, obj: _ModelT, object_repr: str) -> None:  # type: ignore[override]
         """The service recorded it, in its change set."""
 
-    def log_deletions(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def log_deletions(self, request: HttpRequest, queryset: QuerySet[_ModelT]) -> None:  # type: ignore[override]
         """The service recorded them, in their change set."""

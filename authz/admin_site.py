@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from django import forms
@@ -35,7 +35,9 @@ class LoginForm(forms.Form):
         from authz.models import Realm
 
         realms = list(Realm.objects.order_by("-default", "realm").values_list("realm", "comment"))
-        self.fields["realm"].choices = [(name, f"{comment or name} ({name})") for name, comment in realms]
+        cast(forms.ChoiceField, self.fields["realm"]).choices = [
+            (name, f"{comment or name} ({name})") for name, comment in realms
+        ]
 
     def userid(self) -> str:
         """``name@realm``; a name typed with its realm wins over the chooser, as in Proxmox's GUI."""
@@ -106,14 +108,16 @@ class PVEAdminSite(admin.AdminSite):
 
     @method_decorator(never_cache)
     @method_decorator(require_POST)
-    def logout(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def logout(  # type: ignore[override]  # a redirect: django-stubs says TemplateResponse, Django's may redirect too
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         """POST only (the admin's logout button is a form with its CSRF token): a link or an image
         on another site must not log the user out."""
         response = HttpResponseRedirect(reverse("admin:login", current_app=self.name))
         response.delete_cookie(COOKIE, samesite="Lax")
         return response
 
-    def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
         """The cluster log as Proxmox shows it: all of it with Sys.Syslog on ``/``, else the user's own."""
         user = request.user
         own = None if has_privileges(user, "/", ["Sys.Syslog"]) else str(getattr(user, "userid", ""))

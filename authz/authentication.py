@@ -112,7 +112,9 @@ def authenticate_password(username: str, password: str, realm: str | None = None
         if not user.is_active or not _pam_authenticate(name, password):
             raise AuthenticationFailed()
         return user
-    return _check_local_password(user if kind == "pve" and user.realm_id == "pve" else None, password)
+    return _check_local_password(
+        user if user is not None and kind == "pve" and user.realm_id == "pve" else None, password
+    )
 
 
 def _printable(text: str, limit: int = 128) -> str:

@@ -108,7 +108,7 @@ def config(realm: Realm) -> LDAPRealm:
     )
 
 
-class RealmBackend(LDAPBackend):
+class RealmBackend(LDAPBackend):  # type: ignore[misc]  # django-auth-ldap has no type information
     """django-auth-ldap with settings built from one realm row, never from Django settings.
 
     Only users that exist in the realm (created by hand or by realm sync) may log in, as in

@@ -31,6 +31,7 @@ class TicketAuthenticationMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        request.user = SimpleLazyObject(lambda: user_for_request(request))
+        # A lazy user, as Django's own AuthenticationMiddleware sets (the stubs want the user itself).
+        request.user = SimpleLazyObject(lambda: user_for_request(request))  # type: ignore[assignment]
         with resolver.request_scope():
             return self.get_response(request)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.db import models
@@ -36,10 +36,16 @@ class Realm(ReplicatedModel):
         return self.realm
 
 
-class UserManager(BaseUserManager.from_queryset(ReplicatedQuerySet)):  # type: ignore[misc]
-    """Looks users up by userid (``name@realm``)."""
+class UserManager(BaseUserManager["User"]):
+    """Looks users up by userid (``name@realm``); queries through the replicated queryset.
 
-    def get_by_natural_key(self, username: str) -> User:
+    ``from_queryset`` would add nothing here (every method of the queryset is already a manager
+    method), and the type checker's Django plugin does not follow it on this manager.
+    """
+
+    _queryset_class = ReplicatedQuerySet
+
+    def get_by_natural_key(self, username: str | None) -> User:
         return self.get(userid=username)
 
 
@@ -55,12 +61,13 @@ class User(ReplicatedModel, AbstractBaseUser):
     email = models.CharField(max_length=255, blank=True, default="")
     comment = models.CharField(max_length=4096, blank=True, default="")
     keys = models.CharField(max_length=4096, blank=True, default="")
-    last_login = None  # type: ignore[assignment]  # a login is not a cluster-wide write
+    last_login = None  # a login is not a cluster-wide write
 
-    objects = UserManager()
+    # The auth manager (natural keys) over the replicated queryset: not a ReplicatedManager subclass.
+    objects = UserManager()  # type: ignore[assignment,misc]
 
     USERNAME_FIELD = "userid"
-    REQUIRED_FIELDS: list[str] = []
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
 
     class Meta:
         ordering = ["userid"]
@@ -73,7 +80,7 @@ class User(ReplicatedModel, AbstractBaseUser):
         return self.userid == SUPERUSER
 
     @property
-    def is_active(self) -> bool:  # type: ignore[override]
+    def is_active(self) -> bool:  # type: ignore[override]  # a property where AbstractBaseUser has an attribute
         return self.enable and (self.expire == 0 or self.expire > time.time())
 
     @property

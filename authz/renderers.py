@@ -78,8 +78,8 @@ def _acl_lines() -> list[str]:
         combos: dict[tuple[bool, str], list[str]] = {}
         for (name, propagate), roles in grants[path].items():
             combos.setdefault((propagate, ",".join(sorted(roles))), []).append(name)
-        for (propagate, roles), names in sorted(combos.items(), key=lambda item: (not item[0][0], item[0][1])):
-            lines.append(f"acl:{int(propagate)}:{path}:{','.join(sorted(names))}:{roles}:")
+        for (propagate, role_list), names in sorted(combos.items(), key=lambda item: (not item[0][0], item[0][1])):
+            lines.append(f"acl:{int(propagate)}:{path}:{','.join(sorted(names))}:{role_list}:")
     return lines
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple, TypeVar
 
 from authz import pool_members
 from authz.privileges import BUILTIN_ROLES, NO_ACCESS, PRIVILEGES
@@ -19,6 +20,7 @@ from authz.privileges import BUILTIN_ROLES, NO_ACCESS, PRIVILEGES
 SUPERUSER = "root@pam"
 RoleSet = dict[str, bool]  # role -> propagate
 PrivilegeSet = dict[str, bool]  # privilege -> propagate
+_Privileges = TypeVar("_Privileges", set[str], PrivilegeSet)
 
 
 class TokenInfo(NamedTuple):
@@ -117,7 +119,14 @@ def _active(entry: tuple[bool, int] | None, now: float) -> bool:
     return entry is not None and entry[0] and (entry[1] == 0 or entry[1] > now)
 
 
-def _resolve(state: ACLState, principal: str, path: str, now: float, collect: Any, intersect: Any) -> Any:
+def _resolve(
+    state: ACLState,
+    principal: str,
+    path: str,
+    now: float,
+    collect: Callable[[ACLState, RoleSet], _Privileges],
+    intersect: Callable[[_Privileges, _Privileges], _Privileges],
+) -> _Privileges:
     """Steps 1-7 for a user or a token; a token is looked up by its id and resolved through its
     row's user, never by splitting the id. ``collect`` turns roles into privileges."""
     if principal == SUPERUSER:
@@ -137,7 +146,7 @@ def _resolve(state: ACLState, principal: str, path: str, now: float, collect: An
 def privileges(state: ACLState, principal: str, path: str, now: float | None = None) -> set[str]:
     """The privileges ``principal`` (userid or tokenid) holds on ``path``."""
     now = time.time() if now is None else now
-    return _resolve(state, principal, path, now, _privilege_set, set.__and__)  # type: ignore[no-any-return]
+    return _resolve(state, principal, path, now, _privilege_set, set.__and__)
 
 
 def privilege_flags(state: ACLState, principal: str, path: str, now: float | None = None) -> PrivilegeSet:
@@ -147,7 +156,7 @@ def privilege_flags(state: ACLState, principal: str, path: str, now: float | Non
     def both(own: PrivilegeSet, user: PrivilegeSet) -> PrivilegeSet:
         return {p: own[p] and user[p] for p in own.keys() & user.keys()}
 
-    return _resolve(state, principal, path, now, _privilege_flags, both)  # type: ignore[no-any-return]
+    return _resolve(state, principal, path, now, _privilege_flags, both)
 
 
 # --- the live snapshot -----------------------------------------------------------------------
@@ -204,7 +213,7 @@ def state() -> ACLState:
     """The cached snapshot, reloaded when the replicated version (or the set of pool-member providers)
     has moved since it was built."""
     global _cached
-    scoped = getattr(_scope, "state", None) if getattr(_scope, "active", False) else None
+    scoped: ACLState | None = getattr(_scope, "state", None) if getattr(_scope, "active", False) else None
     if scoped is not None:
         return scoped
     version = (current_version(), pool_members.generation())

@@ -88,7 +88,8 @@ def schedule(count: int, cap: float) -> float:
     if count < FREE_FAILURES:
         return 0.0
     steps = min((count - FREE_FAILURES) // FAILURES_PER_STEP, 32)
-    return min(cap, FIRST_DELAY * 2**steps)
+    delay: float = FIRST_DELAY * 2**steps
+    return min(cap, delay)
 
 
 def _local_counts(keys: list[str], now: float) -> dict[str, int]:

@@ -35,7 +35,7 @@ def _loaded_version(request: HttpRequest, obj: Any, change: bool) -> None:
         obj.version = int(loaded)
 
 
-class ClusterSettingsForm(forms.ModelForm):
+class ClusterSettingsForm(forms.ModelForm[ClusterSettings]):
     class Meta:
         model = ClusterSettings
         fields = ("options",)
@@ -53,7 +53,7 @@ class ClusterSettingsForm(forms.ModelForm):
 
 
 @admin.register(ClusterSettings)
-class ClusterSettingsAdmin(AuditedModelAdmin):
+class ClusterSettingsAdmin(AuditedModelAdmin[ClusterSettings]):
     acl_root, acl_view, acl_change = "/", ("Sys.Audit",), ("Sys.Modify",)
     list_display = ("id",)
     form = ClusterSettingsForm
@@ -69,7 +69,7 @@ class ClusterSettingsAdmin(AuditedModelAdmin):
         services.update_datacenter_options(obj, actor=_actor(request))
 
 
-class NodeForm(forms.ModelForm):
+class NodeForm(forms.ModelForm[Node]):
     """Address, votes and links of a node, checked as ``services.change_node`` will check them."""
 
     class Meta:
@@ -77,7 +77,8 @@ class NodeForm(forms.ModelForm):
         fields = ("address", "votes", "links")
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()  # a ModelForm's clean() returns its cleaned_data
+        cleaned = self.cleaned_data
         if self.errors:
             return cleaned
         candidate = copy.copy(self.instance)
@@ -92,7 +93,7 @@ class NodeForm(forms.ModelForm):
 
 
 @admin.register(Node)
-class NodeAdmin(AuditedModelAdmin):
+class NodeAdmin(AuditedModelAdmin[Node]):
     acl_root, acl_object = "/nodes", "/nodes/{name}"
     acl_view = ("Sys.Audit",)
     acl_change = ()  # corosync settings: root@pam only (no ACL grants them)
@@ -140,7 +141,7 @@ class NodeAdmin(AuditedModelAdmin):
 
 
 @admin.register(ClusterLogEntry)
-class ClusterLogAdmin(ReadOnlyAdmin):
+class ClusterLogAdmin(ReadOnlyAdmin[ClusterLogEntry]):
     acl_root, acl_view = "/", ("Sys.Syslog",)
     list_display = ("time", "node", "user", "tag", "msg")
     list_filter = ("node",)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-Sink = Callable[[str, str], None]
+Sink = Callable[[str, str], object]  # what it returns (the entry written) is not used
 Recent = Callable[[int, str | None], list[Any]]
 _sink: Sink | None = None
 _recent: Recent | None = None

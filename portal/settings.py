@@ -12,15 +12,29 @@ import re
 import secrets
 import socket
 from pathlib import Path
+from typing import Any, overload
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from portal import allowed_hosts
 
+# Django's generic classes (ModelAdmin, ModelForm, ...) subscriptable at run time as in their
+# type stubs (``admin.ModelAdmin[VM]``): the annotations mypy checks are also valid Python.
+django_stubs_ext.monkeypatch()
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 _NODE_NAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
+
+
+@overload
+def _env(name: str) -> str | None: ...
+@overload
+def _env(name: str, default: str) -> str: ...
+@overload
+def _env(name: str, default: str | None) -> str | None: ...
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -65,7 +79,7 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be 0 or 1, got {raw!r}")
 
 
-def database_from_url(url: str, *, setting: str) -> dict:
+def database_from_url(url: str, *, setting: str) -> dict[str, Any]:
     """Turn ``sqlite:////abs/path.db`` or ``postgresql://user:pw@host:port/name`` into a DATABASES entry.
 
     A PostgreSQL URL may name a unix socket directory as libpq does (``postgresql://user@/name?host=/run/postgresql``);

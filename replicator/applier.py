@@ -14,11 +14,11 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db import DatabaseError, IntegrityError, connections, models, transaction
 
 from replicator import faults
 from replicator.exceptions import ConflictError, InvalidChangeSetError, ReplicationError
@@ -249,7 +249,9 @@ class Applier:
             if model.ring_size_setting is None:
                 continue
             table, pk = quote(model._meta.db_table), quote(model._meta.pk.column)
-            order = ", ".join(f"{quote(model._meta.get_field(f).column)} DESC" for f in model.ring_order)
+            order = ", ".join(
+                f"{quote(cast(models.Field[Any, Any], model._meta.get_field(f)).column)} DESC" for f in model.ring_order
+            )
             cursor.execute(
                 f"DELETE FROM {table} WHERE {pk} IN (SELECT {pk} FROM {table} ORDER BY {order} LIMIT %s OFFSET %s)",
                 [2**62, int(getattr(settings, model.ring_size_setting))],

@@ -12,7 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol, cast
 
 from django.conf import settings
 from django.db import models
@@ -25,19 +25,29 @@ from replicator.routers import is_cluster_model
 Op = dict[str, Any]
 
 
+class Versioned(Protocol):
+    """A replicated row as the writer sees it: ``models.Model`` plus the ``version`` it was read at.
+
+    ``ReplicatedModel`` cannot be named here (it imports this module); its instances are what
+    every op is built from.
+    """
+
+    version: int
+
+
 def model_label(model: type[models.Model]) -> str:
     """``app_label.modelname`` as used in ops."""
     return model._meta.label_lower
 
 
-def _encode_value(field: models.Field, instance: models.Model) -> Any:
+def _encode_value(field: models.Field[Any, Any], instance: models.Model) -> Any:
     value = field.value_from_object(instance)
     if value is None or is_protected_type(value) or isinstance(value, (dict, list, bool)):
         return value
     return field.value_to_string(instance)
 
 
-def _payload_fields(model: type[models.Model]) -> list[models.Field]:
+def _payload_fields(model: type[models.Model]) -> list[models.Field[Any, Any]]:
     return [f for f in model._meta.concrete_fields if f.name != "version"]
 
 
@@ -63,7 +73,7 @@ def save_op(
         "m": model_label(type(instance)),
         "k": _encode_value(instance._meta.pk, instance),
         "o": "save",
-        "v": 0 if adding else int(instance.version),
+        "v": 0 if adding else int(cast(Versioned, instance).version),
         "f": encoded,
     }
 
@@ -99,7 +109,7 @@ def delete_ops(instances: Iterable[models.Model], using: str = "cluster") -> tup
     touched: list[models.Model] = []
     for (field, value), groups in collector.field_updates.items():
         for group in groups:
-            for obj in group:
+            for obj in group:  # type: ignore[attr-defined]  # django-stubs: a group is a list or queryset of rows, not one
                 setattr(obj, field.attname, value)
                 ops.append(save_op(obj, update_fields=[field.name]))
                 touched.append(obj)

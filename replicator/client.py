@@ -12,7 +12,7 @@ import os
 import select
 import socket
 import threading
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connections
@@ -127,7 +127,7 @@ def _refresh(instances: list[Model], ops: list[changeset.Op], version: int) -> N
             instance.pk = None
             instance._state.adding = True
         else:
-            instance.version = version
+            cast(changeset.Versioned, instance).version = version
             instance._state.adding = False
             instance._state.db = CLUSTER
 
@@ -176,7 +176,7 @@ def submit_ops(ops: list[changeset.Op], instances: list[Model]) -> None:
         db.on_commit(_Keep(pending, op, instance))
     # Keep the flush last and outside every savepoint (empty savepoint set) so it survives partial rollbacks.
     db.run_on_commit = [entry for entry in db.run_on_commit if entry[1] is not pending]
-    db.run_on_commit.append((set(), pending, False))
+    db.run_on_commit.append((set(), pending, False))  # type: ignore[arg-type]  # django-stubs: entries are (sids, func, robust)
 
 
 def wait_mirror(version: int, timeout: float = 10.0) -> None:

@@ -27,9 +27,10 @@ from replicator.acks import AckTracker, VoteView, view_from
 from replicator.corosync import CorosyncError
 from replicator.corosync.cmap import Cmap
 from replicator.corosync.cpg import CpgGroup, Member
+from replicator.corosync.errors import CS_ERR_LIBRARY
 from replicator.corosync.quorum import Votequorum
 from replicator.exceptions import NotQuorateError, ReplicatorUnavailableError
-from replicator.transport import Sink, Transport
+from replicator.transport import Sink, Transport, TransportStatus
 from replicator.volatile import StatusBoard
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class CorosyncTransport(Transport):
         self._configured: tuple[int | None, int | None] = (None, None)  # (config_version, nodelist votes)
         self._last_refresh = 0.0
         self.acks = AckTracker()
-        self.board = StatusBoard()
+        self.board: StatusBoard = StatusBoard()
         self._connected = False
         self._stopping = threading.Event()
         self._send_lock = threading.Lock()
@@ -135,7 +136,7 @@ class CorosyncTransport(Transport):
         """votequorum's figures and each member's votes, as last read (see ``replicator.acks``)."""
         return self._votes
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> TransportStatus:
         return {
             "transport": "corosync",
             "cluster_name": self.cluster_name,
@@ -328,7 +329,7 @@ class CorosyncTransport(Transport):
         while not self._stopping.is_set():
             for fd, events in poller.poll(self.poll_interval * 1000):
                 if events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
-                    raise CorosyncError("corosync closed the connection")
+                    raise CorosyncError("poll of the corosync connection", CS_ERR_LIBRARY)
                 fds[fd]()
             if time.monotonic() - self._last_refresh >= QUORUM_REFRESH_INTERVAL:
                 self._refresh_quorum()

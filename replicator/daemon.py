@@ -24,7 +24,8 @@ from django.conf import settings
 from django.db import connections
 
 from replicator import bootstrap, changeset, cluster_log, faults, protocol, snapshot, volatile
-from replicator.applier import Applier
+from replicator.acks import AckTracker
+from replicator.applier import Applier, ChangedKeys
 from replicator.exceptions import NotQuorateError, ReplicationError
 from replicator.membership import describe_membership, make_transport, not_ready_reasons, report_readiness
 from replicator.mirror import Mirror
@@ -50,11 +51,11 @@ class MirrorThread(threading.Thread):
     def __init__(self, mirror: Mirror) -> None:
         super().__init__(name="mirror", daemon=True)
         self.mirror = mirror
-        self.queue: queue.Queue[tuple[int, set | None] | None] = queue.Queue()
+        self.queue: queue.Queue[tuple[int, ChangedKeys | None] | None] = queue.Queue()
         self.version = 0
         self.cond = threading.Condition()
 
-    def notify(self, version: int, changed: set) -> None:
+    def notify(self, version: int, changed: ChangedKeys) -> None:
         self.queue.put((version, changed))
 
     def notify_all(self, version: int) -> None:
@@ -200,7 +201,7 @@ class Replicator:
 
     def _confirmed(self, result: dict[str, Any], deadline: float) -> bool:
         """Until the nodes that applied it hold the votes a write needs; this node's own apply counts its votes only."""
-        acks = getattr(self.transport, "acks", None)
+        acks: AckTracker | None = getattr(self.transport, "acks", None)
         if acks is None:
             return True
         return acks.wait(result["version"], result["hash"], self.transport.vote_view, self.transport.quorate, deadline)

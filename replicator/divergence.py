@@ -85,5 +85,5 @@ def _ring_key(model: type[ReplicatedModel], row: snapshot.Row) -> tuple[Any, ...
     key = []
     for name in model.ring_order:
         field = model._meta.get_field(name)
-        key.append(row[1] if field.primary_key else row[3][field.attname])  # type: ignore[union-attr]
+        key.append(row[1] if field.primary_key else row[3][field.attname])  # type: ignore[union-attr]  # ring_order names concrete fields
     return tuple(key)

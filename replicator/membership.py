@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 
-from replicator.transport import LocalTransport, Transport
+from replicator.transport import LocalTransport, Transport, TransportStatus
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def cluster_file_problems() -> list[str]:
     return problems
 
 
-def not_ready_reasons(facts: dict[str, Any], *, synced: bool) -> list[str]:
+def not_ready_reasons(facts: TransportStatus, *, synced: bool) -> list[str]:
     """Why a cluster member may not write now (``facts``: the transport's ``describe``); empty when it may."""
     if facts.get("transport") != "corosync":
         return []

@@ -8,16 +8,19 @@ one node.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
+from django.db.models.query import RawQuerySet
 
 from replicator import changeset, client
 from replicator.exceptions import BulkWriteError
 from replicator.state import applying
 
 REPLICATED_MODELS: dict[str, type[ReplicatedModel]] = {}
+
+_M = TypeVar("_M", bound=models.Model)
 
 
 def _refuse(what: str) -> BulkWriteError:
@@ -27,7 +30,7 @@ def _refuse(what: str) -> BulkWriteError:
     )
 
 
-class ReplicatedQuerySet(models.QuerySet):
+class ReplicatedQuerySet(models.QuerySet[_M]):
     """Bulk writes raise outside the replicator; ``delete()`` becomes one replicated change set."""
 
     def update(self, **kwargs: Any) -> int:
@@ -35,17 +38,18 @@ class ReplicatedQuerySet(models.QuerySet):
             raise _refuse("QuerySet.update()")
         return super().update(**kwargs)
 
-    def bulk_create(self, *args: Any, **kwargs: Any) -> Any:
+    def bulk_create(self, *args: Any, **kwargs: Any) -> list[_M]:
         if not applying():
             raise _refuse("QuerySet.bulk_create()")
         return super().bulk_create(*args, **kwargs)
 
-    def bulk_update(self, *args: Any, **kwargs: Any) -> Any:
+    def bulk_update(self, *args: Any, **kwargs: Any) -> int:
         if not applying():
             raise _refuse("QuerySet.bulk_update()")
         return super().bulk_update(*args, **kwargs)
 
-    def raw(self, raw_query: str, *args: Any, **kwargs: Any) -> Any:
+    # A raw query is checked as text: psycopg's composed queries (``sql.SQL``) are not accepted here.
+    def raw(self, raw_query: str, *args: Any, **kwargs: Any) -> RawQuerySet[_M]:  # type: ignore[override]
         if not raw_query.lstrip().lower().startswith("select") and not applying():
             raise _refuse("raw SQL")
         return super().raw(raw_query, *args, **kwargs)
@@ -65,7 +69,10 @@ class ReplicatedQuerySet(models.QuerySet):
         return sum(counts.values()), counts
 
 
-class ReplicatedManager(models.Manager.from_queryset(ReplicatedQuerySet)):  # type: ignore[misc]
+_ReplicatedManagerBase = models.Manager.from_queryset(ReplicatedQuerySet)
+
+
+class ReplicatedManager(_ReplicatedManagerBase[_M]):
     """Default manager of replicated models."""
 
 
@@ -106,7 +113,7 @@ class ReplicatedModel(models.Model):
         client.submit_ops([op], [self])
         return None
 
-    save.alters_data = True  # type: ignore[attr-defined]
+    save.alters_data = True  # type: ignore[attr-defined]  # Django's marker on a method, as on Model.save
 
     def delete(self, using: str | None = None, keep_parents: bool = False) -> tuple[int, dict[str, int]]:
         if applying():
@@ -117,7 +124,7 @@ class ReplicatedModel(models.Model):
         client.submit_ops(ops, touched)
         return len(ops), {}
 
-    delete.alters_data = True  # type: ignore[attr-defined]
+    delete.alters_data = True  # type: ignore[attr-defined]  # likewise
 
 
 def register(model: type[ReplicatedModel]) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+if TYPE_CHECKING:
+    from django.db import models
 
 CLUSTER = "cluster"
 
 
-def is_cluster_model(model: Any) -> bool:
+def is_cluster_model(model: object) -> TypeGuard[type[models.Model]]:
     """A model lives in the cluster database when it says so (ReplicatedModel and the store's own)."""
     return bool(getattr(model, "cluster_database", False))
 

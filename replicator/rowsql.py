@@ -6,7 +6,7 @@ fixed statements per op, so they are built here once and executed on a plain cur
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -14,11 +14,14 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from replicator.exceptions import InvalidChangeSetError
 from replicator.routers import is_cluster_model
 
+if TYPE_CHECKING:
+    from replicator.models import ReplicatedModel
+
 
 class ModelSQL:
     """Statements and value conversion for one replicated model on one connection."""
 
-    def __init__(self, model: type[models.Model], connection: BaseDatabaseWrapper) -> None:
+    def __init__(self, model: type[ReplicatedModel], connection: BaseDatabaseWrapper) -> None:
         self.model = model
         self.connection = connection
         quote = connection.ops.quote_name
@@ -34,7 +37,7 @@ class ModelSQL:
                 f"SELECT 1 FROM {quote(f.related_model._meta.db_table)} WHERE {quote(f.target_field.column)} = %s",
             )
             for f in model._meta.concrete_fields
-            if f.many_to_one and is_cluster_model(f.related_model)
+            if isinstance(f, models.ForeignKey) and is_cluster_model(f.related_model)
         ]
         # (referring model, "is this row referenced?") for each foreign key pointing here
         self.referrers = [

@@ -228,13 +228,14 @@ class Coordinator:
     def _start_round(self, members: list[MemberId], me: MemberId) -> None:
         self.ready.clear()
         self._drop_buffer("cluster membership changed during a sync; the change was not applied, retry")
+        # (nodeid, pid) pairs, made tuples again: tuple() of a pair is a pair, which mypy cannot see.
         self.members = [tuple(m) for m in members]  # type: ignore[misc]
         self.me = tuple(me)  # type: ignore[assignment]
         if self.me not in self.members:
             self.round = None
             return
         key = ",".join(f"{n}:{p}" for n, p in self.members)
-        self.round = Round(key, self.members, tuple(me))  # type: ignore[arg-type]
+        self.round = Round(key, self.members, tuple(me))  # type: ignore[arg-type]  # a pair, as above
         self._send(
             {
                 "t": "state",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 from replicator.acks import VoteView
 from replicator.exceptions import NotQuorateError
@@ -21,6 +21,24 @@ log = logging.getLogger(__name__)
 # Events delivered in agreed order: ("C", origin, change set bytes), ("confchg", members, me),
 # ("S", sender, sync message bytes), ("lost",) when the connection to the group is gone.
 Sink = Callable[[tuple[Any, ...]], None]
+
+
+class TransportStatus(TypedDict, total=False):
+    """A transport's membership facts (``describe()``), merged into the replicator's status answer."""
+
+    transport: str
+    quorate: bool
+    cluster_name: str
+    config_version: int
+    connected: bool
+    corosync_quorate: bool
+    stalled: bool
+    nodeid: int
+    members: list[int]
+    token_timeout_ms: int
+    member: bool
+    votes: dict[str, Any] | None
+    error: str
 
 
 class Transport(abc.ABC):
@@ -61,7 +79,7 @@ class Transport(abc.ABC):
         """The votes of the members and the votes a write needs (``replicator.acks``); None when not known."""
         return None
 
-    def describe(self) -> dict[str, object]:
+    def describe(self) -> TransportStatus:
         """Membership facts for status output."""
         return {"transport": type(self).__name__, "quorate": self.quorate()}
 

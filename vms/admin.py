@@ -31,7 +31,7 @@ def _form_error(exc: Exception, field: str) -> forms.ValidationError:
     return forms.ValidationError({field: "; ".join(f"{k}: {v}" for k, v in errors.items())})
 
 
-class StorageForm(forms.ModelForm):
+class StorageForm(forms.ModelForm[Storage]):
     """Validated by the storage service, so that no value can break a line of storage.cfg."""
 
     actor: Any = None  # the request's user, set by StorageAdmin.get_form
@@ -41,7 +41,8 @@ class StorageForm(forms.ModelForm):
         fields = ("storeid", "type", "path", "content", "shared", "nodes", "disable", "pool")
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()  # a ModelForm's clean() returns its cleaned_data
+        data = self.cleaned_data
         adding = self.instance._state.adding
         storeid = data.get("storeid", "") if adding else self.instance.storeid
         fields = {name: data.get(name) for name in STORAGE_FIELDS if name in data}
@@ -56,7 +57,7 @@ class StorageForm(forms.ModelForm):
 
 
 @admin.register(Storage)
-class StorageAdmin(AuditedModelAdmin):
+class StorageAdmin(AuditedModelAdmin[Storage]):
     """Storage definitions, as ``/storage``: Datastore.Allocate on /storage to add, change or remove."""
 
     acl_root, acl_object = "/storage", "/storage/{storeid}"
@@ -93,7 +94,7 @@ class StorageAdmin(AuditedModelAdmin):
         services.delete_storage(obj, actor=request.user)
 
 
-class VMForm(forms.ModelForm):
+class VMForm(forms.ModelForm[VM]):
     """The config is edited as Proxmox writes it: ``key: value`` lines.
 
     ``clean`` works out which keys the text adds, changes and removes, and has the service check
@@ -118,7 +119,8 @@ class VMForm(forms.ModelForm):
             self.fields["config_text"].initial = format_config(self.instance.config)
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()  # a ModelForm's clean() returns its cleaned_data
+        data = self.cleaned_data
         try:
             parsed = parse_config(data.get("config_text") or "")
         except ConfigError as exc:
@@ -145,7 +147,7 @@ class VMForm(forms.ModelForm):
 
 
 @admin.register(VM)
-class VMAdmin(AuditedModelAdmin):
+class VMAdmin(AuditedModelAdmin[VM]):
     """VMs: any VM.Config.* privilege opens the change form; saving checks each changed key's own."""
 
     acl_root, acl_object = "/vms", "/vms/{vmid}"

@@ -32,7 +32,7 @@ MAX_CONFIG = 512 * 1024  # bytes, the whole formatted file
 class ConfigError(ValueError):
     """Parameter errors, all of them at once: ``errors`` maps each parameter to its message."""
 
-    def __init__(self, errors: Mapping[object, str]) -> None:
+    def __init__(self, errors: Mapping[str, str]) -> None:
         self.errors: dict[str, str] = {_shown(str(key)): str(message) for key, message in errors.items()}
         details = "\n".join(f"{key}: {message}" for key, message in sorted(self.errors.items()))
         super().__init__(f"Parameter verification failed.\n{details}")

@@ -59,7 +59,7 @@ def delete_pool(poolid: str, *, actor: Any) -> None:
     """Only an empty pool is removed, with its ACL entries (Proxmox refuses one with members)."""
     pool = _pool(poolid)
     delegation.check(actor, f"/pool/{poolid}", ["Pool.Allocate"])
-    if pool.vms.exists() or pool.storages.exists():  # type: ignore[attr-defined]
+    if pool.vms.exists() or pool.storages.exists():
         raise AccessError(f"pool '{poolid}' is not empty")
     if Pool.objects.filter(poolid__startswith=f"{poolid}/").exists():
         raise AccessError(f"pool '{poolid}' has nested pools")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import ldap
 from django.db import transaction
 
 from authz import audit, delegation, ids, ldap_realm
@@ -38,7 +39,7 @@ def sync_realm(
     scope: str = "both",
     remove_vanished: bool = False,
     log: Callable[[str], None] = print,
-) -> dict:
+) -> dict[str, int]:
     """Proxmox's realm sync: Realm.AllocateUser on the realm and User.Modify on /access/groups."""
     if scope not in ("users", "groups", "both"):
         raise AccessError("scope must be users, groups or both")
@@ -51,7 +52,7 @@ def sync_realm(
         raise AccessError(f"Cannot sync realm type '{realm.type}'! Only LDAP/AD realms can be synced.")
     try:
         users, groups = ldap_realm.directory(realm)
-    except (ldap_realm.RealmConfigError, ldap_realm.ldap.LDAPError) as exc:
+    except (ldap_realm.RealmConfigError, ldap.LDAPError) as exc:
         raise AccessError(f"realm sync of '{realm_id}' failed: {exc}") from None
     log(f"directory of realm '{realm_id}': {len(users)} users, {len(groups)} groups")
     names = _valid_users(users, realm_id, log)

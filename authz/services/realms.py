@@ -10,6 +10,7 @@ that could break a ``domains.cfg`` line or point the LDAP client at a relative p
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
@@ -60,7 +61,7 @@ def _text(name: str, value: Any, max_length: int = 4096) -> str:
 
 def _option(key: str, value: Any) -> str:
     text = _text(key, value, 1024)
-    valid = {
+    valid: Callable[[], object] = {
         "server1": lambda: _HOST_RE.fullmatch(text),
         "server2": lambda: _HOST_RE.fullmatch(text),
         "port": lambda: text.isdigit() and 1 <= int(text) <= 65535,

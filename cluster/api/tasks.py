@@ -195,7 +195,7 @@ class TaskStatusView(PVEAPIView):
 
 
 class TaskLogView(PVEAPIView):
-    def get(self, request: Request, node: str, upid: str, **kwargs: Any) -> Response:
+    def get(self, request: Request, node: str, upid: str, **kwargs: Any) -> HttpResponse:
         task = _task_or_error(node, upid)
         _check_task(request, task, "Sys.Audit")
         values = params.collect(request, {"node": node, "upid": upid})

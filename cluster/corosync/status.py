@@ -96,7 +96,7 @@ def online_nodeids(nodeids: list[int] | None = None) -> set[int]:
     quorum = Votequorum()
     try:
         if nodeids is None:
-            nodeids = [int(entry["nodeid"]) for entry in cmap.nodes()]  # type: ignore[call-overload]
+            nodeids = [int(entry["nodeid"]) for entry in cmap.nodes()]
         online = set()
         for nodeid in nodeids:
             try:
@@ -119,7 +119,7 @@ def read_status() -> ClusterStatus:
         local = quorum.info()
         members = []
         for entry in cmap.nodes():
-            nodeid = int(entry["nodeid"])  # type: ignore[arg-type]
+            nodeid = int(entry["nodeid"])
             try:
                 info = quorum.info(nodeid)
             except CorosyncError:  # listed but never seen (a node added that has not joined yet)

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from authz.keys import load_rsa_private_key, private_pem
@@ -48,7 +49,7 @@ def _utc(now: datetime) -> datetime:
     return now.astimezone(UTC)
 
 
-def _public_der(key: rsa.RSAPublicKey) -> bytes:
+def _public_der(key: CertificatePublicKeyTypes) -> bytes:
     """Return the DER SubjectPublicKeyInfo of a public key."""
     return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 

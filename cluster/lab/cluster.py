@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypedDict
 
 from cluster.lab import netns, services
 
@@ -61,6 +62,19 @@ class LabNode:
     def socket_path(self) -> Path:
         """The node's replicator socket (reachable from the host: it is a file)."""
         return self.directory / "replicator.sock"
+
+
+class LabState(TypedDict):
+    """A lab as ``LabCluster.state()`` saves it (JSON), for ``from_state`` in another process."""
+
+    directory: str
+    size: int
+    tag: str
+    cluster_name: str
+    root_password: str
+    postgres: str | None
+    pids: dict[str, int]
+    service_pids: dict[str, int]
 
 
 class LabCluster:
@@ -182,14 +196,14 @@ class LabCluster:
         for node in self.nodes:
             netns.set_port(self.bridge_ns, node.port, up=True)
 
-    def run(self, node: LabNode, argv: list[str], **kwargs: object) -> subprocess.Popen:
+    def run(self, node: LabNode, argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
         """Start a process inside a node's namespace (where its corosync IPC is)."""
-        return subprocess.Popen(["ip", "netns", "exec", node.namespace, *argv], **kwargs)  # type: ignore[call-overload]
+        return subprocess.Popen(["ip", "netns", "exec", node.namespace, *argv], **kwargs)
 
     def python(self, node: LabNode, script: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return run_python(node.namespace, script, *args, timeout=timeout)
 
-    def state(self) -> dict[str, object]:
+    def state(self) -> LabState:
         """What ``from_state`` needs to find this lab again from another process."""
         return {
             "directory": str(self.directory),
@@ -203,7 +217,7 @@ class LabCluster:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, object]) -> LabCluster:
+    def from_state(cls, state: LabState) -> LabCluster:
         lab = cls(
             Path(str(state["directory"])),
             int(state["size"]),
@@ -211,9 +225,9 @@ class LabCluster:
             cluster_name=str(state["cluster_name"]),
             root_password=str(state.get("root_password", "lab-root-password")),
             postgres=str(state["postgres"]) if state.get("postgres") else None,
-        )  # type: ignore[call-overload]
-        pids = {f"{name}:service": int(pid) for name, pid in dict(state.get("service_pids", {})).items()}  # type: ignore[call-overload]
-        pids.update({name: int(pid) for name, pid in dict(state.get("pids", {})).items()})  # type: ignore[call-overload]
+        )
+        pids = {f"{name}:service": int(pid) for name, pid in dict(state.get("service_pids", {})).items()}
+        pids.update({name: int(pid) for name, pid in dict(state.get("pids", {})).items()})
         lab.orphan_pids = pids
         return lab
 

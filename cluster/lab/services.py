@@ -140,7 +140,7 @@ def execute_on_server(env: dict[str, str], statements: list[str]) -> None:
 
     with psycopg.connect(_database_url(env[CLUSTER_URL], "postgres"), autocommit=True) as connection:
         for statement in statements:
-            connection.execute(statement)  # type: ignore[arg-type]
+            connection.execute(statement)
 
 
 def start(namespace: str, env: dict[str, str], kind: str = "replicator") -> subprocess.Popen:

@@ -7,6 +7,7 @@ VM (dependencies point ``cluster <- vms``): ``vms`` registers its provider at ``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 
@@ -28,7 +29,7 @@ class GuestProvider(Protocol):
     def existing(self, vmids: list[int]) -> list[int]:
         """Those of ``vmids`` that exist in the cluster, in order."""
 
-    def on_node(self, node: str) -> list[Guest]:
+    def on_node(self, node: str) -> Sequence[Guest]:
         """The guests ``node`` owns, by VMID."""
 
     def export_all(self) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -229,7 +230,7 @@ def delete_node(name_or_address: str, *, force: bool = False, user: str = "root@
     return notes
 
 
-def _save_vm_configs(node: str, vms: list[Any]) -> Path:
+def _save_vm_configs(node: str, vms: Sequence[guests.Guest]) -> Path:
     directory = Path(settings.PVE_DATA_DIR) / "backup"
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")

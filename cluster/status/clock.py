@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from django.conf import settings
 
@@ -46,7 +46,7 @@ def offsets(board: Board) -> dict[str, float]:
     return result
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

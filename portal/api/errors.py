@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
@@ -36,6 +36,7 @@ REASON_MAX = 256
 StatusSpec = int | Callable[[Exception], int]
 MessageFn = Callable[[Exception], str]
 _registry: dict[type[Exception], tuple[StatusSpec, MessageFn | None]] = {}
+_E = TypeVar("_E", bound=Exception)
 
 
 class APIError(Exception):
@@ -55,9 +56,12 @@ class ParameterError(APIError):
         super().__init__(400, message, {str(k): str(v) for k, v in errors.items()})
 
 
-def register_error(exc_class: type[Exception], status: StatusSpec, message_fn: MessageFn | None = None) -> None:
+def register_error(
+    exc_class: type[_E], status: int | Callable[[_E], int], message_fn: Callable[[_E], str] | None = None
+) -> None:
     """Map a domain exception (and its subclasses) to a status (a number, or a function of the exception)."""
-    _registry[exc_class] = (status, message_fn)
+    # The functions are only ever called with instances of ``exc_class`` (looked up by the exception's class).
+    _registry[exc_class] = (cast(StatusSpec, status), cast(MessageFn | None, message_fn))
 
 
 def reason_phrase(message: str, status: int = 500) -> str:
@@ -194,14 +198,14 @@ def handler400(request: HttpRequest, exception: Exception | None = None) -> Http
     """Django's 400 view: the JSON envelope under /api2/, Django's page elsewhere."""
     if _is_api(request):
         return json_error(400, str(exception or "") or "bad request")
-    return defaults.bad_request(request, exception)
+    return defaults.bad_request(request, exception)  # type: ignore[arg-type]  # Django's view takes None too
 
 
 def handler403(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """Django's 403 view: the JSON envelope under /api2/, Django's page elsewhere."""
     if _is_api(request):
         return json_error(403, str(exception or "") or "permission denied")
-    return defaults.permission_denied(request, exception)
+    return defaults.permission_denied(request, exception)  # type: ignore[arg-type]  # Django's view takes None too
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -120,13 +120,13 @@ def _connect(target: NodeTarget) -> http.client.HTTPSConnection:
     )
     connection.connect()
     if target.fingerprint:
-        certificate = connection.sock.getpeercert(binary_form=True) or b""  # type: ignore[union-attr]
+        certificate = connection.sock.getpeercert(binary_form=True) or b""
         digest = hashlib.sha256(certificate).hexdigest().upper()
         seen = ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
         if seen != target.fingerprint.upper():
             connection.close()
             raise ForwardError(596, f"node '{target.node}' presented a certificate with another fingerprint ({seen})")
-    connection.sock.settimeout(READ_TIMEOUT)  # type: ignore[union-attr]
+    connection.sock.settimeout(READ_TIMEOUT)
     return connection
 
 

@@ -19,7 +19,8 @@ class PVEFormParser(FormParser):
 
     media_type = "application/x-www-form-urlencoded"
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> QueryDict:
+    # An immutable QueryDict, which django-stubs calls _ImmutableQueryDict (a name only the stubs have).
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> QueryDict:  # type: ignore[override]
         """The body as a QueryDict; an absent or empty body is an empty one."""
         encoding = (parser_context or {}).get("encoding") or settings.DEFAULT_CHARSET
         body = stream.read() if stream is not None else b""

@@ -39,7 +39,7 @@ def template_regex(template: str) -> str:
 def api_path(template: str, view: Callable[..., Any], name: str | None = None) -> URLPattern:
     """A route for ``/api2/json/<template>``, with or without a trailing slash."""
     regex = template_regex(template.strip("/"))
-    return re_path(rf"^{PREFIX[:-1]}{'/' + regex if regex else ''}/?$", view, name=name)
+    return re_path(rf"^{PREFIX[:-1]}{'/' + regex if regex else ''}/?$", view, name=name)  # type: ignore[arg-type]  # None: Django's default
 
 
 def catch_all() -> URLPattern:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
 from rest_framework.parsers import BaseParser, JSONParser, MultiPartParser
-from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,11 +20,14 @@ from portal.api.params import check_no_body
 from portal.api.parsers import PVEFormParser
 from portal.api.renderers import CONTENT_TYPE, Envelope, PVEJSONRenderer
 
+if TYPE_CHECKING:
+    from rest_framework.permissions import _SupportsHasPermission  # a Protocol of the stubs only
+
 
 class PVEContentNegotiation(BaseContentNegotiation):
     """Always JSON out (never 406); a body without (or with an unknown) Content-Type is read as a form."""
 
-    def select_parser(self, request: Request, parsers: list[BaseParser]) -> BaseParser | None:
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
         """The matching parser; the form parser when the Content-Type is absent or unknown."""
         if request.content_type:
             parser = DefaultContentNegotiation().select_parser(request, parsers)
@@ -32,7 +36,7 @@ class PVEContentNegotiation(BaseContentNegotiation):
         return next((p for p in parsers if isinstance(p, PVEFormParser)), PVEFormParser())
 
     def select_renderer(
-        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
     ) -> tuple[BaseRenderer, str]:
         """The JSON renderer, whatever Accept and ``?format=`` say."""
         renderer = next((r for r in renderers if isinstance(r, PVEJSONRenderer)), None) or PVEJSONRenderer()
@@ -72,7 +76,7 @@ class PVEAPIView(APIView):
     pagination_class = None
     http_method_names = ["get", "post", "put", "delete", "head"]
 
-    def get_permissions(self) -> list[BasePermission]:
+    def get_permissions(self) -> Sequence[_SupportsHasPermission]:
         """AllowAny for public endpoints, else ``permission_classes``."""
         if self.public:
             return [AllowAny()]
@@ -87,7 +91,7 @@ class PVEAPIView(APIView):
                 raise
             # DRF has already made the request anonymous before re-raising.
 
-    def permission_denied(self, request: Request, message: str | None = None, code: str | None = None) -> None:
+    def permission_denied(self, request: Request, message: str | None = None, code: str | None = None) -> NoReturn:
         """An anonymous caller gets 401 (as in Proxmox), even when no authenticator is configured."""
         if not request.successful_authenticator:
             raise exceptions.NotAuthenticated()

@@ -58,4 +58,4 @@ class ReasonPhraseH11Protocol(H11Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.conn = _ReasonConnection(self.conn)  # type: ignore[assignment]
+        self.conn = _ReasonConnection(self.conn)  # type: ignore[assignment]  # wraps h11.Connection, same interface

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 
@@ -20,6 +20,9 @@ from portal.models import Task
 from portal.tasks import locks, state, task_secrets
 from portal.tasks.runner import end_dead, queue_of
 from portal.tasks.upid import parse_upid
+
+if TYPE_CHECKING:
+    from kombu.transport.redis import Channel as RedisChannel
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +94,12 @@ def pending_task_ids(queue: str) -> set[str] | None:
     try:
         with app.connection_for_read() as connection:
             connection.ensure_connection(max_retries=1, timeout=5)
-            channel = connection.default_channel
+            channel = cast("RedisChannel", connection.default_channel)  # the broker is always redis
             client = channel.client
             raw: list[bytes] = []
             for step in channel.priority_steps:  # kombu keeps one list per priority step
-                raw.extend(client.lrange(channel._q_for_pri(queue, step), 0, -1))
+                queue_name = channel._q_for_pri(queue, step)  # type: ignore[attr-defined]  # kombu internal, not in celery-types
+                raw.extend(client.lrange(queue_name, 0, -1))
             raw.extend(client.hvals(channel.unacked_key))
     except Exception as exc:
         log.warning("reconciler: the broker did not answer: %s", exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+from typing import TypedDict
 
 from replicator.corosync.errors import CorosyncError, check, load, retry
 
@@ -25,6 +26,14 @@ _lib.cmap_get_uint64.argtypes = [cmap_handle_t, ctypes.c_char_p, ctypes.POINTER(
 _lib.cmap_get_uint64.restype = ctypes.c_int
 
 
+class NodelistEntry(TypedDict):
+    """One ``nodelist.node.N`` entry of corosync.conf as cmap holds it."""
+
+    nodeid: int
+    name: str | None
+    ring0_addr: str | None
+
+
 class Cmap:
     """A cmap connection; missing keys read as None."""
 
@@ -39,7 +48,7 @@ class Cmap:
             return None
         check(f"cmap_get_string({key})", code)
         try:
-            return ctypes.string_at(pointer.value).decode()
+            return ctypes.string_at(pointer).decode()
         finally:
             _libc.free(pointer)
 
@@ -56,9 +65,9 @@ class Cmap:
         check(f"cmap_get_uint({key})", code)
         return large.value
 
-    def nodes(self) -> list[dict[str, object]]:
+    def nodes(self) -> list[NodelistEntry]:
         """``nodelist.node.N.{nodeid,name,ring0_addr}`` entries."""
-        result = []
+        result: list[NodelistEntry] = []
         for index in range(1024):
             nodeid = self.get_uint(f"nodelist.node.{index}.nodeid")
             if nodeid is None:

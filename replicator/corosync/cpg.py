@@ -98,7 +98,7 @@ ConfChange = Callable[[list[Member], list[Member], list[Member]], None]
 TotemChange = Callable[[int, int, list[int]], None]
 
 
-def _members(array: ctypes.Array | None, count: int) -> list[Member]:
+def _members(array: ctypes._Pointer[CpgAddress] | None, count: int) -> list[Member]:
     return [Member(array[i].nodeid, array[i].pid) for i in range(count)] if array and count else []
 
 
@@ -139,17 +139,27 @@ class CpgGroup:
         except BaseException as exc:  # must not unwind into C; re-raised by dispatch()
             self._errors.append(exc)
 
-    def _confchg(self, _h: int, _g: object, members, n_members, left, n_left, joined, n_joined) -> None:  # type: ignore[no-untyped-def]
+    def _confchg(
+        self,
+        _h: int,
+        _g: object,
+        members: ctypes._Pointer[CpgAddress],
+        n_members: int,
+        left: ctypes._Pointer[CpgAddress],
+        n_left: int,
+        joined: ctypes._Pointer[CpgAddress],
+        n_joined: int,
+    ) -> None:
         try:
             self._on_confchg(_members(members, n_members), _members(left, n_left), _members(joined, n_joined))
         except BaseException as exc:  # likewise
             self._errors.append(exc)
 
-    def _totem(self, _handle: int, ring: CpgRingId, count: int, members: object) -> None:
+    def _totem(self, _handle: int, ring: CpgRingId, count: int, members: ctypes._Pointer[ctypes.c_uint32]) -> None:
         """Totem membership (all nodes, ring id): the ring id orders configurations for sync."""
         try:
             if self._on_totem is not None:
-                self._on_totem(ring.nodeid, ring.seq, [members[i] for i in range(count)])  # type: ignore[index]
+                self._on_totem(ring.nodeid, ring.seq, [members[i] for i in range(count)])
         except BaseException as exc:  # must not unwind into C; re-raised by dispatch()
             self._errors.append(exc)
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 CS_OK = 1
+CS_ERR_LIBRARY = 2
 CS_ERR_TRY_AGAIN = 6
 
 CS_ERRORS = {

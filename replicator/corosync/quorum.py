@@ -158,11 +158,13 @@ class Votequorum:
                 return None
             raise
 
-    def _quorum(self, _handle: int, _context: int, quorate: int, count: int, nodes: object) -> None:
+    def _quorum(
+        self, _handle: int, _context: int, quorate: int, count: int, nodes: ctypes._Pointer[VotequorumNode]
+    ) -> None:
         try:
             if self._on_quorum is not None:
                 # the nodes votequorum counts as members now (dead nodes and a QDevice, id 0, left out)
-                entries = [nodes[i] for i in range(count)] if count else []  # type: ignore[index]
+                entries = [nodes[i] for i in range(count)] if count else []
                 members = [e.nodeid for e in entries if e.state == VOTEQUORUM_NODESTATE_MEMBER and e.nodeid]
                 self._on_quorum(bool(quorate), members)
         except BaseException as exc:  # must not unwind into C; re-raised by dispatch()

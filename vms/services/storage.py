@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.db import transaction
@@ -61,7 +61,7 @@ def validate_storage(storeid: str, fields: Mapping[str, object]) -> dict[str, An
     unknown = sorted(set(fields) - set(FIELDS))
     for key in unknown:
         errors[key] = "property is not defined in schema and the schema does not allow additional properties"
-    checks = {
+    checks: dict[str, Callable[[Any], Any]] = {
         "type": lambda v: str(v) if str(v) in TYPES else _fail(f"unknown storage type '{shown(str(v))}'"),
         "path": _path,
         "content": lambda v: _list(v, None, CONTENT_TYPES, "content type"),

@@ -138,8 +138,8 @@ class Command(BaseCommand):
             services.delete_user(o["userid"], actor=self.actor)
         elif verb == "list":
             for user in User.objects.all():
-                groups = ",".join(user.memberships.order_by("group_id").values_list("group_id", flat=True))
-                self.stdout.write(f"{user.userid}\t{int(user.enable)}\t{user.expire}\t{user.email}\t{groups}")
+                memberships = ",".join(user.memberships.order_by("group_id").values_list("group_id", flat=True))
+                self.stdout.write(f"{user.userid}\t{int(user.enable)}\t{user.expire}\t{user.email}\t{memberships}")
         elif verb == "token":
             self._token(o)
 
