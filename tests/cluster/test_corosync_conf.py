@@ -15,6 +15,7 @@ from cluster.corosync import conf as corosync_conf
 from cluster.lab.cluster import LabCluster
 from cluster.models import ClusterSettings, CorosyncConfig, Node
 from replicator import client
+from replicator import files as replicator_files
 from replicator.exceptions import ConflictError
 
 # The session replicator (started after collection) copies into the test data directory, never
@@ -197,7 +198,7 @@ def test_install_is_atomic(tmp_path, monkeypatch):
     def failing_fsync(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(corosync_conf.os, "fsync", failing_fsync)
+    monkeypatch.setattr(replicator_files.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="No space"):
         corosync_conf.install(GOLDEN.replace("config_version: 3", "config_version: 4"), target)
     assert target.read_text() == GOLDEN
