@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from bench.replicated_writes import percentile, raw_sqlite_commits  # noqa: E402
 from cluster.lab import services  # noqa: E402
 from cluster.lab.cluster import LabCluster, LabNode  # noqa: E402
+from replicator import client  # noqa: E402
 from tests.cluster.replication import status, submit, vm_op  # noqa: E402
 
 
@@ -170,7 +171,7 @@ def main() -> None:
         time_until(lambda: in_sync_with(last, first), 300)
         results["cold"] = (time.monotonic() - started, status(last)["last_sync"])
         results["vms"] = int(
-            services.request(first.socket_path, {"op": "checksum"})["rows"]
+            client.request_at(first.socket_path, {"op": "checksum"}, timeout=60)["rows"]
         )  # rows of every replicated model
         results["rss"] = rss_mb(first.service.pid)
 

@@ -31,11 +31,15 @@ from tests.harness import ReplicatorProcess, manage, node_environment  # noqa: E
 
 
 def submit_raw(ops: list[dict]) -> None:
+    from django.conf import settings
+
     from replicator import changeset, client
 
     cs = {"id": uuid.uuid4().hex, "origin": os.environ["PVE_NODE_NAME"], "time": time.time(), "ops": ops}
     payload = changeset.encode(cs)
-    result = client._connection().request({"op": "submit", "id": cs["id"]}, timeout=60, payload=payload)
+    result = client.request_at(
+        settings.PVE_REPLICATOR_SOCKET, {"op": "submit", "id": cs["id"]}, timeout=60, payload=payload
+    )
     assert result["ok"], result
 
 

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import tarfile
 import tempfile
@@ -32,6 +31,7 @@ from cluster.identity import archive as identity_archive
 from cluster.identity import db as identity_db
 from cluster.identity.backup import FORMAT, FORMAT_VERSION, MANIFEST, ROLE_LABELS, role_path
 from cluster.identity.db import IdentityError
+from replicator import client
 from replicator.files import atomic_symlink, atomic_write
 
 MAX_FILE = 1 << 20  # identity files are keys and small configs
@@ -40,13 +40,7 @@ READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError, ValueError, KeyE
 
 def replicator_running() -> bool:
     """Whether this node's replicator answers on its unix socket (a stale socket file does not)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(2)
-        try:
-            sock.connect(str(settings.PVE_REPLICATOR_SOCKET))
-        except OSError:
-            return False
-    return True
+    return client.accepts(settings.PVE_REPLICATOR_SOCKET, timeout=2)
 
 
 def restore_backup(archive: Path, *, allow_running: bool = False) -> list[str]:

@@ -15,7 +15,7 @@ from django.test import override_settings
 from cluster.lab import netns, services
 from cluster.lab.cluster import LabCluster, LabNode
 from cluster.status import clock
-from replicator import volatile
+from replicator import client, volatile
 from tests.cluster.replication import wait_for
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -114,7 +114,7 @@ def lab(tmp_path_factory):
 
 
 def board(node: LabNode) -> dict:
-    return services.request(node.socket_path, {"op": "cluster_status"})["nodes"]
+    return client.request_at(node.socket_path, {"op": "cluster_status"}, timeout=60)["nodes"]
 
 
 def pvecm_status(node: LabNode, tmp_path: Path) -> str:

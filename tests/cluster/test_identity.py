@@ -22,6 +22,7 @@ import pytest
 
 from cluster.lab import netns, services
 from cluster.lab.cluster import LabCluster
+from replicator import client
 from tests.cluster.replication import changeset, pool_op, pools, query, status, submit, wait_converged
 from tests.harness import (
     ReplicatorProcess,
@@ -65,11 +66,13 @@ class Node:
         return manage({**self.env, **env}, "pvenode", *args, check=False)
 
     def request(self, message: dict) -> dict:
-        return services.request(self.replicator.socket_path, message)
+        return client.request_at(self.replicator.socket_path, message, timeout=60)
 
     def write(self, poolid: str) -> dict:
         cs_id, payload = changeset(NODE, [pool_op(poolid, "identity test")])
-        answer = services.request(self.replicator.socket_path, {"op": "submit", "id": cs_id}, payload)
+        answer = client.request_at(
+            self.replicator.socket_path, {"op": "submit", "id": cs_id}, payload=payload, timeout=60
+        )
         assert answer["ok"], answer
         return answer
 

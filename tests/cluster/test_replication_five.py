@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from cluster.lab import netns, services
+from cluster.lab import netns
 from cluster.lab.cluster import LabCluster
+from replicator import client
 from tests.cluster.replication import Ledger, changeset, pool_op, pools, status, submit, wait_converged, wait_for
 
 pytestmark = pytest.mark.slow
@@ -76,7 +77,7 @@ def test_two_node_minority_is_read_only_and_catches_up(lab, ledger):
 
 def test_volatile_status_shows_every_node_and_who_is_offline(lab):
     def board(node):
-        return services.request(node.socket_path, {"op": "cluster_status"})["nodes"]
+        return client.request_at(node.socket_path, {"op": "cluster_status"}, timeout=60)["nodes"]
 
     wait_for(lambda: len(board(lab.nodes[0])) == 5, 20, what="status of all five nodes")
     nodes = board(lab.nodes[0])
@@ -93,7 +94,7 @@ def test_volatile_status_shows_every_node_and_who_is_offline(lab):
 
 def test_checksum_verification_between_members(lab):
     asked = int(time.time())
-    services.request(lab.nodes[2].socket_path, {"op": "verify"})
+    client.request_at(lab.nodes[2].socket_path, {"op": "verify"}, timeout=60)
     for node in lab.nodes:
         wait_for(lambda node=node: status(node).get("verification", {}).get("time", 0) >= asked, 20)
         report = status(node)["verification"]

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from cluster.lab import netns, services
+from cluster.lab import netns
 from cluster.lab.cluster import LabCluster, LabNode, corosync_conf
+from replicator import client
 from tests.cluster.replication import Ledger, pool_op, pools, status, submit, wait_converged, wait_for
 
 pytestmark = pytest.mark.slow
@@ -107,7 +108,7 @@ def resume(node: LabNode) -> None:
 
 def status_clock(of: LabNode, on: LabNode) -> float:
     """The send time of the newest status message from ``of`` that ``on`` has delivered."""
-    board = services.request(on.socket_path, {"op": "cluster_status"}, timeout=5)["nodes"]
+    board = client.request_at(on.socket_path, {"op": "cluster_status"}, timeout=5)["nodes"]
     return float(board.get(of.name, {}).get("clock", 0))
 
 

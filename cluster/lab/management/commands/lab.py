@@ -23,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from cluster.lab import netns, services, standalone
 from cluster.lab.cluster import HOST_ADDRESS, SUBNET, LabCluster, LabNode
+from replicator import client
 from replicator.files import atomic_write
 
 
@@ -180,7 +181,7 @@ class Command(BaseCommand):
 
     def _status(self, lab: LabCluster) -> None:
         for node in lab.nodes:
-            state = services.status(node.socket_path)
+            state = client.status_at(node.socket_path, timeout=5)
             if state is None:
                 self.stdout.write(f"{node.name}: replicator not answering")
                 continue
