@@ -9,8 +9,6 @@ import time
 
 import pytest
 
-from cluster.lab import netns
-from cluster.lab.cluster import LabCluster
 from replicator import client
 from tests.cluster.replication import Ledger, changeset, pool_op, pools, status, submit, wait_converged, wait_for
 
@@ -18,15 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    cluster = LabCluster(tmp_path_factory.mktemp("five"), 5, env={"PVE_STATUS_INTERVAL": "1", "PVE_LOG_LEVEL": "INFO"})
-    try:
-        cluster.up()
-        cluster.start_services()
-        yield cluster
-    finally:
-        cluster.down()
-    assert not {n.namespace for n in cluster.nodes} & netns.namespaces()
+def lab(lab_cluster):
+    return lab_cluster(5, name="five", env={"PVE_STATUS_INTERVAL": "1", "PVE_LOG_LEVEL": "INFO"})
 
 
 @pytest.fixture(scope="module")
