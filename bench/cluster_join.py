@@ -30,6 +30,7 @@ from cluster.lab import standalone  # noqa: E402
 from cluster.lab.cluster import LabCluster  # noqa: E402
 from tests.cluster.lifecycle import authorize, host_key_fingerprint, manage  # noqa: E402
 from tests.cluster.replication import checksum, status, submit, vm_op, wait_for  # noqa: E402
+from tests.lab_fixture import running_lab  # noqa: E402
 
 
 def fill(lab: LabCluster, count: int) -> None:
@@ -46,10 +47,8 @@ def fill(lab: LabCluster, count: int) -> None:
 
 def run(vms: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-join-") as tmp:
-        lab = LabCluster(Path(tmp), 2, tag=f"bj{int(time.time()) % 10000}")
-        try:
-            standalone.up_standalone(lab)
-            lab.start_services("node", timeout=180)
+        tag = f"bj{int(time.time()) % 10000}"
+        with running_lab(Path(tmp), 2, tag=tag, up=standalone.up_standalone, kind="node", timeout=180) as lab:
             node1, node2 = lab.nodes
             created = manage(lab, node1, "pvecm", "create", "bench")
             if created.returncode != 0:
@@ -66,8 +65,6 @@ def run(vms: int) -> dict[str, float]:
             wait_for(lambda: status(node2).get("synced") and checksum(node2)["checksum"] == target, 120, 0.1)
             in_sync = time.monotonic() - started
             return {"add": add_seconds, "in_sync": in_sync, "vms": vms}
-        finally:
-            lab.teardown()
 
 
 def main() -> None:

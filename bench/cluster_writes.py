@@ -32,9 +32,10 @@ sys.path.insert(0, str(REPO))
 
 from bench.replicated_writes import percentile, raw_sqlite_commits  # noqa: E402
 from cluster.lab import services  # noqa: E402
-from cluster.lab.cluster import LabCluster, LabNode  # noqa: E402
+from cluster.lab.cluster import LabNode  # noqa: E402
 from replicator import client  # noqa: E402
 from tests.cluster.replication import status, submit, vm_op  # noqa: E402
+from tests.lab_fixture import running_lab  # noqa: E402
 
 
 def _setup(env: dict[str, str]) -> None:
@@ -130,60 +131,59 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, object] = {}
     tmp = Path(tempfile.mkdtemp(prefix="pve-cbench-"))
-    lab = LabCluster(tmp / "lab", args.nodes, env={"PVE_LOG_LEVEL": "WARNING"})
     try:
-        lab.up()
-        lab.start_services()
-        first, last = lab.nodes[0], lab.nodes[-1]
-        ping = lab.python(first, REPO / "bench" / "cpg_ping.py", str(args.writes))
-        cpg = json.loads(ping.stdout)["samples"]
-        raw = raw_sqlite_commits(first.directory / "raw.db", args.writes)
-        results["cpg"] = (percentile(cpg, 0.5) * 1e3, percentile(cpg, 0.99) * 1e3)
-        with multiprocessing.get_context("spawn").Pool(len(lab.nodes)) as pool:
-            together = pool.starmap(
-                raw_sqlite_commits, [(n.directory / "raw-together.db", args.writes) for n in lab.nodes]
+        with running_lab(tmp / "lab", args.nodes, env={"PVE_LOG_LEVEL": "WARNING"}) as lab:
+            first, last = lab.nodes[0], lab.nodes[-1]
+            ping = lab.python(first, REPO / "bench" / "cpg_ping.py", str(args.writes))
+            cpg = json.loads(ping.stdout)["samples"]
+            raw = raw_sqlite_commits(first.directory / "raw.db", args.writes)
+            results["cpg"] = (percentile(cpg, 0.5) * 1e3, percentile(cpg, 0.99) * 1e3)
+            with multiprocessing.get_context("spawn").Pool(len(lab.nodes)) as pool:
+                together = pool.starmap(
+                    raw_sqlite_commits, [(n.directory / "raw-together.db", args.writes) for n in lab.nodes]
+                )
+            results["fsync_together"] = percentile(together[0], 0.5) * 1e3
+            results["fsync"] = (percentile(raw, 0.5) * 1e3, percentile(raw, 0.99) * 1e3)
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(1) as pool:
+                single = pool.apply(orm_single, (first.env, args.writes, 1_000_000))
+            results["single"] = (percentile(single, 0.5) * 1e3, percentile(single, 0.99) * 1e3)
+            results["single_rate"] = len(single) / sum(single)
+            results["per_node_rate"] = orm_concurrent([n.env for n in lab.nodes], args.writes, 2_000_000)
+
+            # rejoin after 5,000 missed change sets
+            lab.stop_service(last)
+            writes(first, 3_000_000, 5_000)
+            started = time.monotonic()
+            lab.start_service(last)
+            time_until(lambda: in_sync_with(last, first))
+            results["rejoin"] = (time.monotonic() - started, status(last)["last_sync"])
+
+            # cold sync: an empty node joins a cluster holding --cold VMs
+            bulk_vms(first, 4_000_000, args.cold - 5_000 - args.writes * (1 + args.nodes))
+            lab.stop_service(last)
+            for name in ("cluster.db", "cluster.db-wal", "cluster.db-shm"):
+                (last.directory / name).unlink(missing_ok=True)
+            services.manage(last.env, "migrate", "--database", "cluster", "--verbosity", "0")
+            started = time.monotonic()
+            lab.start_service(last)
+            time_until(lambda: in_sync_with(last, first), 300)
+            results["cold"] = (time.monotonic() - started, status(last)["last_sync"])
+            results["vms"] = int(
+                client.request_at(first.socket_path, {"op": "checksum"}, timeout=60)["rows"]
+            )  # rows of every replicated model
+            results["rss"] = rss_mb(first.service.pid)
+
+            # partition and heal
+            lab.partition(last)
+            partition_ro = time_until(lambda: not status(last).get("quorate"), 60)
+            lab.heal()
+            healed = time.monotonic()
+            time_until(
+                lambda: submit(last, [vm_op(5_000_000 + int(time.time() * 1000) % 1_000_000, "node1")])["ok"], 60
             )
-        results["fsync_together"] = percentile(together[0], 0.5) * 1e3
-        results["fsync"] = (percentile(raw, 0.5) * 1e3, percentile(raw, 0.99) * 1e3)
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(1) as pool:
-            single = pool.apply(orm_single, (first.env, args.writes, 1_000_000))
-        results["single"] = (percentile(single, 0.5) * 1e3, percentile(single, 0.99) * 1e3)
-        results["single_rate"] = len(single) / sum(single)
-        results["per_node_rate"] = orm_concurrent([n.env for n in lab.nodes], args.writes, 2_000_000)
-
-        # rejoin after 5,000 missed change sets
-        lab.stop_service(last)
-        writes(first, 3_000_000, 5_000)
-        started = time.monotonic()
-        lab.start_service(last)
-        time_until(lambda: in_sync_with(last, first))
-        results["rejoin"] = (time.monotonic() - started, status(last)["last_sync"])
-
-        # cold sync: an empty node joins a cluster holding --cold VMs
-        bulk_vms(first, 4_000_000, args.cold - 5_000 - args.writes * (1 + args.nodes))
-        lab.stop_service(last)
-        for name in ("cluster.db", "cluster.db-wal", "cluster.db-shm"):
-            (last.directory / name).unlink(missing_ok=True)
-        services.manage(last.env, "migrate", "--database", "cluster", "--verbosity", "0")
-        started = time.monotonic()
-        lab.start_service(last)
-        time_until(lambda: in_sync_with(last, first), 300)
-        results["cold"] = (time.monotonic() - started, status(last)["last_sync"])
-        results["vms"] = int(
-            client.request_at(first.socket_path, {"op": "checksum"}, timeout=60)["rows"]
-        )  # rows of every replicated model
-        results["rss"] = rss_mb(first.service.pid)
-
-        # partition and heal
-        lab.partition(last)
-        partition_ro = time_until(lambda: not status(last).get("quorate"), 60)
-        lab.heal()
-        healed = time.monotonic()
-        time_until(lambda: submit(last, [vm_op(5_000_000 + int(time.time() * 1000) % 1_000_000, "node1")])["ok"], 60)
-        results["partition"] = (partition_ro, time.monotonic() - healed)
+            results["partition"] = (partition_ro, time.monotonic() - healed)
     finally:
-        lab.down()
         shutil.rmtree(tmp, ignore_errors=True)
     report(args, results)
 
