@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 django.setup()  # the helpers read key files through the cluster app's modules
 
+from bench.harness import command_line, heading, publish  # noqa: E402
 from cluster.lab import standalone  # noqa: E402
 from cluster.lab.cluster import LabCluster  # noqa: E402
 from tests.cluster.lifecycle import authorize, host_key_fingerprint, manage  # noqa: E402
@@ -73,18 +74,14 @@ def main() -> None:
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
     result = run(args.vms)
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     text = (
-        f"\n### Joining a node to a cluster of {args.vms:,} VMs ({stamp})\n\n"
-        f"Command: `.venv/bin/python bench/cluster_join.py --vms {args.vms}`\n\n"
+        f"\n{heading(f'Joining a node to a cluster of {args.vms:,} VMs')}\n\n"
+        f"Command: {command_line(args, 'vms')}\n\n"
         "| measure | seconds | target |\n|---|---|---|\n"
         f"| `pvecm add` over SSH, start to exit (quorate, synced, certificate issued) | {result['add']:.2f} | < 10 |\n"
-        f"| start of `pvecm add` to equal state checksums on both nodes | {result['in_sync']:.2f} | < 10 |\n"
+        f"| start of `pvecm add` to equal state checksums on both nodes | {result['in_sync']:.2f} | < 10 |"
     )
-    print(text)
-    if not args.no_append:
-        with open(REPO / "BENCHMARKS.md", "a") as handle:
-            handle.write(text)
+    publish(text, append=not args.no_append)
 
 
 if __name__ == "__main__":
