@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from django.db.models import Model
 
 from authz.models import SUPERUSER, Realm, User
 from replicator import bootstrap
+from replicator.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,7 @@ def _announce_generated_password(password: str) -> None:
     Never in a log or the journal: the log line says only where the file is.
     """
     path = Path(settings.PVE_DATA_DIR) / "initial-root-password"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # a file left by an older release may be readable by others
-    with os.fdopen(fd, "w") as handle:
-        handle.write(password + "\n")
+    atomic_write(path, (password + "\n").encode(), mode=0o600)  # replaces any file an older release left readable
     shown = bootstrap.tell_terminal(
         f"generated password for root@pam: {password} (also in {path}; change it after the first login)\n"
     )

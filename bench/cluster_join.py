@@ -26,10 +26,12 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 django.setup()  # the helpers read key files through the cluster app's modules
 
+from bench.harness import command_line, heading, publish  # noqa: E402
 from cluster.lab import standalone  # noqa: E402
 from cluster.lab.cluster import LabCluster  # noqa: E402
 from tests.cluster.lifecycle import authorize, host_key_fingerprint, manage  # noqa: E402
 from tests.cluster.replication import checksum, status, submit, vm_op, wait_for  # noqa: E402
+from tests.lab_fixture import running_lab  # noqa: E402
 
 
 def fill(lab: LabCluster, count: int) -> None:
@@ -46,10 +48,8 @@ def fill(lab: LabCluster, count: int) -> None:
 
 def run(vms: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-join-") as tmp:
-        lab = LabCluster(Path(tmp), 2, tag=f"bj{int(time.time()) % 10000}")
-        try:
-            standalone.up_standalone(lab)
-            lab.start_services("node", timeout=180)
+        tag = f"bj{int(time.time()) % 10000}"
+        with running_lab(Path(tmp), 2, tag=tag, up=standalone.up_standalone, kind="node", timeout=180) as lab:
             node1, node2 = lab.nodes
             created = manage(lab, node1, "pvecm", "create", "bench")
             if created.returncode != 0:
@@ -66,8 +66,6 @@ def run(vms: int) -> dict[str, float]:
             wait_for(lambda: status(node2).get("synced") and checksum(node2)["checksum"] == target, 120, 0.1)
             in_sync = time.monotonic() - started
             return {"add": add_seconds, "in_sync": in_sync, "vms": vms}
-        finally:
-            lab.teardown()
 
 
 def main() -> None:
@@ -76,18 +74,14 @@ def main() -> None:
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
     result = run(args.vms)
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     text = (
-        f"\n### Joining a node to a cluster of {args.vms:,} VMs ({stamp})\n\n"
-        f"Command: `.venv/bin/python bench/cluster_join.py --vms {args.vms}`\n\n"
+        f"\n{heading(f'Joining a node to a cluster of {args.vms:,} VMs')}\n\n"
+        f"Command: {command_line(args, 'vms')}\n\n"
         "| measure | seconds | target |\n|---|---|---|\n"
         f"| `pvecm add` over SSH, start to exit (quorate, synced, certificate issued) | {result['add']:.2f} | < 10 |\n"
-        f"| start of `pvecm add` to equal state checksums on both nodes | {result['in_sync']:.2f} | < 10 |\n"
+        f"| start of `pvecm add` to equal state checksums on both nodes | {result['in_sync']:.2f} | < 10 |"
     )
-    print(text)
-    if not args.no_append:
-        with open(REPO / "BENCHMARKS.md", "a") as handle:
-            handle.write(text)
+    publish(text, append=not args.no_append)
 
 
 if __name__ == "__main__":

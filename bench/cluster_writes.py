@@ -30,59 +30,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.replicated_writes import percentile, raw_sqlite_commits  # noqa: E402
+from bench.harness import (  # noqa: E402
+    Timing,
+    command_line,
+    concurrent_writers,
+    heading,
+    publish,
+    raw_sqlite_commits,
+    single_writer,
+)
 from cluster.lab import services  # noqa: E402
-from cluster.lab.cluster import LabCluster, LabNode  # noqa: E402
+from cluster.lab.cluster import LabNode  # noqa: E402
+from replicator import client  # noqa: E402
 from tests.cluster.replication import status, submit, vm_op  # noqa: E402
-
-
-def _setup(env: dict[str, str]) -> None:
-    os.environ.update({k: v for k, v in env.items() if k != "PVE_TRANSPORT"})
-    import django
-
-    django.setup()
-
-
-def orm_single(env: dict[str, str], count: int, first_vmid: int) -> list[float]:
-    _setup(env)
-    from vms.models import VM
-
-    samples = []
-    for i in range(count):
-        vm = VM(vmid=first_vmid + i, node_id=env["PVE_NODE_NAME"], config={"name": f"b{i}", "memory": "512"})
-        start = time.perf_counter()
-        vm.save()
-        samples.append(time.perf_counter() - start)
-    return samples
-
-
-def _orm_writer(env: dict[str, str], count: int, first: int, barrier, out) -> None:  # type: ignore[no-untyped-def]
-    _setup(env)
-    from vms.models import VM
-
-    vms = [VM(vmid=first + i, node_id=env["PVE_NODE_NAME"], config={"name": f"w{i}"}) for i in range(count)]
-    VM.objects.exists()
-    barrier.wait()
-    start = time.perf_counter()
-    for vm in vms:
-        vm.save()
-    out.put((start, time.perf_counter()))
-
-
-def orm_concurrent(envs: list[dict[str, str]], count: int, first_vmid: int) -> float:
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(len(envs))
-    out = ctx.Queue()
-    procs = [
-        ctx.Process(target=_orm_writer, args=(env, count, first_vmid + k * count, barrier, out))
-        for k, env in enumerate(envs)
-    ]
-    for proc in procs:
-        proc.start()
-    spans = [out.get(timeout=900) for _ in procs]
-    for proc in procs:
-        proc.join()
-    return len(envs) * count / (max(e for _, e in spans) - min(s for s, _ in spans))
+from tests.lab_fixture import running_lab  # noqa: E402
 
 
 def bulk_vms(node: LabNode, first: int, count: int, per_changeset: int = 50) -> None:
@@ -129,85 +90,85 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, object] = {}
     tmp = Path(tempfile.mkdtemp(prefix="pve-cbench-"))
-    lab = LabCluster(tmp / "lab", args.nodes, env={"PVE_LOG_LEVEL": "WARNING"})
     try:
-        lab.up()
-        lab.start_services()
-        first, last = lab.nodes[0], lab.nodes[-1]
-        ping = lab.python(first, REPO / "bench" / "cpg_ping.py", str(args.writes))
-        cpg = json.loads(ping.stdout)["samples"]
-        raw = raw_sqlite_commits(first.directory / "raw.db", args.writes)
-        results["cpg"] = (percentile(cpg, 0.5) * 1e3, percentile(cpg, 0.99) * 1e3)
-        with multiprocessing.get_context("spawn").Pool(len(lab.nodes)) as pool:
-            together = pool.starmap(
-                raw_sqlite_commits, [(n.directory / "raw-together.db", args.writes) for n in lab.nodes]
+        with running_lab(tmp / "lab", args.nodes, env={"PVE_LOG_LEVEL": "WARNING"}) as lab:
+            first, last = lab.nodes[0], lab.nodes[-1]
+            ping = lab.python(first, REPO / "bench" / "cpg_ping.py", str(args.writes))
+            cpg = json.loads(ping.stdout)["samples"]
+            raw = raw_sqlite_commits(first.directory / "raw.db", args.writes)
+            results["cpg"] = Timing(cpg)
+            with multiprocessing.get_context("spawn").Pool(len(lab.nodes)) as pool:
+                together = pool.starmap(
+                    raw_sqlite_commits, [(n.directory / "raw-together.db", args.writes) for n in lab.nodes]
+                )
+            results["fsync_together"] = Timing(together[0]).p50
+            results["fsync"] = Timing(raw)
+            host = ("PVE_TRANSPORT",)  # writers run on the host, with the transport setting left at its default
+            results["single"] = single_writer(
+                first.env, args.writes, 1_000_000, name="b", config={"memory": "512"}, without=host
             )
-        results["fsync_together"] = percentile(together[0], 0.5) * 1e3
-        results["fsync"] = (percentile(raw, 0.5) * 1e3, percentile(raw, 0.99) * 1e3)
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(1) as pool:
-            single = pool.apply(orm_single, (first.env, args.writes, 1_000_000))
-        results["single"] = (percentile(single, 0.5) * 1e3, percentile(single, 0.99) * 1e3)
-        results["single_rate"] = len(single) / sum(single)
-        results["per_node_rate"] = orm_concurrent([n.env for n in lab.nodes], args.writes, 2_000_000)
+            results["per_node_rate"] = concurrent_writers(
+                [n.env for n in lab.nodes], args.writes, 2_000_000, without=host
+            )
 
-        # rejoin after 5,000 missed change sets
-        lab.stop_service(last)
-        writes(first, 3_000_000, 5_000)
-        started = time.monotonic()
-        lab.start_service(last)
-        time_until(lambda: in_sync_with(last, first))
-        results["rejoin"] = (time.monotonic() - started, status(last)["last_sync"])
+            # rejoin after 5,000 missed change sets
+            lab.stop_service(last)
+            writes(first, 3_000_000, 5_000)
+            started = time.monotonic()
+            lab.start_service(last)
+            time_until(lambda: in_sync_with(last, first))
+            results["rejoin"] = (time.monotonic() - started, status(last)["last_sync"])
 
-        # cold sync: an empty node joins a cluster holding --cold VMs
-        bulk_vms(first, 4_000_000, args.cold - 5_000 - args.writes * (1 + args.nodes))
-        lab.stop_service(last)
-        for name in ("cluster.db", "cluster.db-wal", "cluster.db-shm"):
-            (last.directory / name).unlink(missing_ok=True)
-        services.manage(last.env, "migrate", "--database", "cluster", "--verbosity", "0")
-        started = time.monotonic()
-        lab.start_service(last)
-        time_until(lambda: in_sync_with(last, first), 300)
-        results["cold"] = (time.monotonic() - started, status(last)["last_sync"])
-        results["vms"] = int(
-            services.request(first.socket_path, {"op": "checksum"})["rows"]
-        )  # rows of every replicated model
-        results["rss"] = rss_mb(first.service.pid)
+            # cold sync: an empty node joins a cluster holding --cold VMs
+            bulk_vms(first, 4_000_000, args.cold - 5_000 - args.writes * (1 + args.nodes))
+            lab.stop_service(last)
+            for name in ("cluster.db", "cluster.db-wal", "cluster.db-shm"):
+                (last.directory / name).unlink(missing_ok=True)
+            services.manage(last.env, "migrate", "--database", "cluster", "--verbosity", "0")
+            started = time.monotonic()
+            lab.start_service(last)
+            time_until(lambda: in_sync_with(last, first), 300)
+            results["cold"] = (time.monotonic() - started, status(last)["last_sync"])
+            results["vms"] = int(
+                client.request_at(first.socket_path, {"op": "checksum"}, timeout=60)["rows"]
+            )  # rows of every replicated model
+            results["rss"] = rss_mb(first.service.pid)
 
-        # partition and heal
-        lab.partition(last)
-        partition_ro = time_until(lambda: not status(last).get("quorate"), 60)
-        lab.heal()
-        healed = time.monotonic()
-        time_until(lambda: submit(last, [vm_op(5_000_000 + int(time.time() * 1000) % 1_000_000, "node1")])["ok"], 60)
-        results["partition"] = (partition_ro, time.monotonic() - healed)
+            # partition and heal
+            lab.partition(last)
+            partition_ro = time_until(lambda: not status(last).get("quorate"), 60)
+            lab.heal()
+            healed = time.monotonic()
+            time_until(
+                lambda: submit(last, [vm_op(5_000_000 + int(time.time() * 1000) % 1_000_000, "node1")])["ok"], 60
+            )
+            results["partition"] = (partition_ro, time.monotonic() - healed)
     finally:
-        lab.down()
         shutil.rmtree(tmp, ignore_errors=True)
     report(args, results)
 
 
 def report(args: argparse.Namespace, r: dict) -> None:  # type: ignore[type-arg]
-    floor = r["cpg"][0] + r["fsync"][0]
+    floor = r["cpg"].p50 + r["fsync"].p50
     rejoin_s, rejoin = r["rejoin"]
     cold_s, cold = r["cold"]
     lines = [
-        f"### Replication on a {args.nodes}-node lab cluster ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
+        heading(f"Replication on a {args.nodes}-node lab cluster"),
         "",
-        f"Command: `.venv/bin/python bench/cluster_writes.py --nodes {args.nodes} --writes {args.writes}"
-        f" --cold {args.cold}` ({os.cpu_count()} CPUs; corosync knet, token 1000 ms, no crypto, sched_rr off)",
+        f"Command: {command_line(args, 'nodes', 'writes', 'cold')}"
+        f" ({os.cpu_count()} CPUs; corosync knet, token 1000 ms, no crypto, sched_rr off)",
         "",
         "| measurement | p50 ms | p99 ms | ratio p50 to floor |",
         "|---|---|---|---|",
-        f"| raw CPG agreed round trip | {r['cpg'][0]:.3f} | {r['cpg'][1]:.3f} | |",
-        f"| raw SQLite commit (WAL, synchronous=FULL) | {r['fsync'][0]:.3f} | {r['fsync'][1]:.3f} | |",
+        f"| raw CPG agreed round trip | {r['cpg'].p50:.3f} | {r['cpg'].p99:.3f} | |",
+        f"| raw SQLite commit (WAL, synchronous=FULL) | {r['fsync'].p50:.3f} | {r['fsync'].p99:.3f} | |",
         f"| floor (sum) | {floor:.3f} | | 1.00 |",
         f"| (same commit on every node's directory at once: all nodes share this host's disk) "
         f"| {r['fsync_together']:.3f} | | |",
-        f"| replicated `VM.save()`, one writer | {r['single'][0]:.3f} | {r['single'][1]:.3f} | "
-        f"{r['single'][0] / floor:.2f} |",
+        f"| replicated `VM.save()`, one writer | {r['single'].p50:.3f} | {r['single'].p99:.3f} | "
+        f"{r['single'].ratio(floor):.2f} |",
         "",
-        f"- Writes/s: one writer {r['single_rate']:,.0f}; one writer process per node ({args.nodes}) "
+        f"- Writes/s: one writer {r['single'].rate:,.0f}; one writer process per node ({args.nodes}) "
         f"{r['per_node_rate']:,.0f}.",
         f"- Rejoin after missing 5,000 change sets: {rejoin_s:.2f} s from replicator start to in sync "
         f"(sync round {rejoin['seconds']:.2f} s, {rejoin['kind']}, {rejoin['entries']} entries).",
@@ -217,11 +178,7 @@ def report(args: argparse.Namespace, r: dict) -> None:  # type: ignore[type-arg]
         f"- Replicator RSS on node1 with {r['vms']:,} rows: {r['rss']:.0f} MB.",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_append:
-        with open(REPO / "BENCHMARKS.md", "a") as handle:
-            handle.write(text + "\n")
+    publish("\n".join(lines), append=not args.no_append)
 
 
 if __name__ == "__main__":

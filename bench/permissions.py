@@ -27,15 +27,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.harness import command_line, heading, publish  # noqa: E402
 from tests.harness import ReplicatorProcess, manage, node_environment  # noqa: E402
 
 
 def submit_raw(ops: list[dict]) -> None:
+    from django.conf import settings
+
     from replicator import changeset, client
 
     cs = {"id": uuid.uuid4().hex, "origin": os.environ["PVE_NODE_NAME"], "time": time.time(), "ops": ops}
     payload = changeset.encode(cs)
-    result = client._connection().request({"op": "submit", "id": cs["id"]}, timeout=60, payload=payload)
+    result = client.request_at(
+        settings.PVE_REPLICATOR_SOCKET, {"op": "submit", "id": cs["id"]}, timeout=60, payload=payload
+    )
     assert result["ok"], result
 
 
@@ -156,9 +161,9 @@ def main() -> None:
     ratio = result["user_s"] / result["root_s"]
     text = "\n".join(
         [
-            f"### Permission checks ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
+            heading("Permission checks"),
             "",
-            f"Command: `.venv/bin/python bench/permissions.py --vms {args.vms}` ({os.cpu_count()} CPUs)",
+            f"Command: {command_line(args, 'vms')} ({os.cpu_count()} CPUs)",
             "",
             f"- Resolver on the in-memory snapshot, 1,000 ACL entries ({paths} paths, 100 users in 20 groups, pools): "
             f"{rate:,.0f} checks/s.",
@@ -171,10 +176,7 @@ def main() -> None:
             "",
         ]
     )
-    print(text)
-    if not args.no_append:
-        with open(REPO / "BENCHMARKS.md", "a") as handle:
-            handle.write(text + "\n")
+    publish(text, append=not args.no_append)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""The writer's side: submit change sets to the local replicator and refresh instances.
+"""The one client of the replicator's unix socket: submit change sets, ask for status, refresh instances.
+
+Django processes keep one connection per thread to this node's replicator (``request``,
+``submit_ops``); tools that talk to another node's replicator, or to this one before Django's
+settings name it (the node runner, the lab, tests, benches), open one per request with
+``request_at``, ``status_at`` and ``accepts``. Every call has an explicit timeout.
 
 Outside a transaction each ``save()``/``delete()`` is one change set. Inside
 ``transaction.atomic(using="cluster")`` ops are buffered and submitted together when the
@@ -12,6 +17,7 @@ import os
 import select
 import socket
 import threading
+from pathlib import Path
 from typing import Any, cast
 
 from django.conf import settings
@@ -38,6 +44,47 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
+def connect(path: Path | str, *, timeout: float) -> socket.socket:
+    """A unix socket connected to the replicator at ``path``; ``timeout`` bounds the connect and each later call."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def request_at(
+    path: Path | str, message: dict[str, Any], *, timeout: float, payload: bytes | None = None
+) -> dict[str, Any]:
+    """One request on a connection of its own to the replicator at ``path``; its answer as sent (``ok`` false too).
+
+    Raises ``OSError`` (nothing listens, timeout) or ``protocol.ProtocolError`` (a garbled answer).
+    """
+    with connect(path, timeout=timeout) as sock:
+        protocol.send_message(sock, message, payload)
+        return protocol.recv_message(sock)
+
+
+def status_at(path: Path | str, *, timeout: float) -> dict[str, Any] | None:
+    """The status of the replicator at ``path``, or None when none answers there."""
+    try:
+        return request_at(path, {"op": "status"}, timeout=timeout)
+    except (OSError, protocol.ProtocolError):
+        return None
+
+
+def accepts(path: Path | str, *, timeout: float) -> bool:
+    """Whether a replicator listens at ``path`` (a socket file left by a dead one does not count)."""
+    try:
+        with connect(path, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 class _Connection:
     """One persistent socket per thread; requests on it are strictly sequential."""
 
@@ -50,10 +97,7 @@ class _Connection:
             if self.sock is not None and _peer_closed(self.sock):
                 self.close()
             if self.sock is None:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(timeout)
-                sock.connect(str(settings.PVE_REPLICATOR_SOCKET))
-                self.sock = sock
+                self.sock = connect(settings.PVE_REPLICATOR_SOCKET, timeout=timeout)
             self.sock.settimeout(timeout)
             sent = True
             protocol.send_message(self.sock, message, payload)

@@ -1,10 +1,8 @@
 """The config tree mirror: cluster state rendered into Proxmox's file formats under PVE_ETC_DIR.
 
 Apps register renderers in ``AppConfig.ready()``; the replicator calls them after applies.
-Files are replaced atomically (write to a temporary file, rename) and only when their content
-changed. They are not fsynced: the database is the durable copy and the whole tree is rendered
-again at every start, so a file lost in a power cut is rewritten before anything reads it, and
-the fsyncs would compete with the commits that acknowledge writes.
+Files are replaced atomically and durably (``replicator.files``: write, fsync, rename, fsync the
+directory, as DESIGN.md asks) and only when their content changed.
 Paths under ``priv/`` or ``nodes/<node>/priv/`` are private: files 0600, directories 0700.
 """
 
@@ -20,6 +18,8 @@ from typing import Any
 
 from django.apps import apps
 from django.db import models
+
+from replicator.files import atomic_symlink, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class Mirror:
     def write(self, relpath: str, file: MirrorFile) -> bool:
         """Atomically replace one file if its content differs; returns whether it changed."""
         relpath = _safe_relpath(relpath)
-        directory = self._mkdirs(relpath)
+        self._mkdirs(relpath)
         path = self.root / relpath
         data = file.data()
         mode = 0o600 if is_private(relpath) else 0o640
@@ -112,14 +112,7 @@ class Mirror:
                 return False
         except FileNotFoundError:
             pass
-        tmp = directory / f".{path.name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.fchmod(fd, mode)
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        atomic_write(path, data, mode=mode)
         return True
 
     def remove(self, relpath: str) -> None:
@@ -136,11 +129,7 @@ class Mirror:
             link = self.root / name
             if link.is_symlink() and os.readlink(link) == target:
                 continue
-            tmp = self.root / f".{name}.tmp"
-            if tmp.is_symlink() or tmp.exists():
-                tmp.unlink()
-            os.symlink(target, tmp)
-            os.replace(tmp, link)
+            atomic_symlink(link, target)
 
     def render_all(self) -> None:
         """Render everything and remove stale files that renderers own (start-up)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from django.db import connections, transaction
 
 from replicator.changeset import _encode_value, _payload_fields
+from replicator.files import atomic_file
 from replicator.models import REPLICATED_MODELS, ChangeLogEntry
 from replicator.rowsql import ModelSQL
 
@@ -108,9 +108,7 @@ def save_diverged(directory: Path, version: int, head_hash: str, reason: str) ->
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     path = directory / f"cluster-{stamp}-v{version}-{head_hash[:12]}.json"
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
+    with atomic_file(path, mode=0o600) as out:  # durable before the state it keeps is replaced
         out.write(json.dumps({"version": version, "hash": head_hash, "reason": reason}).encode() + b"\n")
         for row in rows():
             out.write(encode_row(row) + b"\n")
@@ -121,12 +119,4 @@ def save_diverged(directory: Path, version: int, head_hash: str, reason: str) ->
                 ).encode()
                 + b"\n"
             )
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:  # the rename is durable before the state it keeps is replaced
-        os.fsync(directory_fd)
-    finally:
-        os.close(directory_fd)
     return path

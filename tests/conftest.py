@@ -42,7 +42,8 @@ from django.core.management import call_command  # noqa: E402
 call_command("migrate", database="default", verbosity=0)
 call_command("migrate", database="cluster", verbosity=0)
 
-pytest_plugins = ["tests.celery_harness"]  # the task tests' broker and worker fixtures
+# The task tests' broker and worker fixtures; the lab-cluster fixture of every test that starts a lab.
+pytest_plugins = ["tests.celery_harness", "tests.lab_fixture"]
 
 
 # Whole modules that also run on PostgreSQL (single tests elsewhere carry the mark themselves):

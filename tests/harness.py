@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from replicator import client
 
 REPO = Path(__file__).resolve().parent.parent
 # The PostgreSQL server of the PostgreSQL pass (trust authentication): the session node connects over
@@ -107,12 +108,7 @@ class ReplicatorProcess:
         raise RuntimeError(f"replicator did not come up: {self.log_tail()}")
 
     def reachable(self) -> bool:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            try:
-                sock.connect(str(self.socket_path))
-            except OSError:
-                return False
-        return True
+        return client.accepts(self.socket_path, timeout=1)
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -11,11 +11,9 @@ calls ``sync_host`` to copy it to ``PVE_COROSYNC_CONF``.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import ipaddress
 import logging
-import os
 import re
 import subprocess
 from collections.abc import Callable, Iterable
@@ -26,6 +24,7 @@ from django.conf import settings
 from django.db import transaction
 
 from cluster.models import CorosyncConfig, Node
+from replicator.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -376,32 +375,6 @@ def delete_nodes(*names: str) -> int:
 # --- The host copy ---------------------------------------------------------------------------
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write, fsync, rename, fsync the directory: readers see the old or the new file, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
-
-
 def reload_corosync() -> bool:
     """``corosync-cfgtool -R``: every corosync of the cluster re-reads its corosync.conf; failures are logged."""
     try:
@@ -439,7 +412,7 @@ def install(text: str, target: Path, *, reload: Callable[[], object] | None = No
         if version == old_version:
             log.warning("corosync.conf version %d differs from %s at the same version, not replaced", version, target)
             return False
-    atomic_write(target, text.encode())
+    atomic_write(target, text.encode(), mode=0o644)
     log.info("wrote new corosync config '%s' (version = %d)", target, version)
     if old is not None and reload is not None:
         reload()

@@ -31,6 +31,7 @@ from django.conf import settings
 from cluster.identity import db as identity_db
 from cluster.identity.archive import MANIFEST, known_link, known_piece
 from cluster.identity.db import IdentityError
+from replicator.files import atomic_file
 
 FORMAT = "pve-django-node-identity"
 FORMAT_VERSION = 1
@@ -220,33 +221,18 @@ def _conf_cluster_name() -> str:
 
 def _write_archive(target: Path, manifest: dict[str, Any], database: Path, pieces: list[Piece]) -> None:
     """tar.gz written beside ``target`` with mode 0600, fsync'd, renamed over it: never a partial archive."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            with tarfile.open(fileobj=raw, mode="w:gz") as tar:
-                body = json.dumps(manifest, indent=1, sort_keys=True).encode()
-                tar.addfile(_tarinfo(MANIFEST, len(body), 0o600), io.BytesIO(body))
-                with open(database, "rb") as handle:
-                    size = manifest["database"]["size"]
-                    tar.addfile(_tarinfo(manifest["database"]["member"], size, 0o600), handle)
-                by_member = {entry.get("member"): entry for entry in manifest["files"]}
-                for piece in pieces:
-                    entry = by_member.get(piece.member)
-                    if entry is None:  # a symlink: recorded in the manifest only
-                        continue
-                    data = piece.path.read_bytes()
-                    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                        raise IdentityError(f"{piece.path} changed while it was being backed up; run the backup again")
-                    tar.addfile(_tarinfo(piece.member, len(data), entry["mode"]), io.BytesIO(data))
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dirfd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
+    with atomic_file(target, mode=0o600) as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        body = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        tar.addfile(_tarinfo(MANIFEST, len(body), 0o600), io.BytesIO(body))
+        with open(database, "rb") as handle:
+            size = manifest["database"]["size"]
+            tar.addfile(_tarinfo(manifest["database"]["member"], size, 0o600), handle)
+        by_member = {entry.get("member"): entry for entry in manifest["files"]}
+        for piece in pieces:
+            entry = by_member.get(piece.member)
+            if entry is None:  # a symlink: recorded in the manifest only
+                continue
+            data = piece.path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                raise IdentityError(f"{piece.path} changed while it was being backed up; run the backup again")
+            tar.addfile(_tarinfo(piece.member, len(data), entry["mode"]), io.BytesIO(data))

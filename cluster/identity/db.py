@@ -22,6 +22,7 @@ from django.db import connections, transaction
 
 from cluster.models import CorosyncConfig, Node
 from replicator.applier import GENESIS_HASH
+from replicator.files import fsync_directory
 from replicator.models import ChangeLogEntry
 
 CLUSTER = "cluster"
@@ -123,16 +124,8 @@ def install_sqlite(staged: Path, backup_dir: Path | None) -> Path | None:
                 shutil.move(path, kept / path.name)
     os.chmod(staged, 0o600)  # the database holds private keys (certificates, tickets)
     os.replace(staged, target)
-    _fsync_directory(target.parent)
+    fsync_directory(target.parent)
     return kept
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- PostgreSQL --------------------------------------------------------------------------

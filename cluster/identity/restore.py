@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import tarfile
 import tempfile
@@ -28,11 +27,12 @@ from typing import IO, Any
 from django.conf import settings
 from django.db.migrations.loader import MigrationLoader
 
-from cluster.corosync.conf import atomic_write
 from cluster.identity import archive as identity_archive
 from cluster.identity import db as identity_db
 from cluster.identity.backup import FORMAT, FORMAT_VERSION, MANIFEST, ROLE_LABELS, role_path
 from cluster.identity.db import IdentityError
+from replicator import client
+from replicator.files import atomic_symlink, atomic_write
 
 MAX_FILE = 1 << 20  # identity files are keys and small configs
 READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError, ValueError, KeyError, TypeError)
@@ -40,13 +40,7 @@ READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError, ValueError, KeyE
 
 def replicator_running() -> bool:
     """Whether this node's replicator answers on its unix socket (a stale socket file does not)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(2)
-        try:
-            sock.connect(str(settings.PVE_REPLICATOR_SOCKET))
-        except OSError:
-            return False
-    return True
+    return client.accepts(settings.PVE_REPLICATOR_SOCKET, timeout=2)
 
 
 def restore_backup(archive: Path, *, allow_running: bool = False) -> list[str]:
@@ -227,7 +221,7 @@ def _install(manifest: dict[str, Any], database: Path, files: list[tuple[dict[st
             backup.keep(entry["role"], target)
         if entry["role"] == "ssh":
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # sshd wants the key directory private
-        atomic_write(target, data, mode)
+        atomic_write(target, data, mode=mode)
         lines.append(f"restored {ROLE_LABELS[entry['role']]} {target} ({mode:04o})")
     lines.extend(_install_database(manifest, database, backup))
     lines.extend(f"not in the archive: {note}" for note in manifest.get("missing", []))
@@ -243,10 +237,7 @@ def _install_link(entry: dict[str, Any], target: Path, backup: _Backup) -> str:
     if target.exists() or target.is_symlink():
         backup.keep(entry["role"], target)
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.new")
-    tmp.unlink(missing_ok=True)
-    os.symlink(entry["link"], tmp)
-    os.replace(tmp, target)
+    atomic_symlink(target, entry["link"])
     return f"restored {target} -> {entry['link']}"
 
 

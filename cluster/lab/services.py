@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from replicator import protocol
+from replicator import client
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -171,22 +170,6 @@ def stop(process: subprocess.Popen | None, *, kill: bool = False, timeout: float
         process.wait()
 
 
-def request(socket_path: Path, message: dict[str, Any], payload: bytes | None = None, timeout: float = 60) -> dict:
-    """One request to a node's replicator over its unix socket."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(socket_path))
-        protocol.send_message(sock, message, payload)
-        return protocol.recv_message(sock)
-
-
-def status(socket_path: Path) -> dict[str, Any] | None:
-    try:
-        return request(socket_path, {"op": "status"}, timeout=5)
-    except (OSError, protocol.ProtocolError):
-        return None
-
-
 def wait_ready(socket_path: Path, process: subprocess.Popen | None, timeout: float = 60) -> dict[str, Any]:
     """Until the replicator answers quorate, in sync and with its first-start content written."""
     deadline = time.monotonic() + timeout
@@ -194,7 +177,7 @@ def wait_ready(socket_path: Path, process: subprocess.Popen | None, timeout: flo
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"{socket_path.parent.name}: process exited with {process.returncode}")
-        last = status(socket_path)
+        last = client.status_at(socket_path, timeout=5)
         if last and last.get("quorate") and last.get("synced") and last.get("bootstrapped"):
             return last
         time.sleep(0.1)

@@ -29,6 +29,7 @@ from cluster.membership.bootstrap import local_address
 from cluster.models import ClusterLogEntry, Node
 from replicator import client
 from replicator.exceptions import ReplicationError
+from replicator.files import atomic_write
 
 Progress = Callable[[str], None]
 PENDING = "join-pending.json"
@@ -199,10 +200,10 @@ def finish_join(answer: dict[str, Any], vms: list[dict[str, Any]], progress: Pro
     if settings.PVE_NODE_NAME not in conf:
         raise JoinError(f"the corosync.conf received does not list this node ({settings.PVE_NODE_NAME})")
     pending = _pending_path()
-    corosync_conf.atomic_write(pending, json.dumps({"vms": vms}).encode(), mode=0o600)
+    atomic_write(pending, json.dumps({"vms": vms}).encode(), mode=0o600)
     progress(f"Writing corosync key and config ({len(vms)} VM(s) to carry into the cluster)")
-    corosync_conf.atomic_write(settings.PVE_COROSYNC_AUTHKEY, authkey, mode=0o400)
-    corosync_conf.atomic_write(Path(settings.PVE_COROSYNC_CONF), conf.encode())
+    atomic_write(settings.PVE_COROSYNC_AUTHKEY, authkey, mode=0o400)
+    atomic_write(Path(settings.PVE_COROSYNC_CONF), conf.encode(), mode=0o644)
     crash_point("after_conf")
     answer = client.request({"op": "reset_for_join"}, timeout=300)
     progress(f"Backed up the node's standalone state to {answer['backup']}")

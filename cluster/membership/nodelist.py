@@ -11,7 +11,6 @@ import base64
 import datetime
 import ipaddress
 import json
-import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from cluster.corosync import conf as corosync_conf
 from cluster.keys import ssh_keys
 from cluster.membership import guests
 from cluster.models import ClusterLogEntry, Node
+from replicator.files import atomic_write
 
 JOIN_API_VERSION = 1
 
@@ -235,9 +235,8 @@ def _save_vm_configs(node: str, vms: Sequence[guests.Guest]) -> Path:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     path = directory / f"delnode-{node}-{stamp}.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump({str(vm.vmid): vm.full_config() for vm in vms}, out, indent=1, sort_keys=True)
+    configs = {str(vm.vmid): vm.full_config() for vm in vms}
+    atomic_write(path, json.dumps(configs, indent=1, sort_keys=True).encode(), mode=0o600)
     return path
 
 

@@ -21,22 +21,12 @@ from portal.runner.celery_cli import beat_argv, worker_argv
 from portal.runner.lifetime import NodeLocked, lock_node
 from portal.runner.supervisor import ChildSpec, Supervisor
 from portal.runner.web import certificate_paths
-from replicator import bootstrap, private
+from replicator import bootstrap, client, private
 
 log = logging.getLogger("runnode")
 
 REPO = Path(__file__).resolve().parent.parent.parent
 MANAGE = REPO / "manage.py"
-
-
-def unix_socket_accepts(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1)
-        try:
-            sock.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
 def tcp_accepts(host: str, port: int) -> bool:
@@ -66,15 +56,8 @@ def replicator_waiting(path: Path) -> str | None:
     there is no certificate to serve the web with before corosync runs: the runner waits, and
     says why, instead of giving up.
     """
-    from replicator import protocol
-
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(5)
-            sock.connect(str(path))
-            protocol.send_message(sock, {"op": "status"})
-            state = protocol.recv_message(sock)
-    except (OSError, protocol.ProtocolError):
+    state = client.status_at(path, timeout=5)
+    if state is None:
         return None
     reasons = state.get("not_ready") or []
     if not reasons:
@@ -170,7 +153,7 @@ def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -
             pass_fds=() if terminal is None else (terminal,),
             # Web, worker and beat submit writes through this socket; the web server needs the
             # node certificate the replicator renders into the config tree.
-            ready=lambda: unix_socket_accepts(replicator_socket) and cert.exists() and key.exists(),
+            ready=lambda: client.accepts(replicator_socket, timeout=1) and cert.exists() and key.exists(),
             ready_timeout=max(120, settings.PVE_REPLICATOR_TIMEOUT),
             waiting_for=(
                 f"the replicator socket {replicator_socket} to accept connections "

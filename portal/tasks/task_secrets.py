@@ -22,6 +22,7 @@ from pathlib import Path
 from django.conf import settings
 
 from portal.tasks.exceptions import TaskError
+from replicator.files import atomic_write
 
 DIRECTORY = "task-secrets"
 
@@ -41,15 +42,7 @@ def store(upid: str, values: dict[str, str]) -> str:
     os.chmod(where, 0o700)
     token = secrets.token_urlsafe(32)
     path = _path(upid)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"upid": upid, "token": token, "values": values}, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps({"upid": upid, "token": token, "values": values}).encode(), mode=0o600)
     return token
 
 

@@ -7,7 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +25,8 @@ USER, ADDRESS = "root@pam", "198.51.100.7"
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
-    cluster = LabCluster(tmp_path_factory.mktemp("throttle"), 2, env={"PVE_STATUS_INTERVAL": "1"})
-    try:
-        cluster.up()
-        cluster.start_services()
-        yield cluster
-    finally:
-        cluster.down()
+def lab(lab_cluster: Callable[..., LabCluster]) -> LabCluster:
+    return lab_cluster(2, name="throttle", env={"PVE_STATUS_INTERVAL": "1"})
 
 
 def probe(node: LabNode, *args: str) -> dict[str, Any]:

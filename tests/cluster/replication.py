@@ -14,9 +14,8 @@ import time
 import uuid
 from typing import Any
 
-from cluster.lab import services
 from cluster.lab.cluster import LabCluster, LabNode
-from replicator import protocol
+from replicator import client, protocol
 
 
 def changeset(origin: str, ops: list[dict[str, Any]]) -> tuple[str, bytes]:
@@ -47,7 +46,7 @@ def vm_count(node: LabNode, low: int, high: int) -> int:
 def submit(node: LabNode, ops: list[dict[str, Any]], timeout: float = 30) -> dict[str, Any]:
     cs_id, payload = changeset(node.name, ops)
     try:
-        return services.request(node.socket_path, {"op": "submit", "id": cs_id}, payload, timeout=timeout + 5)
+        return client.request_at(node.socket_path, {"op": "submit", "id": cs_id}, payload=payload, timeout=timeout + 5)
     except (OSError, protocol.ProtocolError) as exc:
         return {"ok": False, "code": "unreachable", "error": str(exc)}
 
@@ -70,11 +69,11 @@ def pools(node: LabNode, prefix: str = "") -> dict[str, tuple[str, int]]:
 
 
 def status(node: LabNode) -> dict[str, Any]:
-    return services.status(node.socket_path) or {}
+    return client.status_at(node.socket_path, timeout=5) or {}
 
 
 def checksum(node: LabNode) -> dict[str, Any]:
-    return services.request(node.socket_path, {"op": "checksum"})
+    return client.request_at(node.socket_path, {"op": "checksum"}, timeout=60)
 
 
 def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.05, what: str = "condition") -> float:

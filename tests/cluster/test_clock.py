@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from django.test import override_settings
 
-from cluster.lab import netns, services
+from cluster.lab import services
 from cluster.lab.cluster import LabCluster, LabNode
 from cluster.status import clock
-from replicator import volatile
+from replicator import client, volatile
 from tests.cluster.replication import wait_for
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -98,23 +98,19 @@ def test_a_failing_collector_does_not_silence_the_status_or_its_clock():
 # --- a lab cluster whose node3 runs 5 s ahead -----------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    cluster = LabCluster(
-        tmp_path_factory.mktemp("clock"), 3, env={"PVE_FAULT_INJECTION": "1", "PVE_STATUS_INTERVAL": "1"}
-    )
+def _skew_node3(cluster: LabCluster) -> None:
     cluster.nodes[2].env["PVE_CLOCK_OFFSET"] = "5"
-    try:
-        cluster.up()
-        cluster.start_services()
-        yield cluster
-    finally:
-        cluster.down()
-    assert not {n.namespace for n in cluster.nodes} & netns.namespaces()
+
+
+@pytest.fixture(scope="module")
+def lab(lab_cluster):
+    return lab_cluster(
+        3, name="clock", env={"PVE_FAULT_INJECTION": "1", "PVE_STATUS_INTERVAL": "1"}, prepare=_skew_node3
+    )
 
 
 def board(node: LabNode) -> dict:
-    return services.request(node.socket_path, {"op": "cluster_status"})["nodes"]
+    return client.request_at(node.socket_path, {"op": "cluster_status"}, timeout=60)["nodes"]
 
 
 def pvecm_status(node: LabNode, tmp_path: Path) -> str:

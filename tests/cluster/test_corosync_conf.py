@@ -15,6 +15,7 @@ from cluster.corosync import conf as corosync_conf
 from cluster.lab.cluster import LabCluster
 from cluster.models import ClusterSettings, CorosyncConfig, Node
 from replicator import client
+from replicator import files as replicator_files
 from replicator.exceptions import ConflictError
 
 # The session replicator (started after collection) copies into the test data directory, never
@@ -197,7 +198,7 @@ def test_install_is_atomic(tmp_path, monkeypatch):
     def failing_fsync(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(corosync_conf.os, "fsync", failing_fsync)
+    monkeypatch.setattr(replicator_files.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="No space"):
         corosync_conf.install(GOLDEN.replace("config_version: 3", "config_version: 4"), target)
     assert target.read_text() == GOLDEN
@@ -339,22 +340,16 @@ def test_a_node_outside_the_nodelist_never_writes_the_host_file(clustered, etc_d
 # --- A real corosync reloads the copy ------------------------------------------------------------
 
 
+def _host_conf_is_the_labs(cluster: LabCluster) -> None:
+    """node1's replicator copies corosync.conf to the file its lab corosync runs on."""
+    cluster.nodes[0].env["PVE_COROSYNC_CONF"] = str(cluster.nodes[0].directory / "corosync.conf")
+
+
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("ccconf")
-    cluster = LabCluster(
-        directory,
-        1,
-        tag=f"k{os.getpid() % 100000}",
-        cluster_name="cclab",
-        env={"PVE_COROSYNC_CONF": str(directory / "node1" / "corosync.conf")},
+def lab(lab_cluster):
+    return lab_cluster(
+        1, name="ccconf", tag=f"k{os.getpid() % 100000}", cluster_name="cclab", prepare=_host_conf_is_the_labs
     )
-    try:
-        cluster.up()
-        cluster.start_services()
-        yield cluster
-    finally:
-        cluster.down()
 
 
 def _probe(lab: LabCluster, *args: str) -> dict:

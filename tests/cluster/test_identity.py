@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from cluster.lab import netns, services
+from cluster.lab import services
 from cluster.lab.cluster import LabCluster
+from replicator import client
 from tests.cluster.replication import changeset, pool_op, pools, query, status, submit, wait_converged
 from tests.harness import (
     ReplicatorProcess,
@@ -65,11 +66,13 @@ class Node:
         return manage({**self.env, **env}, "pvenode", *args, check=False)
 
     def request(self, message: dict) -> dict:
-        return services.request(self.replicator.socket_path, message)
+        return client.request_at(self.replicator.socket_path, message, timeout=60)
 
     def write(self, poolid: str) -> dict:
         cs_id, payload = changeset(NODE, [pool_op(poolid, "identity test")])
-        answer = services.request(self.replicator.socket_path, {"op": "submit", "id": cs_id}, payload)
+        answer = client.request_at(
+            self.replicator.socket_path, {"op": "submit", "id": cs_id}, payload=payload, timeout=60
+        )
         assert answer["ok"], answer
         return answer
 
@@ -411,19 +414,15 @@ def test_restore_after_a_wipe_brings_back_the_same_node(node, archive):
 # --- a member of a 3-node lab cluster re-installed as itself ------------------------------------
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    cluster = LabCluster(tmp_path_factory.mktemp("idlab"), 3)
+def _host_keys(cluster: LabCluster) -> None:
     for node in cluster.nodes:
         node.env["PVE_SSH_HOST_KEY"] = str(node.directory / "ssh-host" / "ssh_host_ed25519_key.pub")
         keygen(node.directory / "ssh-host" / "ssh_host_ed25519_key")
-    try:
-        cluster.up()
-        cluster.start_services()
-        yield cluster
-    finally:
-        cluster.down()
-    assert not {n.namespace for n in cluster.nodes} & netns.namespaces()
+
+
+@pytest.fixture(scope="module")
+def lab(lab_cluster):
+    return lab_cluster(3, name="idlab", prepare=_host_keys)
 
 
 @pytest.mark.slow

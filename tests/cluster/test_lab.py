@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from cluster.lab import netns
 from cluster.lab.cluster import LabCluster
 
 PROBE = Path(__file__).with_name("lab_probe.py")
@@ -18,15 +17,8 @@ REPO = Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    cluster = LabCluster(tmp_path_factory.mktemp("lab"), 3)
-    try:
-        cluster.up()
-        yield cluster
-    finally:
-        cluster.down()
-    assert not {n.namespace for n in cluster.nodes} & netns.namespaces()
-    assert cluster.bridge_ns not in netns.namespaces()
+def lab(lab_cluster):
+    return lab_cluster(3, name="lab", kind=None)  # corosync only
 
 
 def quorum(lab: LabCluster, index: int) -> dict:

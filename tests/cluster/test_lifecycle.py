@@ -23,23 +23,23 @@ pytestmark = pytest.mark.slow
 PASSWORD = "lifecycle-root-pw"
 
 
+def _web_on_node_addresses(cluster: LabCluster) -> None:
+    for node in cluster.nodes:
+        node.env.update(services.web_environment(node.address))
+
+
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    cluster = LabCluster(
-        tmp_path_factory.mktemp("lifecycle"),
+def lab(lab_cluster):
+    return lab_cluster(
         3,
+        name="lifecycle",
         root_password=PASSWORD,
         env={"PVE_FAULT_INJECTION": "1", "PVE_LOG_LEVEL": "INFO"},
+        up=standalone.up_standalone,
+        prepare=_web_on_node_addresses,
+        kind="node",
+        timeout=180,
     )
-    try:
-        standalone.up_standalone(cluster)
-        for node in cluster.nodes:
-            node.env.update(services.web_environment(node.address))
-        cluster.start_services("node", timeout=180)
-        yield cluster
-    finally:
-        cluster.teardown()
-    assert not {n.namespace for n in cluster.nodes} & netns.namespaces()
 
 
 def conf_text(node) -> str:

@@ -22,6 +22,7 @@ from cluster.lab.cluster import LabCluster, LabNode
 from cluster.lab.qdevice import LabQnetd, node_host, qdevice_pid, write_hosts
 from cluster.models import CorosyncConfig, Node
 from tests.cluster.replication import Ledger, pool_op, pools, status, submit, wait_converged, wait_for
+from tests.lab_fixture import running_lab
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -44,12 +45,10 @@ def _probe_create(lab: LabCluster) -> None:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    cluster = LabCluster(tmp_path_factory.mktemp("qdevice"), 2, tag=f"d{os.getpid() % 100000}")
+def lab(lab_cluster):
+    cluster = lab_cluster(2, name="qdevice", tag=f"d{os.getpid() % 100000}")
     qnetd = LabQnetd(cluster)
     try:
-        cluster.up()
-        cluster.start_services()
         qnetd.up()
         hosts = write_hosts(cluster, qnetd)
         for node in cluster.nodes:
@@ -59,23 +58,17 @@ def lab(tmp_path_factory):
             wait_for(lambda n=node: (n.directory / "etc" / "pve" / "corosync.conf").exists(), 30, what="tree")
         yield cluster
     finally:
-        qnetd.down()
-        cluster.teardown()
-    assert not {n.namespace for n in cluster.nodes} & netns.namespaces()
+        qnetd.down()  # before the lab's teardown, as qnetd sits on its bridge
     assert qnetd.namespace not in netns.namespaces()
 
 
 @pytest.fixture
 def solo(tmp_path_factory):
     """A one-node cluster (an odd node count), gone before the two-node lab works."""
-    cluster = LabCluster(tmp_path_factory.mktemp("qdsolo"), 1, tag=f"s{os.getpid() % 100000}", cluster_name="solo")
-    try:
-        cluster.up()
-        cluster.start_services()
+    directory = tmp_path_factory.mktemp("qdsolo")
+    with running_lab(directory, 1, tag=f"s{os.getpid() % 100000}", cluster_name="solo") as cluster:
         _probe_create(cluster)
         yield cluster
-    finally:
-        cluster.teardown()
 
 
 def pvecm(lab: LabCluster, node: LabNode, *args: str) -> subprocess.CompletedProcess:

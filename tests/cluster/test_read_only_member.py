@@ -31,21 +31,27 @@ PROBE = Path(__file__).resolve().parent / "admin_probe.py"
 NOT_READY = "cluster not ready - no quorum?"
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    cluster = LabCluster(tmp_path_factory.mktemp("readonly"), 1, root_password=PASSWORD, env={"PVE_LOG_LEVEL": "INFO"})
+def _one_standalone_node(cluster: LabCluster) -> None:
+    """The node's namespace on the bridge, no corosync yet: its runner starts standalone."""
     node = cluster.nodes[0]
-    try:
-        netns.create_bridge(cluster.bridge_ns)
-        node.env.update(standalone.standalone_environment(node))
-        node.env.update(services.web_environment(node.address))
-        node.directory.mkdir(parents=True, exist_ok=True)
-        netns.attach_node(cluster.bridge_ns, node.namespace, node.port, f"{node.address}/24")
-        cluster.start_services("node", timeout=180)
-        yield cluster
-    finally:
-        cluster.teardown()
-    assert node.namespace not in netns.namespaces()
+    netns.create_bridge(cluster.bridge_ns)
+    node.env.update(standalone.standalone_environment(node))
+    node.env.update(services.web_environment(node.address))
+    node.directory.mkdir(parents=True, exist_ok=True)
+    netns.attach_node(cluster.bridge_ns, node.namespace, node.port, f"{node.address}/24")
+
+
+@pytest.fixture(scope="module")
+def lab(lab_cluster):
+    return lab_cluster(
+        1,
+        name="readonly",
+        root_password=PASSWORD,
+        env={"PVE_LOG_LEVEL": "INFO"},
+        up=_one_standalone_node,
+        kind="node",
+        timeout=180,
+    )
 
 
 def web_answers(lab: LabCluster) -> bool:

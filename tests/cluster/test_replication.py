@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from cluster.lab import netns
-from cluster.lab.cluster import LabCluster
 from tests.cluster.replication import (
     Ledger,
     log_op,
@@ -34,20 +32,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    cluster = LabCluster(
-        tmp_path_factory.mktemp("replab"),
+def lab(lab_cluster):
+    return lab_cluster(
         3,
+        name="replab",
         env={"PVE_FAULT_INJECTION": "1", "PVE_CHANGELOG_RETAIN": "20000", "PVE_LOG_LEVEL": "INFO"},
         postgres=lab_postgres(),
     )
-    try:
-        cluster.up()
-        cluster.start_services()
-        yield cluster
-    finally:
-        cluster.down()
-    assert not {n.namespace for n in cluster.nodes} & netns.namespaces()
 
 
 @pytest.fixture(scope="module")

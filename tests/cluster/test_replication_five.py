@@ -9,23 +9,15 @@ import time
 
 import pytest
 
-from cluster.lab import netns, services
-from cluster.lab.cluster import LabCluster
+from replicator import client
 from tests.cluster.replication import Ledger, changeset, pool_op, pools, status, submit, wait_converged, wait_for
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    cluster = LabCluster(tmp_path_factory.mktemp("five"), 5, env={"PVE_STATUS_INTERVAL": "1", "PVE_LOG_LEVEL": "INFO"})
-    try:
-        cluster.up()
-        cluster.start_services()
-        yield cluster
-    finally:
-        cluster.down()
-    assert not {n.namespace for n in cluster.nodes} & netns.namespaces()
+def lab(lab_cluster):
+    return lab_cluster(5, name="five", env={"PVE_STATUS_INTERVAL": "1", "PVE_LOG_LEVEL": "INFO"})
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +68,7 @@ def test_two_node_minority_is_read_only_and_catches_up(lab, ledger):
 
 def test_volatile_status_shows_every_node_and_who_is_offline(lab):
     def board(node):
-        return services.request(node.socket_path, {"op": "cluster_status"})["nodes"]
+        return client.request_at(node.socket_path, {"op": "cluster_status"}, timeout=60)["nodes"]
 
     wait_for(lambda: len(board(lab.nodes[0])) == 5, 20, what="status of all five nodes")
     nodes = board(lab.nodes[0])
@@ -93,7 +85,7 @@ def test_volatile_status_shows_every_node_and_who_is_offline(lab):
 
 def test_checksum_verification_between_members(lab):
     asked = int(time.time())
-    services.request(lab.nodes[2].socket_path, {"op": "verify"})
+    client.request_at(lab.nodes[2].socket_path, {"op": "verify"}, timeout=60)
     for node in lab.nodes:
         wait_for(lambda node=node: status(node).get("verification", {}).get("time", 0) >= asked, 20)
         report = status(node)["verification"]

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.lab import netns, services
-from cluster.lab.cluster import LabCluster
+from cluster.lab import services
 from tests.cluster.ack_trace import check, traced
 from tests.cluster.replication import log_op, pool_op, pools, query, status, submit, wait_converged, wait_for
 from tests.harness import lab_postgres
@@ -27,28 +26,24 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab(lab_cluster):
     postgres = lab_postgres()
-    cluster = LabCluster(
-        tmp_path_factory.mktemp("integrity"),
+    cluster = lab_cluster(
         3,
+        name="integrity",
         env={"PVE_CHANGELOG_RETAIN": "100", "PVE_STATUS_INTERVAL": "60", "PVE_LOG_LEVEL": "INFO"},
         postgres=postgres,
+        kind=None,  # started here, each on a database that would acknowledge too early
     )
-    try:
-        cluster.up()
-        services.prepare_databases([node.env for node in cluster.nodes])
-        for node in cluster.nodes:
-            if postgres:  # a database whose default would acknowledge commits before their WAL flush
-                database = services.database_name(node.env[services.CLUSTER_URL])
-                services.execute_on_server(node.env, [f'ALTER DATABASE "{database}" SET synchronous_commit = off'])
-            cluster.start_service(node)
-        for node in cluster.nodes:
-            services.wait_ready(node.socket_path, node.service, 120)
-        yield cluster
-    finally:
-        cluster.down()
-    assert not {n.namespace for n in cluster.nodes} & netns.namespaces()
+    services.prepare_databases([node.env for node in cluster.nodes])
+    for node in cluster.nodes:
+        if postgres:  # a database whose default would acknowledge commits before their WAL flush
+            database = services.database_name(node.env[services.CLUSTER_URL])
+            services.execute_on_server(node.env, [f'ALTER DATABASE "{database}" SET synchronous_commit = off'])
+        cluster.start_service(node)
+    for node in cluster.nodes:
+        services.wait_ready(node.socket_path, node.service, 120)
+    return cluster
 
 
 def test_every_acknowledgement_follows_an_fsync_of_the_database_on_every_node(lab):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from cluster.lab import netns
 from cluster.lab.cluster import LabCluster
 from tests.cluster.replication import Ledger, log_op, pool_op, query, status, submit, wait_converged, wait_for
 
@@ -20,19 +19,10 @@ REPO = Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    cluster = LabCluster(
-        tmp_path_factory.mktemp("two"),
-        2,
-        env={"PVE_CHANGELOG_RETAIN": "100", "PVE_CLUSTER_LOG_MAX": "100", "PVE_LOG_LEVEL": "INFO"},
+def lab(lab_cluster):
+    return lab_cluster(
+        2, name="two", env={"PVE_CHANGELOG_RETAIN": "100", "PVE_CLUSTER_LOG_MAX": "100", "PVE_LOG_LEVEL": "INFO"}
     )
-    try:
-        cluster.up()
-        cluster.start_services()
-        yield cluster
-    finally:
-        cluster.down()
-    assert not {n.namespace for n in cluster.nodes} & netns.namespaces()
 
 
 def pvecm(lab: LabCluster, node, *args: str) -> subprocess.CompletedProcess:

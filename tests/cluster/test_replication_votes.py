@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from cluster.lab import netns, services
 from cluster.lab.cluster import LabCluster, LabNode, corosync_conf
+from replicator import client
 from tests.cluster.replication import Ledger, pool_op, pools, status, submit, wait_converged, wait_for
 
 pytestmark = pytest.mark.slow
@@ -60,21 +60,14 @@ def take_node4s_vote(lab: LabCluster) -> None:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    cluster = LabCluster(
-        tmp_path_factory.mktemp("votelab"),
+def lab(lab_cluster):
+    return lab_cluster(
         4,
+        name="votelab",
         tag=f"v{os.getpid() % 100000}",
         env={"PVE_STATUS_INTERVAL": "1", "PVE_LOG_LEVEL": "INFO"},
+        prepare=take_node4s_vote,
     )
-    try:
-        cluster.up()
-        take_node4s_vote(cluster)
-        cluster.start_services()
-        yield cluster
-    finally:
-        cluster.down()
-    assert not {n.namespace for n in cluster.nodes} & netns.namespaces()
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +100,7 @@ def resume(node: LabNode) -> None:
 
 def status_clock(of: LabNode, on: LabNode) -> float:
     """The send time of the newest status message from ``of`` that ``on`` has delivered."""
-    board = services.request(on.socket_path, {"op": "cluster_status"}, timeout=5)["nodes"]
+    board = client.request_at(on.socket_path, {"op": "cluster_status"}, timeout=5)["nodes"]
     return float(board.get(of.name, {}).get("clock", 0))
 
 

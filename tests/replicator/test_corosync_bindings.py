@@ -10,18 +10,14 @@ import pytest
 
 from cluster.lab import netns
 from cluster.lab.cluster import LabCluster, run_python
+from tests.lab_fixture import running_lab
 
 PROBE = Path(__file__).with_name("corosync_probe.py")
 
 
 @pytest.fixture(scope="module")
-def corosync(tmp_path_factory):
-    lab = LabCluster(tmp_path_factory.mktemp("corosync"), 1, tag=f"b{os.getpid() % 100000}", cluster_name="testcluster")
-    try:
-        lab.up()
-        yield lab
-    finally:
-        lab.down()
+def corosync(lab_cluster):
+    return lab_cluster(1, name="corosync", tag=f"b{os.getpid() % 100000}", cluster_name="testcluster", kind=None)
 
 
 def test_cmap_votequorum_cpg_and_cfg_against_real_corosync(corosync):
@@ -48,14 +44,15 @@ def test_cmap_votequorum_cpg_and_cfg_against_real_corosync(corosync):
     assert "1..128 bytes" in data["long_name"]
 
 
+def _bridge_only(lab: LabCluster) -> None:
+    netns.create_bridge(lab.bridge_ns)  # a namespace with no corosync in it
+
+
 def test_without_corosync_every_call_fails_closed(tmp_path):
     """Outside any corosync's namespace the libraries answer CS_ERR_LIBRARY: an exception, never a hang."""
-    lab = LabCluster(tmp_path, 1, tag=f"c{os.getpid() % 100000}")
-    netns.create_bridge(lab.bridge_ns)  # a namespace with no corosync in it
-    try:
+    bridge_only = running_lab(tmp_path, 1, tag=f"c{os.getpid() % 100000}", up=_bridge_only, kind=None)
+    with bridge_only as lab:
         result = run_python(lab.bridge_ns, PROBE, "1")
-    finally:
-        lab.down()
     assert json.loads(result.stdout) == {
         "error": "cmap_initialize failed: CS_ERR_LIBRARY (corosync not running or not reachable)"
     }

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.lab import services
+from replicator import client
 from tests.harness import ReplicatorProcess, manage, node_environment
 
 NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "/usr/bin/python3", "-c"]
@@ -90,7 +90,7 @@ def test_another_local_user_is_refused_by_the_socket_modes_and_by_its_credential
     assert as_nobody(socket_path)["connect"] == "permission denied"  # and so does the socket's own mode
 
     socket_path.chmod(0o666)  # a mode loosened by hand: now only the peer check stands
-    version = services.request(socket_path, {"op": "status"})["version"]
+    version = client.request_at(socket_path, {"op": "status"}, timeout=60)["version"]
     seen = as_nobody(socket_path)
     assert seen["connect"] == "ok"
     assert seen["unasked"] == {
@@ -99,7 +99,7 @@ def test_another_local_user_is_refused_by_the_socket_modes_and_by_its_credential
         "error": "permission denied: only root and the node's user",
     }  # refused at accept, before the client sent a byte
     assert seen["after"] is None or "Broken pipe" in str(seen["after"]) or "reset" in str(seen["after"])
-    status = services.request(socket_path, {"op": "status"})  # root is served, by the same process
+    status = client.request_at(socket_path, {"op": "status"}, timeout=60)  # root is served, by the same process
     assert status["ok"] and status["version"] == version and process.process.poll() is None
     log = process.log_path.read_text()
     assert f"refused a connection from process {seen['pid']} (uid 65534)" in log

@@ -23,6 +23,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from cluster.lab import netns, services, standalone
 from cluster.lab.cluster import HOST_ADDRESS, SUBNET, LabCluster, LabNode
+from replicator import client
+from replicator.files import atomic_write
 
 
 def _state_path() -> Path:
@@ -45,10 +47,7 @@ def _load() -> LabCluster:
 def _save(lab: LabCluster) -> None:
     """The state file holds the root password: created 0600, never readable by others."""
     path = _state_path()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as file:
-        json.dump({**lab.state(), "standalone": lab.standalone}, file)
+    atomic_write(path, json.dumps({**lab.state(), "standalone": lab.standalone}).encode(), mode=0o600)
 
 
 def _password() -> str:
@@ -182,7 +181,7 @@ class Command(BaseCommand):
 
     def _status(self, lab: LabCluster) -> None:
         for node in lab.nodes:
-            state = services.status(node.socket_path)
+            state = client.status_at(node.socket_path, timeout=5)
             if state is None:
                 self.stdout.write(f"{node.name}: replicator not answering")
                 continue
