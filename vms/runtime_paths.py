@@ -1,0 +1,29 @@
+"""Where a VM's runtime files live on its node: ``<PVE_RUN_DIR>/qemu-server/<vmid>.<kind>``.
+
+One place for the QEMU pid file and the QMP, VNC, guest-agent and serial sockets, so the
+runtime, the status collector, the agent client and the console find the same files. The
+directory is root's only (0700): a socket there is a way into the guest.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from django.conf import settings
+
+KINDS = ("pid", "qmp", "vnc", "qga", "serial0", "serial1", "serial2", "serial3")
+
+
+def run_dir() -> Path:
+    """The node's ``qemu-server`` run directory, created 0700 on first use."""
+    path = Path(settings.PVE_RUN_DIR) / "qemu-server"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def vm_file(vmid: int, kind: str) -> Path:
+    if kind not in KINDS:
+        raise ValueError(f"unknown runtime file kind {kind!r}")
+    return run_dir() / f"{int(vmid)}.{kind}"
