@@ -27,3 +27,18 @@ def vm_file(vmid: int, kind: str) -> Path:
     if kind not in KINDS:
         raise ValueError(f"unknown runtime file kind {kind!r}")
     return run_dir() / f"{int(vmid)}.{kind}"
+
+
+def vm_pid(vmid: int) -> int | None:
+    """The pid of the VM's running QEMU, or None: the pid file's process must be alive and be
+    QEMU started for this VM (its command line holds ``-id <vmid>``), so a stale file whose pid
+    was reused by another process never counts."""
+    try:
+        pid = int(vm_file(vmid, "pid").read_text().strip())
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    for index, arg in enumerate(argv[:-1]):
+        if arg == b"-id" and argv[index + 1] == str(int(vmid)).encode():
+            return pid
+    return None
