@@ -135,6 +135,8 @@ class Mirror:
         """Render everything and remove stale files that renderers own (start-up)."""
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)
+        for leftover in self.root.rglob(".*.tmp"):  # a write cut short when the last run was killed
+            leftover.unlink(missing_ok=True)
         self.links()
         for renderer in _object_renderers:
             model = apps.get_model(renderer.model)

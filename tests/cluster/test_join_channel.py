@@ -21,6 +21,16 @@ from tests.cluster.replication import wait_for
 ANSWER = b'{"data": {"ticket": "PVE:root@pam:1::x", "CSRFPreventionToken": "1:y"}}'
 
 
+def _request_length(data: bytes) -> int:
+    """Headers plus the Content-Length body of the request begun in ``data``."""
+    head, _sep, _body = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        name, _colon, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(head) + 4 + int(value.strip())
+    return len(head) + 4
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A TLS server that records every byte it receives after the handshake, one connection at a time."""
@@ -44,12 +54,12 @@ def server(tmp_path_factory):
             try:
                 with context.wrap_socket(raw, server_side=True) as tls:
                     tls.settimeout(10)
-                    while b"\r\n\r\n" not in data:
+                    while b"\r\n\r\n" not in data or len(data) < _request_length(data):
                         chunk = tls.recv(65536)
                         if not chunk:
                             break
                         data += chunk
-                    if data:
+                    if data:  # answered once the whole request is read: closing with unread bytes resets the client
                         tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ANSWER), ANSWER))
             except (OSError, ssl.SSLError):
                 pass

@@ -104,6 +104,19 @@ def test_restart_keeps_state_and_hash_chain(replicator):
     _verify_chain()
 
 
+def test_a_restart_removes_writes_cut_short(replicator, etc_dir):
+    """A mirror write killed between its temporary file and the rename leaves ``.<name>.*.tmp``;
+    the next start renders the tree without it."""
+    VM(vmid=40_005, node_id="testnode", config={"name": "cut"}).save()
+    replicator.stop()
+    stale = etc_dir / "nodes/testnode/qemu-server/.40005.conf.abc123.tmp"
+    stale.write_bytes(b"name: half")
+    replicator.start()
+    client.wait_mirror(int(client.status()["version"]))
+    assert not stale.exists()
+    assert (etc_dir / "nodes/testnode/qemu-server/40005.conf").read_text() == "name: cut\n"
+
+
 def test_tampered_history_is_refused_at_start(replicator, node_env):
     """A change log that no longer chains to the head stops the replicator from serving."""
     VM(vmid=40_003, node_id="testnode", config={}).save()
