@@ -60,10 +60,7 @@ def root(guests: dict[int, GuestVM]) -> Client:
 
 
 def call(client: Client, method: str, vmid: int, rest: str, data: dict | None = None) -> tuple[int, dict]:
-    if method == "get":
-        response = client.get(url(vmid, rest), data or {})
-    else:
-        response = client.post(url(vmid, rest), data or {})
+    response = getattr(client, method)(url(vmid, rest), data or {})
     return response.status_code, response.json()
 
 
