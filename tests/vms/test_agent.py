@@ -14,6 +14,9 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
+from authz import services as authz_services
+from authz.models import ACLEntry, User
+from replicator import client as replicator_client
 from tests.guest.image import GuestImage
 from tests.guest.qemu import DEFAULT_MAC, GuestVM, start_guest
 from vms.models import VM
@@ -163,6 +166,86 @@ def test_clear_errors_when_there_is_no_agent_to_ask(root, guests, vmid, message)
 def test_an_unknown_vm_is_the_proxmox_not_found_error(root, guests):
     status, body = call(root, "post", 7599, "/ping")
     assert status == 500 and "7599.conf' does not exist" in body["message"]
+
+
+# rest, method, body, vmid, (path, role) of the holder, (path, role) of the other user, holder's answer
+MATRIX = [
+    ("/ping", "post", {}, GUEST, ("/vms/7500", "PVEAuditor"), ("/vms/7501", "PVEVMAdmin"), 200),
+    ("/get-osinfo", "get", {}, GUEST, ("/vms", "PVEAuditor"), ("/vms/7501", "PVEAuditor"), 200),
+    ("/fsfreeze-status", "post", {}, GUEST, ("/vms/7500", "PVEVMUser"), ("/storage", "Administrator"), 200),
+    ("/exec", "post", {"command": "/bin/true"}, GUEST, ("/vms/7500", "PVEVMAdmin"), ("/vms/7500", "PVEVMUser"), 200),
+    ("/exec-status", "get", {"pid": 1}, GUEST, ("/", "PVEVMAdmin"), ("/vms/7500", "PVEVMUser"), "Agent error"),
+    (
+        "/file-read",
+        "get",
+        {"file": "/etc/hostname"},
+        GUEST,
+        ("/vms/7500", "PVEVMUser"),
+        ("/vms/7500", "PVEAuditor"),
+        200,
+    ),
+    (
+        "/file-write",
+        "post",
+        {"file": "/tmp/matrix", "content": "x"},
+        GUEST,
+        ("/vms/7500", "PVEVMUser"),
+        ("/vms/7500", "PVEAuditor"),
+        200,
+    ),
+    ("/shutdown", "post", {}, QUIET, ("/vms/7501", "PVEVMUser"), ("/vms/7500", "PVEVMAdmin"), "QEMU guest agent"),
+    ("", "post", {"command": "ping"}, GUEST, ("/vms/7500", "PVEVMAdmin"), ("/vms/7500", "PVEVMUser"), 200),
+]
+MATRIX_USERS = ("ag-nobody@pve", "ag-holder@pve", "ag-other@pve")
+
+
+def login(userid: str, password: str) -> Client:
+    client = Client(enforce_csrf_checks=True)
+    data = client.post(f"{API}/access/ticket", {"username": userid, "password": password}).json()["data"]
+    client.cookies["PVEAuthCookie"] = data["ticket"]
+    client.defaults["HTTP_CSRFPREVENTIONTOKEN"] = data["CSRFPreventionToken"]
+    return client
+
+
+@pytest.fixture(scope="module")
+def matrix_users(guests: dict[int, GuestVM]) -> User:
+    root_user = User.objects.get(userid="root@pam")
+    for userid in MATRIX_USERS:
+        if not User.objects.filter(userid=userid).exists():
+            authz_services.add_user(userid, actor=root_user, password="agent-matrix")
+    return root_user
+
+
+@pytest.mark.parametrize("case", MATRIX, ids=[f"{c[1]} agent{c[0]}" for c in MATRIX])
+def test_permission_matrix(matrix_users, guests, case):
+    rest, method, body, vmid, (held_path, held_role), (other_path, other_role), expected = case
+    for entry in ACLEntry.objects.filter(ugid__in=MATRIX_USERS):
+        entry.delete()
+    authz_services.modify_acl(matrix_users, held_path, [held_role], users=["ag-holder@pve"])
+    authz_services.modify_acl(matrix_users, other_path, [other_role], users=["ag-other@pve"])
+    clients = {userid: login(userid, "agent-matrix") for userid in MATRIX_USERS}
+    before = replicator_client.status()["version"]
+    assert call(Client(), method, vmid, rest, body)[0] == 401
+    for userid in ("ag-nobody@pve", "ag-other@pve"):
+        status, answer = call(clients[userid], method, vmid, rest, body)
+        assert status == 403 and answer["message"].startswith("Permission check failed"), (userid, answer)
+    assert replicator_client.status()["version"] == before, "a refused request changed something"
+    if rest == "/file-write":
+        with pytest.raises(agent.AgentCommandError):  # nothing was written for the refused callers
+            agent.file_read(GUEST, "/tmp/matrix", count=10)
+    status, answer = call(clients["ag-holder@pve"], method, vmid, rest, body)
+    if expected == 200:
+        assert status == 200, answer
+    else:
+        assert status == 500 and answer["message"].startswith(str(expected)), answer
+
+
+def test_the_command_index_is_open_to_any_user(matrix_users, guests):
+    for entry in ACLEntry.objects.filter(ugid__in=MATRIX_USERS):
+        entry.delete()
+    assert call(Client(), "get", GUEST, "")[0] == 401
+    status, body = call(login("ag-nobody@pve", "agent-matrix"), "get", GUEST, "")
+    assert status == 200 and len(body["data"]) == 25
 
 
 def test_acpi_power_button_powers_the_guest_off(guests):
