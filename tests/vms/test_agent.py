@@ -7,11 +7,14 @@ its firmware). ``STOPPED`` has no QEMU; ``NOAGENT`` runs nothing and has no ``ag
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
+from django.core.management import CommandError, call_command
 from django.test import Client
 
 from authz import services as authz_services
@@ -246,6 +249,19 @@ def test_the_command_index_is_open_to_any_user(matrix_users, guests):
     assert call(Client(), "get", GUEST, "")[0] == 401
     status, body = call(login("ag-nobody@pve", "agent-matrix"), "get", GUEST, "")
     assert status == 200 and len(body["data"]) == 25
+
+
+def test_qm_agent(guests, guest_image):
+    out = io.StringIO()
+    call_command("qm", "agent", str(GUEST), "get-osinfo", stdout=out)
+    assert json.loads(out.getvalue())["kernel-release"] == guest_image.kernel_release
+    out = io.StringIO()
+    call_command("qm", "agent", str(GUEST), "fsfreeze-status", stdout=out)
+    assert out.getvalue() == "thawed\n"
+    with pytest.raises(CommandError, match="QEMU guest agent is not running"):
+        call_command("qm", "agent", str(QUIET), "ping")
+    with pytest.raises(CommandError, match="command is one of"):
+        call_command("qm", "agent", str(GUEST), "rm-rf")
 
 
 def test_acpi_power_button_powers_the_guest_off(guests):

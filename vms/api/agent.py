@@ -53,6 +53,8 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "get-timezone": ("get", (AUDIT, UNRESTRICTED)),
 }
 NOT_IN_SCHEMA = "property is not defined in schema and the schema does not allow additional properties"
+if set(COMMANDS) != set(agent.SIMPLE_COMMANDS):
+    raise RuntimeError("the agent endpoints and vms.qemu.agent.SIMPLE_COMMANDS disagree")
 WITH_PARAMETERS = ("exec", "exec-status", "file-read", "file-write", "set-user-password")
 
 
@@ -74,13 +76,8 @@ def _values(request: Request, node: str, vmid: str, allowed: tuple[str, ...]) ->
 
 
 def run_simple(vm: VM, name: str) -> dict[str, Any]:
-    """``guest-<name>`` after qemu-server's availability check; an agent error is the result."""
-    agent.assert_available(vm.vmid, vm.config)
-    try:
-        result = agent.command(vm.vmid, f"guest-{name}")
-    except agent.AgentCommandError as exc:
-        result = {"error": exc.error}
-    return {"result": result}
+    """The answer of a simple command: ``{"result": ...}``."""
+    return {"result": agent.simple_command(vm.vmid, vm.config, name)}
 
 
 class AgentIndexView(PVEAPIView):

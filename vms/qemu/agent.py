@@ -33,6 +33,13 @@ TIMEOUTS = {
     "guest-suspend-ram": 600.0,
     "guest-suspend-hybrid": 600.0,
 }
+# The commands without parameters the API and ``qm agent`` offer (Agent.pm's $guest_agent_commands).
+SIMPLE_COMMANDS = (
+    "ping", "get-time", "info", "fsfreeze-status", "fsfreeze-freeze", "fsfreeze-thaw", "fstrim",
+    "network-get-interfaces", "get-vcpus", "get-fsinfo", "get-memory-blocks", "get-memory-block-info",
+    "suspend-hybrid", "suspend-ram", "suspend-disk", "shutdown", "get-host-name", "get-osinfo",
+    "get-users", "get-timezone",
+)  # fmt: skip
 # The agent answers these only on failure; on success the guest goes away (EOF) or nothing comes.
 NO_ANSWER = frozenset({"guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"})
 MAX_LINE = 64 * 1024 * 1024  # a file-read chunk of 1 MiB is ~1.4 MiB of base64; exec output is bounded too
@@ -210,6 +217,16 @@ def assert_available(vmid: int, config: dict[str, Any]) -> None:
         raise VMNotRunning(vmid)
     if not ping(vmid):
         raise AgentNotRunning()
+
+
+def simple_command(vmid: int, config: dict[str, Any], name: str) -> Any:
+    """``guest-<name>`` after qemu-server's availability check; an agent error becomes the result
+    (``{"error": {...}}``), as the API's per-command endpoints and ``qm agent`` answer it."""
+    assert_available(vmid, config)
+    try:
+        return command(vmid, f"guest-{name}")
+    except AgentCommandError as exc:
+        return {"error": exc.error}
 
 
 def checked(vmid: int, execute: str, arguments: dict[str, Any], failure: str, **kwargs: Any) -> Any:
