@@ -26,9 +26,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOTFS = HERE / "rootfs"
 PACKAGES = ("busybox-static", "qemu-guest-agent", "cpio")
-# What the guest loads: the agent's virtio-serial port, a NIC, disks, the ACPI power button and
-# the input events acpid reads.
-MODULES = ("virtio_pci", "virtio_console", "virtio_net", "virtio_blk", "button", "evdev")
+# What the guest loads: the agent's virtio-serial port, a NIC, disks and a filesystem for them
+# (fsfreeze needs a real one), the ACPI power button and the input events acpid reads.
+MODULES = ("virtio_pci", "virtio_console", "virtio_net", "virtio_blk", "crc32c_generic", "ext4", "button", "evdev")
 QEMU_GA = "/usr/sbin/qemu-ga"
 BUSYBOX = "/bin/busybox"
 READY = "PVE-TEST-GUEST: ready"

@@ -65,6 +65,7 @@ def guest_command(
     agent_in_guest: bool = True,
     mac: str = DEFAULT_MAC,
     memory: int = 256,
+    disk: Path | None = None,
 ) -> list[str]:
     """The QEMU command line: with ``image`` the guest boots its kernel, without it the VM sits in
     its firmware (a running VM with no OS). ``agent_in_guest=False`` boots the guest without qemu-ga."""
@@ -98,6 +99,8 @@ def guest_command(
         "-device",
         f"virtio-net-pci,netdev=net0,mac={mac}",
     ]
+    if disk is not None:
+        argv += ["-drive", f"file={disk},if=virtio,format=raw,cache=none"]
     if agent:
         argv += [
             "-chardev",
@@ -196,11 +199,13 @@ def start_guest(
     agent_in_guest: bool = True,
     mac: str = DEFAULT_MAC,
     memory: int = 256,
+    disk: Path | None = None,
 ) -> GuestVM:
     """Start QEMU for ``vmid`` in its own process group and wait for its QMP socket.
 
     ``image`` None starts a VM with no OS (it stays in its firmware). ``run_dir`` defaults to the
-    session node's; the console file to ``<run_dir>/<vmid>.console.log``.
+    session node's; the console file to ``<run_dir>/<vmid>.console.log``. ``disk``: a raw image the
+    guest sees as /dev/vda and mounts on /mnt/data (formatting it ext2 when it holds no filesystem).
     """
     run_dir = run_dir or default_run_dir()
     run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -209,7 +214,15 @@ def start_guest(
     for kind in ("pid", "qmp", "vnc", "qga"):
         runtime_file(run_dir, vmid, kind).unlink(missing_ok=True)
     argv = guest_command(
-        vmid, run_dir, console, image=image, agent=agent, agent_in_guest=agent_in_guest, mac=mac, memory=memory
+        vmid,
+        run_dir,
+        console,
+        image=image,
+        agent=agent,
+        agent_in_guest=agent_in_guest,
+        mac=mac,
+        memory=memory,
+        disk=disk,
     )
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
     guest = GuestVM(vmid=vmid, run_dir=run_dir, console=console, process=process, booting=image is not None, argv=argv)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from collections.abc import Iterator
 
@@ -35,7 +36,9 @@ def url(vmid: int, rest: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def guests(guest_image: GuestImage, replicator: object) -> Iterator[dict[int, GuestVM]]:
+def guests(
+    guest_image: GuestImage, replicator: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[int, GuestVM]]:
     for vmid in (GUEST, QUIET, BARE, STOPPED, NOAGENT):
         VM.objects.filter(vmid=vmid).first() or VM(
             vmid=vmid,
@@ -44,7 +47,10 @@ def guests(guest_image: GuestImage, replicator: object) -> Iterator[dict[int, Gu
         ).save()
     running: dict[int, GuestVM] = {}
     try:
-        running[GUEST] = start_guest(GUEST, guest_image)
+        disk = tmp_path_factory.mktemp("agent") / "data.raw"
+        disk.write_bytes(b"")
+        os.truncate(disk, 16 * 1024 * 1024)
+        running[GUEST] = start_guest(GUEST, guest_image, disk=disk)
         running[QUIET] = start_guest(QUIET, guest_image, agent_in_guest=False, mac="BC:24:11:00:00:02")
         running[BARE] = start_guest(BARE, None)
         running[GUEST].wait_ready()
@@ -138,6 +144,18 @@ def test_fsfreeze_status_and_the_old_post_agent_endpoint(root, guests):
     assert status == 400 and "command" in body["errors"]
     status, body = call(root, "get", GUEST, "")
     assert status == 200 and {"name": "exec-status"} in body["data"] and {"name": "ping"} in body["data"]
+
+
+def test_fsfreeze_freeze_status_thaw_and_fsinfo(root, guests):
+    status, body = call(root, "post", GUEST, "/fsfreeze-freeze")
+    assert status == 200 and body["data"]["result"] >= 1, body  # at least the data disk
+    assert call(root, "post", GUEST, "/fsfreeze-status") == (200, {"data": {"result": "frozen"}})
+    assert agent.fsfreeze_status(GUEST) == "frozen"
+    status, body = call(root, "post", GUEST, "/fsfreeze-thaw")
+    assert status == 200 and body["data"]["result"] >= 1, body
+    assert agent.fsfreeze_status(GUEST) == "thawed"
+    status, body = call(root, "get", GUEST, "/get-fsinfo")
+    assert status == 200 and "/mnt/data" in {entry["mountpoint"] for entry in body["data"]["result"]}, body
 
 
 def test_bad_input_is_refused_before_the_guest_is_asked(root, guests):
