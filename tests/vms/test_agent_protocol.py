@@ -4,11 +4,14 @@ agent is exercised in test_agent.py), and the guest builder's module ordering.""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +30,10 @@ def fake_qemu() -> Iterator[None]:
         [sys.executable, "-c", "import sys; sys.stdin.read()", "-pidfile", str(pid_file)], stdin=subprocess.PIPE
     )
     pid_file.write_text(str(process.pid))
+    deadline = time.monotonic() + 30
+    while b"-pidfile" not in Path(f"/proc/{process.pid}/cmdline").read_bytes():  # until the child has exec'd
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     yield
     process.kill()
     process.wait()
@@ -107,10 +114,16 @@ def test_an_agent_error_and_a_silent_agent(fake_qemu):
     thread.join(10)
 
 
-def test_no_qemu_is_vm_not_running():
-    runtime_paths.vm_file(VMID + 1, "pid").unlink(missing_ok=True)
-    with pytest.raises(agent.VMNotRunning, match=f"VM {VMID + 1} is not running"):
-        agent.command(VMID + 1, "guest-ping")
+def test_no_qemu_is_vm_not_running(fake_qemu):
+    assert runtime_paths.vm_pid(VMID) is not None  # the fake's command line names VMID's pid file
+    pid_file = runtime_paths.vm_file(VMID + 1, "pid")
+    pid_file.write_text(str(os.getpid()))  # a live process, but not this VM's QEMU (a reused pid)
+    try:
+        assert runtime_paths.vm_pid(VMID + 1) is None
+        with pytest.raises(agent.VMNotRunning, match=f"VM {VMID + 1} is not running"):
+            agent.command(VMID + 1, "guest-ping")
+    finally:
+        pid_file.unlink()
 
 
 def test_modules_come_after_their_dependencies():
