@@ -19,6 +19,7 @@ PACKAGES=(
   slapd ldap-utils                          # a real OpenLDAP server for the LDAP realm tests
   samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind  # an AD DC for the AD tests
   strace                                    # the fsync-before-acknowledgement test traces the replicators
+  linux-image-amd64 busybox-static qemu-guest-agent cpio   # the tiny test guest (kernel, busybox, qemu-ga in an initramfs)
 )
 
 installed() {

@@ -16,9 +16,11 @@ class VmsConfig(AppConfig):
         from vms.guests import ClusterGuests
         from vms.leases import VMLocks
         from vms.pool_members import storage_members, vm_members
+        from vms.qemu.agent import AgentError
 
         register_error(ConfigError, 400, lambda exc: "Parameter verification failed.")
         register_error(VMError, lambda exc: exc.status)
+        register_error(AgentError, 500)
         locks.register("vm", VMLocks())
         guests.register(ClusterGuests())  # VMIDs for joins and node removal
         pool_members.register("vms", vm_members)  # the resolver's pool membership of /vms/<vmid>

@@ -7,6 +7,7 @@ directory is root's only (0700): a socket there is a way into the guest.
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -31,14 +32,16 @@ def vm_file(vmid: int, kind: str) -> Path:
 
 def vm_pid(vmid: int) -> int | None:
     """The pid of the VM's running QEMU, or None: the pid file's process must be alive and be
-    QEMU started for this VM (its command line holds ``-id <vmid>``), so a stale file whose pid
-    was reused by another process never counts."""
+    QEMU started for this VM (its command line holds ``-id <vmid>``, or ``-pidfile <this pid
+    file>``: Debian's QEMU has no ``-id`` option, that one is Proxmox's patch), so a stale file
+    whose pid was reused by another process never counts."""
+    pid_file = vm_file(vmid, "pid")
     try:
-        pid = int(vm_file(vmid, "pid").read_text().strip())
+        pid = int(pid_file.read_text().strip())
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
-    for index, arg in enumerate(argv[:-1]):
-        if arg == b"-id" and argv[index + 1] == str(int(vmid)).encode():
-            return pid
+    identities = {(b"-id", str(int(vmid)).encode()), (b"-pidfile", str(pid_file).encode())}
+    if any(pair in identities for pair in itertools.pairwise(argv)):
+        return pid
     return None

@@ -1,7 +1,7 @@
 """The VM endpoints under ``/api2/json`` (gathered by ``portal.urls``)."""
 
 from portal.api.routing import api_path
-from vms.api import nextid, qemu
+from vms.api import agent, nextid, qemu
 
 urlpatterns = [
     api_path("cluster/nextid", nextid.NextIdView.as_view()),
@@ -9,4 +9,14 @@ urlpatterns = [
     api_path("nodes/{node}/qemu/{vmid}", qemu.QemuVMView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}/config", qemu.QemuConfigView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}/status/current", qemu.QemuStatusCurrentView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/agent", agent.AgentIndexView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/agent/exec", agent.AgentExecView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/agent/exec-status", agent.AgentExecStatusView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/agent/file-read", agent.AgentFileReadView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/agent/file-write", agent.AgentFileWriteView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/agent/set-user-password", agent.AgentSetUserPasswordView.as_view()),
+    *(
+        api_path(f"nodes/{{node}}/qemu/{{vmid}}/agent/{name}", view.as_view())
+        for name, view in agent.COMMAND_VIEWS.items()
+    ),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from django.conf import settings
@@ -14,6 +15,7 @@ from vms import lookups, services
 from vms.config import ConfigError
 from vms.exceptions import VMError
 from vms.models import VM
+from vms.qemu.agent import SIMPLE_COMMANDS, AgentError, simple_command
 
 
 def _root() -> User:
@@ -46,10 +48,10 @@ def _options(extra: list[str]) -> dict[str, str]:
 
 
 class Command(BaseCommand):
-    help = "Manage QEMU VM configurations: create, set, config, list, destroy, unlock."
+    help = "Manage QEMU VMs: create, set, config, list, destroy, unlock, agent (guest agent commands)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("verb", choices=["create", "set", "config", "list", "destroy", "unlock"])
+        parser.add_argument("verb", choices=["create", "set", "config", "list", "destroy", "unlock", "agent"])
         parser.add_argument("vmid", nargs="?")
         parser.add_argument("rest", nargs=argparse.REMAINDER)
 
@@ -61,11 +63,14 @@ class Command(BaseCommand):
                 return
             if vmid is None:
                 raise CommandError(f"qm {verb} needs a VMID")
+            if verb == "agent":
+                self._agent(vmid, rest)
+                return
             getattr(self, f"_{verb}")(vmid, _options(rest))
         except ConfigError as exc:
             details = "\n".join(f"{key}: {msg}" for key, msg in sorted(exc.errors.items()))
             raise CommandError(f"400 Parameter verification failed.\n{details}") from None
-        except (VMError, ReplicationError) as exc:
+        except (VMError, ReplicationError, AgentError) as exc:
             raise CommandError(str(exc)) from None
 
     def _vm(self, vmid: str) -> VM:
@@ -109,6 +114,18 @@ class Command(BaseCommand):
             self.stdout.write(f"VM {vm.vmid} is not locked")
             return
         self.stdout.write(f"VM {vm.vmid} unlocked (was '{was}'{f', held by {owner}' if owner else ''})")
+
+    def _agent(self, vmid: str, rest: list[str]) -> None:
+        """``qm agent <vmid> <command>`` (Proxmox's ``qm guest cmd``): the result as JSON, a scalar as is."""
+        if len(rest) != 1 or rest[0] not in SIMPLE_COMMANDS:
+            raise CommandError(f"qm agent <vmid> <command>; command is one of: {', '.join(sorted(SIMPLE_COMMANDS))}")
+        vm = self._vm(vmid)
+        result = simple_command(vm.vmid, vm.config, rest[0])
+        if isinstance(result, dict | list):
+            if result:
+                self.stdout.write(json.dumps(result, indent=4, sort_keys=True))
+        elif result is not None and str(result).strip():
+            self.stdout.write(str(result))
 
     def _list(self) -> None:
         self.stdout.write(f"{'VMID':>10} {'NAME':<20} {'STATUS':<10} {'MEM(MB)':>10} {'BOOTDISK(GB)':>12} {'PID':>10}")

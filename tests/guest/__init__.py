@@ -1,0 +1,1 @@
+"""The tiny test guest (kernel + busybox + qemu-ga initramfs, built locally) and its QEMU launcher."""

@@ -1,0 +1,1 @@
+"""QEMU: the guest agent client (and the VM runtime beside it)."""
