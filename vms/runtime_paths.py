@@ -31,14 +31,17 @@ def vm_file(vmid: int, kind: str) -> Path:
 
 def vm_pid(vmid: int) -> int | None:
     """The pid of the VM's running QEMU, or None: the pid file's process must be alive and be
-    QEMU started for this VM (its command line holds ``-id <vmid>``), so a stale file whose pid
-    was reused by another process never counts."""
+    QEMU started for this VM, so a stale file whose pid was reused by another process never
+    counts. Its command line holds ``-id <vmid>`` (Proxmox's patched QEMU) or, with upstream
+    QEMU (which has no ``-id``), ``-pidfile`` naming this very pid file."""
+    pidfile = vm_file(vmid, "pid")
     try:
-        pid = int(vm_file(vmid, "pid").read_text().strip())
+        pid = int(pidfile.read_text().strip())
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
+    wanted = {(b"-id", str(int(vmid)).encode()), (b"-pidfile", str(pidfile).encode())}
     for index, arg in enumerate(argv[:-1]):
-        if arg == b"-id" and argv[index + 1] == str(int(vmid)).encode():
+        if (arg, argv[index + 1]) in wanted:
             return pid
     return None

@@ -1,7 +1,7 @@
 """The VM endpoints under ``/api2/json`` (gathered by ``portal.urls``)."""
 
 from portal.api.routing import api_path
-from vms.api import nextid, qemu
+from vms.api import nextid, power, qemu
 
 urlpatterns = [
     api_path("cluster/nextid", nextid.NextIdView.as_view()),
@@ -9,4 +9,12 @@ urlpatterns = [
     api_path("nodes/{node}/qemu/{vmid}", qemu.QemuVMView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}/config", qemu.QemuConfigView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}/status/current", qemu.QemuStatusCurrentView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/status", power.StatusIndexView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/status/start", power.StartView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/status/stop", power.StopView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/status/shutdown", power.ShutdownView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/status/reboot", power.RebootView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/status/reset", power.ResetView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/status/suspend", power.SuspendView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/status/resume", power.ResumeView.as_view()),
 ]

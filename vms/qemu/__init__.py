@@ -1,0 +1,1 @@
+"""The QEMU runtime: config to command line, one daemonized QEMU per VM, QMP, the power operations."""
