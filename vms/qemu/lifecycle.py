@@ -113,6 +113,7 @@ def _stop(vm: VM, *, log: Log, timeout: float, shutdown: bool, force: bool) -> N
         if not process.wait_exit(vm.vmid, timeout):
             if not force:
                 raise VMError("VM quit/powerdown failed - got timeout")
+            log("VM still running - terminating now")
             process.terminate(vm.vmid, timeout=5, log=log)
     else:
         process.terminate(vm.vmid, timeout=timeout, log=log)
