@@ -1,4 +1,5 @@
-"""The VM lock as a task lease: the config's ``lock`` plus ``lock_owner`` (the holding task's UPID).
+"""The VM lock as a task lease: the config's ``lock`` plus ``lock_owner`` (the holding task's UPID);
+and the node-local config lock (``config_lock``) every power operation holds, as qemu-server's flock.
 
 Taking and dropping it are replicated writes with the row's version as base, so of two tasks
 racing for one VM exactly one wins (the other's write is a conflict, re-read, and refused as
