@@ -111,6 +111,19 @@ def test_start_then_stop(root, celery_worker):
     assert not vm_file(vmid, "qmp").exists() and not vm_file(vmid, "vnc").exists()
 
 
+def test_without_kvm_the_vm_runs_under_tcg_and_the_log_says_so(root):
+    vmid = 7711
+    vm = VM.objects.get(vmid=vmid)
+    vm.config = {**vm.config, "kvm": "0"}
+    vm.save()
+    state, lines = run_task(root, vmid, "start")
+    assert state["exitstatus"] == "OK"
+    assert any("running with TCG" in line for line in lines), lines
+    assert qmp.command(vmid, "query-kvm") == {"enabled": False, "present": True}
+    assert qmp.status(vmid) == "running"
+    assert run_task(root, vmid, "stop")[0]["exitstatus"] == "OK"
+
+
 def test_suspend_resume_reset(root):
     vmid = 7701
     assert run_task(root, vmid, "start")[0]["exitstatus"] == "OK"
@@ -193,6 +206,9 @@ def test_qm_verbs(node_env):
     vmid = 7706
     shown = manage(node_env, "qm", "showcmd", str(vmid)).stdout.strip()
     assert shlex.split(shown) == process.command_for(vmid, VM.objects.get(vmid=vmid).config)
+    pretty = manage(node_env, "qm", "showcmd", str(vmid), "--pretty", "1").stdout
+    assert pretty.splitlines()[1].strip() == "-name rt7706,debug-threads=on \\"
+    assert shlex.split(pretty.replace("\\\n", " ")) == shlex.split(shown)
     assert manage(node_env, "qm", "status", str(vmid)).stdout.strip() == "status: stopped"
     started = manage(node_env, "qm", "start", str(vmid))
     assert f"VM {vmid} started" in started.stdout

@@ -39,6 +39,12 @@ class AlreadyRunning(VMError):
         super().__init__(f"VM {vmid} already running")
 
 
+def start_timeout(config: Mapping[str, str]) -> float:
+    """qemu-server's default: ``max(30, memory in GiB)`` seconds."""
+    memory = str(config.get("memory", "512")).removeprefix("current=")
+    return max(DEFAULT_START_TIMEOUT, int(memory) / 1024 if memory.isdigit() else 0)
+
+
 def local_vm(vmid: int) -> VM:
     """The VM, which must belong to this node (operations only run where the VM lives)."""
     return lookups.get_vm(int(vmid), settings.PVE_NODE_NAME)
@@ -127,7 +133,7 @@ def start_vm(vmid: int, *, log: Log, skiplock: bool = False, timeout: float | No
     with config_lock(vmid):
         vm = local_vm(vmid)
         check_lock(vm, skiplock=skiplock)
-        return _start(vm, log=log, timeout=timeout or DEFAULT_START_TIMEOUT)
+        return _start(vm, log=log, timeout=timeout or start_timeout(vm.config))
 
 
 def stop_vm(vmid: int, *, log: Log, skiplock: bool = False, timeout: float | None = None) -> None:
@@ -164,7 +170,7 @@ def reboot_vm(vmid: int, *, log: Log, timeout: float | None = None) -> None:
         if qmp.status(vmid) in ("paused", "suspended", "prelaunch"):
             raise VMError("VM is paused - cannot reboot")
         _stop(vm, log=log, timeout=timeout or DEFAULT_STOP_TIMEOUT, shutdown=True, force=False)
-        _start(local_vm(vmid), log=log, timeout=DEFAULT_START_TIMEOUT)
+        _start(local_vm(vmid), log=log, timeout=start_timeout(vm.config))
 
 
 def _monitor(vmid: int, command: str, *, log: Log, skiplock: bool, done: str) -> None:
