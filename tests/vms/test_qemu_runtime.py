@@ -263,12 +263,17 @@ def test_a_qemu_killed_from_outside_is_cleaned_up(root, node_env):
         stderr=subprocess.PIPE,
         text=True,
     )
+    vm = VM.objects.get(vmid=vmid)
+    vm.config = {**vm.config, "net0": f"virtio=BC:24:11:77:10:00,bridge={BRIDGE},firewall=0"}
+    vm.save()
+    tap = Path(f"/sys/class/net/tap{vmid}i0")
     try:
         assert run_task(root, vmid, "start")[0]["exitstatus"] == "OK"
         pid = vm_pid(vmid)
-        assert pid is not None
+        assert pid is not None and tap.exists()
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: not vm_file(vmid, "vnc").exists() and not vm_file(vmid, "pid").exists(), 30, "cleanup")
+        wait_for(lambda: not tap.exists(), 30, "the tap removed")
         entry = wait_for(
             lambda: ClusterLogEntry.objects.filter(
                 msg__startswith=f"VM {vmid} stopped: its QEMU process ended"

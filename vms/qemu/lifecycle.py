@@ -8,6 +8,7 @@ and everything a run leaves (taps, sockets, pid file) is removed once QEMU is go
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable, Mapping
 
@@ -114,8 +115,13 @@ def _stop(vm: VM, *, log: Log, timeout: float, shutdown: bool, force: bool) -> N
         process.cleanup(vm.vmid, vm.config)
         return
     if shutdown:
-        log(f"shutting down VM {vm.vmid} (ACPI power button)")
-        qmp.command(vm.vmid, "system_powerdown")
+        if not _agent_shutdown(vm, log, timeout):
+            log(f"shutting down VM {vm.vmid} (ACPI power button)")
+            try:
+                qmp.command(vm.vmid, "system_powerdown")
+            except qmp.QMPCommandError:
+                if process.is_running(vm.vmid):
+                    raise  # else the guest went down on its own meanwhile
         if not process.wait_exit(vm.vmid, timeout):
             if not force:
                 raise VMError("VM quit/powerdown failed - got timeout")
@@ -126,6 +132,28 @@ def _stop(vm: VM, *, log: Log, timeout: float, shutdown: bool, force: bool) -> N
     removed = process.cleanup(vm.vmid, vm.config)
     if removed:
         log(f"cleaned up: {', '.join(removed)}")
+
+
+def _agent_shutdown(vm: VM, log: Log, timeout: float) -> bool:
+    """With ``agent: 1``, ask the guest agent (``guest-shutdown``), as qemu-server does; whether it was asked.
+
+    The agent client (``vms.qemu.agent``) comes with the guest-agent work; without it, or when the
+    agent does not answer, the caller falls back to the ACPI power button.
+    """
+    enabled = str(vm.config.get("agent", "0")).split(",")[0].removeprefix("enabled=") == "1"
+    if not enabled:
+        return False
+    try:
+        agent = importlib.import_module("vms.qemu.agent")
+    except ImportError:
+        return False
+    try:
+        agent.shutdown(vm.vmid, timeout=min(timeout, 10.0))
+    except Exception as exc:  # the agent's errors (not running, no answer): fall back to ACPI
+        log(f"guest agent shutdown failed ({exc}); using the ACPI power button")
+        return False
+    log(f"shutting down VM {vm.vmid} (guest agent)")
+    return True
 
 
 def start_vm(vmid: int, *, log: Log, skiplock: bool = False, timeout: float | None = None) -> int:
