@@ -31,7 +31,7 @@ from vms.runtime_paths import run_dir, vm_file, vm_pid
 pytestmark = [pytest.mark.usefixtures("replicator", "celery_worker")]
 API = "/api2/json"
 NODE = "testnode"
-VMIDS = range(7700, 7712)
+VMIDS = range(7700, 7713)
 BRIDGE = "vmbrqt0"
 
 
@@ -154,6 +154,19 @@ def test_shutdown_of_a_firmware_vm_times_out_or_is_forced(root):
     assert (state["exitstatus"], state["type"]) == ("OK", "qmshutdown")
     assert "VM still running - terminating now" in lines
     assert vm_pid(vmid) is None
+
+
+def test_stop_overrules_a_running_shutdown(root):
+    vmid = 7712
+    assert run_task(root, vmid, "start")[0]["exitstatus"] == "OK"
+    shutdown = power(root, vmid, "shutdown", timeout=300)["data"]  # the firmware never powers off
+    path = f"{API}/nodes/{NODE}/tasks/{shutdown}"
+    wait_for(lambda: "shutting down VM" in str(root.get(f"{path}/log").json()["data"]), 30, "the shutdown to begin")
+    state, lines = run_task(root, vmid, "stop", **{"overrule-shutdown": 1})
+    assert state["exitstatus"] == "OK" and f"overruling shutdown task {shutdown}" in lines
+    assert vm_pid(vmid) is None
+    ended = root.get(f"{path}/status").json()["data"]
+    assert ended["status"] == "stopped" and ended["exitstatus"] != "OK"
 
 
 def test_taps_are_plugged_before_start_and_removed_after_stop(root):
