@@ -165,6 +165,15 @@ def test_ide_sata_virtio_and_cdrom():
             argv(bad)
 
 
+def test_q35_layout():
+    args = argv({"machine": "q35", "ide1": "local:iso/d.iso,media=cdrom", "usb0": "host=1234:5678"})
+    devices = values(args, "-device")
+    assert any(d.startswith("ide-cd,bus=ide.1,unit=0,drive=drive-ide1") for d in devices)
+    assert devices.count("qemu-xhci,p2=15,p3=15,id=xhci") == 1
+    assert "usb-tablet,id=tablet,bus=xhci.0,port=15" in devices
+    assert "usb-host,bus=xhci.0,port=1,vendorid=0x1234,productid=0x5678,id=usb0" in devices
+
+
 def test_boot_order():
     config = {
         "scsi0": "local:100/vm-100-disk-0.raw",

@@ -4,12 +4,15 @@ VMs without a bootable disk sit in their firmware, which counts as running. Cove
 ``running`` (runtime files root's only), stop, suspend/resume, reset, shutdown of a firmware VM
 (which ignores ACPI: timeout without and with ``forceStop``), taps plugged into a bridge and
 removed, the config lock and ``skiplock``, templates, ``qm`` verbs (status, showcmd, monitor, start,
-stop), onboot order, and a QEMU killed from outside noticed by ``qmeventd``.
+stop), onboot order, a QEMU killed from outside noticed by ``qmeventd``, ``overrule-shutdown``, and
+QEMU accepting the built command line of rich configs (qcow2/raw volumes of a directory storage on
+every bus, OVMF with an EFI disk on q35, NUMA).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -300,3 +303,71 @@ def test_a_qemu_killed_from_outside_is_cleaned_up(root, node_env):
         watcher.send_signal(signal.SIGTERM)
         watcher.wait(timeout=30)
     assert watcher.returncode == 0, watcher.stderr.read() if watcher.stderr else ""
+
+
+COMMAND_CASES = {
+    "pc-disks": {
+        "scsihw": "virtio-scsi-single",
+        "scsi0": "qtstore:{vmid}/vm-{vmid}-disk-0.qcow2,cache=writeback,discard=on,iothread=1,ssd=1,serial=S0",
+        "virtio0": "qtstore:{vmid}/vm-{vmid}-disk-1.raw,iothread=1,mbps_rd=50",
+        "sata0": "qtstore:{vmid}/vm-{vmid}-disk-2.qcow2",
+        "ide0": "qtstore:{vmid}/vm-{vmid}-disk-3.raw,cache=none,aio=native",
+        "ide2": "qtstore:iso/empty.iso,media=cdrom",
+        "boot": "order=scsi0;ide2",
+        "agent": "1",
+        "serial0": "socket",
+        "smbios1": "uuid=5e3d2b6a-1234-4bcd-8abc-0123456789ab",
+        "cpu": "x86-64-v2-AES",
+        "sockets": "2",
+        "cores": "1",
+        "numa": "1",
+        "vga": "cirrus",
+    },
+    "q35-ovmf": {
+        "machine": "q35",
+        "bios": "ovmf",
+        "efidisk0": "qtstore:{vmid}/vm-{vmid}-disk-4.raw,efitype=4m",
+        "scsihw": "lsi",
+        "scsi8": "qtstore:{vmid}/vm-{vmid}-disk-0.qcow2",
+        "ide1": "none,media=cdrom",
+        "vga": "virtio",
+        "tablet": "1",
+    },
+}
+
+
+@pytest.mark.parametrize("case", sorted(COMMAND_CASES))
+def test_qemu_accepts_the_built_command_line(case, tmp_path):
+    """Real volumes on a directory storage: QEMU starts with every drive the config names."""
+    from vms.models import Storage
+
+    vmid = 7720 if case == "pc-disks" else 7721
+    Storage.objects.filter(storeid="qtstore").exists() or Storage(
+        storeid="qtstore", type="dir", path=str(tmp_path.parent / "qtstore"), content="images,iso"
+    ).save()
+    root_dir = Path(Storage.objects.get(storeid="qtstore").path)
+    images, iso = root_dir / "images" / str(vmid), root_dir / "template" / "iso"
+    images.mkdir(parents=True, exist_ok=True)
+    iso.mkdir(parents=True, exist_ok=True)
+    (iso / "empty.iso").write_bytes(b"\0" * 2048 * 16)
+    for index, fmt in enumerate(("qcow2", "raw", "qcow2", "raw")):
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", fmt, str(images / f"vm-{vmid}-disk-{index}.{fmt}"), "64M"], check=True
+        )
+    (images / f"vm-{vmid}-disk-4.raw").write_bytes(Path("/usr/share/OVMF/OVMF_VARS_4M.fd").read_bytes())
+    config = {key: value.format(vmid=vmid) for key, value in COMMAND_CASES[case].items()} | {"memory": "256"}
+    VM.objects.filter(vmid=vmid).exists() or VM(vmid=vmid, node_id=NODE, config={}).save()
+    vm = VM.objects.get(vmid=vmid)
+    vm.config = config
+    vm.save()
+    try:
+        lifecycle.start_vm(vmid, log=lambda line: None)
+        assert qmp.status(vmid) == "running"
+        blocks = {entry["device"]: entry for entry in qmp.command(vmid, "query-block")}
+        for key in config:
+            if re.fullmatch(r"(scsi|virtio|sata|ide)\d+", key):
+                assert f"drive-{key}" in blocks, (key, sorted(blocks))
+        if "numa" in config:
+            assert len(qmp.command(vmid, "query-memdev")) == 2
+    finally:
+        lifecycle.stop_vm(vmid, log=lambda line: None)

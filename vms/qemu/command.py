@@ -301,12 +301,14 @@ def _usb_args(config: Mapping[str, str], machine: str) -> list[str]:
     argv: list[str] = []
     tablet = config.get("tablet", "1") == "1"
     usb_keys = sorted((k for k in config if re.fullmatch(r"usb\d+", k)), key=lambda k: int(k[3:]))
-    if tablet:
-        controller = "uhci" if machine.startswith("pc-i440fx") else "ehci"
-        model = "piix3-usb-uhci" if controller == "uhci" else "ich9-usb-ehci1"
-        argv += ["-device", f"{model},id={controller}", "-device", f"usb-tablet,id=tablet,bus={controller}.0,port=1"]
-    if usb_keys:
+    xhci = bool(usb_keys) or (tablet and not machine.startswith("pc-i440fx"))
+    if xhci:  # q35 gets its tablet on xhci; host devices always sit there
         argv += ["-device", "qemu-xhci,p2=15,p3=15,id=xhci"]
+    if tablet:
+        bus = "xhci" if not machine.startswith("pc-i440fx") else "uhci"
+        if bus == "uhci":
+            argv += ["-device", "piix3-usb-uhci,id=uhci"]
+        argv += ["-device", f"usb-tablet,id=tablet,bus={bus}.0,port={15 if bus == 'xhci' else 1}"]
     for port, key in enumerate(usb_keys, start=1):
         device = devices.parse_usb(config[key])
         if device.mapping is not None or device.host is None or device.host.lower() == "spice":
@@ -411,7 +413,7 @@ def build_command(
     argv += _agent_and_serial_args(config, files)
     nets = sorted((k for k in config if re.fullmatch(r"net\d+", k)), key=lambda k: int(k[3:]))
     bootindex = drives.boot_order(config, nets)
-    argv += drives.drive_args(config, resolve, bootindex)
+    argv += drives.drive_args(config, resolve, bootindex, q35=machine.startswith("pc-q35"))
     argv += _net_args(config, vmid, effective, bootindex)
     if config.get("args"):
         try:

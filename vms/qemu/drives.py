@@ -167,7 +167,7 @@ def _escape(path: str) -> str:
     return path.replace(",", ",,")
 
 
-def _front_end(key: str, items: Mapping[str, str], cdrom: bool, scsihw: str) -> tuple[list[str], str]:
+def _front_end(key: str, items: Mapping[str, str], cdrom: bool, scsihw: str, q35: bool) -> tuple[list[str], str]:
     """The ``-device`` of one drive; the SCSI controller it needs (``""`` if none)."""
     bus, index = DRIVE_KEY_RE.fullmatch(key).group(1), _index(key)  # type: ignore[union-attr]
     extra: list[str] = []
@@ -185,7 +185,8 @@ def _front_end(key: str, items: Mapping[str, str], cdrom: bool, scsihw: str) -> 
         extra.append(f"wwn={items['wwn']}")
     controller = ""
     if bus == "ide":
-        device = f"{'ide-cd' if cdrom else 'ide-hd'},bus=ide.{index // 2},unit={index % 2}"
+        per_bus = 1 if q35 else 2  # q35's AHCI has one unit per bus, i440fx's IDE two (as qemu-server)
+        device = f"{'ide-cd' if cdrom else 'ide-hd'},bus=ide.{index // per_bus},unit={index % per_bus}"
     elif bus == "sata":
         device = f"{'ide-cd' if cdrom else 'ide-hd'},bus=ahci0.{index}"
     elif bus == "virtio":
@@ -209,7 +210,9 @@ def _front_end(key: str, items: Mapping[str, str], cdrom: bool, scsihw: str) -> 
     return ["-device", ",".join([device, f"drive=drive-{key}", f"id={key}", *extra])], controller
 
 
-def drive_args(config: Mapping[str, str], resolve: Resolver, bootindex: Mapping[str, int]) -> list[str]:
+def drive_args(
+    config: Mapping[str, str], resolve: Resolver, bootindex: Mapping[str, int], *, q35: bool = False
+) -> list[str]:
     """Every disk and CD-ROM of ``config`` with the controllers they sit on."""
     scsihw = config.get("scsihw", "lsi")
     if scsihw not in SCSI_CONTROLLERS:
@@ -221,7 +224,7 @@ def drive_args(config: Mapping[str, str], resolve: Resolver, bootindex: Mapping[
     ahci = False
     for key in drive_keys(config):
         backend, items, cdrom = _backend(key, config[key], resolve)
-        front, controller = _front_end(key, items, cdrom, scsihw)
+        front, controller = _front_end(key, items, cdrom, scsihw, q35)
         if key in bootindex:
             front[-1] += f",bootindex={bootindex[key]}"
         if items.get("iothread") == "1":
