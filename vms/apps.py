@@ -9,6 +9,7 @@ class VmsConfig(AppConfig):
         from authz import pool_members
         from cluster.membership import guests
         from portal.api.errors import register_error
+        from portal.runner import node as node_runner
         from portal.tasks import locks
         from vms import bootstrap, renderers  # noqa: F401  (registration side effects)
         from vms.config import ConfigError
@@ -17,6 +18,7 @@ class VmsConfig(AppConfig):
         from vms.leases import VMLocks
         from vms.pool_members import storage_members, vm_members
         from vms.qemu.agent import AgentError
+        from vms.qemu.watcher import watcher_child
 
         register_error(ConfigError, 400, lambda exc: "Parameter verification failed.")
         register_error(VMError, lambda exc: exc.status)
@@ -25,3 +27,4 @@ class VmsConfig(AppConfig):
         guests.register(ClusterGuests())  # VMIDs for joins and node removal
         pool_members.register("vms", vm_members)  # the resolver's pool membership of /vms/<vmid>
         pool_members.register("storage", storage_members)  # ... and of /storage/<storeid>
+        node_runner.register_child(watcher_child)  # qmeventd: onboot VMs, then the QEMU watcher

@@ -1,4 +1,5 @@
-"""The VM lock as a task lease: the config's ``lock`` plus ``lock_owner`` (the holding task's UPID).
+"""The VM lock as a task lease: the config's ``lock`` plus ``lock_owner`` (the holding task's UPID);
+and the node-local config lock (``config_lock``) every power operation holds, as qemu-server's flock.
 
 Taking and dropping it are replicated writes with the row's version as base, so of two tasks
 racing for one VM exactly one wins (the other's write is a conflict, re-read, and refused as
@@ -7,12 +8,17 @@ locked); a config edit in between only makes the writer re-read and try again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import fcntl
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from django.conf import settings
 
 from replicator.exceptions import ConflictError
-from vms.exceptions import VMLocked, VMNotFound
+from vms.exceptions import VMError, VMLocked, VMNotFound
 from vms.models import VM
 
 ATTEMPTS = 5
@@ -69,3 +75,43 @@ class VMLocks:
         return [
             (str(vmid), owner) for vmid, owner in VM.objects.exclude(lock_owner="").values_list("vmid", "lock_owner")
         ]
+
+
+CONFIG_LOCK_TIMEOUT = 10.0  # seconds, as qemu-server's lock_config
+
+
+class ConfigLockTimeout(VMLocked):
+    """Another operation of this node holds the VM's config lock for longer than we wait."""
+
+    def __init__(self, vmid: int) -> None:
+        VMError.__init__(self, f"can't lock file '{config_lock_path(vmid)}' - got timeout")
+
+
+def config_lock_path(vmid: int) -> Path:
+    return Path(settings.PVE_RUN_DIR) / "lock" / f"lock-{int(vmid)}.conf"
+
+
+@contextmanager
+def config_lock(vmid: int, timeout: float = CONFIG_LOCK_TIMEOUT) -> Iterator[None]:
+    """The node-local lock on a VM (qemu-server's ``lock_config``: a flock on its lock file).
+
+    Held for the whole of a power operation, so two of them never interleave on one VM; the
+    kernel drops it when its process dies, so a killed task never leaves it behind. ``timeout``
+    0 tries once (the watcher: skip a VM an operation is busy with).
+    """
+    path = config_lock_path(vmid)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise ConfigLockTimeout(vmid) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)

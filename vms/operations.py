@@ -12,6 +12,7 @@ from typing import Any
 from replicator.exceptions import ConflictError
 from vms import services
 from vms.models import VM
+from vms.qemu import operations as qemu_operations  # noqa: F401  (discovered with this module: the power operations)
 
 
 def create_vm(

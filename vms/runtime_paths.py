@@ -7,7 +7,6 @@ directory is root's only (0700): a socket there is a way into the guest.
 
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 
@@ -32,16 +31,17 @@ def vm_file(vmid: int, kind: str) -> Path:
 
 def vm_pid(vmid: int) -> int | None:
     """The pid of the VM's running QEMU, or None: the pid file's process must be alive and be
-    QEMU started for this VM (its command line holds ``-id <vmid>``, or ``-pidfile <this pid
-    file>``: Debian's QEMU has no ``-id`` option, that one is Proxmox's patch), so a stale file
-    whose pid was reused by another process never counts."""
-    pid_file = vm_file(vmid, "pid")
+    QEMU started for this VM, so a stale file whose pid was reused by another process never
+    counts. Its command line holds ``-id <vmid>`` (Proxmox's patched QEMU) or, with upstream
+    QEMU (which has no ``-id``), ``-pidfile`` naming this very pid file."""
+    pidfile = vm_file(vmid, "pid")
     try:
-        pid = int(pid_file.read_text().strip())
+        pid = int(pidfile.read_text().strip())
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
-    identities = {(b"-id", str(int(vmid)).encode()), (b"-pidfile", str(pid_file).encode())}
-    if any(pair in identities for pair in itertools.pairwise(argv)):
-        return pid
+    wanted = {(b"-id", str(int(vmid)).encode()), (b"-pidfile", str(pidfile).encode())}
+    for index, arg in enumerate(argv[:-1]):
+        if (arg, argv[index + 1]) in wanted:
+            return pid
     return None

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
@@ -130,6 +131,16 @@ def corosync_spec(env: dict[str, str]) -> ChildSpec:
     return ChildSpec("corosync", argv, env, cwd=data)
 
 
+# Children an app adds (the VM watcher ...): ``factory(env)`` -> ChildSpec, registered at the app's ready().
+_app_children: list[Callable[[dict[str, str]], ChildSpec]] = []
+
+
+def register_child(factory: Callable[[dict[str, str]], ChildSpec]) -> None:
+    """Add a child every node runs after its worker and beat (``factory`` gets the children's environment)."""
+    if factory not in _app_children:
+        _app_children.append(factory)
+
+
 def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -> list[ChildSpec]:
     python = sys.executable
     data = Path(settings.PVE_DATA_DIR)
@@ -170,6 +181,7 @@ def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -
         specs.append(ChildSpec("worker", argv, env, cwd=REPO))
     if beat:
         specs.append(ChildSpec("beat", beat_argv(python, data_dir=data, log_level=log_level), env, cwd=REPO))
+    specs += [factory(env) for factory in _app_children]
     if web:
         host, port = _probe_host(settings.PVE_BIND_ADDRESS), settings.PVE_HTTPS_PORT
         specs.append(

@@ -1,7 +1,7 @@
 """The VM endpoints under ``/api2/json`` (gathered by ``portal.urls``)."""
 
 from portal.api.routing import api_path
-from vms.api import agent, nextid, qemu
+from vms.api import agent, nextid, power, qemu
 
 urlpatterns = [
     api_path("cluster/nextid", nextid.NextIdView.as_view()),
@@ -19,4 +19,12 @@ urlpatterns = [
         api_path(f"nodes/{{node}}/qemu/{{vmid}}/agent/{name}", view.as_view())
         for name, view in agent.COMMAND_VIEWS.items()
     ),
+    api_path("nodes/{node}/qemu/{vmid}/status", power.StatusIndexView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/status/start", power.StartView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/status/stop", power.StopView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/status/shutdown", power.ShutdownView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/status/reboot", power.RebootView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/status/reset", power.ResetView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/status/suspend", power.SuspendView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/status/resume", power.ResumeView.as_view()),
 ]

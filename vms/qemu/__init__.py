@@ -1,1 +1,1 @@
-"""QEMU: the guest agent client (and the VM runtime beside it)."""
+"""The QEMU runtime: config to command line, one daemonized QEMU per VM, QMP, the power operations, the guest agent client."""

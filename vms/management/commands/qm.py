@@ -1,4 +1,5 @@
-"""``manage.py qm``: Proxmox's VM CLI (config verbs), run as root@pam, writing through ``vms.services``."""
+"""``manage.py qm``: Proxmox's VM CLI, run as root@pam: config verbs through ``vms.services``, power verbs
+as tasks (a UPID and its log, shown as it is written) through ``vms.qemu.lifecycle``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from vms import lookups, services
 from vms.config import ConfigError
 from vms.exceptions import VMError
 from vms.models import VM
+from vms.qemu import cli as power
 from vms.qemu.agent import SIMPLE_COMMANDS, AgentError, simple_command
+from vms.qemu.cli import POWER_VERBS
+from vms.runtime_paths import vm_pid
 
 
 def _root() -> User:
@@ -48,10 +52,12 @@ def _options(extra: list[str]) -> dict[str, str]:
 
 
 class Command(BaseCommand):
-    help = "Manage QEMU VMs: create, set, config, list, destroy, unlock, agent (guest agent commands)."
+    help = "Manage QEMU VMs: create, set, config, list, destroy, unlock, agent, and the power and runtime verbs."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("verb", choices=["create", "set", "config", "list", "destroy", "unlock", "agent"])
+        parser.add_argument(
+            "verb", choices=["create", "set", "config", "list", "destroy", "unlock", "agent", *POWER_VERBS]
+        )
         parser.add_argument("vmid", nargs="?")
         parser.add_argument("rest", nargs=argparse.REMAINDER)
 
@@ -65,12 +71,14 @@ class Command(BaseCommand):
                 raise CommandError(f"qm {verb} needs a VMID")
             if verb == "agent":
                 self._agent(vmid, rest)
-                return
-            getattr(self, f"_{verb}")(vmid, _options(rest))
+            elif verb in POWER_VERBS:
+                power.run_verb(self, verb, self._vm(vmid), _options(rest))
+            else:
+                getattr(self, f"_{verb}")(vmid, _options(rest))
         except ConfigError as exc:
             details = "\n".join(f"{key}: {msg}" for key, msg in sorted(exc.errors.items()))
             raise CommandError(f"400 Parameter verification failed.\n{details}") from None
-        except (VMError, ReplicationError, AgentError) as exc:
+        except (VMError, ReplicationError, AgentError, power.CLIError) as exc:
             raise CommandError(str(exc)) from None
 
     def _vm(self, vmid: str) -> VM:
@@ -132,4 +140,6 @@ class Command(BaseCommand):
         for vm in VM.objects.filter(node_id=settings.PVE_NODE_NAME):
             name = str(vm.config.get("name", f"VM {vm.vmid}"))
             memory = str(vm.config.get("memory", "512")).removeprefix("current=")
-            self.stdout.write(f"{vm.vmid:>10} {name:<20} {'stopped':<10} {memory:>10} {0:>12.2f} {0:>10}")
+            pid = vm_pid(vm.vmid)
+            state = "running" if pid else "stopped"
+            self.stdout.write(f"{vm.vmid:>10} {name:<20} {state:<10} {memory:>10} {0:>12.2f} {pid or 0:>10}")

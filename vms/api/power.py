@@ -1,0 +1,196 @@
+"""``/nodes/{node}/qemu/{vmid}/status/...``: start, stop, shutdown, reboot, reset, suspend, resume.
+
+As qemu-server's API: ``VM.PowerMgmt`` on ``/vms/{vmid}`` (checked before the VM is looked up),
+root@pam-only parameters refused for anyone else, the quick refusals (not running, paused, locked)
+answered at once, then the operation queued on this node's worker, answering with its UPID
+(``qmstart``, ``qmstop``, ``qmshutdown``, ``qmreboot``, ``qmreset``, ``qmpause``, ``qmresume``).
+A request naming another node is forwarded to it by the base view.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from authz.permissions import is_superuser
+from portal.api import params
+from portal.api.errors import ParameterError
+from portal.api.views import PVEAPIView, ok
+from portal.tasks import runner
+from vms.api.qemu import _authorized_vm, _principal
+from vms.exceptions import VMError, VMLocked
+from vms.models import VM
+from vms.qemu import lifecycle, operations, process, qmp
+
+ROOT_ONLY = "Only root may use this option."
+MAX_TIMEOUT = 86400
+PAUSED = ("paused", "suspended", "prelaunch")
+# Parameters qemu-server takes that this implementation does not (migration, state files ...).
+NOT_SUPPORTED = {
+    "start": ("stateuri", "migratedfrom", "migration_type", "migration_network", "machine", "force-cpu",
+              "targetstorage", "with-conntrack-state", "nets"),
+    "stop": ("migratedfrom",),
+    "suspend": ("statestorage",),
+}  # fmt: skip
+KNOWN = {
+    "start": ("skiplock", "timeout"),
+    "stop": ("skiplock", "timeout", "keepActive", "overrule-shutdown"),
+    "shutdown": ("skiplock", "timeout", "forceStop", "keepActive"),
+    "reboot": ("timeout",),
+    "reset": ("skiplock",),
+    "suspend": ("skiplock", "todisk"),
+    "resume": ("skiplock", "nocheck"),
+}
+ROOT_PARAMETERS = ("skiplock", "keepActive", "nocheck")
+
+
+def _parameters(request: Request, command: str, node: str, vmid: str) -> dict[str, Any]:
+    """The command's parameters, checked as its schema says (unknown ones refused, root-only ones too)."""
+    values = params.collect(request, {"node": node, "vmid": vmid})
+    checked: dict[str, Any] = {}
+    with params.ParamCollector(values) as collector:
+        for name in values:
+            if name in ("node", "vmid"):
+                continue
+            if name in NOT_SUPPORTED.get(command, ()):
+                collector.add(name, "not supported by this implementation yet")
+            elif name not in KNOWN[command]:
+                collector.add(
+                    name, "property is not defined in schema and the schema does not allow additional properties"
+                )
+            elif name == "timeout":
+                checked[name] = collector.integer(name, minimum=0, maximum=MAX_TIMEOUT)
+            else:
+                checked[name] = collector.boolean(name)
+    for name in ROOT_PARAMETERS:
+        if checked.get(name) and not is_superuser(request.user):
+            raise ParameterError({name: ROOT_ONLY})
+    return checked
+
+
+def _refuse_if_locked(vm: VM, skiplock: bool) -> None:
+    if vm.lock and not skiplock:
+        raise VMLocked(vm.vmid, vm.lock)
+
+
+def _submit(request: Request, type_: str, vm: VM, op: str, time_limit: int | None = None, **kwargs: Any) -> Response:
+    upid = runner.submit(type_, str(vm.vmid), _principal(request), op, time_limit=time_limit, vmid=vm.vmid, **kwargs)
+    return ok(upid)
+
+
+def _running_state(vmid: int) -> str | None:
+    """QEMU's run state, or None when the VM does not run."""
+    if not process.is_running(vmid):
+        return None
+    try:
+        return qmp.status(vmid, timeout=5)
+    except qmp.QMPCommandError:
+        return "unknown"
+
+
+class StatusIndexView(PVEAPIView):
+    """``GET .../status``: the commands (qemu-server: any authenticated user)."""
+
+    def get(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
+        names = ("current", "start", "stop", "reset", "shutdown", "suspend", "reboot")
+        return ok([{"subdir": name} for name in names])
+
+
+class _PowerView(PVEAPIView):
+    command = ""
+
+    def post(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
+        vm = _authorized_vm(request, node, vmid, ["VM.PowerMgmt"])
+        values = _parameters(request, self.command, node, vmid)
+        return self.run(request, vm, values)
+
+    def run(self, request: Request, vm: VM, values: dict[str, Any]) -> Response:
+        raise NotImplementedError
+
+
+class StartView(_PowerView):
+    command = "start"
+
+    def run(self, request: Request, vm: VM, values: dict[str, Any]) -> Response:
+        skiplock = bool(values.get("skiplock"))
+        _refuse_if_locked(vm, skiplock)
+        timeout = values.get("timeout")
+        limit = max(operations.START_LIMIT, int(timeout or 0)) + 60
+        return _submit(request, "qmstart", vm, "qemu.start", time_limit=limit, skiplock=skiplock, timeout=timeout)
+
+
+class StopView(_PowerView):
+    command = "stop"
+
+    def run(self, request: Request, vm: VM, values: dict[str, Any]) -> Response:
+        skiplock = bool(values.get("skiplock"))
+        _refuse_if_locked(vm, skiplock)
+        return _submit(
+            request,
+            "qmstop",
+            vm,
+            "qemu.stop",
+            skiplock=skiplock,
+            timeout=values.get("timeout"),
+            overrule_shutdown=bool(values.get("overrule-shutdown")),
+        )
+
+
+class ShutdownView(_PowerView):
+    command = "shutdown"
+
+    def run(self, request: Request, vm: VM, values: dict[str, Any]) -> Response:
+        skiplock = bool(values.get("skiplock"))
+        _refuse_if_locked(vm, skiplock)
+        if _running_state(vm.vmid) in PAUSED and not values.get("forceStop"):
+            raise VMError("VM is paused - cannot shutdown")
+        return _submit(
+            request,
+            "qmshutdown",
+            vm,
+            "qemu.shutdown",
+            skiplock=skiplock,
+            timeout=values.get("timeout"),
+            force_stop=bool(values.get("forceStop")),
+        )
+
+
+class RebootView(_PowerView):
+    command = "reboot"
+
+    def run(self, request: Request, vm: VM, values: dict[str, Any]) -> Response:
+        state = _running_state(vm.vmid)
+        if state in PAUSED:
+            raise VMError("VM is paused - cannot shutdown")
+        if state is None:
+            raise lifecycle.NotRunning(vm.vmid)
+        _refuse_if_locked(vm, False)
+        return _submit(request, "qmreboot", vm, "qemu.reboot", timeout=values.get("timeout"))
+
+
+class _RunningOnlyView(_PowerView):
+    task_type = ""
+    operation = ""
+
+    def run(self, request: Request, vm: VM, values: dict[str, Any]) -> Response:
+        skiplock = bool(values.get("skiplock"))
+        if values.get("todisk"):
+            raise ParameterError({"todisk": "suspend to disk is not supported by this implementation yet"})
+        if not process.is_running(vm.vmid):
+            raise lifecycle.NotRunning(vm.vmid)
+        _refuse_if_locked(vm, skiplock)
+        return _submit(request, self.task_type, vm, self.operation, skiplock=skiplock)
+
+
+class ResetView(_RunningOnlyView):
+    command, task_type, operation = "reset", "qmreset", "qemu.reset"
+
+
+class SuspendView(_RunningOnlyView):
+    command, task_type, operation = "suspend", "qmpause", "qemu.suspend"
+
+
+class ResumeView(_RunningOnlyView):
+    command, task_type, operation = "resume", "qmresume", "qemu.resume"

@@ -1,0 +1,155 @@
+"""``qm`` power and runtime verbs: start, stop, shutdown, reboot, reset, suspend, resume, status, showcmd, monitor.
+
+As Proxmox's ``qm`` (root@pam on the VM's node): the power verbs run as a task of this process
+with a UPID, their log lines shown while the task log gets them; ``monitor`` sends human monitor
+commands through QMP ``human-monitor-command``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from portal.tasks.index import TaskHandle
+from vms.models import VM
+from vms.qemu import lifecycle, process, qmp
+
+POWER_VERBS = ("start", "stop", "shutdown", "reboot", "reset", "suspend", "resume", "status", "showcmd", "monitor")
+TASK_TYPES = {
+    "start": "qmstart", "stop": "qmstop", "shutdown": "qmshutdown", "reboot": "qmreboot",
+    "reset": "qmreset", "suspend": "qmpause", "resume": "qmresume",
+}  # fmt: skip
+OPTIONS = {
+    "start": {"skiplock", "timeout"},
+    "stop": {"skiplock", "timeout", "keepActive", "overrule-shutdown"},
+    "shutdown": {"skiplock", "timeout", "forceStop", "keepActive"},
+    "reboot": {"timeout"},
+    "reset": {"skiplock"},
+    "suspend": {"skiplock", "todisk"},
+    "resume": {"skiplock", "nocheck"},
+    "status": {"verbose"},
+    "showcmd": {"pretty"},
+    "monitor": set(),
+}
+
+
+class CLIError(Exception):
+    """A wrong invocation (unknown option, bad value)."""
+
+
+def _flag(options: dict[str, str], name: str) -> bool:
+    value = options.get(name, "0")
+    if value not in ("0", "1"):
+        raise CLIError(f"--{name}: expected 0 or 1, got {value!r}")
+    return value == "1"
+
+
+def _timeout(options: dict[str, str]) -> float | None:
+    value = options.get("timeout")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise CLIError(f"--timeout: expected seconds (an integer >= 0), got {value!r}")
+    return float(value)
+
+
+def _power(verb: str, vmid: int, options: dict[str, str], task: TaskHandle, log: Callable[[str], None]) -> None:
+    skiplock = _flag(options, "skiplock")
+    if verb == "start":
+        lifecycle.start_vm(vmid, log=log, skiplock=skiplock, timeout=_timeout(options))
+    elif verb == "stop":
+        if _flag(options, "overrule-shutdown"):
+            from vms.qemu.operations import abort_shutdowns
+
+            abort_shutdowns(vmid, task)
+        lifecycle.stop_vm(vmid, log=log, skiplock=skiplock, timeout=_timeout(options))
+    elif verb == "shutdown":
+        lifecycle.shutdown_vm(
+            vmid,
+            log=log,
+            warn=task.warn,
+            skiplock=skiplock,
+            timeout=_timeout(options),
+            force_stop=_flag(options, "forceStop"),
+        )
+    elif verb == "reboot":
+        lifecycle.reboot_vm(vmid, log=log, timeout=_timeout(options))
+    elif verb == "reset":
+        lifecycle.reset_vm(vmid, log=log, skiplock=skiplock)
+    elif verb == "suspend":
+        if _flag(options, "todisk"):
+            raise CLIError("--todisk: suspend to disk is not supported by this implementation yet")
+        lifecycle.suspend_vm(vmid, log=log, skiplock=skiplock)
+    else:
+        lifecycle.resume_vm(vmid, log=log, skiplock=skiplock)
+
+
+def run_task(verb: str, vm: VM, options: dict[str, str], out: TextIO) -> str:
+    """Run a power verb as a task of this process, echoing its log; its UPID (an error raises)."""
+    task = TaskHandle(TASK_TYPES[verb], str(vm.vmid), "root@pam")
+
+    def log(line: str) -> None:
+        task.log(line)
+        out.write(line + "\n")
+
+    try:
+        _power(verb, vm.vmid, options, task, log)
+    except Exception as exc:
+        task.finish(str(exc) or type(exc).__name__)
+        raise
+    task.finish()
+    return task.upid
+
+
+def showcmd(vm: VM, *, pretty: bool) -> str:
+    argv = process.command_for(vm.vmid, vm.full_config())
+    if not pretty:
+        return shlex.join(argv)
+    lines = [shlex.quote(argv[0])]
+    for arg in argv[1:]:
+        if arg.startswith("-"):
+            lines.append(shlex.quote(arg))
+        else:
+            lines[-1] += " " + shlex.quote(arg)
+    return " \\\n  ".join(lines)
+
+
+def monitor(vmid: int, source: TextIO, out: TextIO) -> None:
+    """Proxmox's ``qm monitor``: a ``qm>`` prompt; each line goes to the human monitor, ``quit`` ends."""
+    if not process.is_running(vmid):
+        raise lifecycle.NotRunning(vmid)
+    out.write(f"Entering QEMU Monitor for VM {vmid} - type 'help' for help\n")
+    while True:
+        out.write("qm> ")
+        out.flush()
+        line = source.readline()
+        if not line or line.strip() in ("quit", "q"):
+            break
+        if not line.strip():
+            continue
+        try:
+            out.write(qmp.human_monitor(vmid, line.strip()))
+        except qmp.QMPCommandError as exc:
+            out.write(f"ERROR: {exc}\n")
+    out.write("\n")
+
+
+def run_verb(command: Any, verb: str, vm: VM, options: dict[str, str]) -> None:
+    """Dispatch one verb of ``qm`` (``command`` is the management command, for its output streams)."""
+    unknown = set(options) - OPTIONS[verb]
+    if unknown:
+        raise CLIError(f"qm {verb}: unknown option --{sorted(unknown)[0]}")
+    if verb == "status":
+        state = "running" if process.is_running(vm.vmid) else "stopped"
+        command.stdout.write(f"status: {state}")
+        if _flag(options, "verbose") and state == "running":
+            command.stdout.write(f"qmpstatus: {qmp.status(vm.vmid)}")
+            command.stdout.write(f"pid: {process.vm_pid(vm.vmid)}")
+    elif verb == "showcmd":
+        command.stdout.write(showcmd(vm, pretty=_flag(options, "pretty")))
+    elif verb == "monitor":
+        monitor(vm.vmid, sys.stdin, sys.stdout)
+    else:
+        run_task(verb, vm, options, command.stdout)

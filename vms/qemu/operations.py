@@ -1,0 +1,72 @@
+"""The power operations as task operations (run by the VM node's Celery worker under their UPID).
+
+Registered by name when ``vms.operations`` is discovered; the API and ``qm`` submit them with
+``portal.tasks.runner.submit`` on the VM's node, and they log to the task log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portal.models import Task
+from portal.tasks import runner
+from portal.tasks.registry import operation
+from vms.qemu import lifecycle
+
+START_LIMIT = 600  # seconds: a start waits at most its timeout (<= 600 s by the API) for QMP
+STOP_LIMIT = 3600  # a shutdown may wait long for its guest
+
+
+@operation("qemu.start", time_limit=START_LIMIT + 60)
+def start(task: Any, *, vmid: int, skiplock: bool = False, timeout: float | None = None) -> None:
+    lifecycle.start_vm(vmid, log=task.log, skiplock=skiplock, timeout=timeout)
+
+
+@operation("qemu.stop", time_limit=STOP_LIMIT)
+def stop(
+    task: Any, *, vmid: int, skiplock: bool = False, timeout: float | None = None, overrule_shutdown: bool = False
+) -> None:
+    if overrule_shutdown:
+        abort_shutdowns(vmid, task)
+    lifecycle.stop_vm(vmid, log=task.log, skiplock=skiplock, timeout=timeout)
+
+
+def abort_shutdowns(vmid: int, task: Any) -> None:
+    """``overrule-shutdown``: stop this VM's running ``qmshutdown`` tasks first (they hold its lock)."""
+    for upid in Task.objects.filter(type="qmshutdown", vmid=str(vmid), status__in=Task.ACTIVE).values_list(
+        "upid", flat=True
+    ):
+        task.log(f"overruling shutdown task {upid}")
+        runner.stop(upid)
+
+
+@operation("qemu.shutdown", time_limit=STOP_LIMIT)
+def shutdown(
+    task: Any, *, vmid: int, skiplock: bool = False, timeout: float | None = None, force_stop: bool = False
+) -> None:
+    lifecycle.shutdown_vm(vmid, log=task.log, warn=task.warn, skiplock=skiplock, timeout=timeout, force_stop=force_stop)
+
+
+@operation("qemu.reboot", time_limit=STOP_LIMIT)
+def reboot(task: Any, *, vmid: int, timeout: float | None = None) -> None:
+    lifecycle.reboot_vm(vmid, log=task.log, timeout=timeout)
+
+
+@operation("qemu.reset", time_limit=120)
+def reset(task: Any, *, vmid: int, skiplock: bool = False) -> None:
+    lifecycle.reset_vm(vmid, log=task.log, skiplock=skiplock)
+
+
+@operation("qemu.suspend", time_limit=120)
+def suspend(task: Any, *, vmid: int, skiplock: bool = False) -> None:
+    lifecycle.suspend_vm(vmid, log=task.log, skiplock=skiplock)
+
+
+@operation("qemu.resume", time_limit=120)
+def resume(task: Any, *, vmid: int, skiplock: bool = False) -> None:
+    lifecycle.resume_vm(vmid, log=task.log, skiplock=skiplock)
+
+
+@operation("qemu.startall", time_limit=24 * 3600)
+def startall(task: Any) -> None:
+    lifecycle.start_all(log=task.log, warn=task.warn)
