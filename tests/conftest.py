@@ -42,8 +42,9 @@ from django.core.management import call_command  # noqa: E402
 call_command("migrate", database="default", verbosity=0)
 call_command("migrate", database="cluster", verbosity=0)
 
-# The task tests' broker and worker fixtures; the lab-cluster fixture of every test that starts a lab.
-pytest_plugins = ["tests.celery_harness", "tests.lab_fixture"]
+# The task tests' broker and worker fixtures; the lab-cluster fixture of every test that starts a lab;
+# the storage tests' btrfs on a loop device.
+pytest_plugins = ["tests.celery_harness", "tests.lab_fixture", "tests.storage_fixture"]
 
 
 # Whole modules that also run on PostgreSQL (single tests elsewhere carry the mark themselves):

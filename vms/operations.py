@@ -26,13 +26,17 @@ def create_vm(
 ) -> None:
     """``qmcreate``: store the new VM (an id taken meanwhile fails the task)."""
     try:
-        services.create_vm(vmid, options, node=node, actor=actor, pool=pool, storage=storage)
+        services.create_vm(vmid, options, node=node, actor=actor, pool=pool, storage=storage, progress=task.log)
     except ConflictError as exc:
         raise RuntimeError(f"unable to create VM {vmid} - {exc}") from None
     task.log(f"VM {vmid} created")
 
 
-def destroy_vm(task: Any, *, vm: VM, actor: Any, skiplock: bool) -> None:
-    """``qmdestroy``: remove the VM's config (and its grants)."""
-    services.destroy_vm(vm, actor=actor, skiplock=skiplock)
+def destroy_vm(
+    task: Any, *, vm: VM, actor: Any, skiplock: bool, purge: bool = False, destroy_unreferenced: bool = False
+) -> None:
+    """``qmdestroy``: free the VM's volumes, remove its config (and its grants)."""
+    services.destroy_vm(
+        vm, actor=actor, skiplock=skiplock, purge=purge, destroy_unreferenced=destroy_unreferenced, progress=task.log
+    )
     task.log(f"VM {vm.vmid} destroyed")

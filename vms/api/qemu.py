@@ -127,10 +127,17 @@ class QemuVMView(PVEAPIView):
         vm = _authorized_vm(request, node, vmid, ["VM.Allocate"])
         values = params.collect(request, {"node": node, "vmid": vmid})
         skiplock = bool(params.boolean(values.get("skiplock", 0), "skiplock"))
-        for flag in ("purge", "destroy-unreferenced-disks"):
-            params.boolean(values.get(flag, 0), flag)
+        purge = bool(params.boolean(values.get("purge", 0), "purge"))
+        unreferenced = bool(params.boolean(values.get("destroy-unreferenced-disks", 0), "destroy-unreferenced-disks"))
         services.check_vm_destroy(vm, actor=request.user, skiplock=skiplock)
-        destroy = functools.partial(operations.destroy_vm, vm=vm, actor=request.user, skiplock=skiplock)
+        destroy = functools.partial(
+            operations.destroy_vm,
+            vm=vm,
+            actor=request.user,
+            skiplock=skiplock,
+            purge=purge,
+            destroy_unreferenced=unreferenced,
+        )
         return ok(run_inline("qmdestroy", str(vm.vmid), _principal(request), destroy))
 
 
