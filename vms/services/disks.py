@@ -223,6 +223,7 @@ def resize_disk(
         return current
     check_stopped(vm.vmid, "offline resize")
     volumes.resize_volume(volume.text, new_size)
+    new_size = volumes.volume_size(volume.text)  # qemu-img rounds up to whole sectors
     items = property_string_parse(vm.config[disk], default_key="file")
     items["size"] = format_size(new_size)
     with transaction.atomic(using="cluster"):
