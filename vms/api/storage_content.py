@@ -157,7 +157,7 @@ class UploadView(PVEAPIView):
     def post(self, request: Request, node: str, storage: str, **kwargs: Any) -> Response:
         """The body is read only after every privilege check, streamed by the storage's upload handler."""
         check(request.user, f"/storage/{storage}", ["Datastore.AllocateTemplate"])
-        row = node_storage(request, node, storage)
+        row = serving_storage(node, storage)
         plugin = volumes.enabled_plugin(row, node)
         handler = transfer.StorageUploadHandler(plugin, transfer.upload_limit(plugin, settings.PVE_UPLOAD_MAX_SIZE))
         request._request.upload_handlers = [handler]
@@ -187,7 +187,7 @@ class DownloadURLView(PVEAPIView):
         check(request.user, f"/storage/{storage}", ["Datastore.AllocateTemplate"])
         if not has_privileges(request.user, "/", ["Sys.Audit", "Sys.Modify"]):
             check(request.user, f"/nodes/{node}", ["Sys.AccessNetwork"])
-        row = node_storage(request, node, storage)
+        row = serving_storage(node, storage)
         values = params.collect(request, {"node": node, "storage": storage})
         url = params.string(values.get("url"), "url", pattern=re.compile(r"https?://\S+"))
         volname = _target(values, row, values.get("filename"))
