@@ -299,3 +299,20 @@ def test_download_url(root_client, stores, celery_worker, tmp_path):
         assert root_client.post(base, {"url": url, "content": "iso", "filename": "../x.iso"}).status_code == 400
     finally:
         server.shutdown()
+
+
+def test_config_replace_keeps_old_disk_unused_and_force_delete_frees(root_client, stores):
+    created = root_client.post(f"{API}/nodes/{NODE}/qemu", {"vmid": 9330, "virtio0": "sapi-dir:0.001"})
+    assert task_status(created.json()["data"]) == "OK"
+    first = "sapi-dir:9330/vm-9330-disk-0.raw"
+    url = f"{API}/nodes/{NODE}/qemu/9330/config"
+    assert root_client.put(url, "virtio0=sapi-dir%3A0.001", content_type=FORM).status_code == 200
+    config = VM.objects.get(vmid=9330).config
+    assert config["virtio0"].startswith("sapi-dir:9330/vm-9330-disk-1.raw,") and config["unused0"] == first
+    assert os.path.exists(volume_path(first))
+    second = volume_path("sapi-dir:9330/vm-9330-disk-1.raw")
+    assert root_client.put(url, "delete=virtio0&force=1", content_type=FORM).status_code == 200
+    config = VM.objects.get(vmid=9330).config
+    assert "virtio0" not in config and "unused1" not in config and not os.path.exists(second)
+    assert root_client.delete(f"{API}/nodes/{NODE}/qemu/9330").status_code == 200
+    assert not (Path(stores["dir"].path) / "images/9330").exists()  # unused0 was the VM's: freed on destroy

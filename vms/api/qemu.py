@@ -22,7 +22,7 @@ from vms.permissions import CONFIG_PRIVILEGES
 
 # Parameters of the create/update calls that are not config keys.
 CREATE_CONTROL = ("vmid", "node", "start", "storage", "pool", "force", "unique", "archive", "bwlimit", "live-restore")
-UPDATE_CONTROL = ("vmid", "node", "delete", "digest", "skiplock", "revert", "background_delay")
+UPDATE_CONTROL = ("vmid", "node", "delete", "digest", "skiplock", "revert", "background_delay", "force")
 
 
 def vmid_param(value: object) -> int:
@@ -169,6 +169,7 @@ class QemuConfigView(PVEAPIView):
             digest=str(digest) if digest else None,
             skiplock=bool(skiplock),
             actor=request.user,
+            force=bool(params.boolean(values.get("force", 0), "force")),
         )
 
     def put(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
