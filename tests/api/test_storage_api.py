@@ -316,3 +316,13 @@ def test_config_replace_keeps_old_disk_unused_and_force_delete_frees(root_client
     assert "virtio0" not in config and "unused1" not in config and not os.path.exists(second)
     assert root_client.delete(f"{API}/nodes/{NODE}/qemu/9330").status_code == 200
     assert not (Path(stores["dir"].path) / "images/9330").exists()  # unused0 was the VM's: freed on destroy
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["sapi-dir:9340/../../../etc/passwd.raw", "sapi-dir:/etc/passwd", "sapi-dir:../x.raw", "/etc/passwd"],
+)
+def test_traversal_through_vm_drives(root_client, stores, value):
+    created = root_client.post(f"{API}/nodes/{NODE}/qemu", {"vmid": 9340, "scsi0": value})
+    assert created.status_code in (400, 403), created.content  # a host path is root's, and checked all the same
+    assert not VM.objects.filter(vmid=9340).exists()
