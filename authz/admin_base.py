@@ -18,6 +18,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from authz.exceptions import AccessDenied, AccessError
 from authz.permissions import has_privileges, principal_of
+from authz.restrict import restrict
 from portal import audit
 from replicator.exceptions import ReplicationError
 
@@ -66,16 +67,16 @@ class ACLAdminMixin(Generic[_ModelT]):
             return True
         if not self.acl_object or not privs or getattr(request.user, "is_superuser", False):
             return False
-        return any(self._acl(request, privs, obj) for obj in super().get_queryset(request))  # type: ignore[misc]  # a mixin
+        queryset: QuerySet[_ModelT] = super().get_queryset(request)  # type: ignore[misc]  # a mixin
+        return restrict(queryset, request.user, self.acl_object, privs, any_of=True).exists()
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[_ModelT]:
         queryset: QuerySet[_ModelT] = super().get_queryset(request)  # type: ignore[misc]  # a mixin: ModelAdmin has it
         if getattr(request.user, "is_superuser", False):
             return queryset
         privs = self.acl_view + self.acl_change  # viewing or changing, as has_view_permission
-        if self.acl_object:
-            allowed = [obj.pk for obj in queryset if self._acl(request, privs, obj)]
-            return queryset.filter(pk__in=allowed)
+        if self.acl_object:  # narrowed in the query, before any row is fetched
+            return restrict(queryset, request.user, self.acl_object, privs, any_of=True) if privs else queryset.none()
         return queryset if self._acl(request, privs) else queryset.none()
 
     def has_module_permission(self, request: HttpRequest) -> bool:

@@ -15,6 +15,7 @@ from authz.ids import split_userid
 from authz.models import SUPERUSER, Group, GroupMember
 from authz.permissions import has_privileges, is_superuser, principal_of, privilege_flags
 from authz.privileges import NO_ACCESS
+from authz.restrict import restrict
 
 
 def denied(path: str = "", privileges: Iterable[str] = ()) -> AccessDenied:
@@ -54,12 +55,8 @@ def check(actor: Any, path: str, privileges: Iterable[str], *, any_of: bool = Fa
 
 def groups_with(actor: Any, privileges: Iterable[str]) -> set[str]:
     """Proxmox's ``filter_groups``: the groups on which ``actor`` holds any of ``privileges``."""
-    wanted = list(privileges)
-    return {
-        groupid
-        for groupid in Group.objects.values_list("groupid", flat=True)
-        if has_privileges(actor, f"/access/groups/{groupid}", wanted, any_of=True)
-    }
+    groups = restrict(Group.objects.all(), actor, "/access/groups/{groupid}", privileges, any_of=True)
+    return set(groups.values_list("groupid", flat=True))
 
 
 def users_in(groups: Iterable[str]) -> set[str]:

@@ -157,6 +157,7 @@ class VMAdmin(AuditedModelAdmin[VM]):
     form = VMForm
     service_errors = SERVICE_ERRORS
     list_display = ("vmid", "name", "node", "pool", "lock")
+    list_select_related = ("node", "pool")  # one query for the page, not one per VM
     list_filter = ("node", "pool")
     search_fields = ("vmid",)
     fields = ("vmid", "node", "pool", "lock", "lock_owner", "config_text")

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from authz import delegation, services
 from authz.exceptions import AccessError
 from authz.models import Group
-from authz.permissions import has_privileges
+from authz.restrict import restrict
 from portal.api import params
 from portal.api.views import PVEAPIView, ok
 
@@ -25,8 +25,9 @@ class GroupsView(PVEAPIView):
                     "comment": g.comment,
                     "users": ",".join(m.user_id for m in g.members.all()),
                 }
-                for g in Group.objects.prefetch_related("members")
-                if has_privileges(request.user, f"/access/groups/{g.groupid}", privs, any_of=True)
+                for g in restrict(
+                    Group.objects.all(), request.user, "/access/groups/{groupid}", privs, any_of=True
+                ).prefetch_related("members")
             ]
         )
 

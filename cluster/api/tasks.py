@@ -104,6 +104,10 @@ def caller(request: Request) -> str:
     return principal_of(request.user) or ""
 
 
+def _is_token(request: Request) -> bool:
+    return bool(getattr(request.user, "tokenid", None))
+
+
 def owns(request: Request, task_user: str) -> bool:
     """Proxmox's ``check_task_user``: a token only sees its own tasks, a user its own and its tokens'."""
     user, token = ids.split_principal(task_user)
@@ -164,14 +168,12 @@ class TaskListView(PVEAPIView):
         tasks = task_entries.node_tasks(
             node, source=source, typefilter=typefilter, vmid=vmid, since=since, until=until, userfilter=userfilter
         )
-        auditor = has_privileges(request.user, f"/nodes/{node}", ["Sys.Audit"])
-        matched = [
-            task
-            for task in tasks.iterator()
-            if (auditor or owns(request, task.user)) and task_entries.status_type(task) in wanted
-        ]
-        page = matched[start : start + limit] if limit > 0 else []
-        return ok([list_entry(task) for task in page], total=len(matched))
+        if not has_privileges(request.user, f"/nodes/{node}", ["Sys.Audit"]):
+            tasks = tasks.filter(task_entries.owned_by_q(caller(request), is_token=_is_token(request)))
+        if wanted != set(STATUS_TYPES):
+            tasks = tasks.filter(task_entries.status_type_q(wanted))
+        page = list(tasks[start : start + limit]) if limit > 0 else []
+        return ok([list_entry(task) for task in page], total=tasks.count())
 
 
 class TaskView(PVEAPIView):

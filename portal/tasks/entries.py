@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from portal.models import Task
 
@@ -24,6 +24,29 @@ def status_type(task: Task) -> str:
     if task.exitstatus.startswith("WARNINGS: "):
         return "warning"
     return "error"
+
+
+def status_type_q(types: set[str]) -> Q:
+    """``status_type`` as a query condition: the tasks whose status type is one of ``types``."""
+    stopped = Q(status=Task.STOPPED) & ~Q(exitstatus="")
+    conditions = {
+        "ok": stopped & Q(exitstatus="OK"),
+        "warning": stopped & Q(exitstatus__startswith="WARNINGS: "),
+        "error": stopped & ~Q(exitstatus="OK") & ~Q(exitstatus__startswith="WARNINGS: "),
+        "unknown": ~stopped,
+    }
+    wanted = Q(pk__in=[])
+    for kind in types:
+        wanted |= conditions[kind]
+    return wanted
+
+
+def owned_by_q(principal: str, *, is_token: bool) -> Q:
+    """Proxmox's ``check_task_user`` as a query: a token's own tasks; a user's own and its tokens'
+    (a user id never holds ``!``, so ``<user>!`` prefixes exactly its tokens' ids)."""
+    if is_token:
+        return Q(user=principal)
+    return Q(user=principal) | Q(user__startswith=f"{principal}!")
 
 
 def node_tasks(

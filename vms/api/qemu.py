@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from authz.permissions import check, has_privileges, principal_of
+from authz.restrict import restrict
 from cluster.api.nodes import local_node_or_error
 from portal.api import params
 from portal.api.errors import ParameterError
@@ -85,11 +86,7 @@ def _principal(request: Request) -> str:
 class QemuListView(PVEAPIView):
     def get(self, request: Request, node: str, **kwargs: Any) -> Response:
         local_node_or_error(node)
-        vms = [
-            vm
-            for vm in VM.objects.filter(node_id=node)
-            if has_privileges(request.user, f"/vms/{vm.vmid}", ["VM.Audit"])
-        ]
+        vms = restrict(VM.objects.filter(node_id=node), request.user, "/vms/{vmid}", ["VM.Audit"])
         return ok([vm_summary(vm) for vm in vms])
 
     def post(self, request: Request, node: str, **kwargs: Any) -> Response:
