@@ -15,6 +15,7 @@ from django.test import Client
 from authz import services as authz_services
 from authz.models import ACLEntry, Role, User
 from replicator import client as replicator_client
+from tests.query_counts import counting
 from vms import services
 from vms.models import VM, Storage
 from vms.storage import volumes
@@ -217,3 +218,30 @@ def test_lists_are_filtered(root):
     assert other.get(f"{STORAGE}/content").json()["data"] == []
     authz_services.modify_acl(root, "/vms/9400", ["PVEVMAdmin"], users=["sp-other@pve"])
     assert [v["volid"] for v in other.get(f"{STORAGE}/content").json()["data"]] == [VOL]
+
+
+def test_storage_lists_cost_the_same_whatever_the_number_of_storages(root, tmp_path):
+    for entry in ACLEntry.objects.filter(ugid__in=USERS):
+        entry.delete()
+    authz_services.modify_acl(root, "/storage", ["PVEDatastoreUser"], users=["sp-holder@pve"])
+    holder, _ = login("sp-holder@pve")
+
+    def costs() -> list[int]:
+        result = []
+        for url in (f"{API}/storage", f"{API}/nodes/{NODE}/storage?enabled=1"):
+            holder.get(url)  # warm (ticket keys, resolver state)
+            with counting() as queries:
+                assert holder.get(url).status_code == 200
+            result.append(queries.count)
+        return result
+
+    before = costs()
+    made = [
+        services.create_storage(f"spq-{i}", {"path": str(tmp_path / str(i)), "disable": i % 2 == 0}, actor=root)
+        for i in range(5)
+    ]
+    try:
+        assert costs() == before
+    finally:
+        for storage in made:
+            services.delete_storage(storage, actor=root)

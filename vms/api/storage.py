@@ -7,7 +7,8 @@ from typing import Any
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from authz.permissions import check, has_privileges
+from authz.permissions import check
+from authz.restrict import restrict
 from cluster.api.nodes import local_node_or_error
 from cluster.models import Node
 from portal.api import params
@@ -66,13 +67,8 @@ class StorageListView(PVEAPIView):
         values = params.collect(request, {})
         kind = params.enum(values["type"], "type", TYPES) if "type" in values else None
         rows = Storage.objects.all() if kind is None else Storage.objects.filter(type=kind)
-        return ok(
-            [
-                storage_config(s)
-                for s in rows
-                if has_privileges(request.user, f"/storage/{s.storeid}", AUDIT, any_of=True)
-            ]
-        )
+        permitted = restrict(rows, request.user, "/storage/{storeid}", AUDIT, any_of=True)
+        return ok([storage_config(s) for s in permitted])
 
     def post(self, request: Request, **kwargs: Any) -> Response:
         values = params.collect(request, {})
@@ -130,12 +126,13 @@ class NodeStorageListView(PVEAPIView):
         if wanted is not None and not Storage.objects.filter(storeid=str(wanted)).exists():
             raise ParameterError({"storage": "No such storage."})
         result = []
-        for storage in Storage.objects.all():
-            if not has_privileges(request.user, f"/storage/{storage.storeid}", AUDIT, any_of=True):
+        rows = Storage.objects.filter(storeid=str(wanted)) if wanted is not None else Storage.objects.all()
+        if enabled:
+            rows = rows.filter(disable=False)
+        for storage in restrict(rows, request.user, "/storage/{storeid}", AUDIT, any_of=True):
+            if not _on_node(storage, node):
                 continue
-            if (wanted is not None and storage.storeid != wanted) or not _on_node(storage, node):
-                continue
-            if (enabled and storage.disable) or (content and content not in storage.content.split(",")):
+            if content and content not in storage.content.split(","):
                 continue
             if target is not None and not (storage.shared and _on_node(storage, target)):
                 continue
