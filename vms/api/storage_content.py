@@ -34,12 +34,9 @@ SIZE_RE = re.compile(r"\d+[MG]?")
 
 
 def _may_access(user: Any, volid: str) -> bool:
-    """pve-storage's ``check_volume_access`` (without an owning VM)."""
-    try:
-        permissions.authorize(user, [permissions.Need(("Datastore.Allocate",), f"/storage/{volid.partition(':')[0]}")])
+    """pve-storage's ``check_volume_access`` (without an owning VM): Allocate on the storage, or the volume's own rule."""
+    if has_privileges(user, f"/storage/{volid.partition(':')[0]}", ["Datastore.Allocate"]):
         return True
-    except PermissionDenied:
-        pass
     try:
         permissions.authorize(user, permissions.volume_rules(-1, parse_volume(volid)))
     except (PermissionDenied, ValueError, VMError):
