@@ -326,3 +326,15 @@ def test_traversal_through_vm_drives(root_client, stores, value):
     created = root_client.post(f"{API}/nodes/{NODE}/qemu", {"vmid": 9340, "scsi0": value})
     assert created.status_code in (400, 403), created.content  # a host path is root's, and checked all the same
     assert not VM.objects.filter(vmid=9340).exists()
+
+
+def test_efidisk_starts_as_the_ovmf_variable_store(root_client, stores):
+    created = root_client.post(
+        f"{API}/nodes/{NODE}/qemu", {"vmid": 9350, "bios": "ovmf", "efidisk0": "sapi-dir:1,efitype=4m"}
+    )
+    assert task_status(created.json()["data"]) == "OK"
+    config = VM.objects.get(vmid=9350).config
+    assert config["efidisk0"] == "sapi-dir:9350/vm-9350-disk-0.raw,efitype=4m,size=528K"
+    template = Path("/usr/share/OVMF/OVMF_VARS_4M.fd").read_bytes()
+    assert Path(volume_path("sapi-dir:9350/vm-9350-disk-0.raw")).read_bytes() == template
+    assert task_status(root_client.delete(f"{API}/nodes/{NODE}/qemu/9350").json()["data"]) == "OK"
