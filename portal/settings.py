@@ -183,6 +183,8 @@ PVE_CLOCK_SKEW_WARN = _env_float("PVE_CLOCK_SKEW_WARN", 2.0, 0.1, 3600.0)
 PVE_CLOCK_OFFSET = _env_float("PVE_CLOCK_OFFSET", 0.0, -86400.0, 86400.0)
 PVE_CLUSTER_LOG_MAX = _env_int("PVE_CLUSTER_LOG_MAX", 10_000, 100, 10_000_000)
 PVE_CHECKSUM_INTERVAL = _env_int("PVE_CHECKSUM_INTERVAL", 600, 5, 86400)
+# Largest file accepted by a storage upload or URL download (bytes); the storage's free space limits it too.
+PVE_UPLOAD_MAX_SIZE = _env_int("PVE_UPLOAD_MAX_SIZE", 64 * 1024**3, 1, 2**62)
 PVE_LOCAL_STORAGE_PATH = Path(_env("PVE_LOCAL_STORAGE_PATH", str(PVE_DATA_DIR / "vz"))).resolve()
 # Runtime state of this node's guests: QEMU pid files, QMP, VNC and guest-agent sockets (vms.runtime_paths).
 PVE_RUN_DIR = Path(_env("PVE_RUN_DIR", str(PVE_DATA_DIR / "run"))).resolve()

@@ -15,6 +15,7 @@ PACKAGES=(
   corosync-qdevice corosync-qnetd           # QDevice: the third vote of a two-node cluster (and its lab arbiter)
   qemu-system-x86 qemu-utils ipxe-qemu      # VMs, disk images, NIC option ROMs (a Recommends)
   ovmf                                      # UEFI firmware for `bios: ovmf` VMs (OVMF_CODE/OVMF_VARS)
+  btrfs-progs                               # the btrfs storage plugin (subvolumes, snapshots; tests on a loop device)
   openssh-server                            # node-to-node channel
   libldap2-dev libsasl2-dev                 # to build python-ldap (LDAP realms)
   slapd ldap-utils                          # a real OpenLDAP server for the LDAP realm tests

@@ -43,8 +43,8 @@ call_command("migrate", database="default", verbosity=0)
 call_command("migrate", database="cluster", verbosity=0)
 
 # The task tests' broker and worker fixtures; the lab-cluster fixture of every test that starts a lab;
-# the test guest's image.
-pytest_plugins = ["tests.celery_harness", "tests.lab_fixture", "tests.guest.fixtures"]
+# the test guest's image; the storage tests' btrfs on a loop device.
+pytest_plugins = ["tests.celery_harness", "tests.lab_fixture", "tests.guest.fixtures", "tests.storage_fixture"]
 
 
 # Whole modules that also run on PostgreSQL (single tests elsewhere carry the mark themselves):

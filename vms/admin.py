@@ -38,7 +38,7 @@ class StorageForm(forms.ModelForm[Storage]):
 
     class Meta:
         model = Storage
-        fields = ("storeid", "type", "path", "content", "shared", "nodes", "disable", "pool")
+        fields = ("storeid", "type", "path", "content", "shared", "nodes", "disable", "format", "pool")
 
     def clean(self) -> dict[str, Any]:
         super().clean()  # a ModelForm's clean() returns its cleaned_data

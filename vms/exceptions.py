@@ -47,3 +47,9 @@ class VMProtected(VMError):
 
     def __init__(self, what: str) -> None:
         super().__init__(f"{what} - protection mode enabled")
+
+
+class StorageError(VMError):
+    """A storage operation that failed (a volume that cannot be made, read, resized or freed)."""
+
+    status = 500

@@ -13,15 +13,18 @@ from vms.config import config_digest, format_config
 
 
 class Storage(ReplicatedModel):
-    """A storage definition (``storage.cfg``); only the ``dir`` type for now."""
+    """A storage definition (``storage.cfg``): a ``dir`` or ``btrfs`` storage (plugins in ``vms.storage``)."""
 
     storeid = models.CharField(max_length=64, primary_key=True)
-    type = models.CharField(max_length=16, choices=[("dir", "Directory")], default="dir")
+    type = models.CharField(max_length=16, choices=[("dir", "Directory"), ("btrfs", "BTRFS")], default="dir")
     path = models.CharField(max_length=4096)
     content = models.CharField(max_length=255, default="images", help_text="Comma-separated content types.")
     shared = models.BooleanField(default=False)
     nodes = models.CharField(max_length=4096, blank=True, default="", help_text="Comma-separated; empty means all.")
     disable = models.BooleanField(default=False)
+    format = models.CharField(
+        max_length=8, blank=True, default="", help_text="Default image format; empty: the plugin's."
+    )
     pool = models.ForeignKey(Pool, null=True, blank=True, on_delete=models.SET_NULL, related_name="storages")
 
     class Meta:

@@ -17,6 +17,8 @@ def render_storage_cfg() -> Files:
         block = [f"{storage.type}: {storage.storeid}", f"\tpath {storage.path}", f"\tcontent {storage.content}"]
         if storage.shared:
             block.append("\tshared 1")
+        if storage.format:
+            block.append(f"\tformat {storage.format}")
         if storage.nodes:
             block.append(f"\tnodes {storage.nodes}")
         if storage.disable:

@@ -113,7 +113,7 @@ CASES = [
         "scsi1=local%3A1",
         ["VM.Config.Disk"],
         [("/storage/local", ["Datastore.AllocateSpace"])],
-        {"scsi1": "local:vm-7600-disk-0,size=1G"},
+        {"scsi1": "local:7600/vm-7600-disk-0.raw,size=1G"},
     ),
 ]
 
@@ -252,7 +252,9 @@ def test_create_needs_allocate_each_key_storage_bridge_and_pool(root):
     grant(root, HOLDER, [("/storage/local", ["Datastore.AllocateSpace"])])
     assert post_create(*login(HOLDER), body).status_code == 200
     vm = VM.objects.get(vmid=7610)
-    assert vm.config["scsi0"] == "local:vm-7610-disk-0,size=1G" and vm.config["net0"].startswith("virtio=BC:24:11:")
+    assert vm.config["scsi0"] == "local:7610/vm-7610-disk-0.raw,size=1G" and vm.config["net0"].startswith(
+        "virtio=BC:24:11:"
+    )
     assert ClusterLogEntry.objects.get(version=vm.version).user == HOLDER
 
     # into a pool: VM.Allocate on the VMID takes Pool.Allocate on the pool too; VM.Allocate on the pool suffices

@@ -18,6 +18,7 @@ from cluster.models import ClusterLogEntry
 from replicator import client as replicator_client
 from vms.config import format_config
 from vms.models import VM, Storage
+from vms.storage.volumes import free_volume, volume_info
 
 pytestmark = [pytest.mark.usefixtures("replicator"), pytest.mark.postgres_too]
 # Any one of them opens the config; each key still needs its own (Proxmox's $vm_config_perm_list).
@@ -155,7 +156,9 @@ def test_a_nic_added_in_the_admin_gets_a_mac_and_a_disk_a_volume(root):
     assert saved.status_code == 302, saved.content[-2000:]
     config = VM.objects.get(vmid=VMID).config
     assert re.fullmatch(r"virtio=BC:24:11(:[0-9A-F]{2}){3},bridge=vmbr0", config["net0"])
-    assert config["scsi0"] == "local:vm-7650-disk-0,size=2G"
+    assert config["scsi0"] == "local:7650/vm-7650-disk-0.raw,size=2G"  # a real volume, allocated on save
+    assert volume_info("local:7650/vm-7650-disk-0.raw")["size"] == 2 * 1024**3
+    free_volume("local:7650/vm-7650-disk-0.raw")
 
 
 def test_moving_a_vm_between_pools_needs_pool_allocate(root):

@@ -93,8 +93,8 @@ def test_devices_added_by_an_update_are_completed(node_env):
     result = qm(node_env, "set", "903", "--net1", "virtio,bridge=vmbr1", "--scsi1", "local:4")
     assert result.returncode == 0, result.stderr
     config = VM.objects.get(vmid=903).config
-    assert config["scsi0"] == "local:vm-903-disk-0,size=2G"
-    assert config["scsi1"] == "local:vm-903-disk-1,size=4G"
+    assert config["scsi0"] == "local:903/vm-903-disk-0.raw,size=2G"
+    assert config["scsi1"] == "local:903/vm-903-disk-1.raw,size=4G"
     assert config["net1"].startswith("virtio=BC:24:11:") and config["net1"].endswith(",bridge=vmbr1")
 
 

@@ -23,7 +23,7 @@ from vms.permissions import CONFIG_PRIVILEGES
 
 # Parameters of the create/update calls that are not config keys.
 CREATE_CONTROL = ("vmid", "node", "start", "storage", "pool", "force", "unique", "archive", "bwlimit", "live-restore")
-UPDATE_CONTROL = ("vmid", "node", "delete", "digest", "skiplock", "revert", "background_delay")
+UPDATE_CONTROL = ("vmid", "node", "delete", "digest", "skiplock", "revert", "background_delay", "force")
 
 
 def vmid_param(value: object) -> int:
@@ -124,10 +124,17 @@ class QemuVMView(PVEAPIView):
         vm = _authorized_vm(request, node, vmid, ["VM.Allocate"])
         values = params.collect(request, {"node": node, "vmid": vmid})
         skiplock = bool(params.boolean(values.get("skiplock", 0), "skiplock"))
-        for flag in ("purge", "destroy-unreferenced-disks"):
-            params.boolean(values.get(flag, 0), flag)
+        purge = bool(params.boolean(values.get("purge", 0), "purge"))
+        unreferenced = bool(params.boolean(values.get("destroy-unreferenced-disks", 0), "destroy-unreferenced-disks"))
         services.check_vm_destroy(vm, actor=request.user, skiplock=skiplock)
-        destroy = functools.partial(operations.destroy_vm, vm=vm, actor=request.user, skiplock=skiplock)
+        destroy = functools.partial(
+            operations.destroy_vm,
+            vm=vm,
+            actor=request.user,
+            skiplock=skiplock,
+            purge=purge,
+            destroy_unreferenced=unreferenced,
+        )
         return ok(run_inline("qmdestroy", str(vm.vmid), _principal(request), destroy))
 
 
@@ -159,6 +166,7 @@ class QemuConfigView(PVEAPIView):
             digest=str(digest) if digest else None,
             skiplock=bool(skiplock),
             actor=request.user,
+            force=bool(params.boolean(values.get("force", 0), "force")),
         )
 
     def put(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:

@@ -1,7 +1,9 @@
 """The VM endpoints under ``/api2/json`` (gathered by ``portal.urls``)."""
 
-from portal.api.routing import api_path
-from vms.api import agent, nextid, power, qemu
+from django.urls import re_path
+
+from portal.api.routing import PREFIX, api_path
+from vms.api import agent, disks, nextid, power, qemu, storage, storage_content
 
 urlpatterns = [
     api_path("cluster/nextid", nextid.NextIdView.as_view()),
@@ -27,4 +29,19 @@ urlpatterns = [
     api_path("nodes/{node}/qemu/{vmid}/status/reset", power.ResetView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}/status/suspend", power.SuspendView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}/status/resume", power.ResumeView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/unlink", disks.UnlinkView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/resize", disks.ResizeView.as_view()),
+    api_path("storage", storage.StorageListView.as_view()),
+    api_path("storage/{storage}", storage.StorageView.as_view()),
+    api_path("nodes/{node}/storage", storage.NodeStorageListView.as_view()),
+    api_path("nodes/{node}/storage/{storage}", storage.NodeStorageView.as_view()),
+    api_path("nodes/{node}/storage/{storage}/status", storage.NodeStorageStatusView.as_view()),
+    api_path("nodes/{node}/storage/{storage}/content", storage_content.ContentView.as_view()),
+    api_path("nodes/{node}/storage/{storage}/upload", storage_content.UploadView.as_view()),
+    api_path("nodes/{node}/storage/{storage}/download-url", storage_content.DownloadURLView.as_view()),
+    # A volume id holds '/' (``local:100/vm-100-disk-0.qcow2``, its %2F decoded before routing): the rest of the path.
+    re_path(
+        rf"^{PREFIX}nodes/(?P<node>[^/]+)/storage/(?P<storage>[^/]+)/content/(?P<volume>.+?)/?$",
+        storage_content.VolumeView.as_view(),
+    ),
 ]

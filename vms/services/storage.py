@@ -25,9 +25,10 @@ from vms.config import ConfigError
 from vms.models import Storage
 from vms.property_strings import shown
 
-FIELDS = ("type", "path", "content", "shared", "nodes", "disable", "pool")
-TYPES = ("dir",)
+FIELDS = ("type", "path", "content", "shared", "nodes", "disable", "format", "pool")
+TYPES = ("dir", "btrfs")
 CONTENT_TYPES = ("backup", "images", "import", "iso", "rootdir", "snippets", "vztmpl")
+FORMATS = {"dir": ("raw", "qcow2", "vmdk"), "btrfs": ("raw",)}  # the image formats of each plugin
 MAX_PATH = 4096
 NODE_RE = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
 CLUSTER = "cluster"
@@ -68,6 +69,9 @@ def validate_storage(storeid: str, fields: Mapping[str, object]) -> dict[str, An
         "nodes": lambda v: _list(v, NODE_RE, (), "node name"),
         "shared": bool,
         "disable": bool,
+        "format": lambda v: (
+            str(v) if str(v) in ("", "raw", "qcow2", "vmdk") else _fail(f"invalid format '{shown(str(v))}'")
+        ),
     }
     for key, check in checks.items():
         if key in fields:
@@ -95,6 +99,12 @@ def check_storage(
     checked = validate_storage(storeid, fields)
     if current is None and "path" not in checked:
         raise ConfigError({"path": "property is missing and it is not optional"})
+    kind = checked.get("type", current.type if current is not None else "dir")
+    if current is not None and kind != current.type:
+        raise ConfigError({"type": f"can't change the type of storage '{storeid}' ({current.type})"})
+    fmt = checked.get("format", current.format if current is not None else "")
+    if fmt and fmt not in FORMATS[kind]:
+        raise ConfigError({"format": f"storage type '{kind}' does not support format '{fmt}'"})
     rules: list[permissions.Rule] = [permissions.Need(("Datastore.Allocate",), "/storage")]
     old_pool = current.pool_id if current is not None else None
     if checked["pool"] != old_pool:  # changes who may use the storage: Proxmox's check_perm_modify
@@ -107,7 +117,7 @@ def check_storage(
 
 
 def _described(storage: Storage) -> str:
-    parts = [f"-{key} {shown(str(getattr(storage, key)))}" for key in ("type", "path", "content", "nodes")]
+    parts = [f"-{key} {shown(str(getattr(storage, key)))}" for key in ("type", "path", "content", "nodes", "format")]
     parts += [f"-{key} 1" for key in ("shared", "disable") if getattr(storage, key)]
     parts += [f"-pool {storage.pool_id}"] if storage.pool_id else []
     return " ".join(parts)

@@ -24,9 +24,10 @@ from cluster.services import log_cluster_message
 from replicator.exceptions import ConflictError
 from vms import config as vmconfig
 from vms import devices, permissions
-from vms.exceptions import DigestMismatch, RootOnly, VMLocked, VMNotFound, VMProtected
+from vms.exceptions import DigestMismatch, RootOnly, StorageError, VMLocked, VMNotFound, VMProtected
 from vms.models import VM, Storage
 from vms.property_strings import shown
+from vms.services import disks
 
 CLUSTER = "cluster"
 
@@ -118,15 +119,24 @@ def create_vm(
     actor: Any,
     pool: str | None = None,
     storage: str | None = None,
+    progress: disks.Progress | None = None,
 ) -> VM:
-    """Validate, authorise and store a new VM owned by ``node``; refuses an id used anywhere."""
+    """Validate, authorise and store a new VM owned by ``node``; refuses an id used anywhere.
+
+    ``storage:SIZE`` drives are allocated first and freed again if the VM cannot be stored.
+    """
     checked_vmid, config = check_vm_create(vmid, options, node=node, actor=actor, pool=pool, storage=storage)
-    config = vmconfig.normalise_for_create(checked_vmid, dict(config), rng=random.Random(secrets.randbits(64)))
-    vm = VM(vmid=checked_vmid, node_id=node, pool_id=pool or None, config=config)
-    with transaction.atomic(using=CLUSTER):
-        vm.save()
-        where = f" in pool {pool}" if pool else ""
-        log_cluster_message(f"VM {checked_vmid} created on {node}{where}", user=actor_name(actor), tag="qmcreate")
+    config, allocated = disks.allocate_new_disks(checked_vmid, config, progress=progress)
+    try:
+        config = vmconfig.normalise_for_create(checked_vmid, dict(config), rng=random.Random(secrets.randbits(64)))
+        vm = VM(vmid=checked_vmid, node_id=node, pool_id=pool or None, config=config)
+        with transaction.atomic(using=CLUSTER):
+            vm.save()
+            where = f" in pool {pool}" if pool else ""
+            log_cluster_message(f"VM {checked_vmid} created on {node}{where}", user=actor_name(actor), tag="qmcreate")
+    except BaseException:
+        disks.free_quietly(allocated, progress)
+        raise
     return vm
 
 
@@ -171,8 +181,12 @@ def update_vm_config(
     skiplock: bool = False,
     pool: Any = UNCHANGED,
     actor: Any,
+    force: bool = False,
 ) -> VM:
     """Apply a config change (and a pool move) with its audit entry in one change set.
+
+    Removed disks stay as ``unusedN`` (``force``: are freed); removed ``unusedN`` are freed after the
+    change is stored; ``storage:SIZE`` drives are allocated before and freed again if it fails.
 
     ``digest`` guards against concurrent edits as in Proxmox; the row version ``vm`` was read at
     is the base of the write, so a change made since is a conflict, never overwritten.
@@ -180,12 +194,15 @@ def update_vm_config(
     updates, removed = check_vm_update(vm, set_=set_, delete=delete, skiplock=skiplock, pool=pool, actor=actor)
     if digest is not None and digest != vm.digest:
         raise DigestMismatch()
-    config = vmconfig.apply_update(vm.config, updates, removed)
-    config = vmconfig.normalise_devices(vm.vmid, config, rng=random.Random(secrets.randbits(64)))
+    detach = disks.detach_changes(vm.vmid, vm.config, updates, removed, force=force)
+    permissions.authorize(actor, detach.rules, vmid=vm.vmid)
+    updates, allocated = disks.allocate_new_disks(vm.vmid, updates)
     old_config, old_pool = vm.config, vm.pool_id
-    new_pool = old_pool if pool is UNCHANGED else (pool or None)
-    pool_move = (old_pool or "", new_pool or "") if new_pool != old_pool else None
     try:
+        config = vmconfig.apply_update(vm.config, updates, removed) | detach.unused
+        config = vmconfig.normalise_devices(vm.vmid, config, rng=random.Random(secrets.randbits(64)))
+        new_pool = old_pool if pool is UNCHANGED else (pool or None)
+        pool_move = (old_pool or "", new_pool or "") if new_pool != old_pool else None
         with transaction.atomic(using=CLUSTER):
             vm.config, vm.pool_id = config, new_pool
             vm.save()
@@ -193,7 +210,11 @@ def update_vm_config(
             log_cluster_message(message, user=actor_name(actor), tag="qmconfig")
     except BaseException:
         vm.config, vm.pool_id = old_config, old_pool
+        disks.free_quietly(allocated)
         raise
+    failed = disks.free_quietly(detach.to_free)
+    if failed:
+        raise StorageError(f"configuration updated, but unable to free {', '.join(failed)} - check manually")
     return vm
 
 
@@ -210,9 +231,24 @@ def check_vm_destroy(vm: VM, *, actor: Any, skiplock: bool = False) -> None:
         raise VMLocked(vm.vmid, vm.lock)
 
 
-def destroy_vm(vm: VM, *, actor: Any, skiplock: bool = False) -> None:
-    """Remove the VM config (disks are not touched yet: storage comes with the hypervisor)."""
+def destroy_vm(
+    vm: VM,
+    *,
+    actor: Any,
+    skiplock: bool = False,
+    purge: bool = False,
+    destroy_unreferenced: bool = False,
+    progress: disks.Progress | None = None,
+) -> None:
+    """Free the VM's volumes (``destroy_unreferenced``: every image of its VMID here), then remove its config.
+
+    ``purge`` is Proxmox's removal from jobs, replication and HA, none of which exist here yet;
+    the VM's grants are always removed.
+    """
     check_vm_destroy(vm, actor=actor, skiplock=skiplock)
+    disks.destroy_disks(vm, unreferenced=destroy_unreferenced, progress=progress)
+    if purge and progress:
+        progress(f"purging VM {vm.vmid} from related configurations..")
     with transaction.atomic(using=CLUSTER):
         vm.delete()
         remove_object_access(f"/vms/{vm.vmid}")

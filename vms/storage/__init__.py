@@ -1,40 +1,56 @@
-"""Storage volumes on this node: where a volume id lives on disk and in which format.
+"""Storage volumes on this node: where a volume id lives on disk, in which format, through which plugin.
 
-The one place a ``<storage>:<volume>`` id becomes a host path. The id is parsed strictly
-(``vms.devices.parse_volume``) and the path resolved inside the storage's root, so no id can name
-a file outside it. Plugins (``dir`` here; the storage plugins extend this package) lay volumes
-out as Proxmox's do: ``images/<vmid>/<name>``, ``template/iso/``, ``template/cache/``, ``dump/``,
-``snippets/``.
+The one place a ``<storage>:<volume>`` id becomes a host path. The id is parsed strictly (the
+drive syntax by ``vms.devices.parse_volume``, the name by ``vms.storage.volnames``) and the path
+resolved inside the storage's content directory, so no id can name a file outside it. Plugins
+(``vms.storage.plugins``: ``dir``; ``vms.storage.btrfs``) lay volumes out as Proxmox's do; the
+operations on them (allocate, free, list, resize, convert, status) are in ``vms.storage.volumes``.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from django.conf import settings
 
 from vms.devices import parse_volume
+from vms.exceptions import StorageError
 from vms.models import Storage
 from vms.property_strings import shown
+from vms.storage.btrfs import BtrfsPlugin
+from vms.storage.plugins import CONTENT_DIRS, DirPlugin
+from vms.storage.volnames import VolumeName, VolumeNameError, parse_volname
 
-# Content type -> sub-directory of a directory storage (Proxmox's dir plugin layout).
-CONTENT_DIRS = {
-    "images": "images",
-    "iso": "template/iso",
-    "vztmpl": "template/cache",
-    "backup": "dump",
-    "snippets": "snippets",
-    "import": "import",
-}
+PLUGINS: dict[str, type[DirPlugin]] = {"dir": DirPlugin, "btrfs": BtrfsPlugin}
 # File extension -> QEMU block format.
 FORMATS = {".qcow2": "qcow2", ".raw": "raw", ".img": "raw", ".iso": "raw", ".vmdk": "vmdk"}
+
+__all__ = [
+    "CONTENT_DIRS",
+    "PLUGINS",
+    "VolumeError",
+    "plugin_for",
+    "resolve",
+    "storage_of",
+    "volume_format",
+    "volume_path",
+]
 
 
 class VolumeError(ValueError):
     """A volume id that does not name a volume of a known storage on this node."""
 
 
+def plugin_for(storage: Storage) -> DirPlugin:
+    plugin = PLUGINS.get(storage.type)
+    if plugin is None:
+        raise StorageError(f"storage '{storage.storeid}' has an unknown type '{shown(storage.type)}'")
+    return plugin(storage)
+
+
 def storage_of(volid: str) -> Storage:
-    volume = parse_volume(volid)
+    try:
+        volume = parse_volume(volid)
+    except ValueError as exc:
+        raise VolumeError(str(exc)) from None
     if volume.storage is None:
         raise VolumeError(f"'{shown(volid)}' is not a storage volume")
     storage = Storage.objects.filter(storeid=volume.storage).first()
@@ -43,31 +59,45 @@ def storage_of(volid: str) -> Storage:
     return storage
 
 
+def resolve(volid: str) -> tuple[Storage, DirPlugin, VolumeName]:
+    """The storage, plugin and parsed name of an allocated volume; VolumeError for anything else."""
+    if not isinstance(volid, str) or ":" not in volid:
+        raise VolumeError(f"'{shown(str(volid))}' is not a volume id (<storage>:<volume>)")
+    storage = storage_of(volid)
+    try:
+        volume = parse_volname(volid.partition(":")[2])
+    except VolumeNameError as exc:
+        raise VolumeError(str(exc)) from None
+    return storage, plugin_for(storage), volume
+
+
+def check_available(storage: Storage, node: str | None = None) -> None:
+    """Proxmox's ``storage_check_enabled``: not disabled, and configured for ``node`` (this node)."""
+    node = node or settings.PVE_NODE_NAME
+    if storage.disable:
+        raise StorageError(f"storage '{storage.storeid}' is disabled")
+    if storage.nodes and node not in storage.nodes.split(","):
+        raise StorageError(f"storage '{storage.storeid}' is not available on node '{node}'")
+
+
 def volume_path(volid: str) -> str:
     """The host path of ``volid``; VolumeError for anything that would resolve outside its storage."""
-    volume = parse_volume(volid)
-    if volume.kind in ("none", "cdrom", "new", "cloudinit", "unknown", "path") or volume.storage is None:
-        raise VolumeError(f"'{shown(volid)}' is not an allocated storage volume")
-    storage = storage_of(volid)
-    name = volid.partition(":")[2]
-    if volume.kind == "images":
-        relative = name if "/" in name else f"{volume.owner}/{name}"
-        base = Path(storage.path) / CONTENT_DIRS["images"]
-    elif volume.kind in CONTENT_DIRS:
-        relative = name.partition("/")[2]
-        base = Path(storage.path) / CONTENT_DIRS[volume.kind]
-    else:
-        raise VolumeError(f"'{shown(volid)}' has no path on a {storage.type} storage")
-    root = os.path.realpath(base)
-    path = os.path.realpath(base / relative)
-    if os.path.commonpath([root, path]) != root or path == root:
-        raise VolumeError(f"volume '{shown(volid)}' resolves outside its storage")
-    return path
+    _, plugin, volume = resolve(volid)
+    try:
+        return plugin.path(volume)
+    except StorageError as exc:
+        raise VolumeError(str(exc)) from None
 
 
 def volume_format(volid: str) -> str:
     """The QEMU block format of ``volid``, from its name as Proxmox names volumes."""
-    suffix = Path(volid.partition(":")[2]).suffix
+    try:
+        volume = parse_volname(volid.partition(":")[2])
+    except VolumeNameError:
+        volume = None
+    if volume is not None and volume.format in ("raw", "qcow2", "vmdk"):
+        return volume.format
+    suffix = "." + volid.rpartition(".")[2].lower() if "." in volid else ""
     if suffix not in FORMATS:
         raise VolumeError(f"unknown format of volume '{shown(volid)}'")
     return FORMATS[suffix]
