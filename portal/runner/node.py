@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
@@ -130,6 +131,16 @@ def corosync_spec(env: dict[str, str]) -> ChildSpec:
     return ChildSpec("corosync", argv, env, cwd=data)
 
 
+ChildFactory = Callable[[dict[str, str]], ChildSpec]
+_app_children: list[ChildFactory] = []
+
+
+def register_child(factory: ChildFactory) -> ChildFactory:
+    """Apps add children of their own (``vms``: the status collector), started after beat, before web."""
+    _app_children.append(factory)
+    return factory
+
+
 def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -> list[ChildSpec]:
     python = sys.executable
     data = Path(settings.PVE_DATA_DIR)
@@ -170,6 +181,7 @@ def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -
         specs.append(ChildSpec("worker", argv, env, cwd=REPO))
     if beat:
         specs.append(ChildSpec("beat", beat_argv(python, data_dir=data, log_level=log_level), env, cwd=REPO))
+    specs.extend(factory(env) for factory in _app_children)
     if web:
         host, port = _probe_host(settings.PVE_BIND_ADDRESS), settings.PVE_HTTPS_PORT
         specs.append(

@@ -2,11 +2,17 @@
 
 from portal.api.routing import api_path
 from vms.api import nextid, qemu
+from vms.status import api as status
 
 urlpatterns = [
     api_path("cluster/nextid", nextid.NextIdView.as_view()),
     api_path("nodes/{node}/qemu", qemu.QemuListView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}", qemu.QemuVMView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}/config", qemu.QemuConfigView.as_view()),
-    api_path("nodes/{node}/qemu/{vmid}/status/current", qemu.QemuStatusCurrentView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/status/current", status.QemuStatusCurrentView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/rrddata", status.QemuRRDDataView.as_view()),
+    api_path("nodes/{node}/status", status.NodeStatusView.as_view()),
+    api_path("nodes/{node}/rrddata", status.NodeRRDDataView.as_view()),
+    api_path("nodes/{node}/storage/{storage}/rrddata", status.StorageRRDDataView.as_view()),
+    api_path("cluster/resources", status.ClusterResourcesView.as_view()),
 ]

@@ -1,0 +1,65 @@
+"""A minimal real QEMU for the status tests: KVM, no disk of its own, sitting in its firmware.
+
+Started as common.md's contract says (pid file, QMP socket in the node's run directory, ``-id
+<vmid>`` in its command line). Debian's QEMU 7.2 has no ``-id`` option (a Proxmox patch), so the
+words ``-id <vmid>`` reach the command line as ``-name -id`` followed by ``<vmid>``, an empty raw
+image QEMU attaches as its first IDE disk (which also gives ``query-blockstats`` a device).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from vms import runtime_paths
+
+
+class FirmwareQemu:
+    def __init__(self, vmid: int, workdir: Path, *, memory: int = 64, extra: tuple[str, ...] = ()) -> None:
+        self.vmid = vmid
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / str(vmid)).write_bytes(b"")
+        pidfile, qmp = runtime_paths.vm_file(vmid, "pid"), runtime_paths.vm_file(vmid, "qmp")
+        for stale in (pidfile, qmp):
+            stale.unlink(missing_ok=True)
+        argv = [
+            "qemu-system-x86_64",
+            "-name", "-id", str(vmid),
+            "-pidfile", str(pidfile),
+            "-qmp", f"unix:{qmp},server=on,wait=off",
+            "-nodefaults", "-display", "none", "-machine", "q35,accel=kvm",
+            "-m", str(memory),
+            *extra,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
+        deadline = time.monotonic() + 30
+        while runtime_paths.vm_pid(vmid) != self.process.pid or not qmp.exists():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"QEMU {vmid} exited: {self.process.stderr.read().decode()}")  # type: ignore[union-attr]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"QEMU {vmid} did not write its pid file and QMP socket")
+            time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def pause(self) -> None:
+        """SIGSTOP: the process lives, its QMP socket accepts nothing any more (a hung QEMU)."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.pid, signal.SIGCONT)
+            self.process.kill()
+        self.process.wait(10)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
