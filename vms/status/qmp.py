@@ -23,15 +23,16 @@ async def _ask(vmid: int, socket: Path) -> dict[str, Any] | None:
     client = QMPClient(f"pvestatd-{vmid}")
     try:
         await client.connect(str(socket))
-        status = await client.execute("query-status")
+        status: dict[str, Any] = await client.execute("query-status")  # type: ignore[assignment]
         answer: dict[str, Any] = {"qmpstatus": str(status.get("status", "unknown"))}
         try:
-            balloon = await client.execute("query-balloon")
+            balloon: dict[str, Any] = await client.execute("query-balloon")  # type: ignore[assignment]
             answer["balloon"] = int(balloon.get("actual", 0))
         except ExecuteError:  # no balloon device
             pass
         read = written = 0
-        for device in await client.execute("query-blockstats"):
+        devices: list[dict[str, Any]] = await client.execute("query-blockstats")  # type: ignore[assignment]
+        for device in devices:
             stats = device.get("stats", {})
             read += int(stats.get("rd_bytes", 0))
             written += int(stats.get("wr_bytes", 0))
