@@ -1,7 +1,7 @@
 """The VM endpoints under ``/api2/json`` (gathered by ``portal.urls``)."""
 
 from portal.api.routing import api_path
-from vms.api import nextid, qemu
+from vms.api import network, nextid, qemu
 from vms.status import api as status
 
 urlpatterns = [
@@ -15,4 +15,6 @@ urlpatterns = [
     api_path("nodes/{node}/rrddata", status.NodeRRDDataView.as_view()),
     api_path("nodes/{node}/storage/{storage}/rrddata", status.StorageRRDDataView.as_view()),
     api_path("cluster/resources", status.ClusterResourcesView.as_view()),
+    api_path("nodes/{node}/network", network.NetworkListView.as_view()),
+    api_path("nodes/{node}/network/{iface}", network.NetworkInterfaceView.as_view()),
 ]
