@@ -18,11 +18,18 @@ from vms import runtime_paths
 
 
 class FirmwareQemu:
-    def __init__(self, vmid: int, workdir: Path, *, memory: int = 64, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, vmid: int, workdir: Path, *, memory: int = 64, extra: tuple[str, ...] = (), run_dir: Path | None = None
+    ) -> None:
+        """``run_dir``: another node's ``qemu-server`` run directory (a lab node's), else this node's."""
         self.vmid = vmid
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / str(vmid)).write_bytes(b"")
-        pidfile, qmp = runtime_paths.vm_file(vmid, "pid"), runtime_paths.vm_file(vmid, "qmp")
+        if run_dir is None:
+            pidfile, qmp = runtime_paths.vm_file(vmid, "pid"), runtime_paths.vm_file(vmid, "qmp")
+        else:
+            run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            pidfile, qmp = run_dir / f"{vmid}.pid", run_dir / f"{vmid}.qmp"
         for stale in (pidfile, qmp):
             stale.unlink(missing_ok=True)
         argv = [
@@ -38,7 +45,7 @@ class FirmwareQemu:
             argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
         )
         deadline = time.monotonic() + 30
-        while runtime_paths.vm_pid(vmid) != self.process.pid or not qmp.exists():
+        while not (pidfile.exists() and pidfile.read_text().strip() == str(self.process.pid) and qmp.exists()):
             if self.process.poll() is not None:
                 raise RuntimeError(f"QEMU {vmid} exited: {self.process.stderr.read().decode()}")  # type: ignore[union-attr]
             if time.monotonic() > deadline:
