@@ -3,7 +3,7 @@
 The round's result goes three ways: into the round-robin history (:mod:`vms.status.rrd`), to a
 run file the replicator reads when it sends this node's volatile status to the others
 (:func:`published`, registered into ``replicator.volatile``), and to this node's own API
-(:func:`latest`). QEMU is asked over QMP once per VM per round (:mod:`vms.status.qmp`); nothing
+(:func:`latest`). QEMU is asked over QMP once per VM per round (:mod:`vms.status.qmp_batch`); nothing
 else in the stack polls it.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 from django.conf import settings
 
 from vms import runtime_paths
-from vms.status import procfs, qmp
+from vms.status import procfs, qmp_batch
 from vms.status.rrd import RRDStore
 
 STALE_ROUNDS = 3  # a snapshot older than this many intervals is not published (the collector is gone)
@@ -132,7 +132,9 @@ class Collector:
     def vm_status(
         self, now: float, running: dict[int, int], configs: dict[int, dict[str, Any]]
     ) -> dict[int, dict[str, Any]]:
-        answers = qmp.query_all({vmid: runtime_paths.vm_file(vmid, "qmp") for vmid in running})
+        run = runtime_paths.run_dir()  # vm_file's layout, without its mkdir for every VM
+        answers = qmp_batch.query_all({vmid: run / f"{vmid}.qmp" for vmid in running})
+        host_uptime, taps = procfs.uptime(), procfs.taps()
         result: dict[int, dict[str, Any]] = {}
         previous, self.previous_vms = self.previous_vms, {}
         for vmid, pid in running.items():
@@ -141,11 +143,11 @@ class Collector:
                 continue  # ended while we looked
             limits = vm_limits(configs.get(vmid, {}))
             answer = answers.get(vmid) or {}
-            netin, netout = procfs.tap_counters(vmid)
+            netin, netout = procfs.tap_counters(taps.get(vmid, []))
             entry: dict[str, Any] = {
                 "status": "running",
                 "pid": pid,
-                "uptime": procfs.process_uptime(sample),
+                "uptime": procfs.process_uptime(sample, host_uptime),
                 "cpus": limits["cpus"],
                 "maxmem": limits["maxmem"],
                 "mem": sample.rss,
@@ -269,7 +271,7 @@ def write_snapshot(snapshot: dict[str, Any]) -> None:
     temporary = target.with_name(f".{target.name}.{os.getpid()}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        json.dump(snapshot, handle)
+        handle.write(json.dumps(snapshot))  # dumps, not dump: the C encoder in one call
     os.replace(temporary, target)
 
 

@@ -124,27 +124,37 @@ class ProcessSample:
 
 def process_sample(pid: int) -> ProcessSample | None:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        statm = Path(f"/proc/{pid}/statm").read_text().split()
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
     except OSError:
         return None
-    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
-    # fields[0] is field 3 (state): utime 14, stime 15, starttime 22
+    fields = stat.rpartition(b")")[2].split()  # after the command name, which may hold spaces
+    # fields[0] is field 3 (state): utime 14, stime 15, starttime 22, rss 24 (pages)
     return ProcessSample(
         cpu_ticks=int(fields[11]) + int(fields[12]),
-        rss=int(statm[1]) * PAGE_SIZE,
+        rss=int(fields[21]) * PAGE_SIZE,
         start_ticks=int(fields[19]),
     )
 
 
-def process_uptime(sample: ProcessSample) -> int:
-    return max(int(uptime() - sample.start_ticks / CLOCK_TICKS), 0)
+def process_uptime(sample: ProcessSample, host_uptime: float | None = None) -> int:
+    return max(int((uptime() if host_uptime is None else host_uptime) - sample.start_ticks / CLOCK_TICKS), 0)
 
 
-def tap_counters(vmid: int) -> tuple[int, int]:
-    """Bytes the guest received and sent over its taps (``tap<vmid>i*``): the tap's tx is the guest's in."""
+def taps() -> dict[int, list[str]]:
+    """vmid -> its tap devices (``tap<vmid>i<n>``), from one listing of /sys/class/net."""
+    found: dict[int, list[str]] = {}
+    for name in os.listdir(SYS_NET):
+        vmid, separator, index = name.removeprefix("tap").partition("i")
+        if name.startswith("tap") and separator and vmid.isdigit() and index.isdigit():
+            found.setdefault(int(vmid), []).append(name)
+    return found
+
+
+def tap_counters(names: list[str]) -> tuple[int, int]:
+    """Bytes the guest received and sent over its taps: the tap's tx is the guest's in."""
     netin = netout = 0
-    for path in SYS_NET.glob(f"tap{int(vmid)}i*"):
+    for path in (SYS_NET / name for name in names):
         try:
             netin += int((path / "statistics" / "tx_bytes").read_text())
             netout += int((path / "statistics" / "rx_bytes").read_text())
