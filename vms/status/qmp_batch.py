@@ -48,6 +48,7 @@ def query_all(sockets: dict[int, Path], timeout: float = 1.0) -> dict[int, dict[
     selector = selectors.DefaultSelector()
     buffers: dict[int, bytearray] = {}
     results: dict[int, dict[str, Any] | None] = dict.fromkeys(sockets)
+    connections: dict[int, socket.socket] = {}
     for vmid, path in sockets.items():
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
@@ -57,7 +58,7 @@ def query_all(sockets: dict[int, Path], timeout: float = 1.0) -> dict[int, dict[
         except OSError:
             sock.close()
             continue
-        buffers[vmid] = bytearray()
+        buffers[vmid], connections[vmid] = bytearray(), sock
         selector.register(sock, selectors.EVENT_READ, vmid)
     deadline = time.monotonic() + timeout
     try:
@@ -66,9 +67,9 @@ def query_all(sockets: dict[int, Path], timeout: float = 1.0) -> dict[int, dict[
             if remaining <= 0:
                 break
             for key, _ in selector.select(remaining):
-                vmid, sock = key.data, key.fileobj
+                vmid, sock = key.data, connections[key.data]
                 try:
-                    chunk = sock.recv(65536)  # type: ignore[union-attr]
+                    chunk = sock.recv(65536)
                 except OSError:
                     chunk = b""
                 done = not chunk
@@ -81,9 +82,9 @@ def query_all(sockets: dict[int, Path], timeout: float = 1.0) -> dict[int, dict[
                             results[vmid], done = answer, True
                 if done:
                     selector.unregister(sock)
-                    sock.close()  # type: ignore[union-attr]
+                    sock.close()
     finally:
         for key in list(selector.get_map().values()):
-            key.fileobj.close()  # type: ignore[union-attr]
+            connections[key.data].close()
         selector.close()
     return results
