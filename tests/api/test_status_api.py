@@ -126,7 +126,7 @@ def test_node_status(setup):
 def test_rrddata_from_the_ring_store(setup):
     store = rrd.RRDStore()
     now = time.time()
-    start = (int(now) // 60 - 3) * 60
+    start = (int(now) // 1800 - 1) * 1800  # the last half hour: both minutes in one "day" row
     for offset, cpu in ((0, 0.2), (30, 0.4), (60, 0.9), (120, 0.1)):  # two finished minutes
         store.update(f"vm/{RUNNING}", start + offset, [1, cpu, 64, 10, 0, 0, 5, 6, 7, 8])
     store.close()

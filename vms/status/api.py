@@ -12,6 +12,7 @@ import os
 import time
 from typing import Any
 
+from django.http import HttpResponse
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -19,12 +20,13 @@ from authz.permissions import check
 from cluster.api.nodes import VERSION, local_node_or_error
 from portal.api import params
 from portal.api.errors import ParameterError
+from portal.api.renderers import CONTENT_TYPE
 from portal.api.views import PVEAPIView, ok
 from vms import lookups, runtime_paths
 from vms.config import ConfigError, validate_vmid
 from vms.models import VM, Storage
 from vms.status import collector, qmp, rrd
-from vms.status.resources import config_entry, resources
+from vms.status.resources import config_entry, resources_body
 from vms.status.visibility import visible
 
 RESOURCE_TYPES = ("vm", "storage", "node", "sdn", "pool")
@@ -79,10 +81,12 @@ def live_vm(vmid: int, snapshot: dict[str, Any] | None) -> dict[str, Any] | None
 
 
 class ClusterResourcesView(PVEAPIView):
-    def get(self, request: Request, **kwargs: Any) -> Response:
+    def get(self, request: Request, **kwargs: Any) -> HttpResponse:
         values = params.collect(request, {})
         kind = params.enum(values["type"], "type", RESOURCE_TYPES) if values.get("type") else None
-        return ok([] if kind == "sdn" else resources(request.user, kind))
+        if kind == "sdn":
+            return ok([])
+        return HttpResponse(resources_body(request.user, kind), content_type=CONTENT_TYPE)
 
 
 def vmid_param(value: object) -> int:

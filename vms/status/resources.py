@@ -10,25 +10,31 @@ from __future__ import annotations
 
 import re
 import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from authz import resolver
 from authz.models import Pool
 from authz.permissions import has_privileges
 from cluster.models import Node
+from portal.api.renderers import render_json
 from replicator import client
 from replicator.exceptions import ReplicationError
 from vms.models import VM, Storage
 from vms.status.collector import vm_limits
-from vms.status.visibility import visible
+from vms.status.visibility import Visible, visible
 
 LIVE_FIELDS = ["vms", "storages", "vmstatus_time", "cpu", "maxcpu", "mem", "maxmem", "disk", "maxdisk", "uptime"]
 VM_LIVE = ("cpu", "mem", "uptime", "netin", "netout", "diskread", "diskwrite")
 DISK_KEY = re.compile(r"^(scsi|virtio|sata|ide)\d+$|^efidisk0$|^tpmstate0$")
 UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
+ANSWER_MAX_AGE = 1.0
+ANSWER_CACHE_SIZE = 64
 _cache_lock = threading.Lock()
 _cache: tuple[int, dict[int, dict[str, Any]]] | None = None
+_answers: dict[tuple[str | None, int, Rules], tuple[float, bytes]] = {}
 
 
 def disk_size(config: dict[str, Any]) -> int:
@@ -114,13 +120,13 @@ def vm_state(entry: dict[str, Any], board: dict[str, dict[str, Any]]) -> dict[st
     return result
 
 
-def vm_resources(user: Any, board: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def vm_resources(rule: Visible, board: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     entries = vm_entries()
-    allowed = VM.objects.filter(visible(user, "/vms", ("VM.Audit",)).q("vmid")).values_list("vmid", flat=True)
+    allowed = VM.objects.filter(rule.q("vmid")).values_list("vmid", flat=True)
     return [vm_state(entries[vmid], board) for vmid in allowed if vmid in entries]
 
 
-def node_resources(user: Any, board: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def node_resources(auditable: frozenset[str], board: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Every node; its statistics only with Sys.Audit on it (as Proxmox)."""
     result = []
     for node in Node.objects.all():
@@ -133,7 +139,7 @@ def node_resources(user: Any, board: dict[str, dict[str, Any]]) -> list[dict[str
             "status": "online" if online else ("offline" if live else "unknown"),
             "level": "",
         }
-        if live and has_privileges(user, f"/nodes/{node.name}", ["Sys.Audit"]):
+        if live and node.name in auditable:
             entry["cpu"] = float(live.get("cpu", 0.0))
             for key in ("maxcpu", "mem", "maxmem", "disk", "maxdisk", "uptime"):
                 entry[key] = int(live.get(key, 0))
@@ -141,9 +147,8 @@ def node_resources(user: Any, board: dict[str, dict[str, Any]]) -> list[dict[str
     return result
 
 
-def storage_resources(user: Any, board: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def storage_resources(rule: Visible, board: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per storage and node it is enabled on (Datastore.Audit or .AllocateSpace on it)."""
-    rule = visible(user, "/storage", ("Datastore.Audit", "Datastore.AllocateSpace"), any_of=True)
     nodes = list(Node.objects.values_list("name", flat=True))
     result = []
     for storage in Storage.objects.filter(rule.q("storeid")).filter(disable=False):
@@ -169,24 +174,72 @@ def storage_resources(user: Any, board: dict[str, dict[str, Any]]) -> list[dict[
     return result
 
 
-def pool_resources(user: Any) -> list[dict[str, Any]]:
-    rule = visible(user, "/pool", ("Pool.Audit",))
+def pool_resources(rule: Visible) -> list[dict[str, Any]]:
     return [
         {"id": f"pool/{poolid}", "type": "pool", "pool": poolid, **({"comment": comment} if comment else {})}
         for poolid, comment in Pool.objects.filter(rule.q("poolid")).values_list("poolid", "comment")
     ]
 
 
+@dataclass(frozen=True)
+class Rules:
+    """What one caller may see of each kind: the key of a cached answer, with the version."""
+
+    vms: Visible
+    storages: Visible
+    pools: Visible
+    auditable_nodes: frozenset[str]
+
+
+def rules_of(user: Any) -> Rules:
+    return Rules(
+        vms=visible(user, "/vms", ("VM.Audit",)),
+        storages=visible(user, "/storage", ("Datastore.Audit", "Datastore.AllocateSpace"), any_of=True),
+        pools=visible(user, "/pool", ("Pool.Audit",)),
+        auditable_nodes=frozenset(
+            name
+            for name in Node.objects.values_list("name", flat=True)
+            if has_privileges(user, f"/nodes/{name}", ["Sys.Audit"])
+        ),
+    )
+
+
 def resources(user: Any, kind: str | None) -> list[dict[str, Any]]:
     """The answer of ``GET /cluster/resources[?type=kind]``."""
+    return _build(rules_of(user), kind)
+
+
+def _build(rules: Rules, kind: str | None) -> list[dict[str, Any]]:
     board = live_board()
     result: list[dict[str, Any]] = []
     if kind in (None, "vm"):
-        result += vm_resources(user, board)
+        result += vm_resources(rules.vms, board)
     if kind in (None, "node"):
-        result += node_resources(user, board)
+        result += node_resources(rules.auditable_nodes, board)
     if kind in (None, "storage"):
-        result += storage_resources(user, board)
-    if kind is None:
-        result += pool_resources(user)
+        result += storage_resources(rules.storages, board)
+    if kind in (None, "pool"):
+        result += pool_resources(rules.pools)
     return result
+
+
+def resources_body(user: Any, kind: str | None) -> bytes:
+    """The rendered answer, shared for up to ``ANSWER_MAX_AGE`` seconds by callers who see the same.
+
+    Live values are at most one status interval old anyway (Proxmox caches its status dump for
+    2 s); the replicated version is part of the key, so a configuration change (a lock, a new
+    VM, a grant) is in the very next answer.
+    """
+    key = (kind, resolver.current_version(), rules_of(user))
+    now = time.monotonic()
+    with _cache_lock:
+        cached = _answers.get(key)
+        if cached is not None and now - cached[0] < ANSWER_MAX_AGE:
+            return cached[1]
+    body = render_json({"data": _build(key[2], kind)})
+    with _cache_lock:
+        for stale in [k for k, (stamp, _) in _answers.items() if now - stamp >= ANSWER_MAX_AGE]:
+            del _answers[stale]
+        if len(_answers) < ANSWER_CACHE_SIZE:
+            _answers[key] = (now, body)
+    return body
