@@ -59,13 +59,8 @@ def permitted_keys(
     return default, exceptions
 
 
-def restrict(
-    queryset: QuerySet[_M], actor: Any, template: str, privileges: Iterable[str], *, any_of: bool = False
-) -> QuerySet[_M]:
-    """``queryset`` narrowed to the objects on whose path (``template``, e.g. ``"/vms/{vmid}"``)
-    ``actor`` holds ``privileges`` (all of them, or one with ``any_of``)."""
-    _prefix, field = _split(template)
-    default, exceptions = permitted_keys(actor, template, privileges, any_of=any_of)
+def narrow(queryset: QuerySet[_M], field: str, default: bool, exceptions: Iterable[str]) -> QuerySet[_M]:
+    """``queryset`` narrowed by a ``permitted_keys`` answer on ``field``."""
     model_field = queryset.model._meta.get_field(field)
     keys = []
     for key in exceptions:
@@ -77,3 +72,13 @@ def restrict(
     if default:
         return queryset.exclude(**lookup) if keys else queryset
     return queryset.filter(**lookup) if keys else queryset.none()
+
+
+def restrict(
+    queryset: QuerySet[_M], actor: Any, template: str, privileges: Iterable[str], *, any_of: bool = False
+) -> QuerySet[_M]:
+    """``queryset`` narrowed to the objects on whose path (``template``, e.g. ``"/vms/{vmid}"``)
+    ``actor`` holds ``privileges`` (all of them, or one with ``any_of``)."""
+    _prefix, field = _split(template)
+    default, exceptions = permitted_keys(actor, template, privileges, any_of=any_of)
+    return narrow(queryset, field, default, exceptions)

@@ -54,6 +54,8 @@ POSTGRES_TOO_MODULES = {
     "tests/api/test_api.py",
     "tests/api/test_cluster_config_matrix.py",
     "tests/api/test_permission_matrix.py",
+    "tests/api/test_status_api.py",
+    "tests/api/test_status_matrix.py",
     "tests/authz/test_access.py",
     "tests/authz/test_access_matrix.py",
     "tests/portal/test_tasks.py",

@@ -9,8 +9,9 @@ class VmsConfig(AppConfig):
         from authz import pool_members
         from cluster.membership import guests
         from portal.api.errors import register_error
-        from portal.runner import node as node_runner
+        from portal.runner.node import register_child
         from portal.tasks import locks
+        from replicator import volatile
         from vms import bootstrap, renderers  # noqa: F401  (registration side effects)
         from vms.config import ConfigError
         from vms.exceptions import VMError
@@ -19,6 +20,7 @@ class VmsConfig(AppConfig):
         from vms.pool_members import storage_members, vm_members
         from vms.qemu.agent import AgentError
         from vms.qemu.watcher import watcher_child
+        from vms.status import collector, daemon
 
         register_error(ConfigError, 400, lambda exc: "Parameter verification failed.")
         register_error(VMError, lambda exc: exc.status)
@@ -27,4 +29,6 @@ class VmsConfig(AppConfig):
         guests.register(ClusterGuests())  # VMIDs for joins and node removal
         pool_members.register("vms", vm_members)  # the resolver's pool membership of /vms/<vmid>
         pool_members.register("storage", storage_members)  # ... and of /storage/<storeid>
-        node_runner.register_child(watcher_child)  # qmeventd: onboot VMs, then the QEMU watcher
+        register_child(watcher_child)  # qmeventd: onboot VMs, then the QEMU watcher
+        volatile.register_collector(collector.published)  # running VMs and storages, to every node
+        register_child(daemon.child_spec)  # pvestatd under runnode

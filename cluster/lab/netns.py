@@ -23,7 +23,8 @@ def create_bridge(namespace: str) -> None:
 
 
 def attach_node(bridge_ns: str, node_ns: str, port: str, address: str) -> None:
-    """A veth pair: ``eth0`` with ``address`` in the node's namespace, ``port`` on the bridge."""
+    """A veth pair: ``eth0`` with ``address`` in the node's namespace, ``port`` on the bridge; and
+    the node's ``vmbr0``."""
     ip("netns", "add", node_ns)
     ip("link", "set", "lo", "up", namespace=node_ns)
     peer = f"{port}n"
@@ -35,6 +36,9 @@ def attach_node(bridge_ns: str, node_ns: str, port: str, address: str) -> None:
     ip("link", "set", "eth0", "up", namespace=node_ns)
     ip("link", "set", port, "master", "br0", namespace=bridge_ns)
     ip("link", "set", port, "up", namespace=bridge_ns)
+    # The node's guest bridge, as on a Proxmox host (its VMs' taps join it; no uplink).
+    ip("link", "add", "vmbr0", "type", "bridge", namespace=node_ns)
+    ip("link", "set", "vmbr0", "up", namespace=node_ns)
 
 
 def set_port(bridge_ns: str, port: str, *, up: bool) -> None:

@@ -131,14 +131,17 @@ def corosync_spec(env: dict[str, str]) -> ChildSpec:
     return ChildSpec("corosync", argv, env, cwd=data)
 
 
-# Children an app adds (the VM watcher ...): ``factory(env)`` -> ChildSpec, registered at the app's ready().
-_app_children: list[Callable[[dict[str, str]], ChildSpec]] = []
+# Children an app adds (the VM watcher, the status collector ...): ``factory(env)`` -> ChildSpec,
+# registered at the app's ready(); started after the worker and beat, before the web server.
+ChildFactory = Callable[[dict[str, str]], ChildSpec]
+_app_children: list[ChildFactory] = []
 
 
-def register_child(factory: Callable[[dict[str, str]], ChildSpec]) -> None:
-    """Add a child every node runs after its worker and beat (``factory`` gets the children's environment)."""
+def register_child(factory: ChildFactory) -> ChildFactory:
+    """Add a child every node runs (``factory`` gets the children's environment); once per factory."""
     if factory not in _app_children:
         _app_children.append(factory)
+    return factory
 
 
 def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -> list[ChildSpec]:
@@ -181,7 +184,7 @@ def node_children(*, web: bool = True, worker: bool = True, beat: bool = True) -
         specs.append(ChildSpec("worker", argv, env, cwd=REPO))
     if beat:
         specs.append(ChildSpec("beat", beat_argv(python, data_dir=data, log_level=log_level), env, cwd=REPO))
-    specs += [factory(env) for factory in _app_children]
+    specs.extend(factory(env) for factory in _app_children)
     if web:
         host, port = _probe_host(settings.PVE_BIND_ADDRESS), settings.PVE_HTTPS_PORT
         specs.append(

@@ -9,7 +9,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from authz.permissions import check, has_privileges, principal_of
-from authz.restrict import restrict
 from cluster.api.nodes import local_node_or_error
 from portal.api import params
 from portal.api.errors import ParameterError
@@ -20,6 +19,7 @@ from vms import lookups, operations, services
 from vms.config import ConfigError, validate_vmid
 from vms.models import VM
 from vms.permissions import CONFIG_PRIVILEGES
+from vms.status.api import vm_list
 
 # Parameters of the create/update calls that are not config keys.
 CREATE_CONTROL = ("vmid", "node", "start", "storage", "pool", "force", "unique", "archive", "bwlimit", "live-restore")
@@ -32,40 +32,6 @@ def vmid_param(value: object) -> int:
         return validate_vmid(value)
     except ConfigError as exc:
         raise ParameterError(exc.errors) from None
-
-
-def _mebibytes(value: object, default: int) -> int:
-    text = str(value or default).removeprefix("current=").split(",")[0]
-    return int(text) if text.isdigit() else default
-
-
-def vm_summary(vm: VM) -> dict[str, Any]:
-    """The list/status fields clients read, with typed numbers (Terraform decodes into Go structs)."""
-    config = vm.config
-    cores = _mebibytes(config.get("cores"), 1) * _mebibytes(config.get("sockets"), 1)
-    entry: dict[str, Any] = {
-        "vmid": vm.vmid,
-        "name": config.get("name", f"VM{vm.vmid}"),
-        "status": "stopped",
-        "cpus": cores,
-        "cpu": 0,
-        "maxmem": _mebibytes(config.get("memory"), 512) * 1024 * 1024,
-        "mem": 0,
-        "maxdisk": 0,
-        "disk": 0,
-        "uptime": 0,
-        "netin": 0,
-        "netout": 0,
-        "diskread": 0,
-        "diskwrite": 0,
-    }
-    if vm.lock:
-        entry["lock"] = vm.lock
-    if config.get("tags"):
-        entry["tags"] = config["tags"]
-    if config.get("template") == "1":
-        entry["template"] = 1
-    return entry
 
 
 def _authorized_vm(
@@ -85,9 +51,7 @@ def _principal(request: Request) -> str:
 
 class QemuListView(PVEAPIView):
     def get(self, request: Request, node: str, **kwargs: Any) -> Response:
-        local_node_or_error(node)
-        vms = restrict(VM.objects.filter(node_id=node), request.user, "/vms/{vmid}", ["VM.Audit"])
-        return ok([vm_summary(vm) for vm in vms])
+        return ok(vm_list(request, node))  # the live fields: vms.status
 
     def post(self, request: Request, node: str, **kwargs: Any) -> Response:
         """Create: every check (VM.Allocate, each key's privilege, pool, storage) answers before the task starts."""
@@ -176,9 +140,3 @@ class QemuConfigView(PVEAPIView):
     def post(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
         vm = self._update(request, node, vmid)
         return ok(run_inline("qmconfig", str(vm.vmid), _principal(request), lambda task: task.log("update VM config")))
-
-
-class QemuStatusCurrentView(PVEAPIView):
-    def get(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
-        vm = _authorized_vm(request, node, vmid, ["VM.Audit"])
-        return ok({**vm_summary(vm), "qmpstatus": "stopped", "ha": {"managed": 0}})

@@ -3,14 +3,14 @@
 from django.urls import re_path
 
 from portal.api.routing import PREFIX, api_path
-from vms.api import agent, disks, nextid, power, qemu, storage, storage_content
+from vms.api import agent, disks, network, nextid, power, qemu, storage, storage_content
+from vms.status import api as status
 
 urlpatterns = [
     api_path("cluster/nextid", nextid.NextIdView.as_view()),
     api_path("nodes/{node}/qemu", qemu.QemuListView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}", qemu.QemuVMView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}/config", qemu.QemuConfigView.as_view()),
-    api_path("nodes/{node}/qemu/{vmid}/status/current", qemu.QemuStatusCurrentView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}/agent", agent.AgentIndexView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}/agent/exec", agent.AgentExecView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}/agent/exec-status", agent.AgentExecStatusView.as_view()),
@@ -44,4 +44,12 @@ urlpatterns = [
         rf"^{PREFIX}nodes/(?P<node>[^/]+)/storage/(?P<storage>[^/]+)/content/(?P<volume>.+?)/?$",
         storage_content.VolumeView.as_view(),
     ),
+    api_path("nodes/{node}/qemu/{vmid}/status/current", status.QemuStatusCurrentView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/rrddata", status.QemuRRDDataView.as_view()),
+    api_path("nodes/{node}/status", status.NodeStatusView.as_view()),
+    api_path("nodes/{node}/rrddata", status.NodeRRDDataView.as_view()),
+    api_path("nodes/{node}/storage/{storage}/rrddata", status.StorageRRDDataView.as_view()),
+    api_path("cluster/resources", status.ClusterResourcesView.as_view()),
+    api_path("nodes/{node}/network", network.NetworkListView.as_view()),
+    api_path("nodes/{node}/network/{iface}", network.NetworkInterfaceView.as_view()),
 ]
