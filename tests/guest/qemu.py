@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.guest.image import READY, GuestImage
+from vms.qemu.process import kvm_usable
 
 QEMU = "qemu-system-x86_64"
 DEFAULT_MAC = "BC:24:11:00:00:01"
@@ -31,16 +32,6 @@ def accelerator() -> str:
     if accel not in ("kvm", "tcg"):
         raise ValueError(f"PVE_TEST_GUEST_ACCEL must be kvm or tcg, got {accel!r}")
     return "kvm" if accel == "kvm" and kvm_usable() else "tcg"
-
-
-def kvm_usable() -> bool:
-    """Whether /dev/kvm can be opened read-write (else QEMU falls back to TCG)."""
-    try:
-        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    os.close(fd)
-    return True
 
 
 def runtime_file(run_dir: Path, vmid: int, kind: str) -> Path:

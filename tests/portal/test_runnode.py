@@ -17,7 +17,7 @@ import pytest
 import requests
 
 REPO = Path(__file__).resolve().parent.parent.parent
-CHILDREN = ("redis", "replicator", "worker", "beat", "pvestatd", "web")
+CHILDREN = ("redis", "replicator", "worker", "beat", "qmeventd", "pvestatd", "web")
 
 
 def _free_port() -> int:
