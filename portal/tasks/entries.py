@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 
 from portal.models import Task
 
@@ -92,5 +92,7 @@ def recent_tasks() -> list[dict[str, Any]]:
 
     node = settings.PVE_NODE_NAME
     active = Task.objects.filter(node=node).exclude(status=Task.STOPPED).order_by("-starttime")
-    finished = Task.objects.filter(node=node, status=Task.STOPPED).order_by("-endtime", "-starttime")
+    finished = Task.objects.filter(node=node, status=Task.STOPPED).order_by(
+        F("endtime").desc(nulls_last=True), "-starttime"
+    )  # nulls last on every database (PostgreSQL sorts them first when descending)
     return [published(task) for task in [*active, *finished[:PUBLISHED_FINISHED]]]

@@ -44,6 +44,7 @@ def add_rows(start: int, count: int) -> None:
             vmid=str(8000 + n),
             user=user,
             starttime=n,
+            endtime=n + 1,
             status=Task.STOPPED,
             exitstatus="OK" if n % 3 else "boom",
         )
@@ -135,3 +136,24 @@ def test_task_list_shows_own_tasks_only_and_filters_in_the_query(world):
     assert len(errors) < len(tasks)
     response = world["lq-some@pve"].get(f"{API}/nodes/{NODE}/tasks?limit=2&start=1")
     assert response.json()["total"] == len(tasks) and len(response.json()["data"]) == 2
+
+
+def test_recent_tasks_put_finished_tasks_without_an_end_last(world):
+    """PostgreSQL sorts NULL first when descending: a stopped task with no end time must not crowd
+    out the newest finished ones the node publishes."""
+    from portal.tasks.entries import recent_tasks
+
+    Task.objects.create(
+        upid=f"UPID:{NODE}:0000FFFF:00000000:00000001:qmstart:8999:lq-some@pve:",
+        node=NODE,
+        type="qmstart",
+        vmid="8999",
+        user="lq-some@pve",
+        starttime=1,
+        endtime=None,
+        status=Task.STOPPED,
+        exitstatus="unexpected status",
+    )
+    newest = Task.objects.filter(node=NODE, status=Task.STOPPED, endtime__isnull=False).order_by("-endtime").first()
+    finished = [entry for entry in recent_tasks() if "endtime" in entry]
+    assert finished[0]["upid"] == newest.upid
