@@ -134,6 +134,9 @@ if not _NODE_NAME_RE.match(PVE_NODE_NAME or ""):
     )
 PVE_HTTPS_PORT = _env_int("PVE_HTTPS_PORT", 8006, 1, 65535)
 PVE_BIND_ADDRESS = _env("PVE_BIND_ADDRESS", "0.0.0.0")
+# Web worker processes sharing the HTTPS socket (pveproxy runs 3). The login gate (one attempt
+# at a time per client address) holds per worker, so N workers let an address try N at once.
+PVE_WEB_WORKERS = _env_int("PVE_WEB_WORKERS", 1, 1, 64)
 PVE_NODE_ADDRESS = _env("PVE_NODE_ADDRESS")
 if PVE_NODE_ADDRESS:  # this node's corosync link and known_hosts entry
     try:

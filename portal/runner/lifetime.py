@@ -55,6 +55,18 @@ def die_with_parent(signum: int = signal.SIGKILL) -> Callable[[], None]:
     return arm
 
 
+def end_with_parent(parent: int, signum: int = signal.SIGTERM) -> None:
+    """Arm the parent-death signal in this (already running) process, whose parent is ``parent``.
+
+    For processes started by a library rather than by a ``preexec_fn`` (uvicorn's spawned web
+    workers): if ``parent`` is already gone, the signal comes at once.
+    """
+    if _PRCTL(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signum)
+
+
 class NodeLocked(Exception):
     """Another runner, or a process it started, still uses this data directory."""
 

@@ -9,6 +9,7 @@ version, hence this entry point: uvicorn builds its context (certificate, ALPN) 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import re
 import ssl
@@ -21,7 +22,9 @@ from urllib.parse import parse_qsl, urlencode
 
 import uvicorn
 from uvicorn.config import create_ssl_context
+from uvicorn.supervisors import Multiprocess
 
+from portal.runner.lifetime import end_with_parent
 from portal.runner.reason import ReasonPhraseH11Protocol
 from replicator.private import restrict_umask
 
@@ -89,11 +92,46 @@ def _context_factory(config: uvicorn.Config, default: Callable[[], ssl.SSLContex
     return harden(default())  # uvicorn's context (with its ALPN list), TLS 1.2 minimum
 
 
+class WebConfig(uvicorn.Config):
+    """uvicorn's configuration, set up whole in the process that serves.
+
+    With several workers uvicorn pickles the configuration into each spawned worker, which
+    loads it there: so what a serving process needs (the hardened TLS context with its
+    certificate watcher, the redacting access-log filter, ending with the parent) is done in
+    :meth:`load`, in every worker as in a single process.
+    """
+
+    watch: bool = False
+
+    def load(self) -> None:
+        fresh = not self.loaded
+        super().load()
+        if not fresh:
+            return
+        access = logging.getLogger("uvicorn.access")
+        if not any(isinstance(f, RedactedAccessLog) for f in access.filters):
+            access.addFilter(RedactedAccessLog())
+        parent = multiprocessing.parent_process()
+        if parent is not None and parent.pid is not None:
+            end_with_parent(parent.pid)  # a worker never outlives its supervisor (nor keeps the port)
+        if self.watch and self.ssl is not None:
+            watch_certificate(self.ssl, Path(str(self.ssl_certfile)), Path(str(self.ssl_keyfile)))
+
+
 def build_config(
-    host: str, port: int, certfile: Path, keyfile: Path, log_level: str = "info", app: str = APPLICATION
-) -> uvicorn.Config:
-    """The uvicorn configuration of the web process, loaded (``config.ssl`` is the server context)."""
-    config = uvicorn.Config(
+    host: str,
+    port: int,
+    certfile: Path,
+    keyfile: Path,
+    log_level: str = "info",
+    app: str = APPLICATION,
+    *,
+    workers: int = 1,
+    load: bool = True,
+) -> WebConfig:
+    """The uvicorn configuration of the web process (``load``: loaded here, ``config.ssl`` is the
+    server context; several workers load their own copy)."""
+    config = WebConfig(
         app,
         host=host,
         port=port,
@@ -107,11 +145,10 @@ def build_config(
         server_header=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
         http=ReasonPhraseH11Protocol,  # error messages in the status line, as Proxmox clients expect
+        workers=workers,
     )
-    config.load()
-    access = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, RedactedAccessLog) for f in access.filters):
-        access.addFilter(RedactedAccessLog())
+    if load:
+        config.load()
     return config
 
 
@@ -166,12 +203,21 @@ def main() -> None:
 
     certfile, keyfile = certificate_paths(Path(settings.PVE_ETC_DIR), settings.PVE_NODE_NAME)
     wait_for_certificate(certfile, keyfile)
+    workers = settings.PVE_WEB_WORKERS
     config = build_config(
-        settings.PVE_BIND_ADDRESS, settings.PVE_HTTPS_PORT, certfile, keyfile, settings.PVE_LOG_LEVEL.lower()
+        settings.PVE_BIND_ADDRESS,
+        settings.PVE_HTTPS_PORT,
+        certfile,
+        keyfile,
+        settings.PVE_LOG_LEVEL.lower(),
+        workers=workers,
+        load=False,
     )
-    if config.ssl is not None:
-        watch_certificate(config.ssl, certfile, keyfile)
-    uvicorn.Server(config).run()
+    config.watch = True
+    if workers == 1:
+        uvicorn.Server(config).run()
+    else:  # pveproxy's model: one listening socket, worker processes restarted when they die
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import time
 from pathlib import Path
 
@@ -190,6 +192,20 @@ def test_cluster_resources_are_filtered_by_privilege(setup):
     data = get(login("st-nobody@pve"), "/cluster/resources")[1]
     assert {e["type"] for e in data} == {"node"}
     assert Client().get(f"{API}/cluster/resources").status_code == 401
+
+
+def test_cluster_resources_gzip_for_clients_that_accept_it(setup):
+    plain = setup["root"].get(f"{API}/cluster/resources")
+    assert "Content-Encoding" not in plain and plain["Vary"] == "Accept-Encoding"
+    packed = setup["root"].get(f"{API}/cluster/resources", HTTP_ACCEPT_ENCODING="gzip, deflate")
+    assert packed["Content-Encoding"] == "gzip"
+    answer = json.loads(gzip.decompress(packed.content))["data"]
+    assert {e["id"] for e in answer} == {e["id"] for e in plain.json()["data"]}
+    refused = setup["root"].get(f"{API}/cluster/resources", HTTP_ACCEPT_ENCODING="gzip;q=0, identity")
+    assert "Content-Encoding" not in refused
+    narrow = login("st-vmaudit@pve").get(f"{API}/cluster/resources", HTTP_ACCEPT_ENCODING="gzip")
+    shown = json.loads(gzip.decompress(narrow.content))["data"]
+    assert [e["vmid"] for e in shown if e["type"] == "qemu"] == [RUNNING], "a shared packed answer is per rule"
 
 
 def test_a_pool_grants_its_vms(setup):

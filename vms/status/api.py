@@ -19,8 +19,8 @@ from rest_framework.response import Response
 from authz.permissions import check
 from cluster.api.nodes import VERSION, local_node_or_error
 from portal.api import params
+from portal.api.compression import accepts_gzip, json_answer
 from portal.api.errors import ParameterError
-from portal.api.renderers import CONTENT_TYPE
 from portal.api.views import PVEAPIView, ok
 from vms import lookups, runtime_paths
 from vms.config import ConfigError, validate_vmid
@@ -86,7 +86,7 @@ class ClusterResourcesView(PVEAPIView):
         kind = params.enum(values["type"], "type", RESOURCE_TYPES) if values.get("type") else None
         if kind == "sdn":
             return ok([])
-        return HttpResponse(resources_body(request.user, kind), content_type=CONTENT_TYPE)
+        return json_answer(*resources_body(request.user, kind, gzipped=accepts_gzip(request)))
 
 
 def vmid_param(value: object) -> int:

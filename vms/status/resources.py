@@ -18,6 +18,7 @@ from authz import resolver
 from authz.models import Pool
 from authz.permissions import has_privileges
 from cluster.models import Node
+from portal.api.compression import compress
 from portal.api.renderers import render_json
 from replicator import client
 from replicator.exceptions import ReplicationError
@@ -34,7 +35,7 @@ ANSWER_MAX_AGE = 1.0
 ANSWER_CACHE_SIZE = 64
 _cache_lock = threading.Lock()
 _cache: tuple[int, dict[int, dict[str, Any]]] | None = None
-_answers: dict[tuple[str | None, int, Rules], tuple[float, bytes]] = {}
+_answers: dict[tuple[str | None, int, Rules], tuple[float, bytes, bytes | None]] = {}
 
 
 def disk_size(config: dict[str, Any]) -> int:
@@ -223,8 +224,9 @@ def _build(rules: Rules, kind: str | None) -> list[dict[str, Any]]:
     return result
 
 
-def resources_body(user: Any, kind: str | None) -> bytes:
-    """The rendered answer, shared for up to ``ANSWER_MAX_AGE`` seconds by callers who see the same.
+def resources_body(user: Any, kind: str | None, *, gzipped: bool = False) -> tuple[bytes, bytes | None]:
+    """The rendered answer and, with ``gzipped``, the same compressed; shared for up to
+    ``ANSWER_MAX_AGE`` seconds by callers who see the same (compressed once per shared answer).
 
     Live values are at most one status interval old anyway (Proxmox caches its status dump for
     2 s); the replicated version is part of the key, so a configuration change (a lock, a new
@@ -234,12 +236,13 @@ def resources_body(user: Any, kind: str | None) -> bytes:
     now = time.monotonic()
     with _cache_lock:
         cached = _answers.get(key)
-        if cached is not None and now - cached[0] < ANSWER_MAX_AGE:
-            return cached[1]
-    body = render_json({"data": _build(key[2], kind)})
+    if cached is None or now - cached[0] >= ANSWER_MAX_AGE:
+        cached = (now, render_json({"data": _build(key[2], kind)}), None)
+    if gzipped and cached[2] is None:
+        cached = (cached[0], cached[1], compress(cached[1]))
     with _cache_lock:
-        for stale in [k for k, (stamp, _) in _answers.items() if now - stamp >= ANSWER_MAX_AGE]:
+        for stale in [k for k, (stamp, _, _) in _answers.items() if now - stamp >= ANSWER_MAX_AGE]:
             del _answers[stale]
-        if len(_answers) < ANSWER_CACHE_SIZE:
-            _answers[key] = (now, body)
-    return body
+        if len(_answers) < ANSWER_CACHE_SIZE or key in _answers:
+            _answers[key] = cached
+    return cached[1], cached[2] if gzipped else None
