@@ -2,7 +2,8 @@
 """``GET /cluster/resources`` with 10,000 VMs on a 3-node lab at 50 concurrent clients, against
 ``GET /version`` in the same run.
 
-Usage: .venv/bin/python bench/cluster_resources.py [--vms 10000] [--clients 50] [--requests 400] [--no-append]
+Usage: .venv/bin/python bench/cluster_resources.py [--vms 10000] [--clients 50] [--requests 400]
+                                                   [--web-workers 1] [--no-append]
 
 Three lab nodes (whole node runners: corosync, replicator, web, worker, pvestatd) hold
 ``--vms`` VM configs spread over the nodes; the clients (threads of this process, over HTTPS
@@ -44,9 +45,13 @@ def _up(cluster: LabCluster) -> None:
     cluster.connect_host()
 
 
-def _prepare(cluster: LabCluster) -> None:
-    for node in cluster.nodes:
-        node.env.update(services.web_environment(node.address))
+def _preparer(web_workers: int):
+    def prepare(cluster: LabCluster) -> None:
+        for node in cluster.nodes:
+            node.env.update(services.web_environment(node.address))
+            node.env["PVE_WEB_WORKERS"] = str(web_workers)
+
+    return prepare
 
 
 def fill(lab: LabCluster, count: int) -> None:
@@ -94,12 +99,20 @@ def main() -> None:
     parser.add_argument("--vms", type=int, default=10000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--web-workers", type=int, default=1, help="PVE_WEB_WORKERS of the lab nodes")
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-resources-") as tmp:
         tag = f"br{int(time.time()) % 10000}"
         with running_lab(
-            Path(tmp), 3, tag=tag, root_password=PASSWORD, up=_up, prepare=_prepare, kind="node", timeout=180
+            Path(tmp),
+            3,
+            tag=tag,
+            root_password=PASSWORD,
+            up=_up,
+            prepare=_preparer(args.web_workers),
+            kind="node",
+            timeout=180,
         ) as lab:
             for node in lab.nodes:
                 services.wait_web(
@@ -119,16 +132,21 @@ def main() -> None:
             if vms != args.vms:
                 raise RuntimeError(f"/cluster/resources lists {vms} VMs, not {args.vms}")
             size = len(probe.content)
+            sent = int(probe.headers.get("Content-Length", size))
             load(base, ca, ticket, "/version", args.clients, args.clients)  # warm the connections
             version, version_rate = load(base, ca, ticket, "/version", args.clients, args.requests)
             resources, resources_rate = load(base, ca, ticket, "/cluster/resources", args.clients, args.requests)
     text = "\n".join(
         [
-            heading(f"/cluster/resources, {args.vms} VMs on 3 lab nodes, {args.clients} concurrent clients"),
+            heading(
+                f"/cluster/resources, {args.vms} VMs on 3 lab nodes, {args.clients} concurrent clients, "
+                f"{args.web_workers} web worker(s)"
+            ),
             "",
-            command_line(args, "vms", "clients", "requests"),
+            command_line(args, "vms", "clients", "requests", "web_workers"),
             "",
-            f"Answer: {len(entries)} entries, {size / 1e6:.1f} MB of JSON. Each line: {args.requests} requests.",
+            f"Answer: {len(entries)} entries, {size / 1e6:.1f} MB of JSON, {sent / 1e6:.2f} MB sent "
+            f"({probe.headers.get('Content-Encoding', 'identity')}). Each line: {args.requests} requests.",
             "",
             "| request | p50 | p99 | requests/s | p50 ratio to /version |",
             "|---|---|---|---|---|",
