@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from portal.runner.celery_cli import worker_argv
-from tests.harness import REPO
+from tests.harness import REPO, child_pids
 
 OPERATIONS_MODULE = "tests.portal.task_operations"
 
@@ -117,16 +117,7 @@ class CeleryWorker:
     def children(self) -> list[int]:
         """The pool's processes (children of the main worker process)."""
         assert self.process is not None
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == self.process.pid:
-                    found.append(int(entry.name))
-        return found
+        return child_pids(self.process.pid)
 
     def kill9(self) -> None:
         """SIGKILL the whole worker (main process and pool) at once, as a crash or OOM kill would."""

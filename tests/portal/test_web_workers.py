@@ -14,29 +14,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import child_pids, is_zombie
 from tests.webserver import WebServer
 
 pytestmark = [pytest.mark.usefixtures("replicator")]
 WORKERS = 2
 
 
-def children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
-
-
 def workers_of(pid: int) -> set[int]:
     """The serving children: those holding a listening TCP socket (not multiprocessing's helpers)."""
     result = set()
-    for child in children(pid):
+    for child in child_pids(pid):
         try:
             cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
         except OSError:
@@ -89,15 +77,8 @@ def test_a_dead_worker_is_replaced_and_workers_end_with_the_parent(web):
     os.kill(parent, signal.SIGKILL)  # the supervisor goes without a word to its workers
     web.process.wait(timeout=10)
     for pid in survivors:
-        wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists() or _zombie(pid), 20, f"worker {pid} outlived it")
+        wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists() or is_zombie(pid), 20, f"worker {pid} outlived it")
     wait_for(lambda: _port_free(web.address, web.port), 20, "the port is still held")
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def _port_free(address: str, port: int) -> bool:
