@@ -234,6 +234,8 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": float(PVE_AUTHKEY_CHECK_INTERVAL)},
     },
     "purge-login-failures": {"task": "authz.purge_login_failures", "schedule": 600.0, "options": {"expires": 600.0}},
+    # scheduled backup jobs (jobs.cfg); a late tick is harmless: slots are claimed, not counted
+    "run-backup-jobs": {"task": "vms.run_backup_jobs", "schedule": 60.0, "options": {"expires": 60.0}},
 }
 
 

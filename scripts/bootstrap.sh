@@ -14,6 +14,7 @@ PACKAGES=(
   corosync libcpg4 libquorum5 libvotequorum8 libcmap4 libcfg7   # membership, CPG (via ctypes)
   corosync-qdevice corosync-qnetd           # QDevice: the third vote of a two-node cluster (and its lab arbiter)
   qemu-system-x86 qemu-utils ipxe-qemu      # VMs, disk images, NIC option ROMs (a Recommends)
+  zstd                                      # vzdump archives (.tar.zst)
   ovmf                                      # UEFI firmware for `bios: ovmf` VMs (OVMF_CODE/OVMF_VARS)
   btrfs-progs                               # the btrfs storage plugin (subvolumes, snapshots; tests on a loop device)
   openssh-server                            # node-to-node channel

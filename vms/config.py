@@ -24,6 +24,7 @@ __all__ = ["property_string_format", "property_string_parse"]  # re-exported: th
 
 NOT_IN_SCHEMA = "property is not defined in schema and the schema does not allow additional properties"
 # Tasks take and release the lock (a lease naming its task); only ``qm unlock`` removes one by hand.
+SUSPEND_STATE = "written by a suspend to disk and removed by the start that resumes from it"
 LOCK_BY_HAND = "the lock is taken and released by tasks; a leftover one is removed with 'qm unlock'"
 MAX_VALUE = 64 * 1024  # bytes, any one value
 MAX_CONFIG = 512 * 1024  # bytes, the whole formatted file
@@ -210,6 +211,12 @@ def _check_unused(text: str, option: Option) -> str:
     return normal
 
 
+def _check_storage_id(text: str, option: Option) -> str:
+    if not schema.STORAGE_RE.fullmatch(text):
+        raise ValueError(f"invalid format - storage ID '{_shown(text)}' contains illegal characters")
+    return text
+
+
 def _check_serial(text: str, option: Option) -> str:
     return devices.check_serial(text)
 
@@ -255,6 +262,7 @@ _CHECKS: dict[str, Callable[[str, Option], str]] = {
     "usb": _check_usb,
     "hostpci": _check_hostpci,
     "vmgenid": _check_vmgenid,
+    "storage": _check_storage_id,
 }
 
 
@@ -295,6 +303,9 @@ def validate_options(params: Mapping[str, object], *, creating: bool) -> dict[st
         if key == "lock":
             errors[key] = LOCK_BY_HAND
             continue
+        if key in schema.SUSPEND_KEYS:
+            errors[key] = SUSPEND_STATE
+            continue
         try:
             result[key] = check_value(key, option, raw)
         except ValueError as exc:
@@ -332,6 +343,8 @@ def apply_update(
             errors[key] = NOT_IN_SCHEMA
         elif key == "lock":
             errors[key] = LOCK_BY_HAND
+        elif key in schema.SUSPEND_KEYS:
+            errors[key] = SUSPEND_STATE
         elif key in set_:
             errors[key] = "conflicting (set and delete)"
     if errors:
@@ -368,7 +381,11 @@ def format_config(config: Mapping[str, str]) -> str:
 
 
 def parse_config(text: str) -> dict[str, str]:
-    """Inverse of ``format_config``: ``#`` lines are the description; ``[snapshot]`` sections are refused."""
+    """Inverse of ``format_config`` for one section: ``#`` lines are the description.
+
+    ``[snapshot]`` section headers are refused here: ``vms.snapshot_config.parse_config_file`` splits a
+    whole file into its sections first.
+    """
     if len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG:
         raise ConfigError({"config": f"configuration is too large (at most {MAX_CONFIG} bytes)"})
     config: dict[str, str] = {}
@@ -409,6 +426,21 @@ def _random_mac(prefix: str, rng: RandomSource) -> str:
         raise ValueError(f"invalid MAC prefix '{_shown(prefix)}' (1 to 5 octets, unicast)")
     octets += [f"{rng.getrandbits(8):02X}" for _ in range(6 - len(octets))]
     return ":".join(octets)
+
+
+def renew_identity(config: Mapping[str, str], *, mac_prefix: str = "BC:24:11", rng: RandomSource) -> dict[str, str]:
+    """A clone's config: new MACs for every NIC, a new smbios1 uuid (other smbios1 fields kept), a new vmgenid if set."""
+    result = dict(config)
+    for key in sorted(result, key=_key_order):
+        if re.fullmatch(r"net\d+", key):
+            model, _mac, rest = _net_parts(result[key])
+            result[key] = _format_net(model, _random_mac(mac_prefix, rng), rest)
+    smbios = property_string_parse(result["smbios1"], default_key=None) if result.get("smbios1") else {}
+    smbios["uuid"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    result["smbios1"] = property_string_format(smbios)
+    if result.get("vmgenid"):
+        result["vmgenid"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    return result
 
 
 def _key_order(key: str) -> tuple[str, int]:

@@ -103,6 +103,11 @@ SCHEMA: dict[str, Option] = {
     "meta": Option("property", max_length=1024),
     "lock": Option("enum", choices=LOCKS),
     "parent": Option("string", max_length=256),
+    "vmstatestorage": Option("storage", max_length=64),
+    # Written by a suspend to disk (``vms.qemu.hibernate``), read by the start that resumes; never set by hand.
+    "vmstate": Option("unused"),
+    "runningmachine": Option("string", max_length=256),
+    "runningcpu": Option("string", max_length=1024),
     "efidisk0": Option("disk"),
     "tpmstate0": Option("disk"),
 }
@@ -119,6 +124,8 @@ for _i in range(MAX_HOSTPCI):
     SCHEMA[f"hostpci{_i}"] = Option("hostpci", max_length=1024)
 for _i in range(MAX_USB):
     SCHEMA[f"usb{_i}"] = Option("usb", max_length=256)
+
+SUSPEND_KEYS = ("vmstate", "runningmachine", "runningcpu")
 
 # Keys whose value names a volume that belongs to the VM (new ones are numbered vm-<vmid>-disk-<k>).
 DISK_KEY_RE = re.compile(r"(ide|sata|scsi|virtio|unused)\d+|efidisk0|tpmstate0")
@@ -183,3 +190,19 @@ HOSTPCI_OPTIONS: dict[str, str] = {
     "vendor-id": r"0x[0-9a-fA-F]{4}",
     "x-vga": r"0|1",
 }
+
+
+def typed_value(key: str, value: str) -> str | int | float:
+    """A config value as qemu-server's API returns it: JSON numbers for integer, boolean and number keys.
+
+    Clients parse them as numbers (``onboot: 1``, ``cpuunits: 1024``); anything else, and a value
+    that does not parse, stays the stored string.
+    """
+    option = SCHEMA.get(key)
+    if option is None or option.kind not in ("integer", "boolean", "number"):
+        return value
+    if INTEGER_RE.fullmatch(value):
+        return int(value)
+    if option.kind == "number" and NUMBER_RE.fullmatch(value):
+        return float(value)
+    return value

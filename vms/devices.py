@@ -15,6 +15,7 @@ from vms.property_strings import property_string_parse, shown
 # qemu-server's drive_is_cloudinit: ``<storage>:cloudinit`` or a ``vm-<vmid>-cloudinit`` volume.
 CLOUDINIT_RE = re.compile(r"[:/](vm-\d+-)?cloudinit(\.(raw|qcow2|vmdk))?$")
 # Volume names of a directory storage (Proxmox's dir plugin) and the vm-<vmid>-... names used here.
+_LINKED_RE = re.compile(r"\d+/[^/\s]+/(\d+)/[^/\s]+")  # a linked clone: ``<basevmid>/<base>/<vmid>/<image>``
 _OWNED_DIR_RE = re.compile(r"(\d+)/\S+")
 _OWNED_NAME_RE = re.compile(r"(?:vm|base|subvol)-(\d+)-\S+")
 _BACKUP_OWNER_RE = re.compile(r"vzdump-(?:openvz|lxc|qemu)-(\d+)-.+")
@@ -43,7 +44,7 @@ def new_disk_size(volume: str) -> str | None:
 
 def _volume_kind(name: str) -> tuple[str, int | None]:
     """Content type and owner VMID of a storage volume name (Proxmox's ``parse_volname``)."""
-    for pattern in (_OWNED_DIR_RE, _OWNED_NAME_RE):
+    for pattern in (_LINKED_RE, _OWNED_DIR_RE, _OWNED_NAME_RE):
         match = pattern.fullmatch(name)
         if match:
             return "images", int(match.group(1))

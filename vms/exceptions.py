@@ -53,3 +53,7 @@ class StorageError(VMError):
     """A storage operation that failed (a volume that cannot be made, read, resized or freed)."""
 
     status = 500
+
+
+class CalendarEventError(ValueError):
+    """A schedule that is not a valid calendar event (``vms.jobs.calendar``)."""

@@ -17,10 +17,13 @@ class ClusterGuests:
         return list(VM.objects.using("cluster").filter(node=node).order_by("vmid"))
 
     def export_all(self) -> list[dict[str, Any]]:
-        return [{"vmid": vm.vmid, "config": vm.config} for vm in VM.objects.using("cluster").order_by("vmid")]
+        return [
+            {"vmid": vm.vmid, "config": vm.config, "snapshots": vm.snapshots or {}}
+            for vm in VM.objects.using("cluster").order_by("vmid")
+        ]
 
     def exists(self, vmid: int) -> bool:
         return VM.objects.using("cluster").filter(vmid=vmid).exists()
 
-    def carry_in(self, vmid: int, config: dict[str, Any], node: str) -> None:
-        VM(vmid=vmid, node_id=node, config=config).save()
+    def carry_in(self, vmid: int, config: dict[str, Any], node: str, snapshots: dict[str, Any] | None = None) -> None:
+        VM(vmid=vmid, node_id=node, config=config, snapshots=snapshots or {}).save()

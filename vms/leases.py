@@ -77,6 +77,19 @@ class VMLocks:
         ]
 
 
+@contextmanager
+def task_lease(vmid: int, reason: str, owner: str) -> Iterator[None]:
+    """The VM's ``lock: <reason>`` held by task ``owner`` (taken again by its owner: a no-op) until the block ends."""
+    from portal.tasks import locks
+
+    spec = locks.LockSpec("vm", str(vmid), reason)
+    locks.acquire(spec, owner)
+    try:
+        yield
+    finally:
+        locks.release(spec, owner)
+
+
 CONFIG_LOCK_TIMEOUT = 10.0  # seconds, as qemu-server's lock_config
 
 
@@ -92,12 +105,13 @@ def config_lock_path(vmid: int) -> Path:
 
 
 @contextmanager
-def config_lock(vmid: int, timeout: float = CONFIG_LOCK_TIMEOUT) -> Iterator[None]:
+def config_lock(vmid: int, timeout: float = CONFIG_LOCK_TIMEOUT, *, shared: bool = False) -> Iterator[None]:
     """The node-local lock on a VM (qemu-server's ``lock_config``: a flock on its lock file).
 
     Held for the whole of a power operation, so two of them never interleave on one VM; the
     kernel drops it when its process dies, so a killed task never leaves it behind. ``timeout``
-    0 tries once (the watcher: skip a VM an operation is busy with).
+    0 tries once (the watcher: skip a VM an operation is busy with). ``shared``: qemu-server's
+    ``lock_config_shared`` (a clone of a stopped VM), held together with other shared holders.
     """
     path = config_lock_path(vmid)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -106,7 +120,7 @@ def config_lock(vmid: int, timeout: float = CONFIG_LOCK_TIMEOUT) -> Iterator[Non
         deadline = time.monotonic() + timeout
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:

@@ -7,6 +7,7 @@ download (``download``) is queued for this node's worker: it needs no user's pri
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,9 +18,12 @@ from replicator.exceptions import ConflictError
 from vms import services
 from vms.models import VM, Storage
 from vms.qemu import operations as qemu_operations  # noqa: F401  (discovered with this module: the power operations)
+from vms.services import backup, disk_move, migration
 from vms.storage import transfer, volumes
 
 DOWNLOAD_TIME_LIMIT = 6 * 3600
+MOVE_TIME_LIMIT = 24 * 3600
+MIGRATE_TIME_LIMIT = 24 * 3600
 
 
 def create_vm(
@@ -59,3 +63,49 @@ def download_url(task: Any, *, storeid: str, url: str, volname: str, checksum: l
     temp = transfer.download(url, plugin, transfer.upload_limit(plugin, settings.PVE_UPLOAD_MAX_SIZE), task.log)
     transfer.finish(plugin, temp, volname, (checksum[0], checksum[1]) if checksum else None, task.log)
     task.log("download finished")
+
+
+@operation("vms.move_disk", time_limit=MOVE_TIME_LIMIT)
+def move_disk(task: Any, *, plan: dict[str, Any], principal: str, bwlimit: int | None = None) -> None:
+    """``qmmove``: a checked move (``vms.services.disk_move.check_move``) under the VM's ``disk`` lock."""
+    disk_move.move_disk(disk_move.MovePlan(**plan), owner=task.upid, user=principal, log=task.log, bwlimit=bwlimit)
+
+
+@operation("vms.migrate", time_limit=MIGRATE_TIME_LIMIT)
+def migrate_vm(
+    task: Any,
+    *,
+    plan: dict[str, Any],
+    principal: str,
+    bwlimit: int | None = None,
+    notes: list[str] | None = None,
+    migration_type: str | None = None,
+    migration_network: str | None = None,
+) -> None:
+    """``qmigrate``: a checked migration (``vms.services.migration.check_migrate``, its ``notes``
+    logged first) under the VM's ``migrate`` lock."""
+    for line in notes or []:
+        task.log(line)
+    migration.migrate_vm(
+        migration.MigratePlan(**plan),
+        owner=task.upid,
+        user=principal,
+        log=task.log,
+        bwlimit=bwlimit,
+        migration_type=migration_type,
+        migration_network=migration_network,
+    )
+
+
+@operation("vms.vzdump", time_limit=backup.TIME_LIMIT)
+def vzdump(task: Any, *, options: dict[str, Any]) -> None:
+    """``vzdump``: the VMs of this node the options select, checked by the API before it queued this."""
+    backup.vzdump(options, owner=task.upid, log=task.log, warn=task.warn)
+
+
+@operation("vms.backup_job", time_limit=backup.TIME_LIMIT)
+def backup_job(task: Any, *, jobid: str, options: dict[str, Any], slot: int, missed: bool = False) -> None:
+    """A scheduled job's ``vzdump`` run on this node (``vms.jobs.scheduler`` claimed its slot)."""
+    late = " (missed while the node was down: repeat-missed)" if missed else ""
+    task.log(f"INFO: backup job '{jobid}', scheduled for {time.ctime(slot)}{late}")
+    backup.vzdump(options, owner=task.upid, log=task.log, warn=task.warn)

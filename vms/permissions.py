@@ -41,6 +41,7 @@ KEY_PRIVILEGES: dict[str, str] = {
         "VM.Config.Options",
     ),
     "boot": "VM.Config.Disk",
+    "vmstatestorage": "VM.Config.Disk",
 }
 LOCAL_ZONE = "localnetwork"  # the SDN zone of plain Linux bridges
 
@@ -248,19 +249,21 @@ def pool_change_rules(vmid: int, old: str | None, new: str | None) -> list[Rule]
     return rules
 
 
+def allocate_rule(vmid: int, pool: str | None) -> Rule:
+    """A new VM (created or cloned): VM.Allocate on its VMID (and Pool.Allocate on ``pool``), or on ``pool``."""
+    on_vmid = Need(("VM.Allocate",), f"/vms/{vmid}")
+    if not pool:
+        return on_vmid
+    return Either(((on_vmid, Need(("Pool.Allocate",), f"/pool/{pool}")), (Need(("VM.Allocate",), f"/pool/{pool}"),)))
+
+
 def create_rules(vmid: int, config: Mapping[str, str], *, pool: str | None, storage: str | None) -> list[Rule]:
     """POST /nodes/{node}/qemu: VM.Allocate on the VMID, or on the pool it is created in, plus every key's rules.
 
     Proxmox accepts VM.Allocate on /vms/<vmid> alone for a VM created into any pool; here, as for a
     move into a pool, that also takes Pool.Allocate on the pool (VM.Allocate on the pool itself suffices).
     """
-    on_vmid = Need(("VM.Allocate",), f"/vms/{vmid}")
-    rules: list[Rule]
-    if pool:
-        in_pool = Need(("VM.Allocate",), f"/pool/{pool}")
-        rules = [Either(((on_vmid, Need(("Pool.Allocate",), f"/pool/{pool}")), (in_pool,)))]
-    else:
-        rules = [on_vmid]
+    rules = [allocate_rule(vmid, pool)]
     if storage:
         rules.append(Need(("Datastore.AllocateSpace",), f"/storage/{storage}"))
     return rules + config_change_rules(vmid, {}, config, ())

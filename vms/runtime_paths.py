@@ -45,3 +45,9 @@ def vm_pid(vmid: int) -> int | None:
         if (arg, argv[index + 1]) in wanted:
             return pid
     return None
+
+
+def pause_marker(vmid: int) -> Path:
+    """Left by ``qm suspend`` (removed by ``qm resume``): this QEMU was paused on purpose, so the
+    migration reconciler does not take it for a migrated guest waiting to be resumed."""
+    return run_dir() / f"{int(vmid)}.paused"

@@ -33,13 +33,13 @@ class GuestProvider(Protocol):
         """The guests ``node`` owns, by VMID."""
 
     def export_all(self) -> list[dict[str, Any]]:
-        """Every guest of this node's state as ``{"vmid": ..., "config": ...}``, by VMID (a standalone node joining)."""
+        """Every guest of this node's state as ``{"vmid", "config", "snapshots"}``, by VMID (a standalone node joining)."""
 
     def exists(self, vmid: int) -> bool:
         """Whether the cluster has a guest ``vmid``."""
 
-    def carry_in(self, vmid: int, config: dict[str, Any], node: str) -> None:
-        """Write a joined node's guest into the cluster as ``node``'s."""
+    def carry_in(self, vmid: int, config: dict[str, Any], node: str, snapshots: dict[str, Any] | None = None) -> None:
+        """Write a joined node's guest (with its snapshots' configs) into the cluster as ``node``'s."""
 
 
 _provider: GuestProvider | None = None

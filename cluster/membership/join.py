@@ -225,7 +225,7 @@ def carry_in_vms(progress: Progress) -> list[int]:
         if provider.exists(entry["vmid"]):
             progress(f"VM {entry['vmid']} exists in the cluster already; its config stays in the backup")
             continue
-        provider.carry_in(entry["vmid"], entry["config"], settings.PVE_NODE_NAME)
+        provider.carry_in(entry["vmid"], entry["config"], settings.PVE_NODE_NAME, entry.get("snapshots"))
         written.append(entry["vmid"])
     if written:
         progress(f"Carried VM(s) {', '.join(str(v) for v in written)} into the cluster")

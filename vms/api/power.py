@@ -14,15 +14,16 @@ from typing import Any
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from authz.permissions import is_superuser
+from authz.permissions import check, is_superuser
 from portal.api import params
 from portal.api.errors import ParameterError
 from portal.api.views import PVEAPIView, ok
 from portal.tasks import runner
 from vms.api.qemu import _authorized_vm, _principal
+from vms.config_schema import STORAGE_RE
 from vms.exceptions import VMError, VMLocked
 from vms.models import VM
-from vms.qemu import lifecycle, operations, process, qmp
+from vms.qemu import hibernate, lifecycle, operations, process, qmp
 
 ROOT_ONLY = "Only root may use this option."
 MAX_TIMEOUT = 86400
@@ -32,7 +33,6 @@ NOT_SUPPORTED = {
     "start": ("stateuri", "migratedfrom", "migration_type", "migration_network", "machine", "force-cpu",
               "targetstorage", "with-conntrack-state", "nets"),
     "stop": ("migratedfrom",),
-    "suspend": ("statestorage",),
 }  # fmt: skip
 KNOWN = {
     "start": ("skiplock", "timeout"),
@@ -40,7 +40,7 @@ KNOWN = {
     "shutdown": ("skiplock", "timeout", "forceStop", "keepActive"),
     "reboot": ("timeout",),
     "reset": ("skiplock",),
-    "suspend": ("skiplock", "todisk"),
+    "suspend": ("skiplock", "todisk", "statestorage"),
     "resume": ("skiplock", "nocheck"),
 }
 ROOT_PARAMETERS = ("skiplock", "keepActive", "nocheck")
@@ -62,6 +62,8 @@ def _parameters(request: Request, command: str, node: str, vmid: str) -> dict[st
                 )
             elif name == "timeout":
                 checked[name] = collector.integer(name, minimum=0, maximum=MAX_TIMEOUT)
+            elif name == "statestorage":
+                checked[name] = collector.string(name, max_length=64, pattern=STORAGE_RE.pattern)
             else:
                 checked[name] = collector.boolean(name)
     for name in ROOT_PARAMETERS:
@@ -115,7 +117,8 @@ class StartView(_PowerView):
 
     def run(self, request: Request, vm: VM, values: dict[str, Any]) -> Response:
         skiplock = bool(values.get("skiplock"))
-        _refuse_if_locked(vm, skiplock)
+        if vm.lock != "suspended":  # suspended to disk: the start resumes it from its state
+            _refuse_if_locked(vm, skiplock)
         timeout = values.get("timeout")
         limit = max(operations.START_LIMIT, int(timeout or 0)) + 60
         return _submit(request, "qmstart", vm, "qemu.start", time_limit=limit, skiplock=skiplock, timeout=timeout)
@@ -176,8 +179,6 @@ class _RunningOnlyView(_PowerView):
 
     def run(self, request: Request, vm: VM, values: dict[str, Any]) -> Response:
         skiplock = bool(values.get("skiplock"))
-        if values.get("todisk"):
-            raise ParameterError({"todisk": "suspend to disk is not supported by this implementation yet"})
         if not process.is_running(vm.vmid):
             raise lifecycle.NotRunning(vm.vmid)
         _refuse_if_locked(vm, skiplock)
@@ -189,8 +190,38 @@ class ResetView(_RunningOnlyView):
 
 
 class SuspendView(_RunningOnlyView):
+    """``todisk``: also VM.Config.Disk on the VM and Datastore.AllocateSpace on the state storage
+    (``statestorage``, else the one qemu-server would choose), checked before the task."""
+
     command, task_type, operation = "suspend", "qmpause", "qemu.suspend"
 
+    def run(self, request: Request, vm: VM, values: dict[str, Any]) -> Response:
+        if "statestorage" in values and not values.get("todisk"):
+            raise ParameterError({"statestorage": "missing property - 'todisk' is required by 'statestorage'"})
+        if not values.get("todisk"):
+            return super().run(request, vm, values)
+        skiplock = bool(values.get("skiplock"))
+        if not process.is_running(vm.vmid):
+            raise lifecycle.NotRunning(vm.vmid)
+        check(request.user, f"/vms/{vm.vmid}", ["VM.Config.Disk"])
+        if values.get("statestorage"):  # the privilege first: a refusal does not say whether it exists
+            check(request.user, f"/storage/{values['statestorage']}", ["Datastore.AllocateSpace"])
+        storage = hibernate.state_storage(vm, values.get("statestorage"))
+        check(request.user, f"/storage/{storage.storeid}", ["Datastore.AllocateSpace"])
+        _refuse_if_locked(vm, skiplock)
+        return _submit(request, "qmsuspend", vm, "qemu.suspend_todisk", skiplock=skiplock, statestorage=storage.storeid)
 
-class ResumeView(_RunningOnlyView):
-    command, task_type, operation = "resume", "qmresume", "qemu.resume"
+
+class ResumeView(_PowerView):
+    """A paused VM continued, or a VM suspended to disk (``lock: suspended``) started from its state."""
+
+    command = "resume"
+
+    def run(self, request: Request, vm: VM, values: dict[str, Any]) -> Response:
+        skiplock = bool(values.get("skiplock"))
+        if vm.lock == "suspended" and not process.is_running(vm.vmid):
+            return _submit(request, "qmresume", vm, "qemu.resume", skiplock=skiplock)
+        if not process.is_running(vm.vmid):
+            raise lifecycle.NotRunning(vm.vmid)
+        _refuse_if_locked(vm, skiplock)
+        return _submit(request, "qmresume", vm, "qemu.resume", skiplock=skiplock)

@@ -16,7 +16,9 @@ from portal.api.views import PVEAPIView, ok
 from portal.tasks.index import run_inline
 from replicator.exceptions import ConflictError
 from vms import lookups, operations, services
+from vms.api.backup import restore_vm
 from vms.config import ConfigError, validate_vmid
+from vms.config_schema import typed_value
 from vms.models import VM
 from vms.permissions import CONFIG_PRIVILEGES
 from vms.status.api import vm_list
@@ -62,12 +64,12 @@ class QemuListView(PVEAPIView):
         vmid = vmid_param(values["vmid"])
         pool = str(values["pool"]) if values.get("pool") not in (None, "") else None
         storage = str(values["storage"]) if values.get("storage") not in (None, "") else None
+        if values.get("archive"):
+            return restore_vm(request, node, vmid, values)
         if not has_privileges(request.user, f"/vms/{vmid}", ["VM.Allocate"]) and not (
             pool and has_privileges(request.user, f"/pool/{pool}", ["VM.Allocate"])
         ):
             check(request.user, f"/vms/{vmid}", ["VM.Allocate"])
-        if values.get("archive"):
-            raise ParameterError({"archive": "restore is not supported yet"})
         options = {k: v for k, v in values.items() if k not in CREATE_CONTROL}
         try:
             services.check_vm_create(vmid, options, node=node, actor=request.user, pool=pool, storage=storage)
@@ -79,10 +81,14 @@ class QemuListView(PVEAPIView):
         return ok(run_inline("qmcreate", str(vmid), _principal(request), create))
 
 
+# qemu-server's ``vmdiridx``, those served here (no cloudinit, vncproxy, termproxy, monitor ... yet)
+SUBDIRS = ("config", "pending", "status", "unlink", "migrate", "resize", "move", "rrddata", "agent", "snapshot")
+
+
 class QemuVMView(PVEAPIView):
     def get(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
         _authorized_vm(request, node, vmid, ["VM.Audit"])
-        return ok([{"subdir": name} for name in ("config", "pending", "status")])
+        return ok([{"subdir": name} for name in SUBDIRS])
 
     def delete(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
         vm = _authorized_vm(request, node, vmid, ["VM.Allocate"])
@@ -105,10 +111,7 @@ class QemuVMView(PVEAPIView):
 class QemuConfigView(PVEAPIView):
     def get(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
         vm = _authorized_vm(request, node, vmid, ["VM.Audit"])
-        config: dict[str, Any] = vm.full_config()
-        for key in ("cores", "sockets", "vcpus"):
-            if key in config and str(config[key]).isdigit():
-                config[key] = int(config[key])
+        config: dict[str, Any] = {key: typed_value(key, value) for key, value in vm.full_config().items()}
         config["digest"] = vm.digest
         return ok(config)
 
@@ -140,3 +143,15 @@ class QemuConfigView(PVEAPIView):
     def post(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
         vm = self._update(request, node, vmid)
         return ok(run_inline("qmconfig", str(vm.vmid), _principal(request), lambda task: task.log("update VM config")))
+
+
+class QemuPendingView(PVEAPIView):
+    """``GET {vm}/pending``: each key with its ``value`` (and ``pending``/``delete`` for a change not yet applied).
+
+    Every change is applied when it is made here (nothing waits for a restart), so no entry
+    carries ``pending`` or ``delete``; the shape is qemu-server's, typed as it types it.
+    """
+
+    def get(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
+        vm = _authorized_vm(request, node, vmid, ["VM.Audit"])
+        return ok([{"key": key, "value": typed_value(key, value)} for key, value in sorted(vm.full_config().items())])

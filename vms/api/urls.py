@@ -3,14 +3,31 @@
 from django.urls import re_path
 
 from portal.api.routing import PREFIX, api_path
-from vms.api import agent, disks, network, nextid, power, qemu, storage, storage_content
+from vms.api import (
+    agent,
+    backup,
+    backup_jobs,
+    clone,
+    disks,
+    migrate,
+    network,
+    nextid,
+    power,
+    qemu,
+    snapshots,
+    storage,
+    storage_content,
+)
 from vms.status import api as status
 
 urlpatterns = [
     api_path("cluster/nextid", nextid.NextIdView.as_view()),
+    api_path("cluster/backup", backup_jobs.BackupJobListView.as_view()),
+    api_path("cluster/backup/{id}", backup_jobs.BackupJobView.as_view()),
     api_path("nodes/{node}/qemu", qemu.QemuListView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}", qemu.QemuVMView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}/config", qemu.QemuConfigView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/pending", qemu.QemuPendingView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}/agent", agent.AgentIndexView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}/agent/exec", agent.AgentExecView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}/agent/exec-status", agent.AgentExecStatusView.as_view()),
@@ -31,6 +48,15 @@ urlpatterns = [
     api_path("nodes/{node}/qemu/{vmid}/status/resume", power.ResumeView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}/unlink", disks.UnlinkView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}/resize", disks.ResizeView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/move_disk", disks.MoveDiskView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/move-disk", disks.MoveDiskView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/clone", clone.CloneView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/template", clone.TemplateView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/migrate", migrate.MigrateView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/snapshot", snapshots.SnapshotListView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/snapshot/{snapname}", snapshots.SnapshotView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/snapshot/{snapname}/config", snapshots.SnapshotConfigView.as_view()),
+    api_path("nodes/{node}/qemu/{vmid}/snapshot/{snapname}/rollback", snapshots.RollbackView.as_view()),
     api_path("storage", storage.StorageListView.as_view()),
     api_path("storage/{storage}", storage.StorageView.as_view()),
     api_path("nodes/{node}/storage", storage.NodeStorageListView.as_view()),
@@ -50,6 +76,8 @@ urlpatterns = [
     api_path("nodes/{node}/rrddata", status.NodeRRDDataView.as_view()),
     api_path("nodes/{node}/storage/{storage}/rrddata", status.StorageRRDDataView.as_view()),
     api_path("cluster/resources", status.ClusterResourcesView.as_view()),
+    api_path("nodes/{node}/vzdump", backup.VzdumpView.as_view()),
+    api_path("nodes/{node}/vzdump/extractconfig", backup.ExtractConfigView.as_view()),
     api_path("nodes/{node}/network", network.NetworkListView.as_view()),
     api_path("nodes/{node}/network/{iface}", network.NetworkInterfaceView.as_view()),
 ]

@@ -8,13 +8,14 @@ commands through QMP ``human-monitor-command``.
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from portal.tasks.index import TaskHandle
 from vms.models import VM
-from vms.qemu import lifecycle, process, qmp
+from vms.qemu import hibernate, incoming, lifecycle, process, qmp
 
 POWER_VERBS = ("start", "stop", "shutdown", "reboot", "reset", "suspend", "resume", "status", "showcmd", "monitor")
 TASK_TYPES = {
@@ -22,12 +23,21 @@ TASK_TYPES = {
     "reset": "qmreset", "suspend": "qmpause", "resume": "qmresume",
 }  # fmt: skip
 OPTIONS = {
-    "start": {"skiplock", "timeout"},
-    "stop": {"skiplock", "timeout", "keepActive", "overrule-shutdown"},
+    "start": {
+        "skiplock",
+        "timeout",
+        "migratedfrom",
+        "stateuri",
+        "machine",
+        "migration_network",
+        "migration_type",
+        "nbd-disks",
+    },
+    "stop": {"skiplock", "timeout", "keepActive", "overrule-shutdown", "migratedfrom"},
     "shutdown": {"skiplock", "timeout", "forceStop", "keepActive"},
     "reboot": {"timeout"},
     "reset": {"skiplock"},
-    "suspend": {"skiplock", "todisk"},
+    "suspend": {"skiplock", "todisk", "statestorage"},
     "resume": {"skiplock", "nocheck"},
     "status": {"verbose"},
     "showcmd": {"pretty"},
@@ -57,7 +67,13 @@ def _timeout(options: dict[str, str]) -> float | None:
 
 def _power(verb: str, vmid: int, options: dict[str, str], task: TaskHandle, log: Callable[[str], None]) -> None:
     skiplock = _flag(options, "skiplock")
-    if verb == "start":
+    if "nbd-disks" in options and "migratedfrom" not in options:
+        raise CLIError("--nbd-disks: only with --migratedfrom")
+    if "migratedfrom" in options:
+        _migration_target(verb, vmid, options, log)
+    elif verb == "resume" and _flag(options, "nocheck"):
+        incoming.resume_incoming(vmid, log=log)
+    elif verb == "start":
         lifecycle.start_vm(vmid, log=log, skiplock=skiplock, timeout=_timeout(options))
     elif verb == "stop":
         if _flag(options, "overrule-shutdown"):
@@ -79,16 +95,62 @@ def _power(verb: str, vmid: int, options: dict[str, str], task: TaskHandle, log:
     elif verb == "reset":
         lifecycle.reset_vm(vmid, log=log, skiplock=skiplock)
     elif verb == "suspend":
+        if "statestorage" in options and not _flag(options, "todisk"):
+            raise CLIError("--statestorage: only with --todisk 1")
         if _flag(options, "todisk"):
-            raise CLIError("--todisk: suspend to disk is not supported by this implementation yet")
-        lifecycle.suspend_vm(vmid, log=log, skiplock=skiplock)
+            hibernate.suspend_to_disk(
+                vmid,
+                owner=task.upid,
+                log=log,
+                warn=task.warn,
+                statestorage=options.get("statestorage"),
+                skiplock=skiplock,
+            )
+        else:
+            lifecycle.suspend_vm(vmid, log=log, skiplock=skiplock)
     else:
         lifecycle.resume_vm(vmid, log=log, skiplock=skiplock)
 
 
+def _migration_target(verb: str, vmid: int, options: dict[str, str], log: Callable[[str], None]) -> None:
+    """The target's side of a live migration, run by the source over node SSH (root only, as this CLI)."""
+    source = options["migratedfrom"]
+    if verb == "stop":
+        incoming.stop_incoming(vmid, migratedfrom=source, log=log)
+        return
+    incoming.start_incoming(
+        vmid,
+        migratedfrom=source,
+        stateuri=options.get("stateuri", "unix"),
+        machine=options.get("machine", ""),
+        network=options.get("migration_network"),
+        log=log,
+        disks=incoming.parse_nbd_disks(options.get("nbd-disks", "")),
+    )
+
+
+def stoppable(function: Callable[..., None]) -> Callable[..., None]:
+    """``function`` run with SIGTERM raising SystemExit (as a worker's task stop), so its cleanup runs."""
+
+    def run(*args: Any, **kwargs: Any) -> None:
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def stop(signum: int, frame: object) -> None:
+            raise SystemExit(f"received signal {signum}: task stopped")
+
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            function(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return run
+
+
 def run_task(verb: str, vm: VM, options: dict[str, str], out: TextIO) -> str:
     """Run a power verb as a task of this process, echoing its log; its UPID (an error raises)."""
-    task = TaskHandle(TASK_TYPES[verb], str(vm.vmid), "root@pam")
+    type_ = "qmsuspend" if verb == "suspend" and options.get("todisk") == "1" else TASK_TYPES[verb]
+    task = TaskHandle(type_, str(vm.vmid), "root@pam")
 
     def log(line: str) -> None:
         task.log(line)

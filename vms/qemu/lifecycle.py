@@ -21,12 +21,15 @@ from vms.exceptions import VMError, VMLocked
 from vms.leases import config_lock
 from vms.models import VM
 from vms.property_strings import property_string_format, property_string_parse
-from vms.qemu import agent, process, qmp
+from vms.qemu import agent, process, qmp, snapshots
 from vms.qemu.command import resolve_machine, windows
+from vms.runtime_paths import pause_marker
+from vms.storage import volume_path, volumes
 
 Log = Callable[[str], None]
 DEFAULT_START_TIMEOUT = 30.0  # seconds until QMP answers (qemu-server's default for a VM without hugepages)
 DEFAULT_STOP_TIMEOUT = 60.0  # seconds QEMU gets to quit or the guest to power off (qemu-server's default)
+HIBERNATION_KEYS = ("vmstate", "runningmachine", "runningcpu")  # a suspend to disk's config keys
 
 
 class NotRunning(VMError):
@@ -85,14 +88,19 @@ def _pin_at_first_start(vm: VM, log: Log) -> VM:
     raise ConflictError(f"VM {vm.vmid}: its configuration keeps changing")
 
 
-def _start(vm: VM, *, log: Log, timeout: float) -> int:
+def _start(vm: VM, *, log: Log, timeout: float, statefile: str | None = None, machine: str | None = None) -> int:
+    """``statefile``: load the guest's saved state (a snapshot's RAM) with the ``machine`` it ran."""
     if vm.config.get("template") == "1":
         raise VMError("you can't start a vm if it's a template")
     if process.is_running(vm.vmid):
         raise AlreadyRunning(vm.vmid)
     vm = _pin_at_first_start(vm, log)
     host = process.host()
-    argv = process.command_for(vm.vmid, vm.config, on_host=host)
+    config = {**vm.config, "machine": machine} if machine else vm.config
+    argv = process.command_for(vm.vmid, config, on_host=host)
+    if statefile:
+        argv += snapshots.incoming_args(statefile)
+        log(f"loading the VM state from '{statefile}'")
     if not host.kvm:
         log("KVM is not available (/dev/kvm is not usable): running with TCG, software emulation (slow)")
     elif vm.config.get("kvm") == "0":
@@ -100,6 +108,8 @@ def _start(vm: VM, *, log: Log, timeout: float) -> int:
     try:
         process.plug_taps(vm.vmid, vm.config, log)
         pid = process.launch(vm.vmid, argv, timeout=timeout, log=log)
+        if statefile:
+            snapshots.wait_incoming(vm.vmid, log=log)
     except Exception:
         process.terminate(vm.vmid, timeout=5, log=log)
         process.cleanup(vm.vmid, vm.config)
@@ -150,12 +160,73 @@ def _agent_shutdown(vm: VM, log: Log, timeout: float) -> bool:
     return True
 
 
-def start_vm(vmid: int, *, log: Log, skiplock: bool = False, timeout: float | None = None) -> int:
-    """``qm start``: QEMU running and answering QMP; its pid."""
+def start_vm(
+    vmid: int,
+    *,
+    log: Log,
+    skiplock: bool = False,
+    timeout: float | None = None,
+    statefile: str | None = None,
+    machine: str | None = None,
+) -> int:
+    """``qm start``: QEMU running and answering QMP; its pid. ``statefile``/``machine``: see ``_start``.
+
+    A VM suspended to disk (``lock: suspended``, its state in ``vmstate``) resumes from that
+    state, with the machine it ran, whatever its lock; the state volume is freed once loaded.
+    """
     with config_lock(vmid):
         vm = local_vm(vmid)
-        check_lock(vm, skiplock=skiplock)
-        return _start(vm, log=log, timeout=timeout or start_timeout(vm.config))
+        hibernated = statefile is None and (vm.lock == "suspended" or bool(vm.config.get("vmstate")))
+        if not hibernated:
+            check_lock(vm, skiplock=skiplock)
+            return _start(
+                vm, log=log, timeout=timeout or start_timeout(vm.config), statefile=statefile, machine=machine
+            )
+        if vm.lock and vm.lock != "suspended" and not skiplock:
+            raise VMLocked(vm.vmid, vm.lock)
+        if not vm.config.get("vmstate"):
+            raise VMError(f"VM {vmid} is suspended to disk, but its config names no state volume")
+        state = vm.config["vmstate"]
+        log(f"resuming VM {vmid} from its saved state '{state}'")
+        pid = _start(
+            vm,
+            log=log,
+            timeout=timeout or start_timeout(vm.config),
+            statefile=volume_path(state),
+            machine=vm.config.get("runningmachine"),
+        )
+        _forget_saved_state(vmid, state, log)
+        return pid
+
+
+def update_vm(vmid: int, change: Callable[[VM], None]) -> VM:
+    """``change`` applied to the freshly read local VM and stored (config and lock), re-read on a conflict."""
+    for _attempt in range(5):
+        vm = local_vm(vmid)
+        change(vm)
+        try:
+            with transaction.atomic(using="cluster"):
+                vm.save(update_fields=["config", "lock", "lock_owner"])
+            return vm
+        except ConflictError:
+            continue
+    raise ConflictError(f"VM {vmid}: its configuration keeps changing")
+
+
+def _forget_saved_state(vmid: int, state: str, log: Log) -> None:
+    """After a resume from disk: the state keys and the ``suspended`` lock dropped, the volume freed."""
+
+    def forget(vm: VM) -> None:
+        vm.config = {k: v for k, v in vm.config.items() if k not in HIBERNATION_KEYS}
+        if vm.lock == "suspended":
+            vm.lock, vm.lock_owner = "", ""
+
+    update_vm(vmid, forget)
+    try:
+        volumes.free_volume(state)
+        log(f"freed the state volume '{state}'")
+    except Exception as exc:  # the guest runs: a leftover volume is only a warning
+        log(f"WARN: unable to free the state volume '{state}': {exc}")
 
 
 def stop_vm(vmid: int, *, log: Log, skiplock: bool = False, timeout: float | None = None) -> None:
@@ -212,10 +283,16 @@ def reset_vm(vmid: int, *, log: Log, skiplock: bool = False) -> None:
 def suspend_vm(vmid: int, *, log: Log, skiplock: bool = False) -> None:
     """``qm suspend`` without ``todisk``: the vCPUs paused (QMP ``stop``), memory kept."""
     _monitor(vmid, "stop", log=log, skiplock=skiplock, done="VM {vmid} paused")
+    pause_marker(vmid).touch()  # not to be resumed as a migration leftover
 
 
 def resume_vm(vmid: int, *, log: Log, skiplock: bool = False) -> None:
+    """``qm resume``: the vCPUs continued; a VM suspended to disk is started from its state instead."""
+    if local_vm(vmid).lock == "suspended" and not process.is_running(vmid):
+        start_vm(vmid, log=log, skiplock=skiplock)
+        return
     _monitor(vmid, "cont", log=log, skiplock=skiplock, done="VM {vmid} resumed")
+    pause_marker(vmid).unlink(missing_ok=True)
 
 
 def startup_order(vms: list[VM]) -> list[tuple[VM, Mapping[str, str]]]:

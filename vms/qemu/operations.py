@@ -11,10 +11,11 @@ from typing import Any
 from portal.models import Task
 from portal.tasks import runner
 from portal.tasks.registry import operation
-from vms.qemu import lifecycle
+from vms.qemu import hibernate, lifecycle
 
 START_LIMIT = 600  # seconds: a start waits at most its timeout (<= 600 s by the API) for QMP
 STOP_LIMIT = 3600  # a shutdown may wait long for its guest
+SAVE_LIMIT = 3660  # a suspend to disk writes the RAM (snapshots.SAVE_TIMEOUT) and stops QEMU
 
 
 @operation("qemu.start", time_limit=START_LIMIT + 60)
@@ -62,8 +63,16 @@ def suspend(task: Any, *, vmid: int, skiplock: bool = False) -> None:
     lifecycle.suspend_vm(vmid, log=task.log, skiplock=skiplock)
 
 
-@operation("qemu.resume", time_limit=120)
+@operation("qemu.suspend_todisk", time_limit=SAVE_LIMIT)
+def suspend_todisk(task: Any, *, vmid: int, skiplock: bool = False, statestorage: str | None = None) -> None:
+    hibernate.suspend_to_disk(
+        vmid, owner=task.upid, log=task.log, warn=task.warn, statestorage=statestorage, skiplock=skiplock
+    )
+
+
+@operation("qemu.resume", time_limit=START_LIMIT + 60)
 def resume(task: Any, *, vmid: int, skiplock: bool = False) -> None:
+    """A paused VM's vCPUs continued; a VM suspended to disk started from its saved state."""
     lifecycle.resume_vm(vmid, log=task.log, skiplock=skiplock)
 
 

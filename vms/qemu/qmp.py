@@ -30,10 +30,35 @@ class QMPCommandError(RuntimeError):
         self.error_class = error_class
 
 
+HANDSHAKE_ATTEMPTS = 3
+
+
+async def _connect(path: Path, timeout: float) -> QMPClient:
+    """A negotiated session; a garbled greeting is retried.
+
+    QEMU's monitor serves one client at a time, and a reply to a command a previous client sent
+    just before hanging up can reach the next client ahead of its greeting. Nothing has been
+    executed on this connection at that point, so trying again is safe.
+    """
+    for attempt in range(1, HANDSHAKE_ATTEMPTS + 1):
+        client = QMPClient(f"qmp-{path.stem}")
+        try:
+            await asyncio.wait_for(client.connect(str(path)), timeout)
+            return client
+        except ConnectError as exc:
+            await client.disconnect()
+            if isinstance(exc.exc, OSError) or attempt == HANDSHAKE_ATTEMPTS:
+                raise
+            await asyncio.sleep(0.05 * attempt)
+        except BaseException:
+            await client.disconnect()
+            raise
+    raise AssertionError("unreachable")
+
+
 async def _call(path: Path, name: str, arguments: dict[str, Any] | None, timeout: float) -> Any:
-    client = QMPClient(f"qmp-{path.stem}")
+    client = await _connect(path, timeout)
     try:
-        await asyncio.wait_for(client.connect(str(path)), timeout)
         return await asyncio.wait_for(client.execute(name, arguments), timeout)
     finally:
         await client.disconnect()

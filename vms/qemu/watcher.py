@@ -3,7 +3,9 @@
 Proxmox's qmeventd does this from QMP events; a daemonized QEMU cannot be waited for, so this
 polls ``vm_pid`` for the VMs it saw running. A VM whose QEMU is gone while no operation holds its
 config lock gets its taps, sockets and pid file removed and a cluster log entry. An operation that
-holds the lock cleans up itself, so the watcher skips that VM this round.
+holds the lock cleans up itself, so the watcher skips that VM this round. Every
+``migration_reconcile.EVERY_ROUNDS`` rounds (the first one right after the node started) it also
+resolves what an interrupted live migration left (:mod:`vms.qemu.migration_reconcile`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from portal.runner.supervisor import ChildSpec
 from vms.exceptions import VMLocked
 from vms.leases import config_lock
 from vms.models import VM
-from vms.qemu import process
+from vms.qemu import migration_reconcile, process
 from vms.runtime_paths import run_dir
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ class Watcher:
 
     def __init__(self) -> None:
         self.running: set[int] = set()
+        self.rounds = 0
 
     def leftovers(self) -> set[int]:
         """VMs with runtime files (a pid file or sockets) but no live QEMU: a run that ended unseen."""
@@ -68,6 +71,12 @@ class Watcher:
                 except Exception:  # a read-only cluster must not stop the cleanup of others
                     log.warning("VM %s: cluster log entry not written", vmid, exc_info=True)
         self.running = now
+        self.rounds += 1
+        if self.rounds % migration_reconcile.EVERY_ROUNDS == 1:
+            try:
+                migration_reconcile.reconcile()
+            except Exception:  # a database hiccup: the next pass tries again
+                log.exception("migration reconciler pass failed")
         return cleaned
 
 

@@ -19,8 +19,10 @@ from django.db import transaction
 from cluster.services import log_cluster_message
 from vms import devices, permissions
 from vms.exceptions import DigestMismatch, StorageError, VMError, VMLocked
+from vms.leases import config_lock
 from vms.models import VM, Storage
 from vms.property_strings import property_string_format, property_string_parse, shown
+from vms.qemu import qmp
 from vms.runtime_paths import vm_pid
 from vms.storage import VolumeError, check_available, qemu_img, volume_path, volumes
 from vms.storage.volnames import format_size, parse_size
@@ -47,6 +49,11 @@ def _volume(value: str) -> devices.Volume | None:
     if drive.is_cdrom or volume.storage is None or volume.kind in ("new", "cloudinit", "none", "cdrom", "path"):
         return None
     return volume
+
+
+def volume_of(value: str) -> devices.Volume | None:
+    """The storage volume a drive value names, for the other services (None: no volume of a storage)."""
+    return _volume(value)
 
 
 def _new_size(key: str, items: Mapping[str, str], gib: str) -> int:
@@ -154,13 +161,28 @@ def detach_changes(
 
 
 def owned_volumes(vm: VM) -> list[str]:
-    """The volumes the VM's config names (drives and ``unusedN``) that the VM owns."""
+    """The volumes the VM's config and its snapshots name (drives, ``unusedN``, snapshot state volumes)
+    that the VM owns."""
     found = []
-    for key, value in sorted(vm.config.items()):
-        volume = _volume(value) if permissions.key_class(key) in ("drive", "unused") else None
-        if volume is not None and volumes.owned_volume(volume.text, vm.vmid) is not None and volume.text not in found:
-            found.append(volume.text)
+    for config in [vm.config, *(vm.snapshots or {}).values()]:
+        for key, value in sorted(config.items()):
+            volume = _volume(value) if permissions.key_class(key) in ("drive", "unused") or key == "vmstate" else None
+            if volume is not None and volumes.owned_volume(volume.text, vm.vmid) and volume.text not in found:
+                found.append(volume.text)
     return found
+
+
+def check_bases_unused(vm: VM) -> None:
+    """A template is not destroyed while one of its base volumes backs a linked clone (qemu-server's check)."""
+    if vm.config.get("template") != "1":
+        return
+    for volid in owned_volumes(vm):
+        try:
+            in_use = volumes.linked_clones_of(volid)
+        except (StorageError, VolumeError):
+            continue  # not reachable here: freeing it will say so
+        if in_use:
+            raise StorageError(f"base volume '{volid}' is still in use by linked cloned")
 
 
 def check_stopped(vmid: int, what: str) -> None:
@@ -196,44 +218,50 @@ def resize_disk(
     skiplock: bool = False,
     progress: Progress | None = None,
 ) -> int:
-    """Grow a stopped VM's disk to ``size`` (``+SIZE`` adds); the new size in bytes.
+    """Grow a disk to ``size`` (``+SIZE`` adds), as qemu-server's ``resize_vm``; the new size in bytes.
 
-    The QEMU side resizes a running VM's disk through QMP ``block_resize`` around ``resize_volume``.
+    Under the VM's config lock: the volume is grown (for a stopped VM by the storage; for a running
+    one QEMU grows it through QMP ``block_resize`` on the drive's backend ``drive-<disk>``), then the
+    config's ``size`` is updated. The new size is rounded up to whole KiB, as qemu-server does.
     """
     permissions.check_skiplock(actor, skiplock)
-    if digest and digest != vm.digest:
-        raise DigestMismatch()
-    if vm.lock and not skiplock:
-        raise VMLocked(vm.vmid, vm.lock)
-    if disk not in vm.config or not _is_drive(disk):
-        raise VMError(f"disk '{shown(disk)}' does not exist")
-    drive = devices.parse_drive(vm.config[disk])
-    if drive.is_cdrom:
-        raise VMError("you can't resize a cdrom")
-    volume = _volume(vm.config[disk])
-    if volume is None:
-        raise VMError(f"disk '{disk}' has no associated volume")
-    permissions.authorize(actor, [permissions.Need(("Datastore.AllocateSpace",), f"/storage/{volume.storage}")])
-    current = volumes.volume_size(volume.text)
-    grow = size.startswith("+")
-    new_size = parse_size(size.removeprefix("+")) + (current if grow else 0)
-    if new_size < current:
-        raise StorageError("shrinking disks is not supported")
-    if new_size == current:
-        return current
-    check_stopped(vm.vmid, "offline resize")
-    volumes.resize_volume(volume.text, new_size)
-    new_size = volumes.volume_size(volume.text)  # qemu-img rounds up to whole sectors
-    items = property_string_parse(vm.config[disk], default_key="file")
-    items["size"] = format_size(new_size)
-    with transaction.atomic(using="cluster"):
-        vm.config = {**vm.config, disk: property_string_format(items, default_key="file")}
-        vm.save()
-        log_cluster_message(
-            f"update VM {vm.vmid}: resize --disk {disk} --size {size}",
-            user=permissions.principal_of(actor) or "",
-            tag="resize",
-        )
+    with config_lock(vm.vmid):
+        vm = VM.objects.get(vmid=vm.vmid)
+        if vm.lock and not skiplock:
+            raise VMLocked(vm.vmid, vm.lock)
+        if digest and digest != vm.digest:
+            raise DigestMismatch()
+        if disk not in vm.config or not _is_drive(disk):
+            raise VMError(f"disk '{shown(disk)}' does not exist")
+        drive = devices.parse_drive(vm.config[disk])
+        if drive.is_cdrom:
+            raise VMError("you can't resize a cdrom")
+        volume = _volume(vm.config[disk])
+        if volume is None:
+            raise VMError(f"disk '{disk}' has no associated volume")
+        permissions.authorize(actor, [permissions.Need(("Datastore.AllocateSpace",), f"/storage/{volume.storage}")])
+        current = volumes.volume_size(volume.text)
+        new_size = parse_size(size.removeprefix("+")) + (current if size.startswith("+") else 0)
+        new_size += -new_size % 1024
+        if new_size < current:
+            raise StorageError("shrinking disks is not supported")
+        if new_size == current:
+            return current
+        running = vm_pid(vm.vmid) is not None
+        volumes.resize_volume(volume.text, new_size, running=running)
+        if running:
+            qmp.command(vm.vmid, "block_resize", {"device": f"drive-{disk}", "size": new_size}, timeout=60)
+        new_size = volumes.volume_size(volume.text)
+        items = property_string_parse(vm.config[disk], default_key="file")
+        items["size"] = format_size(new_size)
+        with transaction.atomic(using="cluster"):
+            vm.config = {**vm.config, disk: property_string_format(items, default_key="file")}
+            vm.save()
+            log_cluster_message(
+                f"update VM {vm.vmid}: resize --disk {disk} --size {size}",
+                user=permissions.principal_of(actor) or "",
+                tag="resize",
+            )
     if progress:
-        progress(f"resized {disk} ({volume.text}) to {format_size(new_size)}")
+        progress(f"resized {disk} ({volume.text}) to {format_size(new_size)}{' online' if running else ''}")
     return new_size

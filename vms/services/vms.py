@@ -229,6 +229,7 @@ def check_vm_destroy(vm: VM, *, actor: Any, skiplock: bool = False) -> None:
         raise VMProtected(f"can't remove VM {vm.vmid}")
     if vm.lock and not skiplock:
         raise VMLocked(vm.vmid, vm.lock)
+    disks.check_bases_unused(vm)
 
 
 def destroy_vm(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import selectors
 import socket
 import time
@@ -19,16 +20,28 @@ from pathlib import Path
 from typing import Any
 
 COMMANDS = ("qmp_capabilities", "query-status", "query-blockstats", "query-balloon")
-REQUEST = b"".join(json.dumps({"execute": name}).encode() + b"\n" for name in COMMANDS)
 
 
-def _parse(lines: list[bytes]) -> dict[str, Any] | None:
-    """The answers after the greeting, in command order; None if any is missing."""
+def _request(token: str) -> bytes:
+    """The round's commands, with ids unique to the round.
+
+    Should a round hang up before QEMU answers, a late reply reaching the monitor's next client
+    carries an id that client never used (QMP clients drop those), and a late reply from another
+    round is never taken for this round's.
+    """
+    return b"".join(
+        json.dumps({"execute": name, "id": f"{token}-{index}"}).encode() + b"\n" for index, name in enumerate(COMMANDS)
+    )
+
+
+def _parse(lines: list[bytes], token: str) -> dict[str, Any] | None:
+    """The round's answers (by id: greeting, events and strays left out); None if any is missing."""
     messages = [json.loads(line) for line in lines if line.strip()]
-    replies = [m for m in messages if "return" in m or "error" in m]  # greeting and events left out
-    if len(replies) < len(COMMANDS):
+    replies = {m["id"]: m for m in messages if isinstance(m, dict) and "id" in m and ("return" in m or "error" in m)}
+    ids = [f"{token}-{index}" for index in range(len(COMMANDS))]
+    if any(i not in replies for i in ids):
         return None
-    status, blockstats, balloon = replies[1], replies[2], replies[3]
+    status, blockstats, balloon = (replies[i] for i in ids[1:])
     if "return" not in status or "return" not in blockstats:
         return None
     answer: dict[str, Any] = {"qmpstatus": str(status["return"].get("status", "unknown"))}
@@ -46,6 +59,8 @@ def _parse(lines: list[bytes]) -> dict[str, Any] | None:
 def query_all(sockets: dict[int, Path], timeout: float = 1.0) -> dict[int, dict[str, Any] | None]:
     """``{vmid: {qmpstatus, diskread, diskwrite, balloon?}}``; None for a VM that did not answer in time."""
     selector = selectors.DefaultSelector()
+    token = f"pvestatd-{secrets.token_hex(4)}"
+    request = _request(token)
     buffers: dict[int, bytearray] = {}
     results: dict[int, dict[str, Any] | None] = dict.fromkeys(sockets)
     connections: dict[int, socket.socket] = {}
@@ -54,7 +69,7 @@ def query_all(sockets: dict[int, Path], timeout: float = 1.0) -> dict[int, dict[
         sock.setblocking(False)
         try:
             sock.connect(str(path))
-            sock.sendall(REQUEST)  # small: fits the socket buffer of a fresh connection
+            sock.sendall(request)  # small: fits the socket buffer of a fresh connection
         except OSError:
             sock.close()
             continue
@@ -77,7 +92,7 @@ def query_all(sockets: dict[int, Path], timeout: float = 1.0) -> dict[int, dict[
                     buffers[vmid] += chunk
                     lines = bytes(buffers[vmid]).split(b"\n")
                     with contextlib.suppress(ValueError):
-                        answer = _parse(lines[:-1])
+                        answer = _parse(lines[:-1], token)
                         if answer is not None:
                             results[vmid], done = answer, True
                 if done:

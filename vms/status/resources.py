@@ -31,11 +31,16 @@ VM_LIVE = ("cpu", "mem", "uptime", "netin", "netout", "diskread", "diskwrite")
 DISK_KEY = re.compile(r"^(scsi|virtio|sata|ide)\d+$|^efidisk0$|^tpmstate0$")
 UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
-ANSWER_MAX_AGE = 1.0
+ANSWER_MAX_AGE = 2.0  # as Proxmox's status dump cache; the collector's rounds are PVE_STATUS_INTERVAL (2 s) apart
 ANSWER_CACHE_SIZE = 64
 _cache_lock = threading.Lock()
 _cache: tuple[int, dict[int, dict[str, Any]]] | None = None
-_answers: dict[tuple[str | None, int, Rules], tuple[float, bytes, bytes | None]] = {}
+AnswerKey = tuple[str | None, int, "Rules"]
+Answer = tuple[float, bytes, bytes | None]  # built at (monotonic), JSON, gzip of it (None: not yet)
+_answers: dict[AnswerKey, Answer] = {}
+_building: dict[AnswerKey, threading.Event] = {}
+STALE_AFTER = 10 * ANSWER_MAX_AGE  # answers older than this are dropped from the cache
+BUILD_WAIT = 30.0  # seconds a caller waits for another's build before it checks again
 
 
 def disk_size(config: dict[str, Any]) -> int:
@@ -123,6 +128,8 @@ def vm_state(entry: dict[str, Any], board: dict[str, dict[str, Any]]) -> dict[st
 
 def vm_resources(rule: Visible, board: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     entries = vm_entries()
+    if rule.default and not rule.exceptions:  # sees every VM: no query of 10,000 ids to learn that
+        return [vm_state(entry, board) for entry in entries.values()]
     allowed = rule.apply(VM.objects.all(), "vmid").values_list("vmid", flat=True)
     return [vm_state(entries[vmid], board) for vmid in allowed if vmid in entries]
 
@@ -230,19 +237,49 @@ def resources_body(user: Any, kind: str | None, *, gzipped: bool = False) -> tup
 
     Live values are at most one status interval old anyway (Proxmox caches its status dump for
     2 s); the replicated version is part of the key, so a configuration change (a lock, a new
-    VM, a grant) is in the very next answer.
+    VM, a grant) is in the very next answer. One caller at a time builds an answer: while it
+    does, the others get the answer it replaces (same key, so the same configuration) or, when
+    there is none, wait for it. Without this, 50 clients finding the answer expired all built it
+    at once and each waited for all 50 builds.
     """
     key = (kind, resolver.current_version(), rules_of(user))
-    now = time.monotonic()
-    with _cache_lock:
-        cached = _answers.get(key)
-    if cached is None or now - cached[0] >= ANSWER_MAX_AGE:
-        cached = (now, render_json({"data": _build(key[2], kind)}), None)
+    cached, builder = _claim(key)
+    if builder is not None:
+        try:
+            cached = (time.monotonic(), render_json({"data": _build(key[2], kind)}), None)
+            if gzipped:
+                cached = (cached[0], cached[1], compress(cached[1]))
+            _store(key, cached)
+        finally:
+            with _cache_lock:
+                del _building[key]
+            builder.set()
+    assert cached is not None
     if gzipped and cached[2] is None:
         cached = (cached[0], cached[1], compress(cached[1]))
+        _store(key, cached)
+    return cached[1], cached[2] if gzipped else None
+
+
+def _claim(key: AnswerKey) -> tuple[Answer | None, threading.Event | None]:
+    """A usable answer, or the event this caller sets once it has built one (it is the builder)."""
+    while True:
+        with _cache_lock:
+            cached = _answers.get(key)
+            building = _building.get(key)
+            age = time.monotonic() - cached[0] if cached is not None else STALE_AFTER
+            if age < ANSWER_MAX_AGE or (building is not None and age < STALE_AFTER):
+                return cached, None  # fresh, or being rebuilt by another caller meanwhile: a little older
+            if building is None:
+                event = _building[key] = threading.Event()
+                return None, event
+        building.wait(BUILD_WAIT)
+
+
+def _store(key: AnswerKey, answer: Answer) -> None:
     with _cache_lock:
-        for stale in [k for k, (stamp, _, _) in _answers.items() if now - stamp >= ANSWER_MAX_AGE]:
+        now = time.monotonic()
+        for stale in [k for k, (stamp, _, _) in _answers.items() if now - stamp >= STALE_AFTER and k not in _building]:
             del _answers[stale]
         if len(_answers) < ANSWER_CACHE_SIZE or key in _answers:
-            _answers[key] = cached
-    return cached[1], cached[2] if gzipped else None
+            _answers[key] = answer

@@ -46,6 +46,7 @@ class BtrfsPlugin(DirPlugin):
     type: ClassVar[str] = "btrfs"
     formats: ClassVar[tuple[str, ...]] = ("raw",)
     default_format: ClassVar[str] = "raw"
+    internal_snapshots: ClassVar[bool] = False
 
     def _subvolume(self, volume: VolumeName, snapshot: str | None = None) -> Path:
         stem = volume.name.removesuffix(".raw")
@@ -109,6 +110,35 @@ class BtrfsPlugin(DirPlugin):
         parent = subvolume.parent
         if parent.is_dir() and not any(parent.iterdir()):
             parent.rmdir()
+
+    def create_base(self, volume: VolumeName) -> str:
+        """A template's image: its subvolume renamed ``base-...`` and made a read-only subvolume."""
+        base = self.base_name(volume)
+        source, target = self._subvolume(volume), self._subvolume(base)
+        self.inside(source, "images")
+        self.inside(target, "images")
+        if os.path.lexists(target):
+            raise StorageError(f"subvolume '{target}' already exists")
+        os.rename(source, target)
+        btrfs("property", "set", "-ts", str(target), "ro", "true")
+        return base.volname
+
+    def clone_image(self, volume: VolumeName, vmid: int) -> str:
+        """A linked clone of a base image: a writable snapshot of its subvolume, an ordinary ``<vmid>/vm-...`` name."""
+        if volume.kind != "images" or not volume.is_base:
+            raise StorageError("clone_image only works on base images")
+        source = self._subvolume(volume)
+        directory = self.content_dir("images") / str(vmid)
+        directory.mkdir(parents=True, exist_ok=True)
+        for candidate in self._free_names(vmid, "raw"):
+            clone = VolumeName("images", candidate, vmid, "raw")
+            target = self._subvolume(clone)
+            self.inside(target, "images")
+            if os.path.lexists(target):
+                continue
+            btrfs("subvolume", "snapshot", "--", str(source), str(target))
+            return clone.volname
+        raise StorageError(f"unable to allocate an image name for VM {vmid} in storage '{self.storage.storeid}'")
 
     def _image_names(self, vmid: int | None) -> list[str]:
         """Subvolumes holding a ``disk.raw`` (snapshots ``...@S`` are not volumes of their own)."""

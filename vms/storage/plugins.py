@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from vms.exceptions import StorageError
 from vms.models import Storage
-from vms.storage import qemu_img
+from vms.storage import backups, qemu_img
 from vms.storage.volnames import IMAGE_FORMATS, VolumeName, disk_name, parse_volname
 
 # Content type -> sub-directory (Proxmox's ``$vtype_subdirs``).
@@ -30,6 +30,7 @@ CONTENT_DIRS = {
     "import": "import",
 }
 MAX_DISKS_PER_VM = 1024
+_LINKED_PARENT_RE = re.compile(r"\.\./(\d+/base-[^/\s]+\.(?:raw|qcow2|vmdk))")  # a linked clone's backing file
 _DISK_INDEX_RE = re.compile(r"(?:vm|base)-(\d+)-disk-(\d+)(?:\.\w+)?")
 
 
@@ -39,6 +40,7 @@ class DirPlugin:
     type: ClassVar[str] = "dir"
     formats: ClassVar[tuple[str, ...]] = IMAGE_FORMATS
     default_format: ClassVar[str] = "raw"
+    internal_snapshots: ClassVar[bool] = True  # snapshots inside the image (qcow2), not beside it
     content_types: ClassVar[tuple[str, ...]] = ("images", "rootdir", "vztmpl", "iso", "backup", "snippets", "import")
 
     def __init__(self, storage: Storage) -> None:
@@ -89,6 +91,11 @@ class DirPlugin:
         names = os.listdir(directory) if directory.is_dir() else []
         return {int(m.group(2)) for m in map(_DISK_INDEX_RE.fullmatch, names) if m and int(m.group(1)) == vmid}
 
+    def _free_names(self, vmid: int, fmt: str) -> list[str]:
+        """``vm-<vmid>-disk-N.<fmt>`` for each index no image of ``vmid`` (vm- or base-) uses yet, lowest first."""
+        used = self._used_indexes(vmid)
+        return [disk_name(vmid, i, fmt) for i in range(MAX_DISKS_PER_VM) if i not in used]
+
     def _claim(self, volume: VolumeName) -> str:
         """Create the image's file exclusively (FileExistsError when taken); its path."""
         path = self.path(volume)
@@ -105,12 +112,7 @@ class DirPlugin:
         directory = self.content_dir("images") / str(vmid)
         directory.mkdir(parents=True, exist_ok=True)
         self.inside(directory, "images")
-        candidates = [name] if name else [disk_name(vmid, i, fmt) for i in range(MAX_DISKS_PER_VM)]
-        used = self._used_indexes(vmid) if not name else set()
-        for candidate in candidates:
-            match = _DISK_INDEX_RE.fullmatch(candidate)
-            if not name and match and int(match.group(2)) in used:
-                continue
+        for candidate in [name] if name else self._free_names(vmid, fmt):
             volume = parse_volname(f"{vmid}/{candidate}")
             if volume.format != fmt:
                 raise StorageError(
@@ -131,7 +133,14 @@ class DirPlugin:
         raise StorageError(f"unable to allocate an image name for VM {vmid} in storage '{self.storage.storeid}'")
 
     def free_image(self, volume: VolumeName) -> None:
+        if volume.kind == "images" and volume.is_base and self.linked_clones(volume):
+            raise StorageError(f"base volume '{volume.volname}' is still in use by linked cloned")
         path = Path(self.path(volume))
+        if volume.kind == "backup":
+            if backups.is_protected(path):
+                raise StorageError(f"backup '{volume.volname}' is protected")
+            backups.remove_archive(path)
+            return
         path.unlink(missing_ok=True)
         with_vmid = path.parent
         if volume.kind == "images" and with_vmid.is_dir() and not any(with_vmid.iterdir()):
@@ -157,12 +166,72 @@ class DirPlugin:
             "format": volume.format,
             "ctime": int(stat.st_ctime),
         }
-        if volume.base:
-            info["parent"] = volume.base
+        backing = data.get("backing-filename")
+        if volume.base or backing:
+            info["parent"] = backing or f"../{volume.base}"  # Proxmox's form: ``../<basevmid>/<base image>``
         return info
 
-    def resize(self, volume: VolumeName, size: int) -> None:
-        qemu_img.resize(self.path(volume), volume.format, size)
+    def resize(self, volume: VolumeName, size: int, *, running: bool = False) -> None:
+        """Grow an image; a running VM's image file is grown by QEMU's ``block_resize`` instead (as Proxmox's plugin)."""
+        if not running:
+            qemu_img.resize(self.path(volume), volume.format, size)
+
+    # --- templates and linked clones ----------------------------------------------------------
+
+    def base_name(self, volume: VolumeName) -> VolumeName:
+        """The name ``create_base`` gives ``volume``: ``vm-`` becomes ``base-`` (Proxmox's rule)."""
+        if volume.kind != "images":
+            raise StorageError(f"create_base on wrong vtype '{volume.kind}'")
+        if volume.is_base:
+            raise StorageError("create_base not possible with base image")
+        if not volume.name.startswith("vm-"):
+            raise StorageError(f"unable to create a base volume from '{volume.volname}' (not named vm-<vmid>-...)")
+        return VolumeName("images", "base-" + volume.name.removeprefix("vm-"), volume.vmid, volume.format, volume.base)
+
+    def create_base(self, volume: VolumeName) -> str:
+        """A template's image: renamed ``base-...`` and made read-only (0444); its new volume name."""
+        base = self.base_name(volume)
+        source, target = self.path(volume), self.path(base)
+        if os.path.lexists(target):
+            raise StorageError(f"file '{target}' already exists")
+        os.rename(source, target)
+        os.chmod(target, 0o444)
+        return base.volname
+
+    def clone_image(self, volume: VolumeName, vmid: int) -> str:
+        """A linked clone of a base image: a qcow2 overlay ``<basevmid>/<base>/<vmid>/vm-<vmid>-disk-N.qcow2``."""
+        if volume.kind != "images" or not volume.is_base:
+            raise StorageError("clone_image only works on base images")
+        directory = self.content_dir("images") / str(vmid)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.inside(directory, "images")
+        for candidate in self._free_names(vmid, "qcow2"):
+            clone = VolumeName("images", candidate, vmid, "qcow2", f"{volume.vmid}/{volume.name}")
+            try:
+                path = self._claim(clone)
+            except FileExistsError:
+                continue
+            try:
+                qemu_img.create(path, "qcow2", None, backing=(f"../{volume.vmid}/{volume.name}", volume.format))
+            except BaseException:
+                self.free_image(clone)
+                raise
+            return clone.volname
+        raise StorageError(f"unable to allocate an image name for VM {vmid} in storage '{self.storage.storeid}'")
+
+    def linked_clones(self, volume: VolumeName) -> list[str]:
+        """The images of this storage whose backing file is the base image ``volume``."""
+        images, wanted = self.content_dir("images"), f"../{volume.vmid}/{volume.name}"
+        found = []
+        for name in self._image_names(None):
+            if name.endswith(".qcow2"):
+                try:
+                    backing = qemu_img.info(str(images / name), "qcow2").get("backing-filename")
+                except StorageError:
+                    continue
+                if backing == wanted:
+                    found.append(name)
+        return found
 
     # --- snapshots (internal qcow2 snapshots on a directory storage) ---------------------------
 
@@ -213,7 +282,12 @@ class DirPlugin:
                     continue  # a file that is not a volume, or vanished meanwhile
                 if vmid is not None and volume.vmid != vmid:
                     continue
+                linked = _LINKED_PARENT_RE.fullmatch(str(info.get("parent", "")))
+                if linked and not volume.base:  # a linked clone is listed by its full name, as Proxmox does
+                    volume = parse_volname(f"{linked.group(1)}/{volume.volname}")
                 entry = {"volid": f"{self.storage.storeid}:{volume.volname}", "content": kind, **info}
+                if kind == "backup":
+                    entry.update(backups.listing_fields(Path(self.path(volume))))
                 if volume.vmid is not None:
                     entry["vmid"] = volume.vmid
                 result.append(entry)

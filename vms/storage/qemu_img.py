@@ -29,12 +29,20 @@ def _run(args: list[str], timeout: float = TIMEOUT) -> str:
     return result.stdout
 
 
-def create(path: str, fmt: str, size: int, *, preallocation: str | None = None) -> None:
-    """A new image of ``size`` bytes (the file may exist already: it is overwritten)."""
+def create(
+    path: str, fmt: str, size: int | None, *, preallocation: str | None = None, backing: tuple[str, str] | None = None
+) -> None:
+    """A new image of ``size`` bytes (the file may exist already: it is overwritten).
+
+    ``backing`` (file, format): a copy-on-write overlay of that file (a relative file is relative to
+    ``path``'s directory), of its size when ``size`` is None.
+    """
     args = ["create", "-q", "-f", fmt]
     if preallocation:
         args += ["-o", f"preallocation={preallocation}"]
-    _run([*args, "--", path, str(size)])
+    if backing:
+        args += ["-b", backing[0], "-F", backing[1]]
+    _run([*args, "--", path, *([str(size)] if size is not None else [])])
 
 
 def info(path: str, fmt: str | None = None) -> dict[str, Any]:
@@ -53,10 +61,23 @@ def resize(path: str, fmt: str, size: int) -> None:
 
 
 def convert(
-    source: str, source_fmt: str, target: str, target_fmt: str, *, progress: Callable[[str], None] | None = None
+    source: str,
+    source_fmt: str,
+    target: str,
+    target_fmt: str,
+    *,
+    progress: Callable[[str], None] | None = None,
+    rate_limit: int | None = None,
+    snapshot: str | None = None,
 ) -> None:
-    """Copy ``source`` into the existing image ``target`` (``-n``), logging progress by whole 10 %."""
-    argv = [QEMU_IMG, "convert", "-p", "-n", "-f", source_fmt, "-O", target_fmt, "--", source, target]
+    """Copy ``source`` into the existing image ``target`` (``-n``), logging progress by whole 10 %.
+
+    ``rate_limit``: at most that many KiB/s (Proxmox's ``bwlimit``); ``snapshot``: the source as
+    its internal (qcow2) snapshot of that name holds it (read with a shared lock: a running VM's).
+    """
+    extra = ["-r", f"{rate_limit}K"] if rate_limit else []
+    extra += ["-U", "-l", f"snapshot.name={snapshot}"] if snapshot else []  # a snapshot is read while the VM may run
+    argv = [QEMU_IMG, "convert", "-p", "-n", *extra, "-f", source_fmt, "-O", target_fmt, "--", source, target]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None and process.stderr is not None
     shown = -10

@@ -71,8 +71,9 @@ def volume_size(volid: str) -> int:
     return int(volume_info(volid)["size"])
 
 
-def resize_volume(volid: str, new_size_bytes: int) -> None:
-    """Grow a stopped VM's image to ``new_size_bytes`` (the QEMU side calls ``block_resize`` for a running one)."""
+def resize_volume(volid: str, new_size_bytes: int, *, running: bool = False) -> None:
+    """Grow an image to ``new_size_bytes``; for a ``running`` VM only what the storage must do before
+    QEMU's ``block_resize`` (nothing for image files: QEMU grows them)."""
     storage, plugin, volume = resolve(volid)
     check_available(storage)
     if volume.kind != "images":
@@ -81,15 +82,23 @@ def resize_volume(volid: str, new_size_bytes: int) -> None:
     if new_size_bytes < current:
         raise StorageError("shrinking disks is not supported")
     if new_size_bytes > current:
-        plugin.resize(volume, new_size_bytes)
+        plugin.resize(volume, new_size_bytes, running=running)
 
 
 def convert_volume(
-    volid: str, target: Storage, vmid: int, *, fmt: str | None = None, progress: Progress | None = None
+    volid: str,
+    target: Storage,
+    vmid: int,
+    *,
+    fmt: str | None = None,
+    progress: Progress | None = None,
+    rate_limit: int | None = None,
+    snapshot: str | None = None,
 ) -> str:
     """A copy of ``volid`` on ``target`` (``qemu-img convert``, format ``fmt``); the new volume id.
 
     The target is allocated first (Proxmox's name picking), then filled; on failure it is freed.
+    ``snapshot``: the volume as that snapshot of it holds it.
     """
     from vms.storage import qemu_img
 
@@ -101,13 +110,43 @@ def convert_volume(
         _, target_plugin, new_volume = resolve(new_volid)
         if progress:
             progress(f"copying {volid} ({format_size(int(info['size']))}) to {new_volid}")
+        internal = snapshot if plugin.internal_snapshots else None  # else the snapshot has a path of its own
         qemu_img.convert(
-            plugin.path(volume), volume.format, target_plugin.path(new_volume), new_volume.format, progress=progress
+            plugin.path(volume, None if internal else snapshot),
+            volume.format,
+            target_plugin.path(new_volume),
+            new_volume.format,
+            progress=progress,
+            rate_limit=rate_limit,
+            snapshot=internal,
         )
     except BaseException:
         free_volume(new_volid)
         raise
     return new_volid
+
+
+def create_base(volid: str) -> str:
+    """A template's base volume made of ``volid`` (renamed ``base-...``, read-only); its new volume id."""
+    storage, plugin, volume = resolve(volid)
+    check_available(storage)
+    return f"{storage.storeid}:{plugin.create_base(volume)}"
+
+
+def linked_clones_of(volid: str) -> list[str]:
+    """The linked clones made of the base volume ``volid`` (Proxmox's ``volume_is_base_and_used``); none for others."""
+    storage, plugin, volume = resolve(volid)
+    check_available(storage)
+    if volume.kind != "images" or not volume.is_base:
+        return []
+    return [f"{storage.storeid}:{name}" for name in plugin.linked_clones(volume)]
+
+
+def linked_clone(volid: str, vmid: int) -> str:
+    """A linked clone of the base volume ``volid`` for ``vmid`` on the same storage; its volume id."""
+    storage, plugin, volume = resolve(volid)
+    check_available(storage)
+    return f"{storage.storeid}:{plugin.clone_image(volume, vmid)}"
 
 
 def snapshot_volume(volid: str, snap: str, action: str = "create") -> None:

@@ -1,8 +1,10 @@
-"""``manage.py pvesm``: Proxmox's storage CLI, run as root@pam: status, list, alloc, free, path, add, set, remove."""
+"""``manage.py pvesm``: Proxmox's storage CLI, run as root@pam: status, list, alloc, free, path, add, set, remove,
+and ``import`` (a volume from a ``raw+size`` / ``qcow2+size`` stream on standard input: a migration's copy)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -13,7 +15,7 @@ from vms.config import ConfigError
 from vms.exceptions import VMError
 from vms.management.commands.qm import _options, _root
 from vms.models import Storage
-from vms.storage import VolumeError, volume_path, volumes
+from vms.storage import VolumeError, stream, volume_path, volumes
 from vms.storage.volnames import VolumeNameError, parse_size, parse_volname
 
 FLAGS = ("shared", "disable")
@@ -40,7 +42,9 @@ class Command(BaseCommand):
     help = "Manage storages and their volumes: status, list, alloc, free, path, add, set, remove."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("verb", choices=["status", "list", "alloc", "free", "path", "add", "set", "remove"])
+        parser.add_argument(
+            "verb", choices=["status", "list", "alloc", "free", "path", "add", "set", "remove", "import"]
+        )
         parser.add_argument("rest", nargs=argparse.REMAINDER)
 
     def handle(self, *args: Any, **opts: Any) -> None:
@@ -123,6 +127,17 @@ class Command(BaseCommand):
         volumes.volume_info(volid)
         volumes.free_volume(volid)
         self.stdout.write(f"Removed volume '{volid}'")
+
+    def _import(self, positional: list[str], options: dict[str, str]) -> None:
+        """``pvesm import <volid> <format> - [--allow-rename 1]``: the stream read from standard input."""
+        volid, fmt, source = self._need(positional, ("volume", "format", "filename"))
+        if source != "-":
+            raise CommandError("only '-' (standard input) is supported as the import source")
+        allow_rename = options.pop("allow-rename", "0") == "1"
+        if options:
+            raise CommandError(f"unknown options: {', '.join(sorted(options))}")
+        new = stream.import_volume(volid, fmt, sys.stdin.buffer, allow_rename=allow_rename)
+        self.stdout.write(f"successfully imported '{new}'")
 
     def _path(self, positional: list[str], options: dict[str, str]) -> None:
         self.stdout.write(volume_path(self._volid(positional, options)))

@@ -5,21 +5,29 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from authz.models import SUPERUSER, User
+from portal.tasks.index import TaskHandle
 from replicator.exceptions import ReplicationError
 from vms import lookups, services
 from vms.config import ConfigError
 from vms.exceptions import VMError
+from vms.management.commands import _qm_disks as qm_disks
+from vms.management.commands import _qm_snapshots as qm_snapshots
 from vms.models import VM
 from vms.qemu import cli as power
 from vms.qemu.agent import SIMPLE_COMMANDS, AgentError, simple_command
-from vms.qemu.cli import POWER_VERBS
+from vms.qemu.cli import POWER_VERBS, stoppable
 from vms.runtime_paths import vm_pid
+from vms.services import clone, migration
+
+MIGRATION_OPTIONS = ("migration_type", "migration_network")
+CLONE_STRINGS = ("name", "description", "storage", "format", "target", "pool", "snapname")
 
 
 def _root() -> User:
@@ -56,7 +64,23 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "verb", choices=["create", "set", "config", "list", "destroy", "unlock", "agent", *POWER_VERBS]
+            "verb",
+            choices=[
+                "create",
+                "set",
+                "config",
+                "pending",
+                "list",
+                "destroy",
+                "unlock",
+                "agent",
+                "clone",
+                "template",
+                "migrate",
+                *POWER_VERBS,
+                *qm_disks.VERBS,
+                *qm_snapshots.VERBS,
+            ],
         )
         parser.add_argument("vmid", nargs="?")
         parser.add_argument("rest", nargs=argparse.REMAINDER)
@@ -71,6 +95,14 @@ class Command(BaseCommand):
                 raise CommandError(f"qm {verb} needs a VMID")
             if verb == "agent":
                 self._agent(vmid, rest)
+            elif verb == "clone":
+                self._clone(vmid, rest)
+            elif verb == "migrate":
+                self._migrate(vmid, rest)
+            elif verb in qm_disks.VERBS:
+                qm_disks.run(self, verb, vmid, rest, root=_root(), parse=_options)
+            elif verb in qm_snapshots.VERBS:
+                qm_snapshots.run(self, verb, vmid, rest, parse=_options)
             elif verb in POWER_VERBS:
                 power.run_verb(self, verb, self._vm(vmid), _options(rest))
             else:
@@ -103,13 +135,28 @@ class Command(BaseCommand):
             raise CommandError(f"qm config takes no options but {', '.join(sorted(options))}")
         self.stdout.write(self._vm(vmid).config_text(), ending="")
 
+    def _pending(self, vmid: str, options: dict[str, str]) -> None:
+        """Proxmox's ``qm pending``: ``cur key: value`` per key (no change waits to be applied here)."""
+        if options:
+            raise CommandError(f"qm pending takes no options but {', '.join(sorted(options))}")
+        for key, value in sorted(self._vm(vmid).full_config().items()):
+            self.stdout.write(f"cur {key}: {value}")
+
     def _destroy(self, vmid: str, options: dict[str, str]) -> None:
         skiplock = options.pop("skiplock", "0") == "1"
-        options.pop("purge", None)
+        purge = options.pop("purge", "0") == "1"
+        unreferenced = options.pop("destroy-unreferenced-disks", "0") == "1"
         if options:
             raise CommandError(f"unknown options: {', '.join(sorted(options))}")
         vm = self._vm(vmid)
-        services.destroy_vm(vm, actor=_root(), skiplock=skiplock)
+        services.destroy_vm(
+            vm,
+            actor=_root(),
+            skiplock=skiplock,
+            purge=purge,
+            destroy_unreferenced=unreferenced,
+            progress=self.stdout.write,
+        )
         self.stdout.write(f"VM {vm.vmid} destroyed")
 
     def _unlock(self, vmid: str, options: dict[str, str]) -> None:
@@ -122,6 +169,93 @@ class Command(BaseCommand):
             self.stdout.write(f"VM {vm.vmid} is not locked")
             return
         self.stdout.write(f"VM {vm.vmid} unlocked (was '{was}'{f', held by {owner}' if owner else ''})")
+
+    def _as_task(self, type_: str, vm: VM, work: Callable[[Callable[[str], None], str], object]) -> None:
+        """Run ``work(log, upid)`` as a task of this process, its log lines shown as they are written."""
+        task = TaskHandle(type_, str(vm.vmid), SUPERUSER)
+
+        def log(line: str) -> None:
+            task.log(line)
+            self.stdout.write(line)
+            self.stdout.flush()
+
+        try:
+            work(log, task.upid)
+        except Exception as exc:
+            task.finish(str(exc) or type(exc).__name__)
+            raise
+        task.finish()
+
+    def _template(self, vmid: str, options: dict[str, str]) -> None:
+        """``qm template <vmid> [--disk <drive>]``: the VM's disks made read-only base volumes."""
+        disk = options.pop("disk", None)
+        if options:
+            raise CommandError(f"unknown options: {', '.join(sorted(options))}")
+        vm = self._vm(vmid)
+        self._as_task(
+            "qmtemplate", vm, lambda log, _upid: clone.template_vm(vm, actor=_root(), disk=disk, progress=log)
+        )
+
+    def _migrate(self, vmid: str, rest: list[str]) -> None:
+        """``qm migrate <vmid> <target> [--online --force --targetstorage --with-local-disks --bwlimit]``."""
+        if not rest or rest[0].startswith("--"):
+            raise CommandError("qm migrate <vmid> <target> [OPTIONS]")
+        target, options = rest[0], _options(rest[1:])
+        unknown = set(options) - {"online", "force", "targetstorage", "with-local-disks", "bwlimit", *MIGRATION_OPTIONS}
+        if unknown:
+            raise CommandError(f"unknown options: {', '.join(sorted(unknown))}")
+        bwlimit = options.get("bwlimit", "0")
+        if not bwlimit.isdigit():
+            raise CommandError(f"--bwlimit: expected KiB/s (an integer >= 0), got {bwlimit!r}")
+        if options.get("migration_type", "secure") not in ("secure", "insecure"):
+            raise CommandError("--migration_type: secure or insecure")
+        vm = lookups.get_vm(self._vm(vmid).vmid, settings.PVE_NODE_NAME)  # only the VM's own node migrates it
+        plan = migration.check_migrate(
+            vm,
+            target,
+            actor=_root(),
+            online=options.get("online") == "1",
+            force=options.get("force") == "1",
+            targetstorage=options.get("targetstorage"),
+            log=self.stdout.write,
+        )
+        self._as_task(
+            "qmigrate",
+            vm,
+            lambda log, upid: stoppable(migration.migrate_vm)(
+                plan,
+                owner=upid,
+                user=SUPERUSER,
+                log=log,
+                bwlimit=int(bwlimit) or None,
+                migration_type=options.get("migration_type"),
+                migration_network=options.get("migration_network"),
+            ),
+        )
+
+    def _clone(self, vmid: str, rest: list[str]) -> None:
+        """``qm clone <vmid> <newid> [--name --description --full --storage --format --target --pool --snapname]``."""
+        if not rest or rest[0].startswith("--"):
+            raise CommandError("qm clone <vmid> <newid> [OPTIONS]")
+        newid, options = rest[0], _options(rest[1:])
+        unknown = set(options) - {*CLONE_STRINGS, "full", "bwlimit"}
+        if unknown:
+            raise CommandError(f"unknown options: {', '.join(sorted(unknown))}")
+        if options.get("full", "1") not in ("0", "1") or not options.get("bwlimit", "0").isdigit():
+            raise CommandError("--full takes 0 or 1, --bwlimit KiB/s")
+        kwargs: dict[str, Any] = {key: options[key] for key in CLONE_STRINGS if key in options}
+        kwargs["full"] = options["full"] == "1" if "full" in options else None
+        bwlimit = int(options["bwlimit"]) if "bwlimit" in options else None
+        vm = self._vm(vmid)
+        root = _root()
+        clone.check_clone(vm, newid, actor=root, **kwargs)
+        self._as_task(
+            "qmclone",
+            vm,
+            lambda log, upid: clone.clone_vm(
+                vm, newid, actor=root, owner=upid, progress=log, bwlimit=bwlimit, **kwargs
+            ),
+        )
 
     def _agent(self, vmid: str, rest: list[str]) -> None:
         """``qm agent <vmid> <command>`` (Proxmox's ``qm guest cmd``): the result as JSON, a scalar as is."""

@@ -1,0 +1,1 @@
+"""Scheduled jobs (``jobs.cfg``): calendar-event schedules, backup job definitions, the per-node runner."""

@@ -1,0 +1,262 @@
+"""The ``qmigrate`` task of a running VM (qemu-server's ``phase2`` and ``phase3_cleanup``), and the dispatch.
+
+Under the VM's ``migrate`` lock (a lease of the task) and its config lock: the target starts QEMU
+for the VM paused in incoming mode with the source's machine type (``qm start --migratedfrom``
+over node SSH); the memory goes through an SSH unix-socket forward (secure, the default) or
+straight to the target's address in the migration network (insecure); once QEMU says
+``completed`` (and the local disks' mirrors are ended, :mod:`.nbd`) and the node is still quorate,
+ONE replicated change makes the target the owner (drives renamed to their copies),
+then the target guest is resumed and the source QEMU ended. Before that change any failure or
+a stop of the task (SIGTERM raises SystemExit) cancels the migration, lets the source guest run
+on, stops the target QEMU (only while the source owns the VM), frees the target's copies of the
+local disks and releases the lock. The source's volumes are freed only after its QEMU ended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from cluster.models import ClusterSettings
+from cluster.services import log_cluster_message
+from vms.exceptions import VMError
+from vms.leases import config_lock, task_lease
+from vms.models import VM
+from vms.property_strings import property_string_parse
+from vms.qemu import migration as qemu_migration
+from vms.qemu import process, snapshots
+from vms.qemu.incoming import format_nbd_disks
+from vms.runtime_paths import run_dir
+from vms.services.disks import free_quietly
+from vms.services.migration import nbd, offline, remote
+from vms.services.migration.plan import LOCK, MigratePlan, check_quorum, local_volumes
+
+Log = Callable[[str], None]
+TUNNEL_WAIT = 5.0  # seconds for the forwarded socket to appear (qemu-server: 100 x 50 ms)
+
+
+def migration_settings(migration_type: str | None, network: str | None) -> tuple[str, str | None]:
+    """The type and network: the task's options, else datacenter.cfg's ``migration``, else secure."""
+    row = ClusterSettings.objects.filter(id="datacenter").first()
+    raw = str(row.options.get("migration", "")) if row is not None else ""
+    try:
+        configured = property_string_parse(raw, default_key="type") if raw else {}
+    except ValueError:
+        configured = {}
+    kind = migration_type or configured.get("type") or "secure"
+    if kind not in ("secure", "insecure"):
+        raise VMError(f"unknown migration type '{kind}'")
+    return kind, network or configured.get("network") or None
+
+
+class Tunnel:
+    """``ssh -N -L <local socket>:<remote socket>`` to the target with the node's key and the cluster's known hosts."""
+
+    def __init__(self, node: str, remote_socket: str, local_socket: str) -> None:
+        from cluster.keys import ssh_keys
+        from cluster.models import Node
+
+        row = Node.objects.filter(name=node).first()
+        if row is None or not row.address:
+            raise VMError(f"no address known for node '{node}'")
+        self.local = local_socket
+        Path(local_socket).unlink(missing_ok=True)
+        argv = ["ssh", "-N", "-i", str(ssh_keys.root_key_path()), "-p", str(settings.PVE_SSH_PORT),
+                "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", f"HostKeyAlias={node}",
+                "-o", f"UserKnownHostsFile={ssh_keys.known_hosts_path()}", "-o", "ExitOnForwardFailure=yes",
+                "-o", "StreamLocalBindUnlink=yes", "-L", f"{local_socket}:{remote_socket}",
+                f"root@{row.address}"]  # fmt: skip
+        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.monotonic() + TUNNEL_WAIT
+        while not os.path.exists(local_socket):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                detail = (self.process.stderr.read() if self.process.stderr else "").strip()
+                raise VMError(f"no SSH tunnel to node '{node}': {detail or 'the socket did not appear'}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        Path(self.local).unlink(missing_ok=True)
+
+
+def migrate_vm(
+    plan: MigratePlan,
+    *,
+    owner: str,
+    user: str,
+    log: Log,
+    bwlimit: int | None = None,
+    migration_type: str | None = None,
+    migration_network: str | None = None,
+) -> None:
+    """Run a checked migration as task ``owner``: online for a running VM with ``online``, else offline."""
+    if not plan.online:
+        offline.migrate_vm(plan, owner=owner, user=user, log=log, bwlimit=bwlimit)
+        return
+    started = time.monotonic()
+    log(f"starting migration of VM {plan.vmid} to node '{plan.target}'")
+    with task_lease(plan.vmid, LOCK, owner), config_lock(plan.vmid):
+        try:
+            check_quorum()
+            vm = offline.current(plan, owner, online=True)
+            disks = nbd.split(vm, local_volumes(vm, plan, log=log))
+            kind, network = migration_settings(migration_type, migration_network)
+            problems = _migrate(vm, plan, user, log, bwlimit, kind, network, disks)
+        except BaseException as exc:
+            log(f"ERROR: migration aborted (duration {offline.duration(started)}): {exc}")
+            raise
+    if problems:
+        log(f"ERROR: migration finished with problems (duration {offline.duration(started)})")
+        raise VMError("migration problems")
+    log(f"migration finished successfully (duration {offline.duration(started)})")
+
+
+def _parameters(vm: VM, bwlimit: int | None) -> dict[str, int]:
+    config = vm.config
+    downtime = float(config["migrate_downtime"]) if config.get("migrate_downtime") else None
+    speed = int(config["migrate_speed"]) if str(config.get("migrate_speed", "")).isdigit() else None
+    return qemu_migration.parameters(downtime=downtime, migrate_speed=speed, bwlimit=bwlimit)
+
+
+def _migrate(
+    vm: VM,
+    plan: MigratePlan,
+    user: str,
+    log: Log,
+    bwlimit: int | None,
+    kind: str,
+    network: str | None,
+    disks: nbd.LocalDisks,
+) -> bool:
+    """Phase 2 and 3; whether there were problems after the ownership moved (the migration itself done)."""
+    machine = snapshots.current_machine(vm.vmid)
+    shell = remote.connect(plan.target)
+    tunnels: list[Tunnel] = []
+    mirrors = nbd.Mirrors(vm.vmid, log)
+    copied: dict[str, str] = {}  # source volume id -> its copy on the target
+    target_started = moved = False
+    try:
+        if disks.streamed:
+            offline.copy_volumes(shell, disks.streamed, copied, log, bwlimit)
+        argv = ["qm", "start", str(vm.vmid), "--migratedfrom", plan.source, "--machine", machine,
+                "--stateuri", "unix" if kind == "secure" else "tcp"]  # fmt: skip
+        if network:
+            argv += ["--migration_network", network]
+        if disks.targets:
+            argv += ["--nbd-disks", format_nbd_disks(disks.targets)]
+        log(f"starting VM {vm.vmid} on remote node '{plan.target}'")
+        result = shell.run(remote.manage_argv(*argv))
+        listening = qemu_migration.Listening()
+        with contextlib.suppress(qemu_migration.MigrationError):
+            listening = qemu_migration.parse_listen_lines(result.stdout)
+        for key, (_uri, volid) in listening.disks.items():
+            copied[disks.mirrored[key]] = volid  # before anything can fail: freed again on failure
+        target_started = result.returncode == 0
+        if not target_started:
+            raise VMError(f"start of VM {vm.vmid} on node '{plan.target}' failed: {result.output()}")
+        if set(listening.disks) != set(disks.mirrored):
+            raise VMError(f"node '{plan.target}' did not export the local disks {sorted(disks.mirrored)}")
+        uri, exports = listening.uri, {key: uri for key, (uri, _volid) in listening.disks.items()}
+        log(f"target QEMU listens on {uri}")
+        if kind == "secure":
+            uri, exports = _tunnel(vm.vmid, plan.target, uri, exports, tunnels, log)
+        if exports:
+            mirrors.start(exports, bwlimit=bwlimit)
+        qemu_migration.migrate(vm.vmid, uri, _parameters(vm, bwlimit), log=log)
+        mirrors.finish()
+        check_quorum()
+        with transaction.atomic(using=offline.CLUSTER):
+            vm.node_id = plan.target
+            vm.config = offline.renamed(vm.config, copied)
+            vm.save()
+            log_cluster_message(f"VM {vm.vmid} migrated from {plan.source} to {plan.target}", user=user, tag="qmigrate")
+        moved = True
+        log(f"VM {vm.vmid} now belongs to node '{plan.target}'")
+    except BaseException:
+        vm.node_id = plan.source
+        mirrors.cancel()
+        qemu_migration.cancel(vm.vmid, log=log)
+        if target_started:
+            _stop_target(shell, vm.vmid, plan.source, log)
+        offline.free_copies(shell, list(copied.values()), log)
+        raise
+    finally:
+        for tunnel in tunnels:
+            tunnel.close()
+        if not moved:
+            shell.close()
+    return _finish(shell, vm, plan, log, list(copied))
+
+
+def _tunnel(
+    vmid: int, target: str, uri: str, exports: dict[str, str], tunnels: list[Tunnel], log: Log
+) -> tuple[str, dict[str, str]]:
+    """SSH forwards for the memory socket and the NBD socket; the URIs the source uses instead."""
+    local = str(run_dir() / f"{vmid}.migrate-tunnel")
+    tunnels.append(Tunnel(target, uri.removeprefix("unix:"), local))
+    local_exports: dict[str, str] = {}
+    if exports:
+        remote_socket = next(iter(exports.values())).removeprefix("nbd:unix:").partition(":exportname=")[0]
+        local_nbd = str(run_dir() / f"{vmid}_nbd.migrate-tunnel")
+        tunnels.append(Tunnel(target, remote_socket, local_nbd))
+        for key, export in exports.items():
+            local_exports[key] = f"nbd:unix:{local_nbd}:exportname={export.partition(':exportname=')[2]}"
+    log(f"SSH tunnel to node '{target}' open")
+    return f"unix:{local}", local_exports
+
+
+def _stop_target(shell: remote.NodeShell, vmid: int, source: str, log: Log) -> None:
+    result = shell.run(remote.manage_argv("qm", "stop", str(vmid), "--migratedfrom", source))
+    if result.returncode == 0:
+        log(f"target VM {vmid} on node '{shell.node}' stopped")
+    else:
+        log(f"ERROR: could not stop VM {vmid} on node '{shell.node}', check manually: {result.output()}")
+
+
+def _finish(shell: remote.NodeShell, vm: VM, plan: MigratePlan, log: Log, copied: list[str]) -> bool:
+    """After the ownership moved: resume the target, end the source QEMU, free the source's copied
+    volumes (only once no QEMU uses them); whether anything went wrong."""
+    problems = False
+    try:
+        result = shell.run(remote.manage_argv("qm", "resume", str(vm.vmid), "--nocheck", "1"))
+        if result.returncode != 0:
+            problems = True
+            log(f"ERROR: unable to resume VM {vm.vmid} on node '{plan.target}': {result.output()}")
+        else:
+            log(f"VM {vm.vmid} resumed on node '{plan.target}'")
+    except VMError as exc:
+        problems = True
+        log(f"ERROR: unable to resume VM {vm.vmid} on node '{plan.target}': {exc}")
+    finally:
+        shell.close()
+    try:
+        process.terminate(vm.vmid, timeout=10, log=log)
+        process.cleanup(vm.vmid, vm.config)
+        log(f"source QEMU of VM {vm.vmid} stopped")
+    except Exception as exc:
+        problems = True
+        log(f"ERROR: unable to stop the source QEMU of VM {vm.vmid}: {exc}")
+    with contextlib.suppress(OSError):
+        (run_dir() / f"{vm.vmid}.migrate-tunnel").unlink(missing_ok=True)
+        (run_dir() / f"{vm.vmid}_nbd.migrate-tunnel").unlink(missing_ok=True)
+    if copied and not problems:
+        log("removing the source volumes")
+        problems = bool(free_quietly(copied, log))
+    elif copied:
+        log(f"WARN: the source volumes {', '.join(copied)} were kept: remove them once the VM runs on '{plan.target}'")
+    return problems
