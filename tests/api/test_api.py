@@ -173,6 +173,20 @@ def test_vm_config_lifecycle(root_client):
     assert config["name"] == "web" and config["cores"] == 2 and config["memory"] in ("1024", 1024)
     assert config["net0"].startswith("virtio=") and "bridge=vmbr0" in config["net0"]
     digest = config["digest"]
+    typed = client.put(
+        f"{API}/nodes/testnode/qemu/701/config",
+        "onboot=1&cpuunits=1024&cpulimit=1.5",
+        content_type="application/x-www-form-urlencoded",
+        HTTP_CSRFPREVENTIONTOKEN=csrf,
+    )
+    assert typed.status_code == 200, typed.content
+    config = client.get(f"{API}/nodes/testnode/qemu/701/config").json()["data"]
+    assert (config["onboot"], config["cpuunits"], config["cpulimit"], config["name"]) == (1, 1024, 1.5, "web")
+    pending = client.get(f"{API}/nodes/testnode/qemu/701/pending").json()["data"]
+    assert {"key": "onboot", "value": 1} in pending and {"key": "name", "value": "web"} in pending
+    assert all(set(item) == {"key", "value"} for item in pending)  # every change is applied at once
+    assert sorted(item["key"] for item in pending) == sorted(key for key in config if key != "digest")
+    digest = config["digest"]
 
     bad = client.put(
         f"{API}/nodes/testnode/qemu/701/config",
@@ -238,6 +252,7 @@ def test_permission_matrix_denies_and_changes_nothing(root_client, alice):
     calls = [
         ("get", "/cluster/status", None),
         ("get", "/nodes/testnode/qemu/702/config", None),
+        ("get", "/nodes/testnode/qemu/702/pending", None),
         ("get", "/nodes/testnode/qemu/702/status/current", None),
         ("put", "/nodes/testnode/qemu/702/config", "memory=64"),
         ("post", "/nodes/testnode/qemu", "vmid=703"),

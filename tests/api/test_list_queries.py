@@ -28,20 +28,24 @@ def login(userid: str) -> Client:
     return client
 
 
+# VMIDs BASE + n: far above every other module's VMIDs (the session's node is shared by all modules)
+BASE = 80000
+
+
 def add_rows(start: int, count: int) -> None:
     """``count`` more VMs, groups, users (each in a group, with a token) and tasks."""
     root = User.objects.get(userid="root@pam")
     for n in range(start, start + count):
-        VM(vmid=8000 + n, node_id=NODE, config={"name": f"lq{n}"}).save()
+        VM(vmid=BASE + n, node_id=NODE, config={"name": f"lq{n}"}).save()
         services.add_group(f"lq-g{n}", actor=root)
         services.add_user(f"lq-u{n}@pve", actor=root, groups=[f"lq-g{n}"])
         services.add_token(f"lq-u{n}@pve", "tok", actor=root)
         user = f"lq-u{n}@pve" if n % 2 else "lq-some@pve"
         Task.objects.create(
-            upid=f"UPID:{NODE}:0000{n:04X}:00000000:{n:08X}:qmstart:{8000 + n}:{user}:",
+            upid=f"UPID:{NODE}:0000{n:04X}:00000000:{n:08X}:qmstart:{BASE + n}:{user}:",
             node=NODE,
             type="qmstart",
-            vmid=str(8000 + n),
+            vmid=str(BASE + n),
             user=user,
             starttime=n,
             endtime=n + 1,
@@ -58,12 +62,13 @@ def world():
             services.add_user(userid, actor=root, password=PASSWORD)
     add_rows(0, 12)
     services.modify_acl(root, "/vms", ["PVEAuditor"], users=["lq-auditor@pve"])
-    services.modify_acl(root, "/vms/8003", ["PVEAuditor"], users=["lq-some@pve"])
-    services.modify_acl(root, "/vms/8005", ["PVEVMUser"], users=["lq-some@pve"])
-    services.modify_acl(root, "/vms/8004", ["NoAccess"], users=["lq-auditor@pve"])
+    services.modify_acl(root, f"/vms/{BASE + 3}", ["PVEAuditor"], users=["lq-some@pve"])
+    services.modify_acl(root, f"/vms/{BASE + 5}", ["PVEVMUser"], users=["lq-some@pve"])
+    services.modify_acl(root, f"/vms/{BASE + 4}", ["NoAccess"], users=["lq-auditor@pve"])
     services.modify_acl(root, "/access/groups/lq-g2", ["PVEUserAdmin"], users=["lq-delegate@pve"])
     services.modify_acl(root, "/access/groups/lq-g7", ["PVEAuditor"], users=["lq-delegate@pve"])
-    return {userid: login(userid) for userid in PEOPLE} | {"root@pam": root_client()}
+    yield {userid: login(userid) for userid in PEOPLE} | {"root@pam": root_client()}
+    VM.objects.filter(vmid__gte=BASE).delete()
 
 
 def root_client() -> Client:
@@ -112,9 +117,9 @@ def test_vm_list_is_exactly_what_the_resolver_grants(world):
         _count, data = listing(world[who], LISTS["qemu"])
         assert {entry["vmid"] for entry in data} == expected, who
     _count, data = listing(world["lq-some@pve"], LISTS["qemu"])
-    assert {entry["vmid"] for entry in data} == {8003, 8005}
+    assert {entry["vmid"] for entry in data} == {BASE + 3, BASE + 5}
     _count, data = listing(world["lq-auditor@pve"], LISTS["qemu"])
-    assert 8004 not in {entry["vmid"] for entry in data} and 8003 in {entry["vmid"] for entry in data}
+    assert BASE + 4 not in {entry["vmid"] for entry in data} and BASE + 3 in {entry["vmid"] for entry in data}
 
 
 def test_group_and_user_lists_follow_delegation(world):

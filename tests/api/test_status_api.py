@@ -67,6 +67,8 @@ def setup(tmp_path_factory):
     Collector(NODE).round()
     yield {"root": login("root@pam"), "qemu": qemu}
     qemu.stop()
+    VM.objects.filter(vmid__in=(RUNNING, STOPPED)).delete()  # the session's node is shared by every module
+    Pool.objects.filter(poolid="stpool").delete()
 
 
 def test_status_current_of_a_running_vm(setup):

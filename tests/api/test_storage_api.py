@@ -8,14 +8,13 @@ import hashlib
 import http.server
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from django.test import Client, override_settings
 
 from authz.models import User
-from portal.models import Task
+from tests.api_client import finished_task, logged_in
 from vms import services
 from vms.exceptions import StorageError
 from vms.models import VM, Storage
@@ -40,12 +39,7 @@ TRAVERSALS = [
 
 @pytest.fixture(scope="module")
 def root_client() -> Client:
-    data = (
-        Client().post(f"{API}/access/ticket", {"username": "root@pam", "password": "test-root-password"}).json()["data"]
-    )
-    client = Client(headers={"CSRFPreventionToken": data["CSRFPreventionToken"]})
-    client.cookies["PVEAuthCookie"] = data["ticket"]
-    return client
+    return logged_in()
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +56,7 @@ def stores(tmp_path_factory, btrfs_mount) -> dict[str, Storage]:
 
 
 def task_status(upid: str) -> str:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        task = Task.objects.filter(upid=upid).first()
-        if task is not None and task.status == Task.STOPPED:
-            return task.exitstatus
-        time.sleep(0.1)
-    raise AssertionError(f"task {upid} did not finish")
+    return finished_task(upid).exitstatus
 
 
 def test_storage_config_crud(root_client, tmp_path):

@@ -17,7 +17,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from django.test import Client
 
 from cluster.models import ClusterLogEntry
 from portal.tasks.upid import parse_upid
-from tests.harness import REPO, manage
+from tests.harness import REPO, manage, wait_for
 from vms.models import VM
 from vms.qemu import lifecycle, process, qmp
 from vms.runtime_paths import run_dir, vm_file, vm_pid
@@ -36,16 +35,6 @@ API = "/api2/json"
 NODE = "testnode"
 VMIDS = range(7700, 7713)
 BRIDGE = "vmbrqt0"
-
-
-def wait_for(predicate, timeout: float = 30, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -214,8 +203,8 @@ def test_template_and_bad_parameters_are_refused(root):
     for params, key in (({"timeout": "-1"}, "timeout"), ({"bogus": "1"}, "bogus"), ({"stateuri": "tcp"}, "stateuri")):
         answer = power(root, vmid, "start", **params)
         assert answer["status"] == 400 and key in answer["errors"], answer
-    answer = power(root, vmid, "suspend", todisk=1)
-    assert answer["status"] == 400 and "todisk" in answer["errors"]
+    answer = power(root, vmid, "suspend", statestorage="local")
+    assert answer["status"] == 400 and "todisk" in answer["errors"]["statestorage"]
 
 
 def test_qm_verbs(node_env):
@@ -229,6 +218,14 @@ def test_qm_verbs(node_env):
     started = manage(node_env, "qm", "start", str(vmid))
     assert f"VM {vmid} started" in started.stdout
     assert manage(node_env, "qm", "status", str(vmid)).stdout.strip() == "status: running"
+    suspended = manage(node_env, "qm", "suspend", str(vmid), "--todisk", "1")
+    assert "saving VM state and RAM using storage 'local'" in suspended.stdout
+    assert f"VM {vmid} suspended to disk" in suspended.stdout
+    assert manage(node_env, "qm", "status", str(vmid)).stdout.strip() == "status: stopped"
+    assert VM.objects.get(vmid=vmid).lock == "suspended"
+    resumed = manage(node_env, "qm", "start", str(vmid))
+    assert f"resuming VM {vmid} from its saved state" in resumed.stdout and "VM state loaded" in resumed.stdout
+    assert not VM.objects.get(vmid=vmid).lock and "vmstate" not in VM.objects.get(vmid=vmid).config
     monitor = subprocess.run(
         [sys.executable, str(REPO / "manage.py"), "qm", "monitor", str(vmid)],
         input="info status\nquit\n",

@@ -41,8 +41,12 @@ def test_qm_create_set_config_list_destroy(node_env, etc_dir):
     vm = VM.objects.get(vmid=900)
     client.wait_mirror(vm.version)
     assert (etc_dir / "nodes/testnode/qemu-server/900.conf").read_text() == shown.stdout
-    destroyed = qm(node_env, "destroy", "900")
+    pending = qm(node_env, "pending", "900")
+    assert pending.returncode == 0, pending.stderr
+    assert "cur cores: 4\n" in pending.stdout and "cur name: cli-vm\n" in pending.stdout
+    destroyed = qm(node_env, "destroy", "900", "--purge", "1")
     assert destroyed.returncode == 0 and not VM.objects.filter(vmid=900).exists()
+    assert "purging VM 900 from related configurations.." in destroyed.stdout
 
 
 @pytest.mark.parametrize(
