@@ -97,6 +97,9 @@ SCHEMA: dict[str, Option] = {
     "vga": Option("property", max_length=256, default_key="type"),
     "hotplug": Option("string", max_length=256),
     "startup": Option("property", max_length=256),
+    # Live migration: the largest pause accepted at the switch-over (seconds) and a speed cap (MiB/s, 0: none).
+    "migrate_downtime": Option("number", 0, 2000),  # QEMU refuses a longer limit
+    "migrate_speed": Option("integer", 0, 1024**2),
     "hookscript": Option("string", max_length=1024),
     "smbios1": Option("property", max_length=1024),
     "vmgenid": Option("vmgenid", max_length=64),

@@ -139,6 +139,8 @@ def test_non_string_keys_rejected():
         ({"args": "  -cpu host  "}, {"args": "-cpu host"}),
         ({"serial0": "socket", "vga": "std", "hotplug": "network,disk,usb"}, None),
         ({"parent": "snap1", "vmgenid": "1", "startup": "order=1,up=30"}, None),
+        ({"migrate_downtime": "0.50", "migrate_speed": "100"}, {"migrate_downtime": "0.5", "migrate_speed": "100"}),
+        ({"migrate_downtime": 0, "migrate_speed": 0}, {"migrate_downtime": "0", "migrate_speed": "0"}),
     ],
 )
 def test_valid_values_normalised(params, expected):
@@ -172,6 +174,10 @@ def test_valid_values_normalised(params, expected):
         ("cores", "1025"),
         ("sockets", "17"),
         ("cpulimit", "129"),
+        ("migrate_downtime", "-0.1"),
+        ("migrate_downtime", "fast"),
+        ("migrate_speed", "1.5"),
+        ("migrate_speed", "-1"),
         ("cpulimit", "-0.5"),
         ("cpulimit", "1."),
         ("cpulimit", ".5"),

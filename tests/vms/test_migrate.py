@@ -24,7 +24,7 @@ from vms.config import ConfigError
 from vms.exceptions import StorageError, VMError, VMLocked
 from vms.models import VM, Storage
 from vms.services import migration
-from vms.services.migration import remote
+from vms.services.migration import online, remote
 from vms.storage import volume_path
 
 pytestmark = [pytest.mark.usefixtures("replicator")]
@@ -203,3 +203,20 @@ def test_an_import_stream_that_ends_early_leaves_no_volume(root, stores):
     assert not list(Path(stores["mgdst"].path, "images").glob("7963/*"))
     with pytest.raises(StorageError, match="unsupported import format 'vmdk\\+size'"):
         stream.import_volume("mgdst:7963/vm-7963-disk-0.raw", "vmdk+size", io.BytesIO(data))
+
+
+@pytest.mark.parametrize(
+    ("config", "bwlimit", "expected"),
+    [
+        ({}, None, {"downtime-limit": 100, "max-bandwidth": 16 * 1024**3}),
+        (
+            {"migrate_downtime": "0.5", "migrate_speed": "10"},
+            None,
+            {"downtime-limit": 500, "max-bandwidth": 10 * 1024**2},
+        ),
+        ({"migrate_downtime": "0", "migrate_speed": "0"}, 4096, {"downtime-limit": 1, "max-bandwidth": 4096 * 1024}),
+        ({"migrate_speed": "100"}, 1024, {"downtime-limit": 100, "max-bandwidth": 1024 * 1024}),
+    ],
+)
+def test_the_vms_migrate_keys_and_bwlimit_set_qemus_parameters(config, bwlimit, expected):
+    assert online._parameters(VM(vmid=1, config=config), bwlimit) == expected

@@ -27,8 +27,9 @@ def test_parameters_take_the_lower_limit_and_default_like_qemu_server():
         "max-bandwidth": 2048 * 1024,
     }
     assert migration.parameters(migrate_speed=1, bwlimit=0)["max-bandwidth"] == 1024**2
+    assert migration.parameters(downtime=0)["downtime-limit"] == 1  # QEMU's smallest limit
     with pytest.raises(ValueError, match="migration_downtime"):
-        migration.parameters(downtime=0)
+        migration.parameters(downtime=-0.1)
 
 
 def test_progress_and_summary_lines_read_as_qemu_server_logs():

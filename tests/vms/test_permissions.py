@@ -53,6 +53,8 @@ def root_only(found) -> list[str]:
         ("onboot", "1", "VM.Config.Options"),
         ("protection", "1", "VM.Config.Options"),
         ("tags", "a;b", "VM.Config.Options"),
+        ("migrate_downtime", "0.3", "VM.Config.Options"),
+        ("migrate_speed", "100", "VM.Config.Options"),
         ("agent", "1", "VM.Config.Options"),
         ("boot", "order=scsi0", "VM.Config.Disk"),
     ],

@@ -42,8 +42,8 @@ def parameters(
     *, downtime: float | None = None, migrate_speed: int | None = None, bwlimit: int | None = None
 ) -> dict[str, int]:
     """``migrate-set-parameters`` arguments: ``downtime`` seconds, ``migrate_speed`` MiB/s, ``bwlimit`` KiB/s."""
-    if downtime is not None and downtime <= 0:
-        raise ValueError("migration_downtime must be > 0 seconds")
+    if downtime is not None and downtime < 0:  # 0 is allowed as in qemu-server: the 1 ms floor below
+        raise ValueError("migration_downtime must be >= 0 seconds")
     limits = [value for value in (migrate_speed and migrate_speed * 1024**2, bwlimit and bwlimit * 1024) if value]
     return {
         "downtime-limit": max(1, int((downtime if downtime is not None else DEFAULT_DOWNTIME) * 1000)),

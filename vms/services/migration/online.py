@@ -128,8 +128,8 @@ def migrate_vm(
 
 def _parameters(vm: VM, bwlimit: int | None) -> dict[str, int]:
     config = vm.config
-    downtime = float(config["migrate_downtime"]) if config.get("migrate_downtime") else None
-    speed = int(config["migrate_speed"]) if str(config.get("migrate_speed", "")).isdigit() else None
+    downtime = float(config["migrate_downtime"]) if "migrate_downtime" in config else None
+    speed = int(config["migrate_speed"]) if "migrate_speed" in config else None
     return qemu_migration.parameters(downtime=downtime, migrate_speed=speed, bwlimit=bwlimit)
 
 
