@@ -7,9 +7,11 @@ handle there.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -18,6 +20,11 @@ from portal.models import Task
 from portal.tasks import state
 from portal.tasks.logs import log_path
 from portal.tasks.upid import UPID, process_start_ticks
+
+INTERRUPTED = "received interrupt"  # the exit status of a stopped task, as Proxmox's
+# Task.worker of a task that is a command-line process of its own (qm, vzdump, qmrestore): a stop
+# request signals that process, as Proxmox kills a task's pid, instead of asking a Celery worker.
+OWN_PROCESS = "own process"
 
 # A UPID names its process and second: a second task of the same process, second, type, id and
 # user gets the next free second rather than a duplicate id.
@@ -108,3 +115,31 @@ def run_inline(type_: str, vmid: str, user: str, work: Callable[[TaskHandle], No
     else:
         handle.finish()
     return handle.upid
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise SystemExit(INTERRUPTED)
+
+
+@contextlib.contextmanager
+def own_process_task(type_: str, vmid: str, user: str) -> Iterator[TaskHandle]:
+    """A task whose process is this command's (``task stop`` SIGTERMs it, as Proxmox kills a task's pid).
+
+    SIGTERM raises SystemExit in the main thread, so the work's own cleanup runs as in a stopped
+    worker task; the task then ends ``received interrupt``. An exception ends it with its message
+    and propagates; a normal exit ends it OK (or with its warnings).
+    """
+    handle = TaskHandle.attach(create_task(type_, vmid, user, worker=OWN_PROCESS).upid)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield handle
+    except SystemExit:
+        state.finish(handle.upid, INTERRUPTED)
+        raise
+    except Exception as exc:
+        handle.finish(str(exc) or type(exc).__name__)
+        raise
+    else:
+        handle.finish()
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -15,9 +15,11 @@ running in a dead process (ended as an error, never run again).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import time
 from typing import Any
 
@@ -28,7 +30,7 @@ from django.db import transaction
 from portal.models import Task
 from portal.tasks import locks, state, task_secrets
 from portal.tasks.exceptions import TaskError
-from portal.tasks.index import TaskHandle, create_task
+from portal.tasks.index import INTERRUPTED, OWN_PROCESS, TaskHandle, create_task
 from portal.tasks.registry import get_operation
 from portal.tasks.upid import UPID, parse_upid, process_start_ticks
 
@@ -37,7 +39,6 @@ log = logging.getLogger(__name__)
 TASK_NAME = "cluster.run_task"
 HARD_LIMIT_GRACE = 10  # at most this many seconds between the soft limit (an exception) and the kill
 STOP_WAIT = 5.0  # seconds a stopped task gets to clean up before it is killed
-INTERRUPTED = "received interrupt"
 WORKER_LOST = "task process died unexpectedly (worker lost)"
 
 
@@ -217,6 +218,9 @@ def stop(upid: str) -> None:
     if task.status == Task.QUEUED and state.finish(upid, INTERRUPTED, from_status=(Task.QUEUED,)):
         app.control.revoke(upid)  # the worker drops the message (the row says stopped anyway)
         return
+    if task.worker == OWN_PROCESS:
+        _stop_own_process(task)
+        return
     if not task.operation:
         raise TaskError("unable to stop the task: it runs inside the API server, not in a worker")
     destination = [task.worker] if task.worker else None
@@ -225,6 +229,20 @@ def stop(upid: str) -> None:
     if task.status != Task.STOPPED and state.task_alive(task):
         app.control.revoke(upid, terminate=True, signal="SIGKILL", destination=destination)
         task = _wait_stopped_or_dead(upid, STOP_WAIT)
+    if task.status != Task.STOPPED and not state.task_alive(task):
+        end_dead(task, INTERRUPTED)
+
+
+def _stop_own_process(task: Task) -> None:
+    """SIGTERM the command-line process that is the task, SIGKILL it after STOP_WAIT; end the row if it could not."""
+    if task.node != settings.PVE_NODE_NAME:
+        raise TaskError(f"unable to stop the task: it runs on node '{task.node}'")
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        if task.status == Task.STOPPED or not state.task_alive(task):  # pid and start time: never a reused pid
+            break
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(task.pid, signum)  # type: ignore[arg-type]  # task_alive: a pid is set
+        task = _wait_stopped_or_dead(task.upid, STOP_WAIT)
     if task.status != Task.STOPPED and not state.task_alive(task):
         end_dead(task, INTERRUPTED)
 

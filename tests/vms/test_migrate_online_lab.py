@@ -3,9 +3,9 @@
 ``qm migrate --online 1`` on node1: the target QEMU starts paused on node2 with ``-incoming``,
 the memory goes through an SSH-forwarded unix socket (and, insecure, straight over TCP in the
 migration network), the config moves, the guest runs on node2 with the file it held in RAM,
-and exactly one QEMU is left. A migration stopped with SIGTERM (what ``task stop`` sends a
-worker's task) and one whose target QEMU is killed both leave the guest running on node1, no
-QEMU on node2, the config where it was and no lock. Run under the lab lock:
+and exactly one QEMU is left. A migration stopped as ``DELETE .../tasks/{upid}`` stops it (its
+process signalled) and one whose target QEMU is killed both leave the guest running on node1,
+no QEMU on node2, the config where it was and no lock. Run under the lab lock:
 ``flock /tmp/pve-lab.lock .venv/bin/pytest tests/vms/test_migrate_online_lab.py``.
 """
 
@@ -31,6 +31,12 @@ AGENT = (
     "import base64,sys; from vms.qemu import agent; v=int(sys.argv[1]); "
     f"agent.file_write(v, '{MARKER}', base64.b64encode(sys.argv[2].encode()).decode()) if len(sys.argv) > 2 else "
     f"print(agent.file_read(v, '{MARKER}', count=100)['content'])"
+)
+
+
+STOP_TASK = (
+    "from portal.models import Task; from portal.tasks import runner; "
+    "t = Task.objects.get(type='qmigrate', status=Task.RUNNING); runner.stop(t.upid); print(t.upid)"
 )
 
 
@@ -135,11 +141,18 @@ def test_a_stopped_migration_leaves_the_guest_running_on_the_source(lab, guest):
     migrating = start_migration(lab, "--bwlimit", "1024")  # 1 MiB/s: 256 MiB of RAM take minutes
     wait_line(migrating, "migration active, transferred")
     assert len(on_node(lab, 1)) == 1
-    migrating.send_signal(signal.SIGTERM)
+    # what DELETE /nodes/node1/tasks/{upid} runs after its permission check: the task's process is signalled
+    stopped = qm(lab, 0, "shell", "-c", STOP_TASK)
+    assert stopped.returncode == 0, stopped.stderr
+    upid = stopped.stdout.strip().splitlines()[-1]
     out, err = migrating.communicate(timeout=120)
     assert migrating.returncode != 0
     assert "target VM 9811 on node" in out and "stopped" in out, (out, err)
     assert_still_on_node1(lab, config)
+    ended = qm(
+        lab, 0, "shell", "-c", f"from portal.models import Task; print(Task.objects.get(upid={upid!r}).exitstatus)"
+    )
+    assert ended.stdout.strip() == "received interrupt", ended.stdout + ended.stderr
 
 
 def test_a_killed_target_fails_the_migration_and_the_source_runs_on(lab, guest):

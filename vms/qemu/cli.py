@@ -8,12 +8,11 @@ commands through QMP ``human-monitor-command``.
 from __future__ import annotations
 
 import shlex
-import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from portal.tasks.index import TaskHandle
+from portal.tasks.index import TaskHandle, own_process_task
 from vms.models import VM
 from vms.qemu import hibernate, incoming, lifecycle, process, qmp
 
@@ -129,39 +128,16 @@ def _migration_target(verb: str, vmid: int, options: dict[str, str], log: Callab
     )
 
 
-def stoppable(function: Callable[..., None]) -> Callable[..., None]:
-    """``function`` run with SIGTERM raising SystemExit (as a worker's task stop), so its cleanup runs."""
-
-    def run(*args: Any, **kwargs: Any) -> None:
-        previous = signal.getsignal(signal.SIGTERM)
-
-        def stop(signum: int, frame: object) -> None:
-            raise SystemExit(f"received signal {signum}: task stopped")
-
-        signal.signal(signal.SIGTERM, stop)
-        try:
-            function(*args, **kwargs)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-
-    return run
-
-
 def run_task(verb: str, vm: VM, options: dict[str, str], out: TextIO) -> str:
     """Run a power verb as a task of this process, echoing its log; its UPID (an error raises)."""
     type_ = "qmsuspend" if verb == "suspend" and options.get("todisk") == "1" else TASK_TYPES[verb]
-    task = TaskHandle(type_, str(vm.vmid), "root@pam")
+    with own_process_task(type_, str(vm.vmid), "root@pam") as task:
 
-    def log(line: str) -> None:
-        task.log(line)
-        out.write(line + "\n")
+        def log(line: str) -> None:
+            task.log(line)
+            out.write(line + "\n")
 
-    try:
         _power(verb, vm.vmid, options, task, log)
-    except Exception as exc:
-        task.finish(str(exc) or type(exc).__name__)
-        raise
-    task.finish()
     return task.upid
 
 

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from authz.models import SUPERUSER, User
-from portal.tasks.index import TaskHandle
+from portal.tasks.index import own_process_task
 from replicator.exceptions import ReplicationError
 from vms import lookups, services
 from vms.config import ConfigError
@@ -22,7 +22,7 @@ from vms.management.commands import _qm_snapshots as qm_snapshots
 from vms.models import VM
 from vms.qemu import cli as power
 from vms.qemu.agent import SIMPLE_COMMANDS, AgentError, simple_command
-from vms.qemu.cli import POWER_VERBS, stoppable
+from vms.qemu.cli import POWER_VERBS
 from vms.runtime_paths import vm_pid
 from vms.services import clone, migration
 
@@ -172,19 +172,14 @@ class Command(BaseCommand):
 
     def _as_task(self, type_: str, vm: VM, work: Callable[[Callable[[str], None], str], object]) -> None:
         """Run ``work(log, upid)`` as a task of this process, its log lines shown as they are written."""
-        task = TaskHandle(type_, str(vm.vmid), SUPERUSER)
+        with own_process_task(type_, str(vm.vmid), SUPERUSER) as task:
 
-        def log(line: str) -> None:
-            task.log(line)
-            self.stdout.write(line)
-            self.stdout.flush()
+            def log(line: str) -> None:
+                task.log(line)
+                self.stdout.write(line)
+                self.stdout.flush()
 
-        try:
             work(log, task.upid)
-        except Exception as exc:
-            task.finish(str(exc) or type(exc).__name__)
-            raise
-        task.finish()
 
     def _template(self, vmid: str, options: dict[str, str]) -> None:
         """``qm template <vmid> [--disk <drive>]``: the VM's disks made read-only base volumes."""
@@ -222,7 +217,7 @@ class Command(BaseCommand):
         self._as_task(
             "qmigrate",
             vm,
-            lambda log, upid: stoppable(migration.migrate_vm)(
+            lambda log, upid: migration.migrate_vm(
                 plan,
                 owner=upid,
                 user=SUPERUSER,

@@ -12,7 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from authz.models import SUPERUSER, User
-from portal.tasks.index import TaskHandle
+from portal.tasks.index import own_process_task
 from vms.config import ConfigError
 from vms.exceptions import VMError
 from vms.services.backup import restore
@@ -55,16 +55,14 @@ class Command(BaseCommand):
             raise CommandError("; ".join(f"{k}: {v}" for k, v in exc.errors.items())) from None
         except VMError as exc:
             raise CommandError(str(exc)) from None
-        task = TaskHandle("qmrestore", str(plan.vmid), SUPERUSER)
-
-        def log(line: str) -> None:
-            task.log(line)
-            self.stdout.write(line)
-            self.stdout.flush()
-
         try:
-            restore.restore(plan, actor=root, owner=task.upid, log=log)
+            with own_process_task("qmrestore", str(plan.vmid), SUPERUSER) as task:
+
+                def log(line: str) -> None:
+                    task.log(line)
+                    self.stdout.write(line)
+                    self.stdout.flush()
+
+                restore.restore(plan, actor=root, owner=task.upid, log=log)
         except Exception as exc:
-            task.finish(str(exc) or type(exc).__name__)
             raise CommandError(str(exc)) from None
-        task.finish()

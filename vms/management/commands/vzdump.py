@@ -11,7 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from authz.models import SUPERUSER
-from portal.tasks.index import TaskHandle
+from portal.tasks.index import own_process_task
 from vms.config import ConfigError
 from vms.exceptions import VMError
 from vms.services import backup
@@ -42,20 +42,18 @@ class Command(BaseCommand):
             raise CommandError("; ".join(f"{k}: {v}" for k, v in exc.errors.items())) from None
         except VMError as exc:
             raise CommandError(str(exc)) from None
-        task = TaskHandle("vzdump", str(plan.vmids[0]) if len(plan.vmids) == 1 else "", SUPERUSER)
-
-        def log(line: str) -> None:
-            task.log(line)
-            self.stdout.write(line)
-            self.stdout.flush()
-
-        def warn(line: str) -> None:
-            task.warn(line)
-            self.stdout.write(f"WARN: {line}")
-
         try:
-            backup.vzdump(options, owner=task.upid, log=log, warn=warn)
+            with own_process_task("vzdump", str(plan.vmids[0]) if len(plan.vmids) == 1 else "", SUPERUSER) as task:
+
+                def log(line: str) -> None:
+                    task.log(line)
+                    self.stdout.write(line)
+                    self.stdout.flush()
+
+                def warn(line: str) -> None:
+                    task.warn(line)
+                    self.stdout.write(f"WARN: {line}")
+
+                backup.vzdump(options, owner=task.upid, log=log, warn=warn)
         except Exception as exc:
-            task.finish(str(exc) or type(exc).__name__)
             raise CommandError(str(exc)) from None
-        task.finish()
