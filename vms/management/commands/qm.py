@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from vms.management.commands import _qm_disks as qm_disks
 from vms.management.commands import _qm_snapshots as qm_snapshots
 from vms.models import VM
 from vms.qemu import cli as power
+from vms.qemu import mtunnel
 from vms.qemu.agent import SIMPLE_COMMANDS, AgentError, simple_command
 from vms.qemu.cli import POWER_VERBS
 from vms.runtime_paths import vm_pid
@@ -77,6 +79,7 @@ class Command(BaseCommand):
                 "clone",
                 "template",
                 "migrate",
+                "mtunnel",
                 *POWER_VERBS,
                 *qm_disks.VERBS,
                 *qm_snapshots.VERBS,
@@ -90,6 +93,9 @@ class Command(BaseCommand):
         try:
             if verb == "list":
                 self._list()
+                return
+            if verb == "mtunnel":  # the target's command channel of a live migration (root over node SSH)
+                mtunnel.serve(sys.stdin, self._answer)
                 return
             if vmid is None:
                 raise CommandError(f"qm {verb} needs a VMID")
@@ -112,6 +118,10 @@ class Command(BaseCommand):
             raise CommandError(f"400 Parameter verification failed.\n{details}") from None
         except (VMError, ReplicationError, AgentError, power.CLIError) as exc:
             raise CommandError(str(exc)) from None
+
+    def _answer(self, line: str) -> None:
+        self.stdout.write(line)
+        self.stdout.flush()
 
     def _vm(self, vmid: str) -> VM:
         from vms.config import validate_vmid

@@ -146,6 +146,7 @@ def _migrate(
     """Phase 2 and 3; whether there were problems after the ownership moved (the migration itself done)."""
     machine = snapshots.current_machine(vm.vmid)
     shell = remote.connect(plan.target)
+    commands = _command_tunnel(shell, log)
     tunnels: list[Tunnel] = []
     mirrors = nbd.Mirrors(vm.vmid, log)
     copied: dict[str, str] = {}  # source volume id -> its copy on the target
@@ -200,7 +201,31 @@ def _migrate(
             tunnel.close()
         if not moved:
             shell.close()
-    return _finish(shell, vm, plan, log, list(copied))
+    return _finish(shell, commands, vm, plan, log, list(copied))
+
+
+def _command_tunnel(shell: remote.NodeShell, log: Log) -> remote.CommandTunnel | None:
+    """The target's ``qm mtunnel``, started now so that it is up when the guest is resumed (None: resume without)."""
+    try:
+        return remote.CommandTunnel(shell)
+    except VMError as exc:
+        log(f"WARN: no migration tunnel on node '{shell.node}' ({exc}): the resume starts a command there")
+        return None
+
+
+def _resume_target(shell: remote.NodeShell, commands: remote.CommandTunnel | None, vmid: int, log: Log) -> None:
+    """Resume the guest on the target through its tunnel, else (or when that fails) with ``qm resume`` there."""
+    if commands is not None:
+        try:
+            commands.command(f"resume {vmid}")
+            with contextlib.suppress(VMError):
+                commands.command("quit")
+            return
+        except VMError as exc:
+            log(f"WARN: resume through the migration tunnel failed ({exc}), trying 'qm resume'")
+    result = shell.run(remote.manage_argv("qm", "resume", str(vmid), "--nocheck", "1"))
+    if result.returncode != 0:
+        raise VMError(result.output())
 
 
 def _tunnel(
@@ -228,17 +253,20 @@ def _stop_target(shell: remote.NodeShell, vmid: int, source: str, log: Log) -> N
         log(f"ERROR: could not stop VM {vmid} on node '{shell.node}', check manually: {result.output()}")
 
 
-def _finish(shell: remote.NodeShell, vm: VM, plan: MigratePlan, log: Log, copied: list[str]) -> bool:
+def _finish(
+    shell: remote.NodeShell,
+    commands: remote.CommandTunnel | None,
+    vm: VM,
+    plan: MigratePlan,
+    log: Log,
+    copied: list[str],
+) -> bool:
     """After the ownership moved: resume the target, end the source QEMU, free the source's copied
     volumes (only once no QEMU uses them); whether anything went wrong."""
     problems = False
     try:
-        result = shell.run(remote.manage_argv("qm", "resume", str(vm.vmid), "--nocheck", "1"))
-        if result.returncode != 0:
-            problems = True
-            log(f"ERROR: unable to resume VM {vm.vmid} on node '{plan.target}': {result.output()}")
-        else:
-            log(f"VM {vm.vmid} resumed on node '{plan.target}'")
+        _resume_target(shell, commands, vm.vmid, log)
+        log(f"VM {vm.vmid} resumed on node '{plan.target}'")
     except VMError as exc:
         problems = True
         log(f"ERROR: unable to resume VM {vm.vmid} on node '{plan.target}': {exc}")

@@ -43,7 +43,17 @@ class NodeShell(Protocol):
 
     def run(self, argv: list[str], *, stdin: Iterable[bytes] = ()) -> Result: ...
 
+    def dialogue(self, argv: list[str], *, timeout: float) -> Dialogue:
+        """``argv`` started there, talked to line by line (reads wait at most ``timeout`` seconds)."""
+        ...
+
     def close(self) -> None: ...
+
+
+class Dialogue(Protocol):
+    def readline(self) -> str: ...
+
+    def send(self, line: str) -> None: ...
 
 
 class SshShell:
@@ -78,6 +88,12 @@ class SshShell:
             err = dialogue.stderr.read().decode(errors="replace")
             return Result(dialogue.stdout.channel.recv_exit_status(), out, err)
         except (self._errors, OSError) as exc:
+            raise VMError(f"command on node '{self.node}' failed: {exc}") from None
+
+    def dialogue(self, argv: list[str], *, timeout: float) -> Dialogue:
+        try:
+            return self.connection.dialogue(argv, timeout=timeout)
+        except self._errors as exc:
             raise VMError(f"command on node '{self.node}' failed: {exc}") from None
 
     def close(self) -> None:
@@ -138,3 +154,31 @@ def free_volume(shell: NodeShell, volid: str) -> None:
     result = shell.run(manage_argv("pvesm", "free", volid))
     if result.returncode != 0:
         raise StorageError(f"unable to free '{volid}' on node '{shell.node}': {result.output()}")
+
+
+class CommandTunnel:
+    """``qm mtunnel`` on the target, started early (its start overlaps the migration); ``command`` waits for ``OK``."""
+
+    TIMEOUT = 60.0  # seconds for "tunnel online" and for each answer
+
+    def __init__(self, shell: NodeShell) -> None:
+        self.node = shell.node
+        self.online = False
+        self._dialogue = shell.dialogue(manage_argv("qm", "mtunnel"), timeout=self.TIMEOUT)
+
+    def command(self, line: str) -> None:
+        """Send one command; VMError with the target's reason unless it answers ``OK``."""
+        try:
+            if not self.online:
+                first = self._dialogue.readline().strip()
+                if first != "tunnel online":
+                    raise VMError(f"no migration tunnel on node '{self.node}': {first or 'it ended'}")
+                self.online = True
+            self._dialogue.send(line)
+            answer = self._dialogue.readline().strip()
+        except VMError:
+            raise
+        except Exception as exc:  # the SSH layer's errors, timeouts, a closed channel
+            raise VMError(f"migration tunnel to node '{self.node}' failed: {exc}") from None
+        if answer != "OK":
+            raise VMError(answer.removeprefix("ERR: ") or f"the migration tunnel on node '{self.node}' ended")
