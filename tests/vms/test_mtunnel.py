@@ -103,8 +103,9 @@ def test_the_client_waits_for_online_then_for_ok():
     tunnel = remote.CommandTunnel(shell)  # type: ignore[arg-type]
     assert shell.started == [remote.manage_argv("qm", "mtunnel")]
     tunnel.command("resume 100")
-    with pytest.raises(VMError, match="^resume failed - VM 100 not running$"):
+    with pytest.raises(VMError) as refused:
         tunnel.command("resume 100")
+    assert str(refused.value) == "resume failed - VM 100 not running"
     assert shell.peer.sent == ["resume 100", "resume 100"]
 
 
@@ -118,5 +119,6 @@ def test_the_client_waits_for_online_then_for_ok():
 )
 def test_the_client_fails_clearly_when_the_peer_does_not_answer(lines, message):
     tunnel = remote.CommandTunnel(Shell(Peer(*lines)))  # type: ignore[arg-type]
-    with pytest.raises(VMError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(VMError) as refused:
         tunnel.command("resume 100")
+    assert str(refused.value).startswith(message)
