@@ -15,6 +15,7 @@ PACKAGES=(
   corosync-qdevice corosync-qnetd           # QDevice: the third vote of a two-node cluster (and its lab arbiter)
   qemu-system-x86 qemu-utils ipxe-qemu      # VMs, disk images, NIC option ROMs (a Recommends)
   zstd                                      # vzdump archives (.tar.zst)
+  libnbd-bin                                # nbdcopy: a running VM's fleeced disks streamed into its backup
   ovmf                                      # UEFI firmware for `bios: ovmf` VMs (OVMF_CODE/OVMF_VARS)
   btrfs-progs                               # the btrfs storage plugin (subvolumes, snapshots; tests on a loop device)
   openssh-server                            # node-to-node channel

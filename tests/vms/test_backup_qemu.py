@@ -8,12 +8,14 @@ killed whatever the outcome.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -23,6 +25,7 @@ from vms.config import ConfigError
 from vms.exceptions import VMError
 from vms.models import VM, Storage
 from vms.property_strings import property_string_parse
+from vms.qemu import fleecing as fleecing_module
 from vms.qemu import lifecycle, process, qmp
 from vms.services.backup import archive, restore, vzdump
 from vms.storage import volume_path, volumes
@@ -143,8 +146,13 @@ def test_stopped_vm_archive_holds_its_volumes_and_config(root, store, tmp_path):
     services.destroy_vm(VM.objects.get(vmid=vmid), actor=root)
 
 
-def test_running_vm_snapshot_backup_is_the_disk_at_the_job_start(root, store, tmp_path):
-    """The guest side writes while the job copies (slowly: bwlimit); the archive holds the old block."""
+@pytest.mark.parametrize("fleecing", [True, False], ids=["fleecing", "copied-first"])
+def test_running_vm_snapshot_backup_is_the_disk_at_the_job_start(root, store, tmp_path, fleecing):
+    """The guest side writes while the disk is read (slowly: bwlimit); the archive holds the old block.
+
+    Fleecing streams the disk while the guest runs; when QEMU refuses it, the backup job copies
+    the disk first (the fallback), with the same result.
+    """
     vmid = 9701
     vm = services.create_vm(
         vmid, {"name": "bk-live", "memory": "64", "scsi0": "bk-dir:0.015625"}, node="testnode", actor=root
@@ -167,19 +175,30 @@ def test_running_vm_snapshot_backup_is_the_disk_at_the_job_start(root, store, tm
     writer = threading.Thread(target=write_during_job)
     writer.start()
     lines: list[str] = []
+    refuse = mock.patch.object(fleecing_module.Fleece, "start", side_effect=qmp.QMPCommandError("refused here"))
     try:
-        written = vzdump(
-            {"vmid": str(vmid), "storage": "bk-dir", "bwlimit": "1024", "compress": "gzip", "protected": "1"},
-            owner=OWNER,
-            log=lines.append,
-            warn=lines.append,
-        )
+        with refuse if not fleecing else contextlib.nullcontext():
+            written = vzdump(
+                {"vmid": str(vmid), "storage": "bk-dir", "bwlimit": "1024", "compress": "gzip", "protected": "1"},
+                owner=OWNER,
+                log=lines.append,
+                warn=lines.append,
+            )
     finally:
         writer.join()
     assert not errors, errors
     assert "INFO: backup mode: snapshot" in lines
+    if fleecing:
+        assert any("started backup fleecing" in line for line in lines), lines
+    else:
+        assert "INFO: backup fleecing not possible (refused here): copying the disks first" in lines, lines
+        assert any("started backup job" in line for line in lines), lines
     assert qmp.status(vmid) == "running"
     assert not qmp.command(vmid, "query-block-jobs")  # the job is gone
+    nodes = [entry.get("node-name", "") for entry in qmp.command(vmid, "query-named-block-nodes")]
+    assert not [name for name in nodes if name.startswith("fleece-")]  # no overlay left in QEMU
+    with pytest.raises(qmp.QMPCommandError, match="not running"):
+        qmp.command(vmid, "nbd-server-stop")  # no export left
     content = members(archive_path(store, written[0]))
     disk = content["disk-scsi0.raw"]
     assert len(disk) == 16 * MIB

@@ -147,6 +147,28 @@ class _ImageReader:
         return data
 
 
+class _StreamReader:
+    """Exactly ``size`` bytes of the pipe ``stream``, counted by ``meter``; ArchiveError if it ends early."""
+
+    def __init__(self, stream: IO[bytes], size: int, meter: Meter) -> None:
+        self.stream, self.size, self.left, self.meter = stream, size, size, meter
+
+    def read(self, size: int = -1) -> bytes:
+        want = min(self.left, size if size and size > 0 else CHUNK)
+        parts, got = [], 0
+        while got < want:
+            data = self.stream.read(want - got)
+            if not data:
+                raise ArchiveError(
+                    f"{self.meter.label}: the image ended after {self.size - self.left + got} of {self.size} bytes"
+                )
+            parts.append(data)
+            got += len(data)
+        self.left -= got
+        self.meter.add(got)
+        return b"".join(parts)
+
+
 def _widen(pipe: IO[bytes] | None) -> None:
     """A 1 MiB pipe to the compressor (Linux's 64 KiB means 16 wake-ups per chunk); best effort."""
     if pipe is not None:
@@ -187,6 +209,10 @@ class ArchiveWriter:
         """The first ``size`` bytes of the raw image ``path`` (a shorter file is padded with zeros)."""
         with open(path, "rb") as handle:
             self._tar.addfile(self._info(name, size), _ImageReader(handle, size, meter))
+
+    def add_stream(self, name: str, stream: IO[bytes], size: int, meter: Meter) -> None:
+        """Exactly ``size`` bytes read from ``stream`` (a pipe); a shorter stream fails the archive."""
+        self._tar.addfile(self._info(name, size), _StreamReader(stream, size, meter))
 
     def commit(self) -> Path:
         self._tar.close()

@@ -11,9 +11,10 @@ and checks ``actor``'s privileges (VM.Backup on each VM, Datastore.AllocateSpace
 without writing; ``owner`` is the running task's UPID (the holder of each VM's ``lock: backup``).
 
 Modes: a stopped VM's volumes are read directly (``stop``, whatever was asked); ``snapshot``
-copies a running VM at one instant with QEMU's backup job (``vms.qemu.backupjob``), its
-filesystems frozen by the guest agent around the job's start when ``agent`` is on; ``suspend``
-pauses the vCPUs for that start instead (Proxmox resumes as soon as the job has started);
+reads a running VM's disks as they were at one instant while it runs (fleecing, else QEMU's
+backup job copies them first: :mod:`.live`), its filesystems frozen by the guest agent around
+that start when ``agent`` is on; ``suspend`` pauses the vCPUs for the start instead (Proxmox
+resumes as soon as the job has started);
 ``stop`` shuts the guest down, copies its volumes, and starts it again if it was running.
 """
 
@@ -42,9 +43,10 @@ from vms.exceptions import StorageError, VMError
 from vms.models import VM, Storage
 from vms.permissions import Need
 from vms.property_strings import property_string_parse, shown
-from vms.qemu import agent, backupjob, lifecycle, qmp
+from vms.qemu import lifecycle
+from vms.qemu.fleecing import Fleece
 from vms.runtime_paths import vm_pid
-from vms.services.backup import archive, prune
+from vms.services.backup import archive, live, prune
 from vms.storage import backups, check_available, qemu_img, resolve, volumes
 from vms.storage.volnames import format_size
 
@@ -227,47 +229,6 @@ def backup_disks(config: Mapping[str, str], log: Log) -> list[Disk]:
     return found
 
 
-def _freeze_enabled(config: Mapping[str, str]) -> bool:
-    if not config.get("agent"):
-        return False
-    items = property_string_parse(config["agent"], default_key="enabled")
-    return items.get("enabled") == "1" and items.get("freeze-fs-on-backup", "1") == "1"
-
-
-def _live_copy(vm: VM, plan: Plan, disks: list[Disk], tmpdir: Path, log: Log, warn: Log) -> dict[str, str]:
-    """``snapshot``/``suspend``: QEMU's backup job of every disk into raw files under ``tmpdir``, one instant."""
-    targets = {f"drive-{d.key}": str(tmpdir / f"disk-{d.key}.raw") for d in disks}
-    if not targets:
-        return {}
-    frozen = paused = False
-    if plan.mode == "snapshot" and _freeze_enabled(vm.config):
-        log("issuing guest-agent 'fs-freeze' command")
-        try:
-            agent.fsfreeze_freeze(vm.vmid)
-            frozen = True
-        except agent.AgentError as exc:
-            warn(f"unable to freeze guest filesystems: {exc}")
-    if plan.mode == "suspend" and qmp.status(vm.vmid) == "running":
-        log("suspending guest")
-        qmp.command(vm.vmid, "stop")
-        paused = True
-    try:
-        log("started backup job (copy-before-write: the disks as they are now)")
-        backupjob.start(vm.vmid, targets, bwlimit=plan.bwlimit)
-    finally:
-        if frozen:
-            log("issuing guest-agent 'fs-thaw' command")
-            try:
-                agent.fsfreeze_thaw(vm.vmid)
-            except agent.AgentError as exc:
-                warn(f"unable to thaw guest filesystems: {exc}")
-        if paused:
-            qmp.command(vm.vmid, "cont")
-            log("resuming VM again")
-    backupjob.wait(vm.vmid, list(targets), log=log)
-    return {d.key: targets[f"drive-{d.key}"] for d in disks}
-
-
 def _offline_source(disk: Disk, tmpdir: Path, log: Log) -> str:
     """A raw file holding ``disk``'s bytes: the volume itself when raw, else a sparse converted copy."""
     storage, plugin, name = resolve(disk.volid)
@@ -364,6 +325,8 @@ def _backup_locked(vm: VM, plan: Plan, *, log: Log, warn: Log) -> str:
     tmpdir = dump / f".{archive.base_name(vm.vmid, started)}.tmp"
     tmpdir.mkdir()
     writer = None
+    fleece: Fleece | None = None
+    sources: dict[str, str] = {}
     restart = False
     try:
         vmlog.info(f"creating vzdump archive '{target}'")
@@ -372,13 +335,23 @@ def _backup_locked(vm: VM, plan: Plan, *, log: Log, warn: Log) -> str:
             lifecycle.shutdown_vm(vm.vmid, log=vmlog.info, warn=vmlog.warn, skiplock=True, timeout=plan.stopwait * 60)
             restart = True
             running = False
-        sources = _live_copy(vm, plan, disks, tmpdir, vmlog.info, vmlog.warn) if running else {}
+        if running:
+            fleece = live.start_fleecing(vm, mode, {d.key: d.size for d in disks}, tmpdir, vmlog.info, vmlog.warn)
+        if running and fleece is None:
+            keys = [d.key for d in disks]
+            sources = live.copy_disks(vm, mode, keys, tmpdir, vmlog.info, vmlog.warn, plan.bwlimit)
         writer = archive.ArchiveWriter(target, tmpdir / name, plan.compress, ionice=plan.ionice)
         writer.add_bytes(archive.CONFIG_MEMBER, archive.backup_config(vm.full_config(), _map(disks)).encode())
         for disk in disks:
-            source = sources.get(disk.key) or _offline_source(disk, tmpdir, vmlog.info)
-            meter = archive.Meter(disk.key, disk.size, vmlog.info, None if running else plan.bwlimit)
-            writer.add_image(f"disk-{disk.key}.raw", source, disk.size, meter)
+            member = f"disk-{disk.key}.raw"
+            copied = running and fleece is None  # the backup job applied bwlimit already
+            meter = archive.Meter(disk.key, disk.size, vmlog.info, None if copied else plan.bwlimit)
+            if fleece is not None:
+                writer.add_stream(member, fleece.reader(f"drive-{disk.key}"), disk.size, meter)
+                fleece.check_readers()
+            else:
+                source = sources.get(disk.key) or _offline_source(disk, tmpdir, vmlog.info)
+                writer.add_image(member, source, disk.size, meter)
         if restart:
             vmlog.info("restarting virtual guest")
             lifecycle.start_vm(vm.vmid, log=vmlog.info, skiplock=True)
@@ -393,6 +366,8 @@ def _backup_locked(vm: VM, plan: Plan, *, log: Log, warn: Log) -> str:
                 lifecycle.start_vm(vm.vmid, log=vmlog.info, skiplock=True)
         raise
     finally:
+        if fleece is not None:
+            fleece.close()
         shutil.rmtree(tmpdir, ignore_errors=True)
     vmlog.info(f"archive file size: {format_size(target.stat().st_size)}")
     files = backups.side_files(target)
