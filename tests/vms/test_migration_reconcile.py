@@ -60,8 +60,10 @@ def test_only_a_migration_target_counts_as_started_incoming(monkeypatch):
     from vms.qemu import migration_reconcile
 
     for value, expected in (("unix:/run/100.migrate", True), ("tcp:10.0.0.1:60000", True), ("exec:cat /s", False)):
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "-incoming", value])
+        script = "import time; print('up', flush=True); time.sleep(30)"
+        child = subprocess.Popen([sys.executable, "-c", script, "-incoming", value], stdout=subprocess.PIPE, text=True)
         try:
+            assert child.stdout is not None and child.stdout.readline() == "up\n"  # its argv is in place
             monkeypatch.setattr(migration_reconcile, "vm_pid", lambda vmid, pid=child.pid: pid)
             assert migration_reconcile._started_incoming(100) is expected, value
         finally:
