@@ -279,7 +279,8 @@ def test_online_migration_with_a_local_disk_mirrors_it_while_the_guest_writes(la
         os.kill(target, signal.SIGKILL)
         out, err = migrating.communicate(timeout=120)
         assert migrating.returncode != 0 and "migration aborted" in out, (out, err)
-        assert f"freed '{source_volid}' on the target again" in out, out
+        # the target's qm stop --migratedfrom freed the image it had allocated
+        assert f"freed '{source_volid}', a copy of an unfinished migration on node '{node1}'" in out, out
         assert not source_path.exists(), "the target's new image was left behind"
         assert qm(lab, 1, "qm", "config", str(DISK_VMID)).stdout == config
         assert "qmpstatus: running" in qm(lab, 1, "qm", "status", str(DISK_VMID), "--verbose", "1").stdout

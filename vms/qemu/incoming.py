@@ -12,7 +12,9 @@ Local disks (``disks``: drive key -> target storage, format and size, as the sou
 QEMU sees them): each gets a new image on this node, QEMU uses those, and an NBD server exports
 them writable (unix socket next to the memory's, or TCP in the migration network) for the
 source's ``drive-mirror``: one ``storage migration listens on nbd:... volume:<volid>`` line each.
-The NBD server is stopped before the guest is resumed (qemu-server's ``qm nbdstop``).
+The NBD server is stopped before the guest is resumed (qemu-server's ``qm nbdstop``). The new
+images are recorded (:mod:`.incoming_volumes`) until the resume makes them the VM's disks or a
+stop of the unfinished migration frees them.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from django.conf import settings
 from vms.exceptions import VMError
 from vms.models import VM, Storage
 from vms.property_strings import property_string_format, property_string_parse
-from vms.qemu import drives, migration, process, qmp
+from vms.qemu import drives, incoming_volumes, migration, process, qmp
 from vms.runtime_paths import run_dir
 from vms.storage import volumes
 
@@ -198,7 +200,10 @@ def start_incoming(
         uri = f"tcp:{host}:{_free_port(address)}"
     else:
         raise VMError(f"unknown stateuri '{stateuri}' (unix or tcp)")
+    incoming_volumes.free_recorded(vm.vmid, volumes.free_volume, log)  # an earlier attempt's leftovers
     made = _allocate(vm, disks, log) if disks else {}
+    if made:
+        incoming_volumes.remember(vm.vmid, migratedfrom, list(made.values()))
     config = _with_volumes(dict(vm.config), made)
     if machine:
         config["machine"] = machine
@@ -212,6 +217,7 @@ def start_incoming(
         process.cleanup(vm.vmid, vm.config)
         Path(nbd_socket_path(vm.vmid)).unlink(missing_ok=True)
         _free(list(made.values()), log)
+        incoming_volumes.forget(vm.vmid)
         raise
     for line in nbd_lines:
         log(line)
@@ -230,6 +236,7 @@ def stop_incoming(vmid: int, *, migratedfrom: str, log: Log) -> None:
     (run_dir() / f"{vm.vmid}.migrate").unlink(missing_ok=True)
     Path(nbd_socket_path(vm.vmid)).unlink(missing_ok=True)
     log(f"VM {vmid} stopped")
+    incoming_volumes.free_recorded(vm.vmid, volumes.free_volume, log)  # the local disks' copies
 
 
 def resume_incoming(vmid: int, *, log: Log, wait: float = RESUME_WAIT) -> None:
@@ -251,4 +258,5 @@ def resume_incoming(vmid: int, *, log: Log, wait: float = RESUME_WAIT) -> None:
     Path(nbd_socket_path(vmid)).unlink(missing_ok=True)
     if state != "running":
         qmp.command(vmid, "cont")
+    incoming_volumes.forget(vmid)  # the copies are the VM's disks now
     log(f"VM {vmid} resumed")

@@ -22,8 +22,11 @@ nothing here touches the VM. Once it is not, every QEMU of this node is judged (
 Each resolution is written to the cluster log. Nothing is done without quorum: the replicated
 state may then be stale and writes are refused anyway. The VM watcher (``qmeventd``) runs
 :func:`reconcile` every ``EVERY_ROUNDS`` rounds, so it also runs right after a node starts.
-Not handled: copies of local disks a crashed offline or NBD migration left on the target (they
-belong to no VM config; ``qm rescan``/``pvesm free`` them by hand).
+The images a live migration's target allocated for the local disks are recorded there until the
+migration ends (:mod:`.incoming_volumes`); a record left with no QEMU (the target crashed, or the
+source died and the leftover QEMU was stopped) is settled in the same pass: the images freed if
+the VM is not this node's, forgotten if it is. Not handled: volumes a crashed *offline*
+migration had streamed to the target (``pvesm free`` them by hand).
 """
 
 from __future__ import annotations
@@ -43,9 +46,10 @@ from replicator.exceptions import ReplicationError
 from vms.exceptions import VMError, VMLocked
 from vms.leases import config_lock
 from vms.models import VM
-from vms.qemu import incoming, process, qmp
+from vms.qemu import incoming, incoming_volumes, process, qmp
 from vms.qemu import migration as qemu_migration
 from vms.runtime_paths import pause_marker, vm_file, vm_pid
+from vms.storage.volumes import free_volume
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ class Action(enum.Enum):
     STOP = "stop"
     RESUME = "resume"
     CANCEL = "cancel"
+    FREE = "free"  # the images a dead migration's target had allocated, with no QEMU left
 
 
 OUTGOING = ("active", "setup", "cancelling", "pre-switchover", "device", "wait-unplug")
@@ -195,11 +200,29 @@ def reconcile(note: Callable[[str], None] | None = None) -> dict[int, Action]:
     """One pass over this node's QEMUs; what was done (nothing without quorum)."""
     node = settings.PVE_NODE_NAME
     running = process.running_vmids()
-    if not running or not quorate():
+    records = incoming_volumes.pending()
+    if not (running or records) or not quorate():
         return {}
     done: dict[int, Action] = {}
     for seen in observe(running, node):
         action = decide(seen, node)
         if action is not Action.KEEP and resolve(seen, action, node, note):
             done[seen.vmid] = action
+    for vmid in records:
+        if vmid not in running and _settle(vmid, node, note):
+            done[vmid] = Action.FREE
     return done
+
+
+def _settle(vmid: int, node: str, note: Callable[[str], None] | None) -> bool:
+    """A target's record of copies with no QEMU here (either node crashed): whether its images were freed."""
+    quiet: Callable[[str], None] = lambda line: log.info("VM %s: %s", vmid, line)  # noqa: E731
+    try:
+        with config_lock(vmid, timeout=0):
+            outcome = incoming_volumes.settle(vmid, running=vm_pid(vmid) is not None, free=free_volume, log=quiet)
+    except VMLocked:
+        return False
+    if outcome != "freed":
+        return False
+    _say(f"VM {vmid}: freed on node '{node}' the disk copies of a migration to it that never finished", note)
+    return True

@@ -150,6 +150,7 @@ def _migrate(
     tunnels: list[Tunnel] = []
     mirrors = nbd.Mirrors(vm.vmid, log)
     copied: dict[str, str] = {}  # source volume id -> its copy on the target
+    exported: set[str] = set()  # copies the target allocated itself (and frees when stopped)
     target_started = moved = False
     try:
         if disks.streamed:
@@ -167,6 +168,7 @@ def _migrate(
             listening = qemu_migration.parse_listen_lines(result.stdout)
         for key, (_uri, volid) in listening.disks.items():
             copied[disks.mirrored[key]] = volid  # before anything can fail: freed again on failure
+            exported.add(volid)
         target_started = result.returncode == 0
         if not target_started:
             raise VMError(f"start of VM {vm.vmid} on node '{plan.target}' failed: {result.output()}")
@@ -192,9 +194,9 @@ def _migrate(
         vm.node_id = plan.source
         mirrors.cancel()
         qemu_migration.cancel(vm.vmid, log=log)
-        if target_started:
-            _stop_target(shell, vm.vmid, plan.source, log)
-        offline.free_copies(shell, list(copied.values()), log)
+        stopped = target_started and _stop_target(shell, vm.vmid, plan.source, log)
+        # a stopped target freed the images it allocated; the rest (and all, if it could not be stopped) here
+        offline.free_copies(shell, [v for v in copied.values() if not (stopped and v in exported)], log)
         raise
     finally:
         for tunnel in tunnels:
@@ -245,12 +247,21 @@ def _tunnel(
     return f"unix:{local}", local_exports
 
 
-def _stop_target(shell: remote.NodeShell, vmid: int, source: str, log: Log) -> None:
-    result = shell.run(remote.manage_argv("qm", "stop", str(vmid), "--migratedfrom", source))
+def _stop_target(shell: remote.NodeShell, vmid: int, source: str, log: Log) -> bool:
+    """``qm stop --migratedfrom`` on the target (which also frees the images it allocated); whether it did."""
+    try:
+        result = shell.run(remote.manage_argv("qm", "stop", str(vmid), "--migratedfrom", source))
+    except VMError as exc:
+        log(f"ERROR: could not stop VM {vmid} on node '{shell.node}', check manually: {exc}")
+        return False
     if result.returncode == 0:
         log(f"target VM {vmid} on node '{shell.node}' stopped")
-    else:
-        log(f"ERROR: could not stop VM {vmid} on node '{shell.node}', check manually: {result.output()}")
+        for line in result.stdout.splitlines():
+            if line.startswith("freed '"):
+                log(f"{line} on node '{shell.node}'")
+        return True
+    log(f"ERROR: could not stop VM {vmid} on node '{shell.node}', check manually: {result.output()}")
+    return False
 
 
 def _finish(
