@@ -7,7 +7,8 @@ One node (replicator, broker, worker) in a temporary directory, a directory stor
 VM with one raw disk of ``--size-gib`` GiB filled with a mix of data (a quarter left as holes, a
 quarter random, half text-like), running (QEMU sitting in its firmware). Measured in one run,
 alternating, ``--runs`` times each:
-  1. backup: ``vzdump`` (``mode=snapshot``, ``compress=zstd``: QEMU's backup job, then tar | zstd);
+  1. backup: ``vzdump`` (``mode=snapshot``, ``compress=zstd``: the disk read by fleecing, streamed
+     through tar | zstd while the VM runs);
      baseline: the image read by ``dd`` piped to ``zstd -T1`` (the compressor vzdump runs; QEMU 7.2's
      ``qemu-img convert`` and ``qemu-img dd`` cannot write to a pipe, so ``dd`` reads for them);
   2. restore: ``qmrestore`` of that archive to a new VMID (its disk written sparse); baseline:

@@ -20,13 +20,13 @@ from unittest import mock
 import pytest
 
 from authz.models import User
+from tests.vms.qemu_helpers import file_of, kill_qemus, quiet
 from vms import services
 from vms.config import ConfigError
 from vms.exceptions import VMError
 from vms.models import VM, Storage
-from vms.property_strings import property_string_parse
 from vms.qemu import fleecing as fleecing_module
-from vms.qemu import lifecycle, process, qmp
+from vms.qemu import lifecycle, qmp
 from vms.services.backup import archive, restore, vzdump
 from vms.storage import volume_path, volumes
 
@@ -34,10 +34,6 @@ pytestmark = [pytest.mark.usefixtures("replicator")]
 MIB = 1024 * 1024
 VMIDS = range(9700, 9710)
 OWNER = "UPID:testnode:00000001:00000001:00000001:vzdump::root@pam:"
-
-
-def quiet(line: str) -> None:
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -55,15 +51,8 @@ def store(root, tmp_path_factory) -> Iterator[Storage]:
 
 @pytest.fixture(autouse=True)
 def _no_qemu_left() -> Iterator[None]:
-    """Every QEMU a test of this module started is killed, whatever the test's outcome."""
     yield
-    for vmid in VMIDS:
-        process.terminate(vmid, timeout=5, log=quiet)
-        process.cleanup(vmid, {})
-
-
-def file_of(vm: VM, key: str) -> str:
-    return property_string_parse(vm.config[key], default_key="file")["file"]
+    kill_qemus(VMIDS)
 
 
 def write_pattern(volid: str, pattern: int, offset: int) -> None:

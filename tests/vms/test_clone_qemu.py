@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import pytest
 
 from authz.models import User
+from tests.vms.qemu_helpers import dir_and_btrfs, file_of, kill_qemus, quiet
 from vms import services
 from vms.exceptions import VMError
 from vms.models import VM, Storage
-from vms.property_strings import property_string_parse
 from vms.qemu import lifecycle, process, qmp
 from vms.services import clone
 from vms.storage import volume_path, volumes
@@ -27,10 +27,6 @@ VMIDS = range(9230, 9236)
 PATTERNS = {"scsi0": 0x61, "virtio0": 0x62}
 
 
-def quiet(line: str) -> None:
-    pass
-
-
 @pytest.fixture(scope="module")
 def root() -> User:
     return User.objects.get(userid="root@pam")
@@ -38,27 +34,15 @@ def root() -> User:
 
 @pytest.fixture(scope="module")
 def stores(root, tmp_path_factory, btrfs_mount) -> Iterator[dict[str, Storage]]:
-    path = tmp_path_factory.mktemp("cq-dir")
-    made = {
-        "dir": services.create_storage("cq-dir", {"path": str(path), "content": "images"}, actor=root),
-        "btrfs": services.create_storage("cq-btrfs", {"type": "btrfs", "path": str(btrfs_mount)}, actor=root),
-    }
-    yield made
-    for storage in made.values():
-        services.delete_storage(storage, actor=root)
+    directory = tmp_path_factory.mktemp("cq-dir")
+    with dir_and_btrfs(root, "cq", directory, btrfs_mount, "images") as made:
+        yield made
 
 
 @pytest.fixture(autouse=True)
 def _no_qemu_left() -> Iterator[None]:
-    """Every QEMU a test of this module started is killed, whatever the test's outcome."""
     yield
-    for vmid in VMIDS:
-        process.terminate(vmid, timeout=5, log=quiet)
-        process.cleanup(vmid, {})
-
-
-def file_of(vm: VM, key: str) -> str:
-    return property_string_parse(vm.config[key], default_key="file")["file"]
+    kill_qemus(VMIDS)
 
 
 def pattern_at_1m(volid: str, tmp_path) -> int:

@@ -20,7 +20,7 @@ from authz.models import User
 from portal.tasks.index import TaskHandle
 from tests.api_client import finished_task, logged_in
 from tests.harness import wait_for
-from vms import services
+from tests.vms.qemu_helpers import dir_and_btrfs, kill_qemus, quiet
 from vms.exceptions import DigestMismatch, StorageError, VMError, VMLocked
 from vms.models import VM, Storage
 from vms.qemu import lifecycle, process, qmp
@@ -35,10 +35,6 @@ MIB = 1024 * 1024
 VMIDS = range(7800, 7810)
 
 
-def quiet(line: str) -> None:
-    pass
-
-
 @pytest.fixture(scope="module")
 def root() -> User:
     return User.objects.get(userid="root@pam")
@@ -51,23 +47,15 @@ def root_client() -> Client:
 
 @pytest.fixture(scope="module")
 def stores(root, tmp_path_factory, btrfs_mount) -> Iterator[dict[str, Storage]]:
-    path = tmp_path_factory.mktemp("dq-dir")
-    made = {
-        "dir": services.create_storage("dq-dir", {"path": str(path), "content": "images,iso"}, actor=root),
-        "btrfs": services.create_storage("dq-btrfs", {"type": "btrfs", "path": str(btrfs_mount)}, actor=root),
-    }
-    yield made
-    for storage in made.values():
-        services.delete_storage(storage, actor=root)
+    directory = tmp_path_factory.mktemp("dq-dir")
+    with dir_and_btrfs(root, "dq", directory, btrfs_mount, "images,iso") as made:
+        yield made
 
 
 @pytest.fixture(autouse=True)
 def _no_qemu_left() -> Iterator[None]:
-    """Every QEMU a test of this module started is killed, whatever the test's outcome."""
     yield
-    for vmid in VMIDS:
-        process.terminate(vmid, timeout=5, log=quiet)
-        process.cleanup(vmid, {})
+    kill_qemus(VMIDS)
 
 
 def make_vm(vmid: int, config: dict[str, str], lock: str = "") -> VM:

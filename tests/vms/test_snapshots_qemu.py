@@ -19,6 +19,7 @@ from authz.models import User
 from portal.models import Task
 from portal.tasks.logs import read_log
 from tests.api_client import finished_task, logged_in
+from tests.vms.qemu_helpers import dir_and_btrfs, kill_qemus, quiet
 from vms import services
 from vms.exceptions import StorageError, VMError, VMLocked
 from vms.models import VM, Storage
@@ -38,10 +39,6 @@ MIB = 1024 * 1024
 VMIDS = range(8300, 8310)
 
 
-def quiet(line: str) -> None:
-    pass
-
-
 @pytest.fixture(scope="module")
 def root() -> User:
     return User.objects.get(userid="root@pam")
@@ -54,23 +51,15 @@ def root_client() -> Client:
 
 @pytest.fixture(scope="module")
 def stores(root, tmp_path_factory, btrfs_mount) -> Iterator[dict[str, Storage]]:
-    path = tmp_path_factory.mktemp("sq-dir")
-    made = {
-        "dir": services.create_storage("sq-dir", {"path": str(path), "content": "images,iso"}, actor=root),
-        "btrfs": services.create_storage("sq-btrfs", {"type": "btrfs", "path": str(btrfs_mount)}, actor=root),
-    }
-    yield made
-    for storage in made.values():
-        services.delete_storage(storage, actor=root)
+    directory = tmp_path_factory.mktemp("sq-dir")
+    with dir_and_btrfs(root, "sq", directory, btrfs_mount, "images,iso") as made:
+        yield made
 
 
 @pytest.fixture(autouse=True)
 def _no_qemu_left() -> Iterator[None]:
-    """Every QEMU a test of this module started is killed, whatever the test's outcome."""
     yield
-    for vmid in VMIDS:
-        process.terminate(vmid, timeout=5, log=quiet)
-        process.cleanup(vmid, {})
+    kill_qemus(VMIDS)
 
 
 def make_vm(vmid: int, stores: dict[str, Storage], **extra: str) -> VM:
