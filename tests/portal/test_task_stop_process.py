@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from django.test import Client
 
 from portal.models import Task
 from portal.tasks import index
 from portal.tasks.logs import read_lines
 from portal.tasks.state import task_alive
+from tests.api_client import logged_in
 from tests.harness import REPO
 
 pytestmark = [pytest.mark.usefixtures("replicator")]
@@ -61,20 +61,11 @@ def start(node_env: dict[str, str], marker: Path, mode: str) -> tuple[subprocess
         time.sleep(0.1)
 
 
-def root() -> Client:
-    client = Client()
-    response = client.post("/api2/json/access/ticket", {"username": "root@pam", "password": "test-root-password"})
-    assert response.status_code == 200
-    client.cookies["PVEAuthCookie"] = response.json()["data"]["ticket"]
-    client.defaults["HTTP_CSRFPREVENTIONTOKEN"] = response.json()["data"]["CSRFPreventionToken"]
-    return client
-
-
 def test_a_stop_request_signals_the_process_and_its_cleanup_runs(node_env, tmp_path):
     marker = tmp_path / "cleanup"
     process, task = start(node_env, marker, "handle")
     assert task.worker == index.OWN_PROCESS and task.status == Task.RUNNING and task_alive(task)
-    assert root().delete(f"{API}/{task.upid}").status_code == 200
+    assert logged_in().delete(f"{API}/{task.upid}").status_code == 200
     process.communicate(timeout=30)
     assert process.returncode != 0
     assert marker.read_text() == "cleaned up"
@@ -86,7 +77,7 @@ def test_a_stop_request_signals_the_process_and_its_cleanup_runs(node_env, tmp_p
 def test_a_process_ignoring_sigterm_is_killed_and_its_task_ended(node_env, tmp_path):
     marker = tmp_path / "cleanup"
     process, task = start(node_env, marker, "ignore")
-    assert root().delete(f"{API}/{task.upid}").status_code == 200
+    assert logged_in().delete(f"{API}/{task.upid}").status_code == 200
     assert process.wait(timeout=30) == -9  # SIGKILL after the grace time
     assert not marker.exists()  # killed: nothing of it ran
     task.refresh_from_db()
@@ -101,6 +92,6 @@ def test_a_stopped_process_task_is_left_alone(node_env, tmp_path):
     task.refresh_from_db()
     assert task.status == Task.STOPPED and task.exitstatus == "received interrupt"
     ended = task.endtime
-    assert root().delete(f"{API}/{task.upid}").status_code == 200
+    assert logged_in().delete(f"{API}/{task.upid}").status_code == 200
     task.refresh_from_db()
     assert task.endtime == ended and task.exitstatus == "received interrupt"

@@ -14,7 +14,6 @@ server and the overlays, whatever happened.
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 from pathlib import Path
 from typing import IO
@@ -32,7 +31,8 @@ def node_name(drive: str) -> str:
 
 
 class Fleece:
-    """The fleecing of ``drives`` (``drive-scsi0`` -> size in bytes) of VM ``vmid``, overlays under ``tmpdir``."""
+    """The fleecing of ``drives`` (``drive-scsi0`` -> size in bytes) of VM ``vmid``, overlays under ``tmpdir``
+    (which must be root's only: the NBD socket there reads the guest's disks)."""
 
     def __init__(self, vmid: int, drives: dict[str, int], tmpdir: Path) -> None:
         self.vmid, self.drives, self.tmpdir = vmid, dict(drives), tmpdir
@@ -74,11 +74,8 @@ class Fleece:
         ]
         qmp.command(self.vmid, "transaction", {"actions": actions})
         self._jobs = list(self.drives)
-        old_umask = os.umask(0o077)  # the socket: root's only
-        try:
-            qmp.command(self.vmid, "nbd-server-start", {"addr": {"type": "unix", "data": {"path": self.socket}}})
-        finally:
-            os.umask(old_umask)
+        # QEMU creates the socket: it is private because ``tmpdir`` is (the caller's 0700 work directory)
+        qmp.command(self.vmid, "nbd-server-start", {"addr": {"type": "unix", "data": {"path": self.socket}}})
         self._server = True
         for drive in self.drives:
             qmp.command(self.vmid, "nbd-server-add", {"device": node_name(drive), "name": drive, "writable": False})

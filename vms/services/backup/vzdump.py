@@ -323,7 +323,7 @@ def _backup_locked(vm: VM, plan: Plan, *, log: Log, warn: Log) -> str:
     if target.exists():
         raise VMError(f"archive '{name}' already exists")
     tmpdir = dump / f".{archive.base_name(vm.vmid, started)}.tmp"
-    tmpdir.mkdir()
+    tmpdir.mkdir(mode=0o700)  # disk copies and the fleecing socket: the guest's data, root's only
     writer = None
     fleece: Fleece | None = None
     sources: dict[str, str] = {}
