@@ -65,7 +65,7 @@ def set_vm(vmid: int, **fields: str) -> None:
 
 
 def test_free_recorded_keeps_what_it_could_not_free():
-    incoming_volumes.remember(VMID, FAR, ["ivdir:7990/a.raw", "ivdir:7990/b.raw"])
+    incoming_volumes.remember(VMID, ["ivdir:7990/a.raw", "ivdir:7990/b.raw"])
     lines: list[str] = []
 
     def free(volid: str) -> None:
@@ -83,7 +83,7 @@ def test_free_recorded_keeps_what_it_could_not_free():
 
 
 def test_a_record_is_private_and_survives_as_written(store):
-    incoming_volumes.remember(VMID, FAR, ["ivdir:7990/x.raw"])
+    incoming_volumes.remember(VMID, ["ivdir:7990/x.raw"])
     path = next(p for p in Path(incoming_volumes._directory()).iterdir() if p.name == f"{VMID}.json")
     assert path.stat().st_mode & 0o777 == 0o600
     assert incoming_volumes.pending() == [VMID] and incoming_volumes.recorded(VMID) == ["ivdir:7990/x.raw"]
@@ -93,7 +93,7 @@ def test_a_record_is_private_and_survives_as_written(store):
 
 def test_settle_decides_by_owner_lock_and_qemu(vm, store):
     made = copies(store)
-    incoming_volumes.remember(VMID, FAR, made)
+    incoming_volumes.remember(VMID, made)
     freed: list[str] = []
     lines: list[str] = []
     assert incoming_volumes.settle(VMID, running=True, free=freed.append, log=lines.append) == "kept"
@@ -110,7 +110,7 @@ def test_settle_decides_by_owner_lock_and_qemu(vm, store):
 
 def test_the_reconciler_frees_the_copies_of_a_migration_that_never_finished(vm, store):
     made = copies(store)
-    incoming_volumes.remember(VMID, FAR, made)
+    incoming_volumes.remember(VMID, made)
     set_vm(VMID, node_id=FAR, lock="migrate")  # live: left alone
     with mock.patch.object(migration_reconcile, "quorate", return_value=True):
         assert VMID not in migration_reconcile.reconcile()
@@ -123,7 +123,7 @@ def test_the_reconciler_frees_the_copies_of_a_migration_that_never_finished(vm, 
 
 def test_without_quorum_nothing_is_settled(vm, store):
     made = copies(store, 1)
-    incoming_volumes.remember(VMID, FAR, made)
+    incoming_volumes.remember(VMID, made)
     set_vm(VMID, node_id=FAR)
     with mock.patch.object(migration_reconcile, "quorate", return_value=False):
         assert migration_reconcile.reconcile() == {}

@@ -203,7 +203,7 @@ def start_incoming(
     incoming_volumes.free_recorded(vm.vmid, volumes.free_volume, log)  # an earlier attempt's leftovers
     made = _allocate(vm, disks, log) if disks else {}
     if made:
-        incoming_volumes.remember(vm.vmid, migratedfrom, list(made.values()))
+        incoming_volumes.remember(vm.vmid, list(made.values()))
     config = _with_volumes(dict(vm.config), made)
     if machine:
         config["machine"] = machine

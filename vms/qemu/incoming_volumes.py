@@ -33,13 +33,13 @@ def _record(vmid: int) -> Path:
     return _directory() / f"{int(vmid)}.json"
 
 
-def remember(vmid: int, source: str, volids: list[str]) -> None:
+def remember(vmid: int, volids: list[str]) -> None:
     """Written (durably) before QEMU may use the images, so no crash can lose them."""
     path = _record(vmid)
     temp = path.with_suffix(".tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        json.dump({"source": source, "volumes": list(volids)}, handle)
+        json.dump({"volumes": list(volids)}, handle)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temp, path)
@@ -69,7 +69,7 @@ def free_recorded(vmid: int, free: Callable[[str], None], log: Log) -> list[str]
             kept.append(volid)
             log(f"ERROR: could not free '{volid}': {exc}")
     if kept:
-        remember(vmid, "", kept)
+        remember(vmid, kept)
     else:
         forget(vmid)
     return freed
