@@ -36,10 +36,15 @@ def _sshd_per_node(cluster: LabCluster) -> None:
 
 @pytest.fixture(scope="module")
 def lab(lab_cluster):
-    cluster = lab_cluster(2, name="migrate", prepare=_sshd_per_node, timeout=180)
-    for node in cluster.nodes:  # every node trusts every other node's keys
+    return ssh_lab(lab_cluster, 2, "migrate")
+
+
+def ssh_lab(lab_cluster, size: int, name: str):  # type: ignore[no-untyped-def]
+    """A lab of ``size`` nodes, each with its own sshd, once every node trusts every node's host key."""
+    cluster = lab_cluster(size, name=name, prepare=_sshd_per_node, timeout=180)
+    for node in cluster.nodes:
         known = node.directory / "etc" / "pve" / "priv" / "known_hosts"
-        wait_for(lambda known=known: known.exists() and known.read_text().count("\n") == 2, 60, what=f"{known}")
+        wait_for(lambda known=known: known.exists() and known.read_text().count("\n") == size, 60, what=f"{known}")
     return cluster
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from tests.cluster.lifecycle import PATH, REPO, manage
 from tests.cluster.replication import wait_for
-from tests.vms.test_migrate_lab import _sshd_per_node, conf_files
+from tests.vms.test_migrate_lab import conf_files, ssh_lab
 
 pytestmark = pytest.mark.slow
 VMID = 9811
@@ -42,11 +42,7 @@ STOP_TASK = (
 
 @pytest.fixture(scope="module")
 def lab(lab_cluster):
-    cluster = lab_cluster(2, name="migonline", prepare=_sshd_per_node, timeout=180)
-    for node in cluster.nodes:
-        known = node.directory / "etc" / "pve" / "priv" / "known_hosts"
-        wait_for(lambda known=known: known.exists() and known.read_text().count("\n") == 2, 60, what=f"{known}")
-    return cluster
+    return ssh_lab(lab_cluster, 2, "migonline")
 
 
 def qm(lab, index: int, *args: str, timeout: float = 300):  # type: ignore[no-untyped-def]

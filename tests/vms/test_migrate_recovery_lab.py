@@ -25,7 +25,7 @@ import pytest
 
 from tests.cluster.lifecycle import PATH, REPO, manage
 from tests.cluster.replication import wait_converged, wait_for
-from tests.vms.test_migrate_lab import _sshd_per_node, conf_files
+from tests.vms.test_migrate_lab import conf_files, ssh_lab
 from tests.vms.test_migrate_online_lab import qemu_pids, wait_line
 
 pytestmark = pytest.mark.slow
@@ -37,11 +37,7 @@ RECONCILE = "from vms.qemu import migration_reconcile as m; print({k: v.value fo
 
 @pytest.fixture(scope="module")
 def lab(lab_cluster):
-    cluster = lab_cluster(3, name="migrecover", prepare=_sshd_per_node, timeout=180)
-    for node in cluster.nodes:
-        known = node.directory / "etc" / "pve" / "priv" / "known_hosts"
-        wait_for(lambda known=known: known.exists() and known.read_text().count("\n") == 3, 60, what=f"{known}")
-    return cluster
+    return ssh_lab(lab_cluster, 3, "migrecover")
 
 
 def qm(lab, index: int, *args: str, timeout: float = 300):  # type: ignore[no-untyped-def]
