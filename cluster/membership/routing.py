@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from django.conf import settings
 
@@ -43,32 +43,79 @@ def resolve(node: str) -> NodeTarget | None:
     )
 
 
-class RemoteTaskSource:
-    """A task of another node for ``portal.tasks.follow``: that node's API (``/nodes/<node>/tasks/<upid>/...``),
-    as ``root@pam`` with a ticket signed by the cluster key, TLS verified as forwarding does."""
+class NodeAPIError(Exception):
+    """Another node's API could not be asked (``status`` 595/596/597, as forwarding) or refused (its status)."""
 
-    def __init__(self, node: str, upid: str) -> None:
-        target = resolve(node)
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status} {message}")
+        self.status = status
+        self.message = message
+
+    @property
+    def unreachable(self) -> bool:
+        """No connection was made (nothing was sent): the caller may try another way."""
+        return self.status in (595, 596)
+
+
+class NodeAPI:
+    """Another node's API as ``root@pam``, with a ticket (and CSRF token) signed by the cluster key and TLS
+    verified as forwarding does: what one node's worker asks of another (a migration's target, a task)."""
+
+    def __init__(self, node: str) -> None:
+        try:
+            target = resolve(node)
+        except APIError as exc:
+            raise NodeAPIError(exc.status, str(exc)) from None
         if target is None:
-            raise TaskError(f"node '{node}' is this node")
+            raise NodeAPIError(400, f"node '{node}' is this node")
+        self.node = node
         self.target = target
-        self.base = f"/api2/json/nodes/{node}/tasks/{quote(upid, safe='')}"
-        ticket, _csrf = issue_ticket(User.objects.get(userid="root@pam"))
-        self.headers = {"Cookie": f"PVEAuthCookie={quote(ticket, safe='')}"}
+        ticket, csrf = issue_ticket(User.objects.get(userid="root@pam"))
+        self.headers = {"Cookie": f"PVEAuthCookie={quote(ticket, safe='')}", "CSRFPreventionToken": csrf}
+
+    def request(self, method: str, path: str, values: dict[str, Any] | None = None) -> Any:
+        """``method /api2/json<path>`` with ``values`` (form-encoded); the answer's ``data``."""
+        headers, body = dict(self.headers), None
+        if values:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            body = urlencode({key: value for key, value in values.items() if value is not None}).encode()
+        try:
+            answer = send(self.target, method, f"/api2/json{path}", headers, body)
+        except ForwardError as exc:
+            raise NodeAPIError(exc.status, exc.message) from None
+        try:
+            document = json.loads(answer.body)
+        except ValueError:
+            document = {}
+        if answer.status != 200:
+            detail = document.get("errors") or document.get("message") or answer.reason
+            raise NodeAPIError(
+                answer.status, f"{answer.reason}: {detail}" if detail != answer.reason else answer.reason
+            )
+        return document.get("data")
+
+
+class RemoteTaskSource:
+    """A task of another node for ``portal.tasks.follow``: that node's API (``/nodes/<node>/tasks/<upid>/...``)
+    through :class:`NodeAPI`."""
+
+    def __init__(self, node: str, upid: str, api: NodeAPI | None = None) -> None:
+        try:
+            self.api = api or NodeAPI(node)
+        except NodeAPIError as exc:
+            raise TaskError(exc.message) from None
+        self.base = f"/nodes/{node}/tasks/{quote(upid, safe='')}"
 
     def _get(self, path: str) -> Any:
         try:
-            answer = send(self.target, "GET", self.base + path, self.headers)
-        except ForwardError as exc:
-            raise TaskError(f"{exc.status} {exc.message}") from None
-        if answer.status != 200:
-            raise TaskError(f"{answer.status} {answer.reason}")
-        return json.loads(answer.body)
+            return self.api.request("GET", self.base + path)
+        except NodeAPIError as exc:
+            raise TaskError(str(exc)) from None
 
     def state(self) -> tuple[bool, str]:
-        data = self._get("/status")["data"]
+        data = self._get("/status")
         return data.get("status") == "stopped", str(data.get("exitstatus", ""))
 
     def lines(self, start: int) -> list[str]:
-        data = self._get(f"/log?start={start}&limit=0")["data"]
+        data = self._get(f"/log?start={start}&limit=0")
         return [str(entry.get("t", "")) for entry in data]

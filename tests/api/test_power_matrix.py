@@ -111,3 +111,104 @@ def test_status_index_is_open_to_every_user(clients):
     client, _ = clients["pw-nobody@pve"]
     data = client.get(f"{API}/nodes/{NODE}/qemu/{VMID}/status").json()["data"]
     assert {"subdir": "current"} in data and {"subdir": "start"} in data and {"subdir": "reboot"} in data
+
+
+# The target half of a live migration: what the source node's task asks of the target's API.
+MIGRATING, FAR = 7802, "pw-far"
+MIGRATION_PARAMS = [
+    ("start", {"migratedfrom": FAR}),
+    ("start", {"migratedfrom": FAR, "stateuri": "unix"}),
+    ("start", {"migratedfrom": FAR, "migration_type": "insecure"}),
+    ("start", {"migratedfrom": FAR, "migration_network": "10.0.0.0/24"}),
+    ("start", {"migratedfrom": FAR, "machine": "pc-i440fx-7.2"}),
+    ("start", {"migratedfrom": FAR, "nbd-disks": "scsi0=local:raw:1048576"}),
+    ("stop", {"migratedfrom": FAR}),
+    ("resume", {"nocheck": 1}),
+]
+
+
+@pytest.fixture(scope="module")
+def migrating(clients):
+    from cluster.models import Node
+
+    if not Node.objects.filter(name=FAR).exists():
+        Node(name=FAR, nodeid=9941, joining=True).save()  # no votes: quorum unchanged
+    if not VM.objects.filter(vmid=MIGRATING).exists():
+        VM(vmid=MIGRATING, node_id=FAR, config={"name": "pwmig", "memory": "128"}, lock="migrate").save()
+    yield MIGRATING
+    process.terminate(MIGRATING, timeout=5, log=lambda line: None)
+    VM.objects.get(vmid=MIGRATING).delete()
+    Node.objects.get(name=FAR).delete()  # later modules list the cluster's nodes
+
+
+def post_to(client: Client, csrf: str, vmid: int, command: str, **params: object) -> tuple[int, dict]:
+    response = client.post(f"{API}/nodes/{NODE}/qemu/{vmid}/status/{command}", params, HTTP_CSRFPREVENTIONTOKEN=csrf)
+    return response.status_code, response.json()
+
+
+@pytest.mark.parametrize(("command", "params"), MIGRATION_PARAMS)
+def test_migration_parameters_are_root_at_pams_after_the_privilege(clients, migrating, command, params):
+    before = replicator_client.status()["version"]
+    for userid in ("pw-nobody@pve", "pw-auditor@pve"):
+        status, body = post_to(*clients[userid], migrating, command, **params)
+        assert status == 403 and "VM.PowerMgmt" in body["message"], (userid, body)
+    status, body = post_to(*clients["pw-holder@pve"], migrating, command, **params)
+    assert status == 400, body
+    assert set(body["errors"]) == set(params) and set(body["errors"].values()) == {"Only root may use this option."}
+    assert replicator_client.status()["version"] == before
+    assert not process.is_running(migrating)
+
+
+@pytest.mark.parametrize(
+    ("command", "params", "field"),
+    [
+        ("start", {"migratedfrom": "../etc"}, "migratedfrom"),
+        ("start", {"migratedfrom": FAR, "stateuri": "file:/etc/shadow"}, "stateuri"),
+        ("start", {"migratedfrom": FAR, "migration_network": "not-a-cidr"}, "migration_network"),
+        ("start", {"migratedfrom": FAR, "nbd-disks": "scsi0=local:exe:1"}, "nbd-disks"),
+        ("start", {"migratedfrom": FAR, "machine": "pc;reboot"}, "machine"),
+        ("start", {"stateuri": "tcp"}, "stateuri"),
+        ("start", {"migratedfrom": FAR, "targetstorage": "local"}, "targetstorage"),
+    ],
+)
+def test_bad_migration_parameters_are_refused_and_start_nothing(clients, migrating, command, params, field):
+    vmid = migrating if "migratedfrom" in params else VMID  # without it: an ordinary start of this node's VM
+    status, body = post_to(*clients["root@pam"], vmid, command, **params)
+    assert status == 400 and field in body["errors"], body
+    assert not process.is_running(migrating)
+
+
+def test_only_a_vm_of_the_named_node_locked_for_migration_is_started(clients, migrating):
+    status, body = post_to(*clients["root@pam"], VMID, "start", migratedfrom=FAR)  # this node's own VM
+    assert status == 500 and body["message"].strip() == f"VM {VMID} is not on node '{FAR}'", body
+    status, body = post_to(*clients["root@pam"], migrating, "start", migratedfrom=NODE)
+    assert status == 500 and body["message"].strip() == f"VM {migrating} is not on node '{NODE}'", body
+    vm = VM.objects.get(vmid=migrating)
+    vm.lock = ""
+    vm.save()
+    try:
+        status, body = post_to(*clients["root@pam"], migrating, "start", migratedfrom=FAR)
+        assert status == 500 and "not locked for a migration" in body["message"], body
+    finally:
+        vm.lock = "migrate"
+        vm.save()
+    assert not process.is_running(migrating)
+
+
+def test_root_starts_and_stops_the_incoming_qemu_of_a_migration(clients, migrating):
+    """The target's worker runs real QEMU in incoming mode; its task log tells the source where it listens."""
+    status, body = post_to(*clients["root@pam"], migrating, "start", migratedfrom=FAR, stateuri="unix")
+    assert status == 200 and f":qmstart:{migrating}:root@pam:" in body["data"], body
+    task = finished(body["data"])
+    assert task.exitstatus == "OK", task.exitstatus
+    lines = [
+        entry["t"] for entry in clients["root@pam"][0].get(f"{API}/nodes/{NODE}/tasks/{task.upid}/log").json()["data"]
+    ]
+    assert "migration listens on unix:" in "\n".join(lines), lines
+    assert process.is_running(migrating)
+    from vms.qemu import qmp
+
+    assert qmp.status(migrating) == "inmigrate"
+    status, body = post_to(*clients["root@pam"], migrating, "stop", migratedfrom=FAR)
+    assert status == 200 and finished(body["data"]).exitstatus == "OK", body
+    assert not process.is_running(migrating)

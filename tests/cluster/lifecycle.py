@@ -86,6 +86,14 @@ def api(
     return answer["status"], answer["body"]
 
 
+def web_answers(lab: LabCluster, node: LabNode) -> bool:
+    """The node's API answers over TLS (401 without a ticket), asked from inside its namespace."""
+    try:
+        return api(lab, node, "GET", "/version")[0] == 401
+    except AssertionError:  # nothing listens yet
+        return False
+
+
 def login(lab: LabCluster, node: LabNode, password: str) -> tuple[str, str]:
     status, body = api(lab, node, "POST", "/access/ticket", {"username": "root@pam", "password": password})
     assert status == 200, body

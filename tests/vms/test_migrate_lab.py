@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from cluster.lab import services
 from cluster.lab.cluster import LabCluster
 from cluster.lab.standalone import start_sshd, wait_sshd
-from tests.cluster.lifecycle import manage
+from tests.cluster.lifecycle import manage, web_answers
 from tests.cluster.replication import wait_for
 
 pytestmark = pytest.mark.slow
@@ -39,12 +40,27 @@ def lab(lab_cluster):
     return ssh_lab(lab_cluster, 2, "migrate")
 
 
-def ssh_lab(lab_cluster, size: int, name: str):  # type: ignore[no-untyped-def]
-    """A lab of ``size`` nodes, each with its own sshd, once every node trusts every node's host key."""
-    cluster = lab_cluster(size, name=name, prepare=_sshd_per_node, timeout=180)
+def whole_nodes(cluster: LabCluster) -> None:
+    """Each node's own sshd, and its web server on its lab address (a migration asks the target's API)."""
+    _sshd_per_node(cluster)
+    for node in cluster.nodes:
+        node.env.update(services.web_environment(node.address))
+
+
+def ssh_lab(lab_cluster, size: int, name: str, *, whole: bool = False):  # type: ignore[no-untyped-def]
+    """A lab of ``size`` nodes, each with its own sshd, once every node trusts every node's host key.
+
+    ``whole``: each node runs everything (web, worker, beat), and its API answers; else only
+    the replicator, so a live migration reaches its target over node SSH (the fallback)."""
+    if whole:
+        cluster = lab_cluster(size, name=name, prepare=whole_nodes, kind="node", timeout=180)
+    else:
+        cluster = lab_cluster(size, name=name, prepare=_sshd_per_node, timeout=180)
     for node in cluster.nodes:
         known = node.directory / "etc" / "pve" / "priv" / "known_hosts"
         wait_for(lambda known=known: known.exists() and known.read_text().count("\n") == size, 60, what=f"{known}")
+        if whole:
+            wait_for(lambda node=node: web_answers(cluster, node), 180, interval=1, what=f"{node.name}'s web server")
     return cluster
 
 

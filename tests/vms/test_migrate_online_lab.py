@@ -42,7 +42,7 @@ STOP_TASK = (
 
 @pytest.fixture(scope="module")
 def lab(lab_cluster):
-    return ssh_lab(lab_cluster, 2, "migonline")
+    return ssh_lab(lab_cluster, 2, "migonline", whole=True)
 
 
 def qm(lab, index: int, *args: str, timeout: float = 300):  # type: ignore[no-untyped-def]
@@ -169,7 +169,7 @@ def test_online_migration_moves_the_running_guest_and_back_insecure(lab, guest):
     out = migrated.stdout
     assert "SSH tunnel to node" in out and "migration status: completed" in out, out
     assert "average migration speed: " in out and "migration finished successfully" in out, out
-    assert "WARN" not in out, out  # resumed through the target's qm mtunnel, no fallback
+    assert "WARN" not in out, out  # the target asked through its API: no fallback to SSH
     wait_for(lambda: conf_files(lab, VMID) == {node1: [node2], node2: [node2]}, 60, what="the config under node2")
     assert on_node(lab, 0) == [] and len(on_node(lab, 1)) == 1
     assert "qmpstatus: running" in qm(lab, 1, "qm", "status", str(VMID), "--verbose", "1").stdout

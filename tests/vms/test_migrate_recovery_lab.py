@@ -180,3 +180,18 @@ def test_a_source_node_crashed_during_the_transfer_ends_with_one_owner_and_no_le
     assert conf_files(lab, VMID) == {name: [names[0]] for name in names}
     assert on_node(lab, 0) == [] and on_node(lab, 1) == [] and on_node(lab, 2) == []
     assert "status: stopped" in qm(lab, 0, "qm", "status", str(VMID)).stdout
+
+
+def test_without_the_targets_api_a_live_migration_goes_over_node_ssh(lab, guest):
+    """This lab runs no web server: the target is started, resumed through ``qm`` over node SSH."""
+    running_on_node1(lab)
+    names = [node.name for node in lab.nodes]
+    migrated = qm(lab, 0, "qm", "migrate", str(VMID), names[1], "--online", "1")
+    out = migrated.stdout
+    assert migrated.returncode == 0 and "migration finished successfully" in out, (out, migrated.stderr)
+    assert f"WARN: the API of node '{names[1]}' cannot be reached" in out, out
+    assert f"VM {VMID} resumed on node '{names[1]}'" in out, out
+    wait_for(lambda: conf_files(lab, VMID) == {name: [names[1]] for name in names}, 60, what="the config on node2")
+    assert on_node(lab, 0) == [] and len(on_node(lab, 1)) == 1
+    assert "qmpstatus: running" in qm(lab, 1, "qm", "status", str(VMID), "--verbose", "1").stdout
+    assert qm(lab, 1, "qm", "stop", str(VMID)).returncode == 0

@@ -16,7 +16,7 @@ import pytest
 
 from cluster.lab import netns, services
 from cluster.lab.cluster import LabCluster
-from tests.cluster.lifecycle import api, login, manage
+from tests.cluster.lifecycle import api, login, manage, web_answers
 from tests.cluster.replication import wait_for
 
 pytestmark = pytest.mark.slow
@@ -52,14 +52,6 @@ def qemu_pid(node, vmid: int = VMID) -> int | None:  # type: ignore[no-untyped-d
     except (OSError, ValueError):
         return None
     return pid if str(pidfile).encode() in argv else None
-
-
-def web_answers(lab, node) -> bool:  # type: ignore[no-untyped-def]
-    """The node's API answers over TLS (401 without a ticket), asked from inside its namespace."""
-    try:
-        return api(lab, node, "GET", "/version")[0] == 401
-    except AssertionError:  # nothing listens yet
-        return False
 
 
 def finished(lab, node, auth, upid: str) -> dict:  # type: ignore[no-untyped-def]

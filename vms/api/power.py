@@ -5,45 +5,53 @@ root@pam-only parameters refused for anyone else, the quick refusals (not runnin
 answered at once, then the operation queued on this node's worker, answering with its UPID
 (``qmstart``, ``qmstop``, ``qmshutdown``, ``qmreboot``, ``qmreset``, ``qmpause``, ``qmresume``).
 A request naming another node is forwarded to it by the base view.
+
+``start``/``stop`` with ``migratedfrom`` and ``resume`` with ``nocheck`` are a live migration's
+target half, asked by the source node's migration task as root@pam (:mod:`vms.services.migration.target`):
+the VM still belongs to the source then, so it is looked up as :func:`vms.qemu.incoming.migrating_vm` does.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from authz.permissions import check, is_superuser
+from cluster.api.nodes import local_node_or_error
 from portal.api import params
 from portal.api.errors import ParameterError
 from portal.api.views import PVEAPIView, ok
 from portal.tasks import runner
-from vms.api.qemu import _authorized_vm, _principal
+from vms.api.qemu import _authorized_vm, _principal, vmid_param
 from vms.config_schema import STORAGE_RE
 from vms.exceptions import VMError, VMLocked
 from vms.models import VM
-from vms.qemu import hibernate, lifecycle, operations, process, qmp
+from vms.qemu import hibernate, incoming, lifecycle, operations, process, qmp
 
 ROOT_ONLY = "Only root may use this option."
 MAX_TIMEOUT = 86400
 PAUSED = ("paused", "suspended", "prelaunch")
 # Parameters qemu-server takes that this implementation does not (migration, state files ...).
 NOT_SUPPORTED = {
-    "start": ("stateuri", "migratedfrom", "migration_type", "migration_network", "machine", "force-cpu",
-              "targetstorage", "with-conntrack-state", "nets"),
-    "stop": ("migratedfrom",),
-}  # fmt: skip
+    "start": ("force-cpu", "targetstorage", "with-conntrack-state", "nets"),
+}
+# A live migration's target half (root@pam only, as qemu-server): ``nbd-disks`` is this implementation's
+# own (the source's local disks to allocate and export here, as ``qm start --nbd-disks``).
+MIGRATION_START = ("migratedfrom", "stateuri", "migration_type", "migration_network", "machine", "nbd-disks")
 KNOWN = {
-    "start": ("skiplock", "timeout"),
-    "stop": ("skiplock", "timeout", "keepActive", "overrule-shutdown"),
+    "start": ("skiplock", "timeout", *MIGRATION_START),
+    "stop": ("skiplock", "timeout", "keepActive", "overrule-shutdown", "migratedfrom"),
     "shutdown": ("skiplock", "timeout", "forceStop", "keepActive"),
     "reboot": ("timeout",),
     "reset": ("skiplock",),
     "suspend": ("skiplock", "todisk", "statestorage"),
     "resume": ("skiplock", "nocheck"),
 }
-ROOT_PARAMETERS = ("skiplock", "keepActive", "nocheck")
+ROOT_PARAMETERS = ("skiplock", "keepActive", "nocheck", *MIGRATION_START)
+NODE_RE = r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
 
 
 def _parameters(request: Request, command: str, node: str, vmid: str) -> dict[str, Any]:
@@ -64,12 +72,58 @@ def _parameters(request: Request, command: str, node: str, vmid: str) -> dict[st
                 checked[name] = collector.integer(name, minimum=0, maximum=MAX_TIMEOUT)
             elif name == "statestorage":
                 checked[name] = collector.string(name, max_length=64, pattern=STORAGE_RE.pattern)
+            elif name in MIGRATION_START:
+                checked[name] = _migration_value(collector, name)
             else:
                 checked[name] = collector.boolean(name)
-    for name in ROOT_PARAMETERS:
-        if checked.get(name) and not is_superuser(request.user):
-            raise ParameterError({name: ROOT_ONLY})
+    root_only = {name: ROOT_ONLY for name in ROOT_PARAMETERS if checked.get(name)}
+    if root_only and not is_superuser(request.user):
+        raise ParameterError(root_only)
+    alone = [name for name in MIGRATION_START if name in checked and name != "migratedfrom"]
+    if alone and "migratedfrom" not in checked:
+        raise ParameterError({name: "only with migratedfrom" for name in alone})
     return checked
+
+
+def _migration_value(collector: params.ParamCollector, name: str) -> Any:
+    if name == "migratedfrom":
+        return collector.string(name, max_length=63, pattern=NODE_RE)
+    if name == "stateuri":
+        return collector.enum(name, ("unix", "tcp"))
+    if name == "migration_type":
+        return collector.enum(name, ("secure", "insecure"))
+    if name == "machine":
+        return collector.string(name, max_length=256, pattern=r"[a-zA-Z0-9_.+-]+")
+    value = collector.string(name, max_length=4096)
+    try:
+        if name == "migration_network":
+            ipaddress.ip_network(value, strict=False)
+        elif value is not None:
+            incoming.parse_nbd_disks(value)
+    except (ValueError, VMError) as exc:
+        collector.add(name, str(exc))
+        return None
+    return value
+
+
+def _migration_target(request: Request, node: str, vmid: str, command: str) -> tuple[VM, dict[str, Any]]:
+    """The checks of a request from a migration's source node (VM.PowerMgmt, root@pam, the VM
+    still the source's and locked for the migration); the VM is not this node's yet."""
+    checked = vmid_param(vmid)
+    check(request.user, f"/vms/{checked}", ["VM.PowerMgmt"])
+    local_node_or_error(node)
+    values = _parameters(request, command, node, vmid)
+    source = values.get("migratedfrom")
+    if not source:  # resume --nocheck
+        vm = VM.objects.filter(vmid=checked).first()
+        if vm is None:
+            raise VMError(f"VM {checked} does not exist")
+        return vm, values
+    return incoming.migrating_vm(checked, source), values
+
+
+def _for_migration(request: Request, node: str, vmid: str, name: str) -> bool:
+    return name in params.collect(request, {"node": node, "vmid": vmid})
 
 
 def _refuse_if_locked(vm: VM, skiplock: bool) -> None:
@@ -115,6 +169,23 @@ class _PowerView(PVEAPIView):
 class StartView(_PowerView):
     command = "start"
 
+    def post(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
+        if not _for_migration(request, node, vmid, "migratedfrom"):
+            return super().post(request, node, vmid, **kwargs)
+        vm, values = _migration_target(request, node, vmid, "start")
+        return _submit(
+            request,
+            "qmstart",
+            vm,
+            "qemu.start_incoming",
+            time_limit=operations.START_LIMIT + 60,
+            migratedfrom=values["migratedfrom"],
+            stateuri=values.get("stateuri") or "unix",
+            machine=values.get("machine") or "",
+            network=values.get("migration_network"),
+            nbd_disks=values.get("nbd-disks") or "",
+        )
+
     def run(self, request: Request, vm: VM, values: dict[str, Any]) -> Response:
         skiplock = bool(values.get("skiplock"))
         if vm.lock != "suspended":  # suspended to disk: the start resumes it from its state
@@ -126,6 +197,12 @@ class StartView(_PowerView):
 
 class StopView(_PowerView):
     command = "stop"
+
+    def post(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
+        if not _for_migration(request, node, vmid, "migratedfrom"):
+            return super().post(request, node, vmid, **kwargs)
+        vm, values = _migration_target(request, node, vmid, "stop")  # the source stops its failed migration's target
+        return _submit(request, "qmstop", vm, "qemu.stop_incoming", migratedfrom=values["migratedfrom"])
 
     def run(self, request: Request, vm: VM, values: dict[str, Any]) -> Response:
         skiplock = bool(values.get("skiplock"))
@@ -216,6 +293,14 @@ class ResumeView(_PowerView):
     """A paused VM continued, or a VM suspended to disk (``lock: suspended``) started from its state."""
 
     command = "resume"
+
+    def post(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
+        if not _for_migration(request, node, vmid, "nocheck"):
+            return super().post(request, node, vmid, **kwargs)
+        vm, values = _migration_target(request, node, vmid, "resume")
+        if not values.get("nocheck"):
+            return super().post(request, node, vmid, **kwargs)
+        return _submit(request, "qmresume", vm, "qemu.resume_incoming")
 
     def run(self, request: Request, vm: VM, values: dict[str, Any]) -> Response:
         skiplock = bool(values.get("skiplock"))

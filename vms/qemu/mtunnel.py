@@ -1,8 +1,8 @@
 """``qm mtunnel``: the target node's command channel of a live migration (qemu-server's mtunnel).
 
-The source starts it over node SSH when the migration begins, so its interpreter and Django
-start overlap the memory transfer; the resume at the end is then one line and its answer
-instead of a fresh ``qm resume`` process. It prints ``tunnel online``, then answers each line
+qemu-server's source starts it over SSH for the commands of a migration; this project's
+migrations ask the target's API instead (:mod:`vms.services.migration.target`), so this verb
+serves callers that speak qemu-server's protocol over node SSH. It prints ``tunnel online``, then answers each line
 on its standard input with ``OK`` or ``ERR: <reason>``: ``resume <vmid>`` (the migrated guest
 continued once this node owns it, :func:`vms.qemu.incoming.resume_incoming`), ``quit``. It ends
 on ``quit`` or at the end of its input (the source's SSH session closed).

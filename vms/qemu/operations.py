@@ -11,7 +11,7 @@ from typing import Any
 from portal.models import Task
 from portal.tasks import runner
 from portal.tasks.registry import operation
-from vms.qemu import hibernate, lifecycle
+from vms.qemu import hibernate, incoming, lifecycle
 
 START_LIMIT = 600  # seconds: a start waits at most its timeout (<= 600 s by the API) for QMP
 STOP_LIMIT = 3600  # a shutdown may wait long for its guest
@@ -74,6 +74,40 @@ def suspend_todisk(task: Any, *, vmid: int, skiplock: bool = False, statestorage
 def resume(task: Any, *, vmid: int, skiplock: bool = False) -> None:
     """A paused VM's vCPUs continued; a VM suspended to disk started from its saved state."""
     lifecycle.resume_vm(vmid, log=task.log, skiplock=skiplock)
+
+
+@operation("qemu.start_incoming", time_limit=START_LIMIT + 60)
+def start_incoming(
+    task: Any,
+    *,
+    vmid: int,
+    migratedfrom: str,
+    stateuri: str,
+    machine: str = "",
+    network: str | None = None,
+    nbd_disks: str = "",
+) -> None:
+    """The target's half of a live migration, asked by the source's migration task through this node's API."""
+    incoming.start_incoming(
+        vmid,
+        migratedfrom=migratedfrom,
+        stateuri=stateuri,
+        machine=machine,
+        network=network,
+        log=task.log,
+        disks=incoming.parse_nbd_disks(nbd_disks),
+    )
+
+
+@operation("qemu.stop_incoming", time_limit=120)
+def stop_incoming(task: Any, *, vmid: int, migratedfrom: str) -> None:
+    incoming.stop_incoming(vmid, migratedfrom=migratedfrom, log=task.log)
+
+
+@operation("qemu.resume_incoming", time_limit=120)
+def resume_incoming(task: Any, *, vmid: int) -> None:
+    """``resume --nocheck``: the migrated guest continued once the moved config reached this node."""
+    incoming.resume_incoming(vmid, log=task.log)
 
 
 @operation("qemu.startall", time_limit=24 * 3600)

@@ -1,8 +1,8 @@
 """The ``qmigrate`` task of a running VM (qemu-server's ``phase2`` and ``phase3_cleanup``), and the dispatch.
 
 Under the VM's ``migrate`` lock (a lease of the task) and its config lock: the target starts QEMU
-for the VM paused in incoming mode with the source's machine type (``qm start --migratedfrom``
-over node SSH); the memory goes through an SSH unix-socket forward (secure, the default) or
+for the VM paused in incoming mode with the source's machine type (a ``start`` with
+``migratedfrom`` asked of its API, else ``qm start`` over node SSH: :mod:`.target`); the memory goes through an SSH unix-socket forward (secure, the default) or
 straight to the target's address in the migration network (insecure); once QEMU says
 ``completed`` (and the local disks' mirrors are ended, :mod:`.nbd`) and the node is still quorate,
 ONE replicated change makes the target the owner (drives renamed to their copies),
@@ -37,6 +37,7 @@ from vms.runtime_paths import run_dir
 from vms.services.disks import free_quietly
 from vms.services.migration import nbd, offline, remote
 from vms.services.migration.plan import LOCK, MigratePlan, check_quorum, local_volumes
+from vms.services.migration.target import UNKNOWN, Target
 
 Log = Callable[[str], None]
 TUNNEL_WAIT = 5.0  # seconds for the forwarded socket to appear (qemu-server: 100 x 50 ms)
@@ -145,8 +146,8 @@ def _migrate(
 ) -> bool:
     """Phase 2 and 3; whether there were problems after the ownership moved (the migration itself done)."""
     machine = snapshots.current_machine(vm.vmid)
-    shell = remote.connect(plan.target)
-    commands = _command_tunnel(shell, log)
+    shell = remote.LazyShell(plan.target)
+    target = Target(plan.target, shell, log)
     tunnels: list[Tunnel] = []
     mirrors = nbd.Mirrors(vm.vmid, log)
     copied: dict[str, str] = {}  # source volume id -> its copy on the target
@@ -155,22 +156,18 @@ def _migrate(
     try:
         if disks.streamed:
             offline.copy_volumes(shell, disks.streamed, copied, log, bwlimit)
-        argv = ["qm", "start", str(vm.vmid), "--migratedfrom", plan.source, "--machine", machine,
-                "--stateuri", "unix" if kind == "secure" else "tcp"]  # fmt: skip
-        if network:
-            argv += ["--migration_network", network]
-        if disks.targets:
-            argv += ["--nbd-disks", format_nbd_disks(disks.targets)]
+        values = {"migratedfrom": plan.source, "machine": machine, "stateuri": "unix" if kind == "secure" else "tcp",
+                  "migration_network": network, "nbd-disks": format_nbd_disks(disks.targets) if disks.targets else None}  # fmt: skip
         log(f"starting VM {vm.vmid} on remote node '{plan.target}'")
-        result = shell.run(remote.manage_argv(*argv))
+        result = target.start(vm.vmid, values)
         listening = qemu_migration.Listening()
         with contextlib.suppress(qemu_migration.MigrationError):
             listening = qemu_migration.parse_listen_lines(result.stdout)
         for key, (_uri, volid) in listening.disks.items():
             copied[disks.mirrored[key]] = volid  # before anything can fail: freed again on failure
             exported.add(volid)
-        target_started = result.returncode == 0
-        if not target_started:
+        target_started = result.returncode in (0, UNKNOWN)  # a target that may run is stopped on failure
+        if result.returncode != 0:
             raise VMError(f"start of VM {vm.vmid} on node '{plan.target}' failed: {result.output()}")
         if set(listening.disks) != set(disks.mirrored):
             raise VMError(f"node '{plan.target}' did not export the local disks {sorted(disks.mirrored)}")
@@ -194,7 +191,7 @@ def _migrate(
         vm.node_id = plan.source
         mirrors.cancel()
         qemu_migration.cancel(vm.vmid, log=log)
-        stopped = target_started and _stop_target(shell, vm.vmid, plan.source, log)
+        stopped = target_started and _stop_target(target, vm.vmid, plan.source, log)
         # a stopped target freed the images it allocated; the rest (and all, if it could not be stopped) here
         offline.free_copies(shell, [v for v in copied.values() if not (stopped and v in exported)], log)
         raise
@@ -203,31 +200,7 @@ def _migrate(
             tunnel.close()
         if not moved:
             shell.close()
-    return _finish(shell, commands, vm, plan, log, list(copied))
-
-
-def _command_tunnel(shell: remote.NodeShell, log: Log) -> remote.CommandTunnel | None:
-    """The target's ``qm mtunnel``, started now so that it is up when the guest is resumed (None: resume without)."""
-    try:
-        return remote.CommandTunnel(shell)
-    except VMError as exc:
-        log(f"WARN: no migration tunnel on node '{shell.node}' ({exc}): the resume starts a command there")
-        return None
-
-
-def _resume_target(shell: remote.NodeShell, commands: remote.CommandTunnel | None, vmid: int, log: Log) -> None:
-    """Resume the guest on the target through its tunnel, else (or when that fails) with ``qm resume`` there."""
-    if commands is not None:
-        try:
-            commands.command(f"resume {vmid}")
-            with contextlib.suppress(VMError):
-                commands.command("quit")
-            return
-        except VMError as exc:
-            log(f"WARN: resume through the migration tunnel failed ({exc}), trying 'qm resume'")
-    result = shell.run(remote.manage_argv("qm", "resume", str(vmid), "--nocheck", "1"))
-    if result.returncode != 0:
-        raise VMError(result.output())
+    return _finish(shell, target, vm, plan, log, list(copied))
 
 
 def _tunnel(
@@ -247,26 +220,26 @@ def _tunnel(
     return f"unix:{local}", local_exports
 
 
-def _stop_target(shell: remote.NodeShell, vmid: int, source: str, log: Log) -> bool:
-    """``qm stop --migratedfrom`` on the target (which also frees the images it allocated); whether it did."""
+def _stop_target(target: Target, vmid: int, source: str, log: Log) -> bool:
+    """``stop --migratedfrom`` on the target (which also frees the images it allocated); whether it did."""
     try:
-        result = shell.run(remote.manage_argv("qm", "stop", str(vmid), "--migratedfrom", source))
+        result = target.stop(vmid, source)
     except VMError as exc:
-        log(f"ERROR: could not stop VM {vmid} on node '{shell.node}', check manually: {exc}")
+        log(f"ERROR: could not stop VM {vmid} on node '{target.node}', check manually: {exc}")
         return False
     if result.returncode == 0:
-        log(f"target VM {vmid} on node '{shell.node}' stopped")
+        log(f"target VM {vmid} on node '{target.node}' stopped")
         for line in result.stdout.splitlines():
             if line.startswith("freed '"):
-                log(f"{line} on node '{shell.node}'")
+                log(f"{line} on node '{target.node}'")
         return True
-    log(f"ERROR: could not stop VM {vmid} on node '{shell.node}', check manually: {result.output()}")
+    log(f"ERROR: could not stop VM {vmid} on node '{target.node}', check manually: {result.output()}")
     return False
 
 
 def _finish(
     shell: remote.NodeShell,
-    commands: remote.CommandTunnel | None,
+    target: Target,
     vm: VM,
     plan: MigratePlan,
     log: Log,
@@ -276,7 +249,9 @@ def _finish(
     volumes (only once no QEMU uses them); whether anything went wrong."""
     problems = False
     try:
-        _resume_target(shell, commands, vm.vmid, log)
+        resumed = target.resume(vm.vmid)
+        if resumed.returncode != 0:
+            raise VMError(resumed.output())
         log(f"VM {vm.vmid} resumed on node '{plan.target}'")
     except VMError as exc:
         problems = True

@@ -43,17 +43,7 @@ class NodeShell(Protocol):
 
     def run(self, argv: list[str], *, stdin: Iterable[bytes] = ()) -> Result: ...
 
-    def dialogue(self, argv: list[str], *, timeout: float) -> Dialogue:
-        """``argv`` started there, talked to line by line (reads wait at most ``timeout`` seconds)."""
-        ...
-
     def close(self) -> None: ...
-
-
-class Dialogue(Protocol):
-    def readline(self) -> str: ...
-
-    def send(self, line: str) -> None: ...
 
 
 class SshShell:
@@ -90,12 +80,6 @@ class SshShell:
         except (self._errors, OSError) as exc:
             raise VMError(f"command on node '{self.node}' failed: {exc}") from None
 
-    def dialogue(self, argv: list[str], *, timeout: float) -> Dialogue:
-        try:
-            return self.connection.dialogue(argv, timeout=timeout)
-        except self._errors as exc:
-            raise VMError(f"command on node '{self.node}' failed: {exc}") from None
-
     def close(self) -> None:
         self.connection.close()
 
@@ -129,6 +113,28 @@ def connect(node: str) -> NodeShell:
     return shell
 
 
+class LazyShell:
+    """A ``NodeShell`` that connects (checked as :func:`connect`) at its first command: a live migration asks
+    the target's API and needs node SSH only for streamed disks and when that API cannot be reached."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self._shell: NodeShell | None = None
+
+    def _connected(self) -> NodeShell:
+        if self._shell is None:
+            self._shell = connect(self.node)
+        return self._shell
+
+    def run(self, argv: list[str], *, stdin: Iterable[bytes] = ()) -> Result:
+        return self._connected().run(argv, stdin=stdin)
+
+    def close(self) -> None:
+        if self._shell is not None:
+            self._shell.close()
+            self._shell = None
+
+
 ENVIRONMENT_FILE = "/etc/default/pve-django"  # the units' settings (contrib/pve-django.default)
 # An SSH session has none of the units' settings: read them as the units do, when the file is there.
 WITH_SETTINGS = f'if [ -r {ENVIRONMENT_FILE} ]; then set -a; . {ENVIRONMENT_FILE}; set +a; fi; exec "$@"'
@@ -154,31 +160,3 @@ def free_volume(shell: NodeShell, volid: str) -> None:
     result = shell.run(manage_argv("pvesm", "free", volid))
     if result.returncode != 0:
         raise StorageError(f"unable to free '{volid}' on node '{shell.node}': {result.output()}")
-
-
-class CommandTunnel:
-    """``qm mtunnel`` on the target, started early (its start overlaps the migration); ``command`` waits for ``OK``."""
-
-    TIMEOUT = 60.0  # seconds for "tunnel online" and for each answer
-
-    def __init__(self, shell: NodeShell) -> None:
-        self.node = shell.node
-        self.online = False
-        self._dialogue = shell.dialogue(manage_argv("qm", "mtunnel"), timeout=self.TIMEOUT)
-
-    def command(self, line: str) -> None:
-        """Send one command; VMError with the target's reason unless it answers ``OK``."""
-        try:
-            if not self.online:
-                first = self._dialogue.readline().strip()
-                if first != "tunnel online":
-                    raise VMError(f"no migration tunnel on node '{self.node}': {first or 'it ended'}")
-                self.online = True
-            self._dialogue.send(line)
-            answer = self._dialogue.readline().strip()
-        except VMError:
-            raise
-        except Exception as exc:  # the SSH layer's errors, timeouts, a closed channel
-            raise VMError(f"migration tunnel to node '{self.node}' failed: {exc}") from None
-        if answer != "OK":
-            raise VMError(answer.removeprefix("ERR: ") or f"the migration tunnel on node '{self.node}' ended")
