@@ -4,7 +4,8 @@
 the memory goes through an SSH-forwarded unix socket (and, insecure, straight over TCP in the
 migration network), the config moves, the guest runs on node2 with the file it held in RAM,
 and exactly one QEMU is left. A migration stopped as ``DELETE .../tasks/{upid}`` stops it (its
-process signalled) and one whose target QEMU is killed both leave the guest running on node1,
+process signalled; through the API a task of node1's worker, stopped by a real ``DELETE``) and
+one whose target QEMU is killed all leave the guest running on node1,
 no QEMU on node2, the config where it was and no lock. Run under the lab lock:
 ``flock /tmp/pve-lab.lock .venv/bin/pytest tests/vms/test_migrate_online_lab.py``.
 """
@@ -17,10 +18,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
-from tests.cluster.lifecycle import PATH, REPO, manage
+from tests.cluster.lifecycle import PATH, REPO, api, login, manage
 from tests.cluster.replication import wait_for
 from tests.vms.test_migrate_lab import conf_files, ssh_lab
 
@@ -149,6 +151,39 @@ def test_a_stopped_migration_leaves_the_guest_running_on_the_source(lab, guest):
         lab, 0, "shell", "-c", f"from portal.models import Task; print(Task.objects.get(upid={upid!r}).exitstatus)"
     )
     assert ended.stdout.strip().splitlines()[-1] == "received interrupt", ended.stdout + ended.stderr
+
+
+def task_log(lab, auth, upid: str) -> str:  # type: ignore[no-untyped-def]
+    node1 = lab.nodes[0]
+    status, body = api(lab, node1, "GET", f"/nodes/{node1.name}/tasks/{quote(upid, safe='')}/log?limit=0", auth=auth)
+    assert status == 200, body
+    return "\n".join(entry["t"] for entry in body["data"])
+
+
+def test_a_migration_through_the_api_stopped_with_delete_leaves_the_guest_on_the_source(lab, guest):
+    """The API path: the migration is a task of node1's Celery worker; ``DELETE`` on the task stops it."""
+    node1, node2 = lab.nodes
+    config = qm(lab, 0, "qm", "config", str(VMID)).stdout
+    auth = login(lab, node1, lab.root_password)
+    values = {"target": node2.name, "online": 1, "bwlimit": 1024}
+    status, body = api(lab, node1, "POST", f"/nodes/{node1.name}/qemu/{VMID}/migrate", values, auth=auth)
+    assert status == 200 and ":qmigrate:" in body["data"], body
+    upid = body["data"]
+    wait_for(lambda: "migration active, transferred" in task_log(lab, auth, upid), 120, interval=0.5,
+             what="the memory transfer")  # fmt: skip
+    assert len(on_node(lab, 1)) == 1
+    status, body = api(lab, node1, "DELETE", f"/nodes/{node1.name}/tasks/{quote(upid, safe='')}", auth=auth)
+    assert status == 200, body
+
+    def ended() -> bool:
+        answer = api(lab, node1, "GET", f"/nodes/{node1.name}/tasks/{quote(upid, safe='')}/status", auth=auth)[1]
+        return answer["data"]["status"] == "stopped"
+
+    wait_for(ended, 120, interval=0.5, what="the task's end")
+    log = task_log(lab, auth, upid)
+    assert f"target VM {VMID} on node '{node2.name}' stopped" in log, log
+    assert "migration finished successfully" not in log, log
+    assert_still_on_node1(lab, config)
 
 
 def test_a_killed_target_fails_the_migration_and_the_source_runs_on(lab, guest):

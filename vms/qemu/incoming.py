@@ -248,7 +248,7 @@ def resume_incoming(vmid: int, *, log: Log, wait: float = RESUME_WAIT) -> None:
             break
         if time.monotonic() > deadline:
             raise VMError(f"VM {vmid} does not belong to node '{settings.PVE_NODE_NAME}': not resumed")
-        time.sleep(0.1)
+        time.sleep(0.01)  # the moved config arrives within milliseconds of its commit
     if not process.is_running(vmid):
         raise VMError(f"VM {vmid} not running")
     state = qmp.status(vmid)

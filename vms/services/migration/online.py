@@ -15,13 +15,9 @@ local disks and releases the lock. The source's volumes are freed only after its
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 
 from cluster.models import ClusterSettings
@@ -38,9 +34,9 @@ from vms.services.disks import free_quietly
 from vms.services.migration import nbd, offline, remote
 from vms.services.migration.plan import LOCK, MigratePlan, check_quorum, local_volumes
 from vms.services.migration.target import UNKNOWN, Target
+from vms.services.migration.tunnel import SshForwards
 
 Log = Callable[[str], None]
-TUNNEL_WAIT = 5.0  # seconds for the forwarded socket to appear (qemu-server: 100 x 50 ms)
 
 
 def migration_settings(migration_type: str | None, network: str | None) -> tuple[str, str | None]:
@@ -55,44 +51,6 @@ def migration_settings(migration_type: str | None, network: str | None) -> tuple
     if kind not in ("secure", "insecure"):
         raise VMError(f"unknown migration type '{kind}'")
     return kind, network or configured.get("network") or None
-
-
-class Tunnel:
-    """``ssh -N -L <local socket>:<remote socket>`` to the target with the node's key and the cluster's known hosts."""
-
-    def __init__(self, node: str, remote_socket: str, local_socket: str) -> None:
-        from cluster.keys import ssh_keys
-        from cluster.models import Node
-
-        row = Node.objects.filter(name=node).first()
-        if row is None or not row.address:
-            raise VMError(f"no address known for node '{node}'")
-        self.local = local_socket
-        Path(local_socket).unlink(missing_ok=True)
-        argv = ["ssh", "-N", "-i", str(ssh_keys.root_key_path()), "-p", str(settings.PVE_SSH_PORT),
-                "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", f"HostKeyAlias={node}",
-                "-o", f"UserKnownHostsFile={ssh_keys.known_hosts_path()}", "-o", "ExitOnForwardFailure=yes",
-                "-o", "StreamLocalBindUnlink=yes", "-L", f"{local_socket}:{remote_socket}",
-                f"root@{row.address}"]  # fmt: skip
-        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, text=True)  # fmt: skip
-        deadline = time.monotonic() + TUNNEL_WAIT
-        while not os.path.exists(local_socket):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                detail = (self.process.stderr.read() if self.process.stderr else "").strip()
-                raise VMError(f"no SSH tunnel to node '{node}': {detail or 'the socket did not appear'}")
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        Path(self.local).unlink(missing_ok=True)
 
 
 def migrate_vm(
@@ -148,7 +106,7 @@ def _migrate(
     machine = snapshots.current_machine(vm.vmid)
     shell = remote.LazyShell(plan.target)
     target = Target(plan.target, shell, log)
-    tunnels: list[Tunnel] = []
+    forwards = SshForwards(plan.target, vm.vmid) if kind == "secure" else None  # connecting while the target starts
     mirrors = nbd.Mirrors(vm.vmid, log)
     copied: dict[str, str] = {}  # source volume id -> its copy on the target
     exported: set[str] = set()  # copies the target allocated itself (and frees when stopped)
@@ -173,8 +131,8 @@ def _migrate(
             raise VMError(f"node '{plan.target}' did not export the local disks {sorted(disks.mirrored)}")
         uri, exports = listening.uri, {key: uri for key, (uri, _volid) in listening.disks.items()}
         log(f"target QEMU listens on {uri}")
-        if kind == "secure":
-            uri, exports = _tunnel(vm.vmid, plan.target, uri, exports, tunnels, log)
+        if forwards is not None:
+            uri, exports = _tunnel(vm.vmid, plan.target, uri, exports, forwards, log)
         if exports:
             mirrors.start(exports, bwlimit=bwlimit)
         qemu_migration.migrate(vm.vmid, uri, _parameters(vm, bwlimit), log=log)
@@ -196,24 +154,24 @@ def _migrate(
         offline.free_copies(shell, [v for v in copied.values() if not (stopped and v in exported)], log)
         raise
     finally:
-        for tunnel in tunnels:
-            tunnel.close()
+        if forwards is not None:
+            forwards.close()
         if not moved:
             shell.close()
     return _finish(shell, target, vm, plan, log, list(copied))
 
 
 def _tunnel(
-    vmid: int, target: str, uri: str, exports: dict[str, str], tunnels: list[Tunnel], log: Log
+    vmid: int, target: str, uri: str, exports: dict[str, str], forwards: SshForwards, log: Log
 ) -> tuple[str, dict[str, str]]:
     """SSH forwards for the memory socket and the NBD socket; the URIs the source uses instead."""
     local = str(run_dir() / f"{vmid}.migrate-tunnel")
-    tunnels.append(Tunnel(target, uri.removeprefix("unix:"), local))
+    forwards.forward(local, uri.removeprefix("unix:"))
     local_exports: dict[str, str] = {}
     if exports:
         remote_socket = next(iter(exports.values())).removeprefix("nbd:unix:").partition(":exportname=")[0]
         local_nbd = str(run_dir() / f"{vmid}_nbd.migrate-tunnel")
-        tunnels.append(Tunnel(target, remote_socket, local_nbd))
+        forwards.forward(local_nbd, remote_socket)
         for key, export in exports.items():
             local_exports[key] = f"nbd:unix:{local_nbd}:exportname={export.partition(':exportname=')[2]}"
     log(f"SSH tunnel to node '{target}' open")
