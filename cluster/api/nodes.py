@@ -29,6 +29,13 @@ def local_node_or_error(node: str) -> Node:
     return row
 
 
+class RootIndexView(PVEAPIView):
+    """``GET /``: the top-level directories (Proxmox's API2 index; any authenticated user)."""
+
+    def get(self, request: Request, **kwargs: Any) -> Response:
+        return ok([{"subdir": name} for name in ("version", "cluster", "nodes", "storage", "access", "pools")])
+
+
 class VersionView(PVEAPIView):
     def get(self, request: Request, **kwargs: Any) -> Response:
         return ok(dict(VERSION))

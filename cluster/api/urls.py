@@ -4,6 +4,7 @@ from cluster.api import config, nodes, tasks
 from portal.api.routing import api_path
 
 urlpatterns = [
+    api_path("", nodes.RootIndexView.as_view()),
     api_path("version", nodes.VersionView.as_view()),
     api_path("nodes", nodes.NodesView.as_view()),
     api_path("cluster/status", nodes.ClusterStatusView.as_view()),
