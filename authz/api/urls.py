@@ -1,12 +1,13 @@
 """The access-control endpoints under ``/api2/json/access`` (gathered by ``portal.urls``)."""
 
-from authz.api import acl, domains, groups, roles, tickets, tokens, users
+from authz.api import acl, domains, groups, permissions, roles, tickets, tokens, users
 from portal.api.routing import api_path
 
 urlpatterns = [
     api_path("access/ticket", tickets.TicketView.as_view()),
     api_path("access/domains", domains.DomainsView.as_view()),
     api_path("access/acl", acl.AclView.as_view()),
+    api_path("access/permissions", permissions.PermissionsView.as_view()),
     api_path("access/users", users.UsersView.as_view()),
     api_path("access/users/{userid}", users.UserView.as_view()),
     api_path("access/users/{userid}/token", tokens.TokensView.as_view()),
