@@ -9,18 +9,12 @@ from django.test import Client
 
 from authz import services
 from authz.models import ACLEntry, User
+from tests.api_client import logged_in
 
 pytestmark = [pytest.mark.usefixtures("replicator")]
 API = "/api2/json"
 PASSWORD = "perm-password"
 USERS = ("ap-vmuser@pve", "ap-auditor@pve", "ap-other@pve")
-
-
-def login(userid: str, password: str = PASSWORD) -> Client:
-    client = Client()
-    data = client.post(f"{API}/access/ticket", {"username": userid, "password": password}).json()["data"]
-    client.cookies["PVEAuthCookie"] = data["ticket"]
-    return client
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +28,7 @@ def clients() -> dict[str, Client]:
     services.modify_acl(root, "/vms/7600", ["PVEVMUser"], users=["ap-vmuser@pve"])
     services.modify_acl(root, "/storage/ap-store", ["PVEDatastoreUser"], users=["ap-vmuser@pve"], propagate=False)
     services.modify_acl(root, "/access", ["PVEAuditor"], users=["ap-auditor@pve"])
-    return {userid: login(userid) for userid in USERS} | {"root@pam": login("root@pam", "test-root-password")}
+    return {userid: logged_in(userid, PASSWORD) for userid in USERS} | {"root@pam": logged_in()}
 
 
 def get(client: Client, **params: str) -> tuple[int, dict]:

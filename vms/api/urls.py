@@ -12,6 +12,7 @@ from vms.api import (
     migrate,
     network,
     nextid,
+    pools,
     power,
     qemu,
     snapshots,
@@ -22,6 +23,8 @@ from vms.status import api as status
 
 urlpatterns = [
     api_path("cluster/nextid", nextid.NextIdView.as_view()),
+    api_path("pools", pools.PoolsView.as_view()),
+    api_path("pools/{poolid}", pools.PoolView.as_view()),
     api_path("cluster/backup", backup_jobs.BackupJobListView.as_view()),
     api_path("cluster/backup/{id}", backup_jobs.BackupJobView.as_view()),
     api_path("nodes/{node}/qemu", qemu.QemuListView.as_view()),
