@@ -1,6 +1,6 @@
 """The cluster endpoints under ``/api2/json``: version, nodes, cluster status and config, tasks (gathered by ``portal.urls``)."""
 
-from cluster.api import config, nodes, tasks
+from cluster.api import config, nodes, options, tasks
 from portal.api.routing import api_path
 
 urlpatterns = [
@@ -8,6 +8,7 @@ urlpatterns = [
     api_path("version", nodes.VersionView.as_view()),
     api_path("nodes", nodes.NodesView.as_view()),
     api_path("cluster/status", nodes.ClusterStatusView.as_view()),
+    api_path("cluster/options", options.OptionsView.as_view()),
     api_path("cluster/config", config.ConfigIndexView.as_view()),
     api_path("cluster/config/apiversion", config.ApiVersionView.as_view()),
     api_path("cluster/config/join", config.JoinView.as_view()),
