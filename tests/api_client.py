@@ -36,3 +36,18 @@ def login_enforcing_csrf(username: str, password: str) -> tuple[Client, str]:
     data = client.post(f"{API}/access/ticket", {"username": username, "password": password}).json()["data"]
     client.cookies["PVEAuthCookie"] = data["ticket"]
     return client, data["CSRFPreventionToken"]
+
+
+def users_with_grants(userids: tuple[str, ...], password: str, grants: list[tuple[str, str, list[str]]]) -> None:
+    """The users (created once, with ``password``) holding exactly ``grants``: (path, role, users) each."""
+    from authz import services
+    from authz.models import ACLEntry, User
+
+    root = User.objects.get(userid="root@pam")
+    for userid in userids:
+        if not User.objects.filter(userid=userid).exists():
+            services.add_user(userid, actor=root, password=password)
+    for entry in ACLEntry.objects.filter(ugid__in=userids):
+        entry.delete()
+    for path, role, users in grants:
+        services.modify_acl(root, path, [role], users=users)

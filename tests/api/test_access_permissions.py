@@ -8,8 +8,8 @@ import pytest
 from django.test import Client
 
 from authz import services
-from authz.models import ACLEntry, User
-from tests.api_client import logged_in
+from authz.models import User
+from tests.api_client import logged_in, users_with_grants
 
 pytestmark = [pytest.mark.usefixtures("replicator")]
 API = "/api2/json"
@@ -19,15 +19,11 @@ USERS = ("ap-vmuser@pve", "ap-auditor@pve", "ap-other@pve")
 
 @pytest.fixture(scope="module")
 def clients() -> dict[str, Client]:
+    users_with_grants(
+        USERS, PASSWORD, [("/vms/7600", "PVEVMUser", ["ap-vmuser@pve"]), ("/access", "PVEAuditor", ["ap-auditor@pve"])]
+    )
     root = User.objects.get(userid="root@pam")
-    for userid in USERS:
-        if not User.objects.filter(userid=userid).exists():
-            services.add_user(userid, actor=root, password=PASSWORD)
-    for entry in ACLEntry.objects.filter(ugid__in=USERS):
-        entry.delete()
-    services.modify_acl(root, "/vms/7600", ["PVEVMUser"], users=["ap-vmuser@pve"])
     services.modify_acl(root, "/storage/ap-store", ["PVEDatastoreUser"], users=["ap-vmuser@pve"], propagate=False)
-    services.modify_acl(root, "/access", ["PVEAuditor"], users=["ap-auditor@pve"])
     return {userid: logged_in(userid, PASSWORD) for userid in USERS} | {"root@pam": logged_in()}
 
 

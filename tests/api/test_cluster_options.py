@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from authz import services
-from authz.models import ACLEntry, User
 from replicator import client as replicator_client
-from tests.api_client import API, login_enforcing_csrf
+from tests.api_client import API, login_enforcing_csrf, users_with_grants
 
 pytestmark = [pytest.mark.usefixtures("replicator")]
 PASSWORD = "options-password"
@@ -18,14 +16,9 @@ USERS = ("co-nobody@pve", "co-auditor@pve", "co-admin@pve")
 
 @pytest.fixture(scope="module")
 def clients():  # type: ignore[no-untyped-def]
-    root = User.objects.get(userid="root@pam")
-    for userid in USERS:
-        if not User.objects.filter(userid=userid).exists():
-            services.add_user(userid, actor=root, password=PASSWORD)
-    for entry in ACLEntry.objects.filter(ugid__in=USERS):
-        entry.delete()
-    services.modify_acl(root, "/", ["PVEAuditor"], users=["co-auditor@pve"])
-    services.modify_acl(root, "/", ["Administrator"], users=["co-admin@pve"])
+    users_with_grants(
+        USERS, PASSWORD, [("/", "PVEAuditor", ["co-auditor@pve"]), ("/", "Administrator", ["co-admin@pve"])]
+    )
     return {userid: login_enforcing_csrf(userid, PASSWORD) for userid in USERS}
 
 
