@@ -1,6 +1,6 @@
 """The cluster endpoints under ``/api2/json``: version, nodes, cluster status and config, tasks (gathered by ``portal.urls``)."""
 
-from cluster.api import config, nodes, options, tasks
+from cluster.api import config, log, nodes, options, tasks
 from portal.api.routing import api_path
 
 urlpatterns = [
@@ -9,6 +9,7 @@ urlpatterns = [
     api_path("nodes", nodes.NodesView.as_view()),
     api_path("cluster/status", nodes.ClusterStatusView.as_view()),
     api_path("cluster/options", options.OptionsView.as_view()),
+    api_path("cluster/log", log.ClusterLogView.as_view()),
     api_path("cluster/config", config.ConfigIndexView.as_view()),
     api_path("cluster/config/apiversion", config.ApiVersionView.as_view()),
     api_path("cluster/config/join", config.JoinView.as_view()),
