@@ -1,6 +1,6 @@
 """The access-control endpoints under ``/api2/json/access`` (gathered by ``portal.urls``)."""
 
-from authz.api import acl, domains, groups, permissions, roles, tickets, tokens, users
+from authz.api import acl, domains, groups, password, permissions, roles, tickets, tokens, users
 from portal.api.routing import api_path
 
 urlpatterns = [
@@ -8,6 +8,7 @@ urlpatterns = [
     api_path("access/domains", domains.DomainsView.as_view()),
     api_path("access/acl", acl.AclView.as_view()),
     api_path("access/permissions", permissions.PermissionsView.as_view()),
+    api_path("access/password", password.PasswordView.as_view()),
     api_path("access/users", users.UsersView.as_view()),
     api_path("access/users/{userid}", users.UserView.as_view()),
     api_path("access/users/{userid}/token", tokens.TokensView.as_view()),
