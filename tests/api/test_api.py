@@ -215,7 +215,9 @@ def test_vm_config_lifecycle(root_client):
     assert VM.objects.get(vmid=701).config["memory"] == "2048"
 
     duplicate = client.post(f"{API}/nodes/testnode/qemu", {"vmid": "701"}, HTTP_CSRFPREVENTIONTOKEN=csrf)
-    assert duplicate.status_code == 400 and "already exists" in duplicate.json()["errors"]["vmid"]
+    assert duplicate.status_code == 500, duplicate.content
+    assert duplicate.reason_phrase == "VM 701 already exists on node 'testnode'"
+    assert duplicate.json()["message"].strip() == "VM 701 already exists on node 'testnode'"
     assert client.get(f"{API}/cluster/nextid?vmid=701").status_code == 400
 
     listed = client.get(f"{API}/nodes/testnode/qemu").json()["data"]

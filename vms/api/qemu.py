@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from authz.permissions import check, has_privileges, principal_of
 from cluster.api.nodes import local_node_or_error
 from portal.api import params
-from portal.api.errors import ParameterError
+from portal.api.errors import APIError, ParameterError
 from portal.api.views import PVEAPIView, ok
 from portal.tasks.index import run_inline
 from replicator.exceptions import ConflictError
@@ -73,8 +73,8 @@ class QemuListView(PVEAPIView):
         options = {k: v for k, v in values.items() if k not in CREATE_CONTROL}
         try:
             services.check_vm_create(vmid, options, node=node, actor=request.user, pool=pool, storage=storage)
-        except ConflictError as exc:
-            raise ParameterError({"vmid": str(exc)}) from None
+        except ConflictError as exc:  # a 500 with the message as reason phrase, as Proxmox answers
+            raise APIError(500, str(exc)) from None
         create = functools.partial(
             operations.create_vm, vmid=vmid, options=options, node=node, actor=request.user, pool=pool, storage=storage
         )

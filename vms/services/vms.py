@@ -104,8 +104,9 @@ def check_vm_create(
     rules = permissions.create_rules(checked_vmid, config, pool=pool, storage=storage)
     permissions.authorize(actor, rules, vmid=checked_vmid, pool=pool)
     check_volumes(config)
-    if VM.objects.filter(vmid=checked_vmid).exists():
-        raise ConflictError(f"VM {checked_vmid} already exists")
+    existing = VM.objects.filter(vmid=checked_vmid).first()
+    if existing is not None:  # qemu-server's check_vmid_unused, word for word (clients match it)
+        raise ConflictError(f"VM {checked_vmid} already exists on node '{existing.node_id}'")
     if not Node.objects.filter(name=node).exists():
         raise VMNotFound(checked_vmid, node)
     return checked_vmid, config
