@@ -6,6 +6,8 @@ from portal.api.routing import api_path
 urlpatterns = [
     api_path("access/ticket", tickets.TicketView.as_view()),
     api_path("access/domains", domains.DomainsView.as_view()),
+    api_path("access/domains/{realm}", domains.DomainView.as_view()),
+    api_path("access/domains/{realm}/sync", domains.DomainSyncView.as_view()),
     api_path("access/acl", acl.AclView.as_view()),
     api_path("access/permissions", permissions.PermissionsView.as_view()),
     api_path("access/password", password.PasswordView.as_view()),

@@ -126,3 +126,46 @@ def test_directory_names_that_are_no_user_ids_are_skipped(corp, node_env, slapd)
     assert "skipped directory user 'eve!tk'" in result.stdout
     assert not User.objects.filter(userid__contains="!").exists()
     assert login("root@pam!a@corp", "bang-pass") == 401
+
+
+def test_realms_through_the_api_create_read_sync_change_remove(slapd):
+    """``/access/domains[/{realm}[/sync]]`` as root@pam, and refused for a user without Realm.Allocate."""
+    from tests.api_client import finished_task, logged_in, users_with_grants
+
+    users_with_grants(("rl-nobody@pve",), "realm-api-password", [])
+    nobody, root = logged_in("rl-nobody@pve", "realm-api-password"), logged_in()
+    realm = {
+        "realm": "apicorp", "type": "ldap", "server1": "127.0.0.1", "port": str(slapd.port),
+        "base_dn": f"ou=people,{SUFFIX}", "user_attr": "uid", "bind_dn": ADMIN_DN, "password": ADMIN_PASSWORD,
+        "group_dn": f"ou=groups,{SUFFIX}", "comment": "from the API",
+    }  # fmt: skip
+    assert Client().post(f"{API}/access/domains", realm).status_code == 401
+    refused = nobody.post(f"{API}/access/domains", realm)
+    assert refused.status_code == 403 and not Realm.objects.filter(realm="apicorp").exists(), refused.content
+    bad = root.post(f"{API}/access/domains", {**realm, "port": "99999"})
+    assert bad.status_code == 400 and not Realm.objects.filter(realm="apicorp").exists(), bad.content
+    assert root.post(f"{API}/access/domains", {**realm, "frobnicate": "1"}).status_code == 400
+    assert root.post(f"{API}/access/domains", realm).status_code == 200, "created"
+
+    assert nobody.get(f"{API}/access/domains/apicorp").status_code == 403
+    shown = root.get(f"{API}/access/domains/apicorp").json()["data"]
+    assert shown["type"] == "ldap" and shown["comment"] == "from the API" and shown["port"] == str(slapd.port)
+    assert ADMIN_PASSWORD not in str(shown)
+
+    assert nobody.post(f"{API}/access/domains/apicorp/sync").status_code == 403
+    upid = root.post(f"{API}/access/domains/apicorp/sync", {"scope": "both"}).json()["data"]
+    assert ":auth-realm-sync:apicorp:root@pam:" in upid and finished_task(upid).exitstatus == "OK"
+    synced = {u.userid for u in User.objects.filter(realm_id="apicorp")}
+    assert {"lara@apicorp", "mike@apicorp"} <= synced  # (earlier tests of this module remove others)
+
+    changed = root.put(f"{API}/access/domains/apicorp", "comment=changed&delete=group_dn",
+                       content_type="application/x-www-form-urlencoded")  # fmt: skip
+    assert changed.status_code == 200, changed.content
+    after = Realm.objects.get(realm="apicorp")
+    assert after.comment == "changed" and "group_dn" not in after.options
+    busy = root.delete(f"{API}/access/domains/apicorp")
+    assert busy.status_code == 400 and "still has users" in busy.json()["message"]
+    for user in User.objects.filter(realm_id="apicorp"):
+        services.delete_user(user.userid, actor=User.objects.get(userid="root@pam"))
+    assert root.delete(f"{API}/access/domains/apicorp").status_code == 200
+    assert not Realm.objects.filter(realm="apicorp").exists()
