@@ -46,6 +46,22 @@ class TokenView(PVEAPIView):
         )
         return ok({"full-tokenid": token.tokenid, "info": token_json(token), "value": secret})
 
+    def put(self, request: Request, userid: str, tokenid: str, **kwargs: Any) -> Response:
+        """Change privsep, expire or comment; the token's new settings (Proxmox's answer)."""
+        values = params.collect(request, {"userid": userid, "tokenid": tokenid, **kwargs})
+        with params.ParamCollector(values) as p:
+            privsep = p.boolean("privsep", default=None)
+            expire = p.integer("expire", minimum=0, default=None)
+            comment = p.string("comment", default=None)
+        token = services.modify_token(
+            ids.make_tokenid(userid, tokenid),
+            actor=request.user,
+            privsep=None if privsep is None else bool(privsep),
+            expire=expire,
+            comment=comment,
+        )
+        return ok({key: value for key, value in token_json(token).items() if key != "tokenid"})
+
     def delete(self, request: Request, userid: str, tokenid: str, **kwargs: Any) -> Response:
         services.delete_token(ids.make_tokenid(userid, tokenid), actor=request.user)
         return ok(None)

@@ -11,7 +11,7 @@ from authz.services.pools import add_pool, delete_pool, modify_pool
 from authz.services.realm_sync import sync_realm
 from authz.services.realms import add_realm, delete_realm, modify_realm
 from authz.services.roles import delete_role, save_role
-from authz.services.tokens import add_token, delete_token
+from authz.services.tokens import add_token, delete_token, modify_token
 from authz.services.users import add_user, delete_user, modify_user, set_password
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "modify_group",
     "modify_pool",
     "modify_realm",
+    "modify_token",
     "modify_user",
     "remove_object_access",
     "rotate_authkey_if_due",

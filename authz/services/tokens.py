@@ -52,6 +52,34 @@ def add_token(
     return token, secret
 
 
+def modify_token(
+    tokenid: str, *, actor: Any, privsep: bool | None = None, expire: int | None = None, comment: str | None = None
+) -> APIToken:
+    """``PUT /access/users/{userid}/token/{tokenid}``: oneself (not a token), or User.Modify on the owner.
+
+    Turning privilege separation off gives the token its user's privileges, never more, so the
+    same rule as creating it holds.
+    """
+    token = APIToken.objects.filter(tokenid=tokenid).first()
+    if token is None:
+        raise AccessError(f"no such token '{tokenid}'")
+    delegation.require_superuser_for(actor, token.user_id, "the API tokens")
+    delegation.check_self_or_user_group(actor, token.user_id)
+    changed: list[str] = []
+    if expire is not None:
+        if isinstance(expire, bool) or not isinstance(expire, int) or expire < 0 or (expire and expire <= time.time()):
+            raise AccessError("expire must be in the future (or 0 = never)")
+        token.expire, changed = expire, [*changed, "expire"]
+    if comment is not None:
+        token.comment, changed = text("comment", comment), [*changed, "comment"]
+    if privsep is not None:
+        token.privsep, changed = bool(privsep), [*changed, f"privsep={int(bool(privsep))}"]
+    with transaction.atomic(using=CLUSTER):
+        token.save()
+        audit.record(actor, f"changed API token '{tokenid}' ({', '.join(changed) or 'nothing'})")
+    return token
+
+
 def delete_token(tokenid: str, *, actor: Any) -> None:
     """The token and its ACL entries: oneself, or User.Modify on the owner (from the token's row)."""
     token = APIToken.objects.filter(tokenid=tokenid).first()
