@@ -1,6 +1,6 @@
 """The cluster endpoints under ``/api2/json``: version, nodes, cluster status and config, tasks (gathered by ``portal.urls``)."""
 
-from cluster.api import config, log, nodes, options, tasks
+from cluster.api import config, ha, log, nodes, options, tasks
 from portal.api.routing import api_path
 
 urlpatterns = [
@@ -10,6 +10,9 @@ urlpatterns = [
     api_path("cluster/status", nodes.ClusterStatusView.as_view()),
     api_path("cluster/options", options.OptionsView.as_view()),
     api_path("cluster/log", log.ClusterLogView.as_view()),
+    api_path("cluster/ha", ha.HAIndexView.as_view()),
+    api_path("cluster/ha/resources", ha.HAResourcesView.as_view()),
+    api_path("cluster/ha/resources/{sid}", ha.HAResourceView.as_view()),
     api_path("cluster/config", config.ConfigIndexView.as_view()),
     api_path("cluster/config/apiversion", config.ApiVersionView.as_view()),
     api_path("cluster/config/join", config.JoinView.as_view()),
