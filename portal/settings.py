@@ -296,6 +296,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "portal.runner.reason.ReasonPhraseHeaderMiddleware",
+    "portal.api.extjs.ExtJSMiddleware",  # innermost: it sees (and re-wraps) the json answer
 ]
 
 # Logins ride on cluster-signed tickets (authz.middleware), not on per-node database sessions.

@@ -29,6 +29,7 @@ from portal.api.renderers import CONTENT_TYPE, Envelope, render_json
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api2/json"
+EXTJS_PREFIX = "/api2/extjs"
 PARAMETER_MESSAGE = "Parameter verification failed."
 INTERNAL_ERROR = "internal server error"
 REASON_MAX = 256
@@ -101,7 +102,8 @@ def json_error(status: int, message: str, errors: dict[str, str] | None = None) 
 
 def api_relative_path(path: str) -> str:
     """``/api2/json/nodes/pve/`` -> ``/nodes/pve`` (the path as Proxmox names it in messages)."""
-    rest = path[len(API_PREFIX) :] if path.startswith(API_PREFIX) else path
+    prefix = next((p for p in (API_PREFIX, EXTJS_PREFIX) if path.startswith(p)), "")
+    rest = path[len(prefix) :]
     return "/" + rest.strip("/")
 
 

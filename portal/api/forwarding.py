@@ -23,7 +23,7 @@ from pathlib import Path
 from django.http import HttpResponse
 from rest_framework.request import Request
 
-from portal.api.errors import APIError, json_error
+from portal.api.errors import API_PREFIX, EXTJS_PREFIX, APIError, json_error
 
 DISABLE_PROXY_HEADER = "PVEDisableProxy"  # set on forwarded requests; a second hop is a loop
 CONNECT_TIMEOUT = 10.0
@@ -158,7 +158,10 @@ def relay(request: Request, target: NodeTarget) -> HttpResponse:
     django_request = request._request
     method = (django_request.method or "GET").upper()
     try:
-        upstream = send(target, method, django_request.get_full_path(), _headers(request), django_request.body or None)
+        path = django_request.get_full_path()
+        if path.startswith(EXTJS_PREFIX + "/"):  # the other node answers as json; this node's envelope wraps it once
+            path = API_PREFIX + path[len(EXTJS_PREFIX) :]
+        upstream = send(target, method, path, _headers(request), django_request.body or None)
     except ForwardError as exc:
         return json_error(exc.status, exc.message)
     response = HttpResponse(upstream.body, status=upstream.status, content_type=upstream.headers.get("content-type"))

@@ -17,6 +17,7 @@ from django.urls import URLPattern, URLResolver, re_path
 from portal.api.errors import not_implemented
 
 PREFIX = "api2/json/"
+FORMATS = r"api2/(?:json|extjs)"  # the same handlers; :mod:`portal.api.extjs` re-wraps the extjs answers
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SEGMENT = r"[^/]+"
 
@@ -37,14 +38,14 @@ def template_regex(template: str) -> str:
 
 
 def api_path(template: str, view: Callable[..., Any], name: str | None = None) -> URLPattern:
-    """A route for ``/api2/json/<template>``, with or without a trailing slash."""
+    """A route for ``/api2/json/<template>`` (and ``/api2/extjs/...``), with or without a trailing slash."""
     regex = template_regex(template.strip("/"))
-    return re_path(rf"^{PREFIX[:-1]}{'/' + regex if regex else ''}/?$", view, name=name)  # type: ignore[arg-type]  # None: Django's default
+    return re_path(rf"^{FORMATS}{'/' + regex if regex else ''}/?$", view, name=name)  # type: ignore[arg-type]  # None: Django's default
 
 
 def catch_all() -> URLPattern:
     """Everything else under /api2/json (any method): 501 ``Method 'X /path' not implemented``."""
-    return re_path(rf"^{PREFIX[:-1]}(?:/(?P<path>.*))?$", not_implemented, name="api-not-implemented")
+    return re_path(rf"^{FORMATS}(?:/(?P<path>.*))?$", not_implemented, name="api-not-implemented")
 
 
 def api_urlpatterns(routes: Iterable[URLPattern | URLResolver]) -> list[URLPattern | URLResolver]:

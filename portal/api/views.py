@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from portal.api import forwarding
-from portal.api.errors import API_PREFIX, exception_handler
+from portal.api.errors import api_relative_path, exception_handler
 from portal.api.params import check_no_body
 from portal.api.parsers import PVEFormParser
 from portal.api.renderers import CONTENT_TYPE, Envelope, PVEJSONRenderer
@@ -101,7 +101,7 @@ class PVEAPIView(APIView):
         """Proxmox's 501 for a GET/DELETE with content comes before authentication; forwarding after it."""
         check_no_body(request)
         super().initial(request, *args, **kwargs)
-        if self.proxyto and self.proxyto in kwargs and request.path.startswith(f"{API_PREFIX}/nodes/"):
+        if self.proxyto and self.proxyto in kwargs and api_relative_path(request.path).startswith("/nodes/"):
             target = forwarding.target_for(request, str(kwargs[self.proxyto]))
             if target is not None:
                 raise forwarding.Forward(target)

@@ -208,6 +208,11 @@ def test_credentials_pass_through_and_the_target_decides(nodes, b_task):
     assert refused.status_code == 403  # ... B, which decides, does not
     assert refused.json()["message"] == f"Permission check failed (/nodes/{B_NODE}, Sys.Audit)\n"
     assert refused.reason == f"Permission check failed (/nodes/{B_NODE}, Sys.Audit)"  # relayed unchanged
+    extjs = path.replace("/api2/json/", "/api2/extjs/")  # B answers json; A wraps it once
+    wrapped = auditor.get(extjs).json()
+    assert wrapped["success"] == 1 and wrapped["data"]["upid"] == b_task
+    refused_extjs = nobody.get(extjs)
+    assert refused_extjs.status_code == 200 and refused_extjs.json()["status"] == 403
     token = requests.get(path, headers={"Authorization": f"PVEAPIToken={nodes.token}"}, verify=str(nodes.ca))
     assert token.status_code == 200 and token.json()["data"]["status"] == "stopped"
     assert requests.get(path, verify=str(nodes.ca)).status_code == 401  # anonymous: refused by A
