@@ -7,6 +7,7 @@ on the loopback network (127.0.0.2, ...) to look like different clients.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -15,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
@@ -121,3 +123,14 @@ class WebServer:
             "POST", "/api2/json/access/ticket", {"username": username, "password": password}, source=source
         )
         return status, json.loads(body)
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], directory: Path) -> Iterator[WebServer]:
+    """The node's web server started (its log in ``directory``), stopped afterwards."""
+    server = WebServer(env, directory / "web.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from authz import login_gate, throttle
-from tests.webserver import WebServer
+from tests.webserver import WebServer, serving
 
 pytestmark = [pytest.mark.usefixtures("replicator")]
 ROOT_PASSWORD = "test-root-password"
@@ -18,10 +18,8 @@ ROOT_PASSWORD = "test-root-password"
 
 @pytest.fixture(scope="module")
 def web(node_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
-    server = WebServer(node_env, tmp_path_factory.mktemp("web") / "web.log")
-    server.start()
-    yield server
-    server.stop()
+    with serving(node_env, tmp_path_factory.mktemp("web")) as server:
+        yield server
 
 
 def test_one_address_takes_turns_holds_few_threads_and_others_get_in(web):

@@ -22,7 +22,7 @@ from authz import services
 from authz.models import ACLEntry, Pool, User
 from cluster import services as cluster_services
 from portal.api.views import PVEAPIView
-from tests.webserver import WebServer
+from tests.webserver import WebServer, serving
 
 pytestmark = [pytest.mark.usefixtures("replicator")]
 ROOT_PASSWORD = "test-root-password"
@@ -30,10 +30,8 @@ ROOT_PASSWORD = "test-root-password"
 
 @pytest.fixture(scope="module")
 def web(node_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
-    server = WebServer(node_env, tmp_path_factory.mktemp("web") / "web.log")
-    server.start()
-    yield server
-    server.stop()
+    with serving(node_env, tmp_path_factory.mktemp("web")) as server:
+        yield server
 
 
 def admin_session(web: WebServer) -> tuple[str, str]:
