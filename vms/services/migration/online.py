@@ -2,8 +2,9 @@
 
 Under the VM's ``migrate`` lock (a lease of the task) and its config lock: the target starts QEMU
 for the VM paused in incoming mode with the source's machine type (a ``start`` with
-``migratedfrom`` asked of its API, else ``qm start`` over node SSH: :mod:`.target`); the memory goes through an SSH unix-socket forward (secure, the default) or
-straight to the target's address in the migration network (insecure); once QEMU says
+``migratedfrom`` asked of its API, else ``qm start`` over node SSH: :mod:`.target`); the memory
+goes through an SSH unix-socket forward (secure, the default: :mod:`.tunnel`) or straight to the
+target's address in the migration network (insecure); once QEMU says
 ``completed`` (and the local disks' mirrors are ended, :mod:`.nbd`) and the node is still quorate,
 ONE replicated change makes the target the owner (drives renamed to their copies),
 then the target guest is resumed and the source QEMU ended. Before that change any failure or
