@@ -51,3 +51,11 @@ def users_with_grants(userids: tuple[str, ...], password: str, grants: list[tupl
         entry.delete()
     for path, role, users in grants:
         services.modify_acl(root, path, [role], users=users)
+
+
+def revoke_grants(userids: tuple[str, ...]) -> None:
+    """The ACL entries of ``userids`` removed (a module's grants must not show in later modules' user.cfg)."""
+    from authz.models import ACLEntry
+
+    for entry in ACLEntry.objects.filter(ugid__in=userids):
+        entry.delete()

@@ -4,12 +4,14 @@ propagated, 0: on that path only), one's own token's, another user's only with S
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from django.test import Client
 
 from authz import services
 from authz.models import User
-from tests.api_client import logged_in, users_with_grants
+from tests.api_client import logged_in, revoke_grants, users_with_grants
 
 pytestmark = [pytest.mark.usefixtures("replicator")]
 API = "/api2/json"
@@ -18,13 +20,14 @@ USERS = ("ap-vmuser@pve", "ap-auditor@pve", "ap-other@pve")
 
 
 @pytest.fixture(scope="module")
-def clients() -> dict[str, Client]:
+def clients() -> Iterator[dict[str, Client]]:
     users_with_grants(
         USERS, PASSWORD, [("/vms/7600", "PVEVMUser", ["ap-vmuser@pve"]), ("/access", "PVEAuditor", ["ap-auditor@pve"])]
     )
     root = User.objects.get(userid="root@pam")
     services.modify_acl(root, "/storage/ap-store", ["PVEDatastoreUser"], users=["ap-vmuser@pve"], propagate=False)
-    return {userid: logged_in(userid, PASSWORD) for userid in USERS} | {"root@pam": logged_in()}
+    yield {userid: logged_in(userid, PASSWORD) for userid in USERS} | {"root@pam": logged_in()}
+    revoke_grants(USERS)
 
 
 def get(client: Client, **params: str) -> tuple[int, dict]:

@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 
 from cluster.services import log_cluster_message
-from tests.api_client import API, logged_in, users_with_grants
+from tests.api_client import API, logged_in, revoke_grants, users_with_grants
 
 pytestmark = [pytest.mark.usefixtures("replicator")]
 PASSWORD = "clog-password"
@@ -21,7 +21,8 @@ def clients():  # type: ignore[no-untyped-def]
     log_cluster_message("cl: written by root", user="root@pam", tag="cltest")
     log_cluster_message("cl: written by the user", user="cl-user@pve", tag="cltest")
     log_cluster_message("cl: newest, by root", user="root@pam", tag="cltest")
-    return clients
+    yield clients
+    revoke_grants(USERS)
 
 
 def entries(client: Client, **params: object) -> list[dict]:

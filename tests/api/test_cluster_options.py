@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from replicator import client as replicator_client
-from tests.api_client import API, login_enforcing_csrf, users_with_grants
+from tests.api_client import API, login_enforcing_csrf, revoke_grants, users_with_grants
 
 pytestmark = [pytest.mark.usefixtures("replicator")]
 PASSWORD = "options-password"
@@ -19,7 +19,8 @@ def clients():  # type: ignore[no-untyped-def]
     users_with_grants(
         USERS, PASSWORD, [("/", "PVEAuditor", ["co-auditor@pve"]), ("/", "Administrator", ["co-admin@pve"])]
     )
-    return {userid: login_enforcing_csrf(userid, PASSWORD) for userid in USERS}
+    yield {userid: login_enforcing_csrf(userid, PASSWORD) for userid in USERS}
+    revoke_grants(USERS)
 
 
 def put(clients, userid: str, body: str):  # type: ignore[no-untyped-def]

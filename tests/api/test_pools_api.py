@@ -4,6 +4,8 @@ refusal changing nothing, and a member then covered by the pool's ACL entries.""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from django.test import Client
 
@@ -11,7 +13,7 @@ from authz import services
 from authz.models import ACLEntry, Pool, User
 from authz.permissions import has_privileges
 from replicator import client as replicator_client
-from tests.api_client import login_enforcing_csrf
+from tests.api_client import login_enforcing_csrf, revoke_grants
 from vms.models import VM, Storage
 
 pytestmark = [pytest.mark.usefixtures("replicator")]
@@ -24,7 +26,7 @@ USERS = ("pa-nobody@pve", "pa-auditor@pve", "pa-admin@pve", "pa-vmadmin@pve")
 
 
 @pytest.fixture(scope="module")
-def clients() -> dict[str, tuple[Client, str]]:
+def clients() -> Iterator[dict[str, tuple[Client, str]]]:
     root = User.objects.get(userid="root@pam")
     for userid in USERS:
         if not User.objects.filter(userid=userid).exists():
@@ -46,7 +48,15 @@ def clients() -> dict[str, tuple[Client, str]]:
     services.modify_acl(root, "/storage", ["PVEDatastoreAdmin"], users=["pa-vmadmin@pve"])
     logged_in = {userid: login_enforcing_csrf(userid, PASSWORD) for userid in USERS}
     logged_in["root@pam"] = login_enforcing_csrf("root@pam", "test-root-password")
-    return logged_in
+    yield logged_in
+    revoke_grants(USERS)  # nothing of this module shows in later modules' user.cfg
+    for vm in VM.objects.filter(vmid__in=(VMID, OTHER_VM)):
+        vm.delete()
+    for storage in Storage.objects.filter(storeid=STORE):
+        storage.delete()
+    for poolid in (POOL, OTHER_POOL, NEW_POOL):
+        if Pool.objects.filter(poolid=poolid).exists():
+            services.delete_pool(poolid, actor=root)
 
 
 def call(clients, userid: str, method: str, path: str, **params: object) -> tuple[int, dict]:

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.api_client import API, logged_in, users_with_grants
+from tests.api_client import API, logged_in, revoke_grants, users_with_grants
 from vms.qemu.command import CPU_FAMILY_RE, QEMU_BINARY, X86_64_LEVELS
 
 pytestmark = [pytest.mark.usefixtures("replicator")]
@@ -19,8 +19,9 @@ def clients():  # type: ignore[no-untyped-def]
     users_with_grants(
         ("cap-nobody@pve", "cap-auditor@pve"), "cap-pw", [(f"/nodes/{NODE}", "PVEAuditor", ["cap-auditor@pve"])]
     )
-    return {"root": logged_in(), "nobody": logged_in("cap-nobody@pve", "cap-pw"),
-            "auditor": logged_in("cap-auditor@pve", "cap-pw")}  # fmt: skip
+    yield {"root": logged_in(), "nobody": logged_in("cap-nobody@pve", "cap-pw"),
+           "auditor": logged_in("cap-auditor@pve", "cap-pw")}  # fmt: skip
+    revoke_grants(("cap-nobody@pve", "cap-auditor@pve"))
 
 
 def test_machines_are_the_installed_qemus(clients):

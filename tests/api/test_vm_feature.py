@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cluster.models import Node
-from tests.api_client import API, logged_in, users_with_grants
+from tests.api_client import API, logged_in, revoke_grants, users_with_grants
 from vms.models import VM, Storage
 
 pytestmark = [pytest.mark.usefixtures("replicator")]
@@ -32,8 +32,9 @@ def clients(tmp_path_factory):  # type: ignore[no-untyped-def]
     users_with_grants(
         ("ft-nobody@pve", "ft-auditor@pve"), "feature-pw", [(f"/vms/{QCOW}", "PVEAuditor", ["ft-auditor@pve"])]
     )
-    return {"root": logged_in(), "nobody": logged_in("ft-nobody@pve", "feature-pw"),
-            "auditor": logged_in("ft-auditor@pve", "feature-pw")}  # fmt: skip
+    yield {"root": logged_in(), "nobody": logged_in("ft-nobody@pve", "feature-pw"),
+           "auditor": logged_in("ft-auditor@pve", "feature-pw")}  # fmt: skip
+    revoke_grants(("ft-nobody@pve", "ft-auditor@pve"))
 
 
 def feature(client, vmid: int, name: str, **extra: str):  # type: ignore[no-untyped-def]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api_client import API, logged_in, users_with_grants
+from tests.api_client import API, logged_in, revoke_grants, users_with_grants
 from vms.models import VM
 from vms.qemu import lifecycle, process
 
@@ -24,6 +24,7 @@ def clients():  # type: ignore[no-untyped-def]
            "console": logged_in("mk-console@pve", "monitor-pw")}  # fmt: skip
     process.terminate(VMID, timeout=5, log=lambda line: None)
     process.cleanup(VMID, {})
+    revoke_grants(("mk-nobody@pve", "mk-console@pve"))
 
 
 def monitor(client, command: str):  # type: ignore[no-untyped-def]
