@@ -19,8 +19,15 @@ def clients():  # type: ignore[no-untyped-def]
     users_with_grants(
         USERS, PASSWORD, [("/", "PVEAuditor", ["co-auditor@pve"]), ("/", "Administrator", ["co-admin@pve"])]
     )
+    from cluster import services
+    from cluster.models import ClusterSettings
+
+    before = dict(ClusterSettings.objects.get(id="datacenter").options)
     yield {userid: login_enforcing_csrf(userid, PASSWORD) for userid in USERS}
     revoke_grants(USERS)
+    row = ClusterSettings.objects.get(id="datacenter")  # datacenter.cfg as this module found it
+    row.options = before
+    services.update_datacenter_options(row, actor="root@pam")
 
 
 def put(clients, userid: str, body: str):  # type: ignore[no-untyped-def]

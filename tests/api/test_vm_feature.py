@@ -35,6 +35,10 @@ def clients(tmp_path_factory):  # type: ignore[no-untyped-def]
     yield {"root": logged_in(), "nobody": logged_in("ft-nobody@pve", "feature-pw"),
            "auditor": logged_in("ft-auditor@pve", "feature-pw")}  # fmt: skip
     revoke_grants(("ft-nobody@pve", "ft-auditor@pve"))
+    for vm in VM.objects.filter(vmid__in=disks):  # their volumes exist nowhere: no later module may meet them
+        vm.delete()
+    for storage in Storage.objects.filter(storeid__in=("ft-dir", "ft-shared")):
+        storage.delete()
 
 
 def feature(client, vmid: int, name: str, **extra: str):  # type: ignore[no-untyped-def]

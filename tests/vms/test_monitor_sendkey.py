@@ -25,6 +25,7 @@ def clients():  # type: ignore[no-untyped-def]
     process.terminate(VMID, timeout=5, log=lambda line: None)
     process.cleanup(VMID, {})
     revoke_grants(("mk-nobody@pve", "mk-console@pve"))
+    VM.objects.get(vmid=VMID).delete()
 
 
 def monitor(client, command: str):  # type: ignore[no-untyped-def]
