@@ -96,7 +96,7 @@ class DomainView(PVEAPIView):
 
     def put(self, request: Request, realm: str, **kwargs: Any) -> Response:
         fields, options = _realm_values(request, {"realm": realm, **kwargs})
-        deleted = [key for key in fields["delete"].replace(";", ",").replace(" ", ",").split(",") if key]
+        deleted = params.id_list(fields["delete"])
         services.modify_realm(
             realm,
             actor=request.user,

@@ -38,8 +38,7 @@ class OptionsView(PVEAPIView):
     def put(self, request: Request, **kwargs: Any) -> Response:
         check(request.user, "/", ["Sys.Modify"])
         values = params.collect(request, kwargs)
-        raw_delete = values.pop("delete", "")
-        removed = [k for k in str(raw_delete).replace(";", ",").replace(" ", ",").split(",") if k]
+        removed = params.id_list(values.pop("delete", None))
         errors = {key: UNKNOWN for key in [*values, *removed] if key not in KEYS}
         errors |= {key: "cannot be set and deleted at once" for key in removed if key in values}
         for key, value in values.items():

@@ -10,10 +10,10 @@ import pytest
 from django.test import Client
 
 from authz import services
-from authz.models import ACLEntry, Pool, User
+from authz.models import Pool, User
 from authz.permissions import has_privileges
 from replicator import client as replicator_client
-from tests.api_client import login_enforcing_csrf, revoke_grants
+from tests.api_client import login_enforcing_csrf, revoke_grants, users_with_grants
 from vms.models import VM, Storage
 
 pytestmark = [pytest.mark.usefixtures("replicator")]
@@ -28,9 +28,6 @@ USERS = ("pa-nobody@pve", "pa-auditor@pve", "pa-admin@pve", "pa-vmadmin@pve")
 @pytest.fixture(scope="module")
 def clients() -> Iterator[dict[str, tuple[Client, str]]]:
     root = User.objects.get(userid="root@pam")
-    for userid in USERS:
-        if not User.objects.filter(userid=userid).exists():
-            services.add_user(userid, actor=root, password=PASSWORD)
     for poolid in (POOL, OTHER_POOL):
         if not Pool.objects.filter(poolid=poolid).exists():
             services.add_pool(poolid, actor=root, comment=f"{poolid} comment")
@@ -39,13 +36,13 @@ def clients() -> Iterator[dict[str, tuple[Client, str]]]:
             VM(vmid=vmid, node_id=NODE, config={"name": f"pa{vmid}", "memory": "128"}).save()
     if not Storage.objects.filter(storeid=STORE).exists():
         Storage(storeid=STORE, path="/tmp/pa-store").save()
-    for entry in ACLEntry.objects.filter(ugid__in=USERS):
-        entry.delete()
-    services.modify_acl(root, f"/pool/{POOL}", ["PVEPoolUser"], users=["pa-auditor@pve"])
-    services.modify_acl(root, f"/pool/{POOL}", ["PVEPoolAdmin"], users=["pa-admin@pve", "pa-vmadmin@pve"])
-    services.modify_acl(root, f"/pool/{NEW_POOL}", ["PVEPoolAdmin"], users=["pa-admin@pve"])
-    services.modify_acl(root, "/vms", ["PVEVMAdmin"], users=["pa-vmadmin@pve"])
-    services.modify_acl(root, "/storage", ["PVEDatastoreAdmin"], users=["pa-vmadmin@pve"])
+    users_with_grants(USERS, PASSWORD, [
+        (f"/pool/{POOL}", "PVEPoolUser", ["pa-auditor@pve"]),
+        (f"/pool/{POOL}", "PVEPoolAdmin", ["pa-admin@pve", "pa-vmadmin@pve"]),
+        (f"/pool/{NEW_POOL}", "PVEPoolAdmin", ["pa-admin@pve"]),
+        ("/vms", "PVEVMAdmin", ["pa-vmadmin@pve"]),
+        ("/storage", "PVEDatastoreAdmin", ["pa-vmadmin@pve"]),
+    ])  # fmt: skip
     logged_in = {userid: login_enforcing_csrf(userid, PASSWORD) for userid in USERS}
     logged_in["root@pam"] = login_enforcing_csrf("root@pam", "test-root-password")
     yield logged_in

@@ -34,12 +34,6 @@ def _listing(pool: Pool, with_members: bool) -> dict[str, Any]:
     return entry
 
 
-def _split(values: dict[str, Any], name: str) -> list[str]:
-    raw = values.get(name)
-    items = raw if isinstance(raw, list) else [raw] if raw not in (None, "") else []
-    return [part for item in items for part in str(item).replace(";", ",").replace(" ", ",").split(",") if part]
-
-
 class PoolsView(PVEAPIView):
     def get(self, request: Request, **kwargs: Any) -> Response:
         values = params.collect(request, kwargs)
@@ -87,7 +81,7 @@ class PoolView(PVEAPIView):
             comment = p.string("comment", max_length=4096, default=None)
             delete = p.boolean("delete", default=0)
             allow_move = p.boolean("allow-move", default=0)
-        vms, storages = _split(values, "vms"), _split(values, "storage")
+        vms, storages = params.id_list(values.get("vms")), params.id_list(values.get("storage"))
         for vmid in vms:
             if not vmid.isdigit() or not 100 <= int(vmid) <= 999_999_999:
                 raise ParameterError({"vms": f"invalid VM id '{vmid}'"})
