@@ -16,6 +16,7 @@ from typing import Protocol
 
 from vms import config_schema as schema
 from vms import devices
+from vms.cloudinit import options as ci_options
 from vms.config_schema import SCHEMA, Option
 from vms.property_strings import property_string_format, property_string_parse
 from vms.property_strings import shown as _shown
@@ -263,6 +264,11 @@ _CHECKS: dict[str, Callable[[str, Option], str]] = {
     "hostpci": _check_hostpci,
     "vmgenid": _check_vmgenid,
     "storage": _check_storage_id,
+    "ipconfig": lambda text, _option: ci_options.check_ipconfig(text),
+    "sshkeys": lambda text, _option: ci_options.check_sshkeys(text),
+    "address-list": lambda text, _option: ci_options.check_address_list(text),
+    "domain-list": lambda text, _option: ci_options.check_domain_list(text),
+    "cipassword": lambda text, _option: ci_options.check_cipassword(text),
 }
 
 

@@ -113,6 +113,14 @@ SCHEMA: dict[str, Option] = {
     "runningcpu": Option("string", max_length=1024),
     "efidisk0": Option("disk"),
     "tpmstate0": Option("disk"),
+    # Cloud-init (``vms.cloudinit``): read by the guest from its cloud-init drive.
+    "ciuser": Option("string", max_length=256),
+    "cipassword": Option("cipassword", max_length=1024),
+    "citype": Option("enum", choices=("nocloud", "configdrive2", "opennebula")),
+    "ciupgrade": Option("boolean"),
+    "sshkeys": Option("sshkeys", max_length=16 * 1024),
+    "nameserver": Option("address-list", max_length=1024),
+    "searchdomain": Option("domain-list", max_length=1024),
 }
 for _prefix, _count in (("ide", 4), ("sata", 6), ("scsi", 31), ("virtio", 16)):
     for _i in range(_count):
@@ -121,6 +129,8 @@ for _i in range(256):
     SCHEMA[f"unused{_i}"] = Option("unused")
 for _i in range(32):
     SCHEMA[f"net{_i}"] = Option("net")
+for _i in range(32):
+    SCHEMA[f"ipconfig{_i}"] = Option("ipconfig", max_length=1024)
 for _i in range(4):
     SCHEMA[f"serial{_i}"] = Option("serial", max_length=256)
 for _i in range(MAX_HOSTPCI):

@@ -15,6 +15,7 @@ from typing import Any
 from authz.permissions import PermissionDenied, has_privileges, principal_of
 from vms import config_schema as schema
 from vms import devices
+from vms.cloudinit.options import is_cloudinit_key
 from vms.config import ConfigError
 from vms.exceptions import RootOnly
 from vms.property_strings import property_string_parse
@@ -88,7 +89,9 @@ def _vm(privilege: str, *more: str) -> Need:
 
 
 def key_class(key: str) -> str:
-    """``drive``, ``unused``, ``serial``, ``usb``, ``hostpci``, ``net``, ``privilege`` or ``root``."""
+    """``drive``, ``unused``, ``serial``, ``usb``, ``hostpci``, ``net``, ``cloudinit``, ``privilege`` or ``root``."""
+    if is_cloudinit_key(key):
+        return "cloudinit"
     if schema.DISK_KEY_RE.fullmatch(key):
         return "unused" if key.startswith("unused") else "drive"
     for prefix in ("serial", "usb", "hostpci", "net"):
@@ -102,6 +105,8 @@ def _key_rules(key: str) -> list[Rule]:
     kind = key_class(key)
     if kind == "net":
         return [_vm("VM.Config.Network")]
+    if kind == "cloudinit":  # qemu-server: either privilege will do
+        return [Need(("VM.Config.Cloudinit", "VM.Config.Network"), any_of=True)]
     if kind == "root":
         return [RootOnlyRule(f"only root can set '{key}' config")]
     if kind != "privilege":

@@ -17,6 +17,7 @@ from portal.tasks.index import run_inline
 from replicator.exceptions import ConflictError
 from vms import lookups, operations, services
 from vms.api.backup import restore_vm
+from vms.cloudinit.options import masked
 from vms.config import ConfigError, validate_vmid
 from vms.config_schema import typed_value
 from vms.models import VM
@@ -81,8 +82,20 @@ class QemuListView(PVEAPIView):
         return ok(run_inline("qmcreate", str(vmid), _principal(request), create))
 
 
-# qemu-server's ``vmdiridx``, those served here (no cloudinit, vncproxy, termproxy, monitor ... yet)
-SUBDIRS = ("config", "pending", "status", "unlink", "migrate", "resize", "move", "rrddata", "agent", "snapshot")
+# qemu-server's ``vmdiridx``, those served here (no vncproxy, termproxy, monitor ... yet)
+SUBDIRS = (
+    "config",
+    "pending",
+    "cloudinit",
+    "status",
+    "unlink",
+    "migrate",
+    "resize",
+    "move",
+    "rrddata",
+    "agent",
+    "snapshot",
+)
 
 
 class QemuVMView(PVEAPIView):
@@ -111,7 +124,7 @@ class QemuVMView(PVEAPIView):
 class QemuConfigView(PVEAPIView):
     def get(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
         vm = _authorized_vm(request, node, vmid, ["VM.Audit"])
-        config: dict[str, Any] = {key: typed_value(key, value) for key, value in vm.full_config().items()}
+        config: dict[str, Any] = {key: typed_value(key, value) for key, value in masked(vm.full_config()).items()}
         config["digest"] = vm.digest
         return ok(config)
 
@@ -154,4 +167,5 @@ class QemuPendingView(PVEAPIView):
 
     def get(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
         vm = _authorized_vm(request, node, vmid, ["VM.Audit"])
-        return ok([{"key": key, "value": typed_value(key, value)} for key, value in sorted(vm.full_config().items())])
+        config = masked(vm.full_config())
+        return ok([{"key": key, "value": typed_value(key, value)} for key, value in sorted(config.items())])

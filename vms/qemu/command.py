@@ -379,6 +379,7 @@ def build_command(
     files: Callable[[str], str],
     resolve: Resolver,
     temp_efivars: str = "",
+    cloudinit_image: str = "",
 ) -> list[str]:
     """The argv that runs VM ``vmid``; ``files(kind)`` is a runtime file's path (pid, qmp, vnc, qga, serialN)."""
     _check_keys(config)
@@ -413,7 +414,9 @@ def build_command(
     argv += _agent_and_serial_args(config, files)
     nets = sorted((k for k in config if re.fullmatch(r"net\d+", k)), key=lambda k: int(k[3:]))
     bootindex = drives.boot_order(config, nets)
-    argv += drives.drive_args(config, resolve, bootindex, q35=machine.startswith("pc-q35"))
+    argv += drives.drive_args(
+        config, resolve, bootindex, q35=machine.startswith("pc-q35"), cloudinit_image=cloudinit_image
+    )
     argv += _net_args(config, vmid, effective, bootindex)
     if config.get("args"):
         try:

@@ -127,14 +127,17 @@ def _throttle(key: str, name: str, value: str) -> str:
     return f"{option}{'-max' if is_max else ''}{'-length' if is_length else ''}={int(number)}"
 
 
-def _backend(key: str, value: str, resolve: Resolver) -> tuple[list[str], dict[str, str], bool]:
+def _backend(key: str, value: str, resolve: Resolver, cloudinit_image: str) -> tuple[list[str], dict[str, str], bool]:
     """The ``-drive`` argument of one drive, its parsed items and whether it is a CD-ROM."""
     drive = devices.parse_drive(value)
     items = property_string_parse(value, default_key="file")
     volume = drive.volume
     parts = ["if=none", f"id=drive-{key}"]
-    if volume.kind == "cloudinit":
-        raise CommandError(f"{key}: cloud-init drives are not supported")
+    if volume.kind == "cloudinit":  # the image built from the config at start (``vms.cloudinit``)
+        if not cloudinit_image:
+            raise CommandError(f"{key}: no cloud-init image for this drive")
+        parts = [f"file={_escape(cloudinit_image)}", *parts, "format=raw", "media=cdrom", "readonly=on"]
+        return ["-drive", ",".join([*parts, *_drive_options(key, items, cdrom=True)])], items, True
     if volume.kind == "none":
         if not drive.is_cdrom:
             raise CommandError(f"{key}: only a CD-ROM drive may be empty ('none')")
@@ -211,7 +214,12 @@ def _front_end(key: str, items: Mapping[str, str], cdrom: bool, scsihw: str, q35
 
 
 def drive_args(
-    config: Mapping[str, str], resolve: Resolver, bootindex: Mapping[str, int], *, q35: bool = False
+    config: Mapping[str, str],
+    resolve: Resolver,
+    bootindex: Mapping[str, int],
+    *,
+    q35: bool = False,
+    cloudinit_image: str = "",
 ) -> list[str]:
     """Every disk and CD-ROM of ``config`` with the controllers they sit on."""
     scsihw = config.get("scsihw", "lsi")
@@ -223,7 +231,7 @@ def drive_args(
     backends: list[str] = []
     ahci = False
     for key in drive_keys(config):
-        backend, items, cdrom = _backend(key, config[key], resolve)
+        backend, items, cdrom = _backend(key, config[key], resolve, cloudinit_image)
         front, controller = _front_end(key, items, cdrom, scsihw, q35)
         if key in bootindex:
             front[-1] += f",bootindex={bootindex[key]}"

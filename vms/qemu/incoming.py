@@ -29,6 +29,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from vms.cloudinit import image as cloudinit_image
 from vms.exceptions import VMError
 from vms.models import VM, Storage
 from vms.property_strings import property_string_format, property_string_parse
@@ -209,6 +210,8 @@ def start_incoming(
         config["machine"] = machine
     argv = process.command_for(vm.vmid, config) + migration.incoming_args(uri)
     try:
+        if cloudinit_image.generate(vm.vmid, config):
+            log("generated the cloud-init image (NoCloud)")
         process.plug_taps(vm.vmid, vm.config, log)
         process.launch(vm.vmid, argv, timeout=60, log=log)
         nbd_lines = export_disks(vm.vmid, made, stateuri, address) if made else []

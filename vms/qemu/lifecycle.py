@@ -17,6 +17,7 @@ from django.db import transaction
 from cluster.services import log_cluster_message
 from replicator.exceptions import ConflictError
 from vms import lookups
+from vms.cloudinit import image as cloudinit_image
 from vms.exceptions import VMError, VMLocked
 from vms.leases import config_lock
 from vms.models import VM
@@ -106,6 +107,8 @@ def _start(vm: VM, *, log: Log, timeout: float, statefile: str | None = None, ma
     elif vm.config.get("kvm") == "0":
         log("kvm disabled in the VM config: running with TCG, software emulation (slow)")
     try:
+        if cloudinit_image.generate(vm.vmid, config):
+            log("generated the cloud-init image (NoCloud)")
         process.plug_taps(vm.vmid, vm.config, log)
         pid = process.launch(vm.vmid, argv, timeout=timeout, log=log)
         if statefile:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from vms import network
+from vms.cloudinit import image as cloudinit_image
 from vms.qemu import qmp
 from vms.qemu.command import OVMF, QEMU_BINARY, Host, build_command
 from vms.runtime_paths import KINDS, run_dir, vm_file, vm_pid
@@ -75,6 +76,7 @@ def command_for(vmid: int, config: Mapping[str, str], *, on_host: Host | None = 
         files=lambda kind: str(vm_file(vmid, kind)),
         resolve=resolve_volume,
         temp_efivars=str(temp_efivars(vmid)),
+        cloudinit_image=str(cloudinit_image.image_path(vmid)),
     )
 
 
@@ -210,7 +212,7 @@ def cleanup(vmid: int, config: Mapping[str, str]) -> list[str]:
             with contextlib.suppress(network.NetworkError):
                 network.unplug_tap(ifname)
                 removed.append(ifname)
-    for path in [vm_file(vmid, kind) for kind in KINDS] + [temp_efivars(vmid)]:
+    for path in [vm_file(vmid, kind) for kind in KINDS] + [temp_efivars(vmid), cloudinit_image.image_path(vmid)]:
         if path.exists() or path.is_symlink():
             path.unlink(missing_ok=True)
             removed.append(path.name)

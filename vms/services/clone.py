@@ -186,8 +186,8 @@ def _new_config(
             new[key] = value
             continue
         drive = devices.parse_drive(value)
-        if drive.is_cdrom or drive.volume.kind == "none":
-            new[key] = value
+        if drive.is_cdrom or drive.volume.kind == "none" or drive.media == "cloudinit":
+            new[key] = value  # a cloud-init drive holds no volume: the clone's image is built at its start
             continue
         volume = disks.volume_of(value)
         if volume is None:

@@ -76,7 +76,7 @@ def check_volumes(config: Mapping[str, str]) -> None:
 
 def _described(updates: Mapping[str, str], removed: Iterable[str], pool_move: tuple[str, str] | None) -> str:
     """Proxmox's ``update VM <vmid>: -key value ... -delete a,b`` (values escaped and cut)."""
-    parts = [f"-{key} {shown(value)}" for key, value in sorted(updates.items())]
+    parts = [f"-{key} {'<hidden>' if key == 'cipassword' else shown(value)}" for key, value in sorted(updates.items())]
     removed = list(removed)
     if removed:
         parts.append(f"-delete {','.join(removed)}")
