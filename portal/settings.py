@@ -213,6 +213,9 @@ CELERY_TASK_DEFAULT_QUEUE = f"node.{PVE_NODE_NAME}"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A task message delivered to a worker that died without acknowledging it is delivered again
 # after this many seconds; the task itself never runs twice (portal.tasks.runner).
+# An API request running a task in the web process (clone, snapshot, restore ...) answers with its
+# UPID after at most this many seconds; the task goes on (``portal.tasks.index.run_api_task``).
+PVE_API_TASK_WAIT = _env_float("PVE_API_TASK_WAIT", 3.0, 0.0, 3600.0)
 PVE_TASK_REDELIVERY_TIMEOUT = _env_int("PVE_TASK_REDELIVERY_TIMEOUT", 3600, 2, 7 * 86400)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": PVE_TASK_REDELIVERY_TIMEOUT,

@@ -40,6 +40,7 @@ def node_environment(
         "PVE_COROSYNC_CONF": str(data_dir / "corosync" / "corosync.conf"),  # never the host's file
         "PVE_LOG_LEVEL": "WARNING",
         "PVE_ALLOWED_HOSTS": "testserver",  # the Host of Django's test client
+        "PVE_API_TASK_WAIT": "3600",  # API tasks answer when done (test_ansible's server sets the default)
         "DJANGO_SETTINGS_MODULE": "portal.settings",
     }
     if database == "postgresql":

@@ -22,7 +22,7 @@ from authz.services.realms import LDAP_OPTIONS
 from portal.api import params
 from portal.api.errors import ParameterError
 from portal.api.views import PVEAPIView, ok
-from portal.tasks.index import run_inline
+from portal.tasks.index import run_api_task
 
 OPTION_KEYS = ("domain", *LDAP_OPTIONS)
 
@@ -135,4 +135,4 @@ class DomainSyncView(PVEAPIView):
             scope=scope,
             remove_vanished=bool(parts & {"entry", "1"}),
         )
-        return ok(run_inline("auth-realm-sync", realm, principal_of(request.user) or "", work))
+        return ok(run_api_task("auth-realm-sync", realm, principal_of(request.user) or "", work))

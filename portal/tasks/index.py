@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 
 from portal.models import Task
 from portal.tasks import state
@@ -105,16 +106,45 @@ class TaskHandle:
         state.finish(self.upid, self.exitstatus(error))
 
 
-def run_inline(type_: str, vmid: str, user: str, work: Callable[[TaskHandle], None]) -> str:
-    """Run ``work`` as a task now; failures end up in the task status, as in Proxmox."""
-    handle = TaskHandle(type_, vmid, user)
+def _run(handle: TaskHandle, work: Callable[[TaskHandle], None]) -> None:
     try:
         work(handle)
     except Exception as exc:
         handle.finish(str(exc) or type(exc).__name__)
     else:
         handle.finish()
+
+
+def run_inline(
+    type_: str, vmid: str, user: str, work: Callable[[TaskHandle], None], *, background_after: float | None = None
+) -> str:
+    """Run ``work`` as a task now; failures end up in the task status, as in Proxmox.
+
+    ``background_after``: the work runs in a thread of this process and the UPID is returned
+    when it ends or after that many seconds, whichever comes first, so an API client is answered
+    before its HTTP timeout (proxmoxer's is 5 s) while a long clone or restore goes on; it then
+    follows the task through its UPID, as with any Proxmox worker task. None: run it here.
+    """
+    handle = TaskHandle(type_, vmid, user)
+    if background_after is None:
+        _run(handle, work)
+        return handle.upid
+
+    def body() -> None:
+        try:
+            _run(handle, work)
+        finally:
+            connections.close_all()  # this thread's own database connections
+
+    thread = threading.Thread(target=body, name=f"task {type_} {vmid}")
+    thread.start()
+    thread.join(background_after)
     return handle.upid
+
+
+def run_api_task(type_: str, vmid: str, user: str, work: Callable[[TaskHandle], None]) -> str:
+    """``run_inline`` for an API request: answered within ``PVE_API_TASK_WAIT`` seconds."""
+    return run_inline(type_, vmid, user, work, background_after=settings.PVE_API_TASK_WAIT)
 
 
 def _interrupt(signum: int, frame: object) -> None:

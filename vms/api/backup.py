@@ -19,7 +19,7 @@ from portal.api import params
 from portal.api.errors import ParameterError
 from portal.api.views import PVEAPIView, ok
 from portal.tasks import runner
-from portal.tasks.index import TaskHandle, run_inline
+from portal.tasks.index import TaskHandle, run_api_task
 from vms.permissions import is_superuser
 from vms.services import backup
 from vms.services.backup import restore
@@ -81,7 +81,7 @@ def restore_vm(request: Request, node: str, vmid: int, values: dict[str, Any]) -
 
             lifecycle.start_vm(plan.vmid, log=task.log)
 
-    return ok(run_inline("qmrestore", str(vmid), principal_of(request.user) or "", work))
+    return ok(run_api_task("qmrestore", str(vmid), principal_of(request.user) or "", work))
 
 
 class ExtractConfigView(PVEAPIView):

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from portal.api import params
 from portal.api.errors import ParameterError
 from portal.api.views import PVEAPIView, ok
-from portal.tasks.index import TaskHandle, run_inline
+from portal.tasks.index import TaskHandle, run_api_task
 from vms.api.qemu import _authorized_vm, _principal, vmid_param
 from vms.config_schema import DISK_KEY_RE, DNS_LABEL_RE, STORAGE_RE
 from vms.services import clone
@@ -62,7 +62,7 @@ class CloneView(PVEAPIView):
                 vm, newid, actor=request.user, owner=task.upid, progress=task.log, bwlimit=bwlimit, **options
             )
 
-        return ok(run_inline("qmclone", str(vm.vmid), _principal(request), work))
+        return ok(run_api_task("qmclone", str(vm.vmid), _principal(request), work))
 
 
 class TemplateView(PVEAPIView):
@@ -79,4 +79,4 @@ class TemplateView(PVEAPIView):
         def work(task: TaskHandle) -> None:
             clone.template_vm(vm, actor=request.user, disk=disk, progress=task.log)
 
-        return ok(run_inline("qmtemplate", str(vm.vmid), _principal(request), work))
+        return ok(run_api_task("qmtemplate", str(vm.vmid), _principal(request), work))

@@ -13,7 +13,7 @@ from portal.api import params
 from portal.api.errors import ParameterError
 from portal.api.views import PVEAPIView, ok
 from portal.tasks import locks, runner
-from portal.tasks.index import run_inline
+from portal.tasks.index import run_api_task
 from vms import permissions, services
 from vms.api.qemu import _authorized_vm
 from vms.config_schema import DISK_KEY_RE, STORAGE_RE
@@ -65,7 +65,7 @@ class ResizeView(PVEAPIView):
                 progress=task.log,
             )
 
-        return ok(run_inline("resize", str(vm.vmid), principal_of(request.user) or "", work))
+        return ok(run_api_task("resize", str(vm.vmid), principal_of(request.user) or "", work))
 
 
 class MoveDiskView(PVEAPIView):

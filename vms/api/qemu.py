@@ -13,7 +13,7 @@ from cluster.api.nodes import local_node_or_error
 from portal.api import params
 from portal.api.errors import APIError, ParameterError
 from portal.api.views import PVEAPIView, ok
-from portal.tasks.index import run_inline
+from portal.tasks.index import run_api_task
 from replicator.exceptions import ConflictError
 from vms import lookups, operations, services
 from vms.api.backup import restore_vm
@@ -79,7 +79,7 @@ class QemuListView(PVEAPIView):
         create = functools.partial(
             operations.create_vm, vmid=vmid, options=options, node=node, actor=request.user, pool=pool, storage=storage
         )
-        return ok(run_inline("qmcreate", str(vmid), _principal(request), create))
+        return ok(run_api_task("qmcreate", str(vmid), _principal(request), create))
 
 
 # qemu-server's ``vmdiridx``, those served here (no vncproxy, termproxy, monitor ... yet)
@@ -118,7 +118,7 @@ class QemuVMView(PVEAPIView):
             purge=purge,
             destroy_unreferenced=unreferenced,
         )
-        return ok(run_inline("qmdestroy", str(vm.vmid), _principal(request), destroy))
+        return ok(run_api_task("qmdestroy", str(vm.vmid), _principal(request), destroy))
 
 
 class QemuConfigView(PVEAPIView):
@@ -155,7 +155,9 @@ class QemuConfigView(PVEAPIView):
 
     def post(self, request: Request, node: str, vmid: str, **kwargs: Any) -> Response:
         vm = self._update(request, node, vmid)
-        return ok(run_inline("qmconfig", str(vm.vmid), _principal(request), lambda task: task.log("update VM config")))
+        return ok(
+            run_api_task("qmconfig", str(vm.vmid), _principal(request), lambda task: task.log("update VM config"))
+        )
 
 
 class QemuPendingView(PVEAPIView):

@@ -19,7 +19,7 @@ from authz.permissions import check
 from portal.api import params
 from portal.api.errors import ParameterError
 from portal.api.views import PVEAPIView, ok
-from portal.tasks.index import run_inline
+from portal.tasks.index import run_api_task
 from vms.api.qemu import _authorized_vm, _principal
 from vms.exceptions import VMError
 from vms.models import VM
@@ -88,7 +88,7 @@ class SnapshotListView(PVEAPIView):
                 warn=task.warn,
             )
 
-        return ok(run_inline("qmsnapshot", str(vm.vmid), _principal(request), work))
+        return ok(run_api_task("qmsnapshot", str(vm.vmid), _principal(request), work))
 
 
 class SnapshotView(PVEAPIView):
@@ -106,7 +106,7 @@ class SnapshotView(PVEAPIView):
             snapshots.log_request(f"delete snapshot VM {vm.vmid}: {name}", _principal(request))
             snapshots.delete_snapshot(vm.vmid, name, owner=task.upid, force=force, log=task.log, warn=task.warn)
 
-        return ok(run_inline("qmdelsnapshot", str(vm.vmid), _principal(request), work))
+        return ok(run_api_task("qmdelsnapshot", str(vm.vmid), _principal(request), work))
 
 
 class SnapshotConfigView(PVEAPIView):
@@ -139,4 +139,4 @@ class RollbackView(PVEAPIView):
             snapshots.log_request(f"rollback snapshot VM {vm.vmid}: {name}", _principal(request))
             rollback(owner=task.upid, log=task.log)
 
-        return ok(run_inline("qmrollback", str(vm.vmid), _principal(request), work))
+        return ok(run_api_task("qmrollback", str(vm.vmid), _principal(request), work))

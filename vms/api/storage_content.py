@@ -21,7 +21,7 @@ from portal.api import params
 from portal.api.errors import ParameterError
 from portal.api.views import PVEAPIView, ok
 from portal.tasks import runner
-from portal.tasks.index import run_inline
+from portal.tasks.index import run_api_task
 from vms import permissions
 from vms.api.storage import node_storage, serving_storage
 from vms.devices import parse_volume
@@ -124,7 +124,7 @@ class VolumeView(PVEAPIView):
             task.log(f"Removed volume '{volid}'")
 
         owner = f"{parsed.vmid}@" if parsed.vmid is not None else ""
-        return ok(run_inline("imgdel", f"{owner}{storage}", _principal(request), work))
+        return ok(run_api_task("imgdel", f"{owner}{storage}", _principal(request), work))
 
 
 def _checksum(values: dict[str, Any]) -> tuple[str, str] | None:
@@ -176,7 +176,7 @@ class UploadView(PVEAPIView):
             task.log(f"starting file import from: {upload.path}")
             transfer.finish(plugin, upload.path, volname, checksum, task.log)
 
-        return ok(run_inline("imgcopy", "", _principal(request), work))
+        return ok(run_api_task("imgcopy", "", _principal(request), work))
 
 
 class DownloadURLView(PVEAPIView):
