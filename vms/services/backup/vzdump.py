@@ -40,6 +40,7 @@ from portal.tasks.upid import parse_upid
 from vms import devices, permissions
 from vms.config import ConfigError
 from vms.exceptions import StorageError, VMError
+from vms.jobs import options as job_options
 from vms.models import VM, Storage
 from vms.permissions import Need
 from vms.property_strings import property_string_parse, shown
@@ -53,6 +54,9 @@ from vms.storage.volnames import format_size
 Log = Callable[[str], None]
 MODES = ("snapshot", "suspend", "stop")
 COMPRESS = ("0", "1", "gzip", "lzo", "zstd")
+# Accepted as Proxmox's schema has them (clients such as Ansible's proxmox_backup always send
+# notification-mode) and checked; no mail or notification is sent by this implementation.
+ACCEPTED = ("mailto", "mailnotification", "notification-mode", "pigz")
 DRIVE_ORDER = ("ide", "sata", "scsi", "virtio", "efidisk", "tpmstate")
 DEFAULT_STOPWAIT = 10  # minutes
 TIME_LIMIT = 7 * 24 * 3600  # seconds a vzdump task may run (many large VMs)
@@ -135,10 +139,12 @@ def check_vzdump(options: Mapping[str, Any], *, actor: Any = None, node: str | N
     node = node or settings.PVE_NODE_NAME
     unknown = set(options) - {
         "vmid", "all", "exclude", "pool", "storage", "mode", "compress", "bwlimit", "ionice", "remove",
-        "prune-backups", "protected", "notes-template", "stopwait", "node", "zstd", "lockwait",
+        "prune-backups", "protected", "notes-template", "stopwait", "node", "zstd", "lockwait", *ACCEPTED,
     }  # fmt: skip
     if unknown:
         raise ConfigError({key: "property is not defined in schema" for key in sorted(unknown)})
+    accepted = {key: options[key] for key in ACCEPTED if options.get(key) not in (None, "")}
+    job_options.check_options(accepted)  # checked as a backup job checks them
     vmids, skipped = _selected(options, node)
     storeid = str(options.get("storage") or "local")
     storage = Storage.objects.filter(storeid=storeid).first()
