@@ -251,6 +251,28 @@ def test_run_inline_still_works(root):
     assert Task.objects.get(upid=upid).pid == os.getpid()
 
 
+def test_an_api_task_answers_before_it_ends_and_goes_on(root):
+    """``background_after``: the UPID comes back while the work still runs (in a thread of this
+    process, the task running in it), and the task ends on its own afterwards."""
+    import threading
+
+    release = threading.Event()
+
+    def work(task):  # type: ignore[no-untyped-def]
+        task.log("started")
+        assert release.wait(30)
+        task.log("released")
+
+    upid = index.run_inline("testbackground", "", "root@pam", work, background_after=0.2)
+    running = status(root, upid)
+    assert running["status"] == "running" and Task.objects.get(upid=upid).pid == os.getpid()
+    release.set()
+    assert wait_stopped(root, upid, timeout=30)["exitstatus"] == "OK"
+    assert log_lines(root, upid) == ["started", "released", "TASK OK"]
+    failing = index.run_inline("testbackground", "", "root@pam", lambda task: 1 / 0, background_after=5)
+    assert status(root, failing)["exitstatus"] == "division by zero"  # a quick one has ended when it answers
+
+
 def test_redelivery_while_running_does_not_run_twice(root, celery_worker, tmp_path):
     """The worker's redelivery timeout is 2 s: the message comes back while the task still runs."""
     runs = tmp_path / "runs"
