@@ -148,3 +148,17 @@ def test_qm_writes_through_the_services_as_root_with_an_audit_entry_each(node_en
     assert (entry.user, entry.msg, entry.tag) == ("root@pam", "VM 906 unlocked (was 'migrate')", "qmunlock")
     assert qm(node_env, "destroy", "906").returncode == 0
     assert ClusterLogEntry.objects.filter(msg="VM 906 destroyed", user="root@pam").exists()
+
+
+def test_a_bare_flag_is_a_boolean_set():
+    """``qm destroy 100 --purge`` as Proxmox's CLI takes it: a flag with no value (last, or before
+    another option) is 1; a value that is given is kept."""
+    from django.core.management.base import CommandError
+
+    from vms.management.commands.qm import _options
+
+    assert _options(["--purge"]) == {"purge": "1"}
+    assert _options(["--purge", "--skiplock", "0"]) == {"purge": "1", "skiplock": "0"}
+    assert _options(["--memory", "-1"]) == {"memory": "-1"}
+    with pytest.raises(CommandError, match="twice"):
+        _options(["--purge", "--purge"])

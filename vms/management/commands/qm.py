@@ -41,7 +41,7 @@ def _root() -> User:
 
 
 def _options(extra: list[str]) -> dict[str, str]:
-    """``--key value`` pairs after the verb's own arguments (config keys are open-ended)."""
+    """``--key value`` pairs after the verb's own arguments (config keys are open-ended); ``--flag`` alone is 1."""
     options: dict[str, str] = {}
     i = 0
     while i < len(extra):
@@ -50,10 +50,11 @@ def _options(extra: list[str]) -> dict[str, str]:
             raise CommandError(f"unexpected argument {arg!r} (expected --<option> <value>)")
         key, eq, value = arg[2:].partition("=")
         if not eq:
-            if i + 1 >= len(extra):
-                raise CommandError(f"option --{key} needs a value")
-            value = extra[i + 1]
-            i += 1
+            if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
+                value = "1"  # a bare flag (``--purge``) is a boolean set, as Proxmox's CLI reads it
+            else:
+                value = extra[i + 1]
+                i += 1
         if key in options:
             raise CommandError(f"option --{key} given twice")
         options[key] = value
