@@ -1,6 +1,6 @@
 """The cluster endpoints under ``/api2/json``: version, nodes, cluster status and config, tasks (gathered by ``portal.urls``)."""
 
-from cluster.api import config, ha, log, nodes, options, tasks
+from cluster.api import config, ha, log, nodes, options, syslog, tasks
 from portal.api.routing import api_path
 
 urlpatterns = [
@@ -19,6 +19,8 @@ urlpatterns = [
     api_path("cluster/config/nodes", config.NodesView.as_view()),
     api_path("cluster/config/nodes/{node}", config.NodeView.as_view()),
     api_path("cluster/tasks", tasks.ClusterTasksView.as_view()),
+    api_path("nodes/{node}/syslog", syslog.SyslogView.as_view()),
+    api_path("nodes/{node}/journal", syslog.JournalView.as_view()),
     api_path("nodes/{node}/tasks", tasks.TaskListView.as_view()),
     api_path("nodes/{node}/tasks/{upid}", tasks.TaskView.as_view()),
     api_path("nodes/{node}/tasks/{upid}/status", tasks.TaskStatusView.as_view()),

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from portal.runner.lifetime import die_with_parent
+from portal.syslog import Writer
 
 log = logging.getLogger("runnode")
 
@@ -63,6 +64,7 @@ class Child:
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     tee: threading.Thread | None = None
     inherit_fds: tuple[int, ...] = ()  # given to every child (the node lock)
+    syslog: Writer | None = None  # the node's system log (``/nodes/{node}/syslog``)
 
     @property
     def log_path(self) -> Path:
@@ -97,6 +99,8 @@ class Child:
                 try:
                     logfile.write(line)
                     logfile.flush()
+                    if self.syslog is not None:
+                        self.syslog.write(self.spec.name, process.pid, text)
                 except OSError:
                     pass  # a full disk must not block the child on a full pipe
                 try:
@@ -158,7 +162,8 @@ class Supervisor:
         from the thread that lives as long as the node.
         """
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.children = [Child(spec, log_dir, inherit_fds=inherit_fds) for spec in specs]
+        self.syslog = Writer(log_dir)
+        self.children = [Child(spec, log_dir, inherit_fds=inherit_fds, syslog=self.syslog) for spec in specs]
         self.max_restarts = max_restarts
         self.window = window
         self.stop_timeout = stop_timeout

@@ -146,6 +146,18 @@ def test_runnode_serves_the_admin_over_https_and_stops_cleanly_on_sigterm(tmp_pa
         assert "ready." in worker_text, worker_text[-3000:]
         assert "node.testnode" in worker_text
 
+        # What the children printed is the node's syslog and journal, as Proxmox's come from journald.
+        syslog = session.get(
+            f"{base}/api2/json/nodes/testnode/syslog", params={"service": "worker", "limit": 5000}, verify=str(ca)
+        )
+        worker_lines = [line["t"] for line in syslog.json()["data"]]
+        assert any(" testnode worker[" in t and "ready." in t for t in worker_lines), worker_lines[-20:]
+        journal = session.get(
+            f"{base}/api2/json/nodes/testnode/journal", params={"lastentries": 3}, verify=str(ca)
+        ).json()["data"]
+        assert len(journal) == 5 and journal[0].startswith("s=") and journal[-1].startswith("s=")
+        assert (logs / "syslog").stat().st_mode & 0o777 == 0o600
+
         listed = subprocess.run(["pgrep", "-P", str(runner.pid)], capture_output=True, text=True).stdout
         children = [int(pid) for pid in listed.split()]
         assert len(children) == len(CHILDREN), output()
