@@ -15,6 +15,10 @@ class AuthzConfig(AppConfig):
 
         register_error(AccessDenied, 403)
         register_error(AccessError, 400)
+        from authz.permissions import check
+        from portal.api.schema import register_privilege_check
+
+        register_privilege_check(lambda user, path, privs, any_of: check(user, path, privs, any_of=any_of))
         self._register_login_status()
 
     def _register_login_status(self) -> None:

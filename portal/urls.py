@@ -8,10 +8,12 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from portal.api.routing import api_urlpatterns
+from portal.api import apidoc
+from portal.api.routing import api_path, api_urlpatterns
 
 api = api_urlpatterns(
     [
+        api_path("openapi.json", apidoc.OpenAPIView.as_view()),
         path("", include("authz.api.urls")),
         path("", include("cluster.api.urls")),
         path("", include("vms.api.urls")),
@@ -21,6 +23,7 @@ api = api_urlpatterns(
 urlpatterns = [
     *api,
     path("admin/", admin.site.urls),
+    path("pve-docs/api-viewer/", apidoc.api_viewer, name="api-viewer"),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]
 

@@ -22,8 +22,9 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SEGMENT = r"[^/]+"
 
 
-def template_regex(template: str) -> str:
-    """``nodes/{node}/qemu`` -> ``nodes/(?P<node>[^/]+)/qemu`` (literal parts escaped)."""
+def template_regex(template: str, rest: frozenset[str] = frozenset()) -> str:
+    """``nodes/{node}/qemu`` -> ``nodes/(?P<node>[^/]+)/qemu`` (literal parts escaped); a placeholder
+    named in ``rest`` takes the rest of the path, slashes and all (a volume id)."""
     parts: list[str] = []
     position = 0
     for match in [*_PLACEHOLDER.finditer(template), None]:
@@ -32,15 +33,19 @@ def template_regex(template: str) -> str:
             raise ValueError(f"bad placeholder in API path template {template!r}")
         parts.append(re.escape(literal))
         if match:
-            parts.append(f"(?P<{match.group(1)}>{SEGMENT})")
+            parts.append(f"(?P<{match.group(1)}>{'.+?' if match.group(1) in rest else SEGMENT})")
             position = match.end()
     return "".join(parts)
 
 
-def api_path(template: str, view: Callable[..., Any], name: str | None = None) -> URLPattern:
+def api_path(
+    template: str, view: Callable[..., Any], name: str | None = None, rest: frozenset[str] = frozenset()
+) -> URLPattern:
     """A route for ``/api2/json/<template>`` (and ``/api2/extjs/...``), with or without a trailing slash."""
-    regex = template_regex(template.strip("/"))
-    return re_path(rf"^{FORMATS}{'/' + regex if regex else ''}/?$", view, name=name)  # type: ignore[arg-type]  # None: Django's default
+    regex = template_regex(template.strip("/"), rest)
+    route = re_path(rf"^{FORMATS}{'/' + regex if regex else ''}/?$", view, name=name)  # type: ignore[arg-type]  # None: Django's default
+    route.pve_template = "/" + template.strip("/")  # type: ignore[attr-defined]  # read by portal.api.openapi
+    return route
 
 
 def catch_all() -> URLPattern:
