@@ -23,6 +23,7 @@ _REALM_RE = re.compile(REALM_PATTERN)
 _TOKEN_NAME_RE = re.compile(REALM_PATTERN)  # Proxmox: a token name uses the realm pattern
 _ID_RE = re.compile(r"[A-Za-z0-9.\-_]+")
 _POOL_RE = re.compile(r"[A-Za-z0-9.\-_]+(/[A-Za-z0-9.\-_]+){0,2}")
+POOL_PATTERN = _POOL_RE.pattern  # for API declarations
 
 
 class InvalidId(AccessError):

@@ -12,12 +12,23 @@ from authz.exceptions import AccessDenied
 from authz.models import ACLEntry
 from authz.permissions import has_privileges
 from portal.api import params
+from portal.api.schema import BOOL, STR, Permission, array, endpoint, obj
 from portal.api.views import PVEAPIView, ok
+
+ACL_ENTRY = obj(
+    {"path": STR, "type": {"enum": ["user", "group", "token"]}, "ugid": STR, "roleid": STR, "propagate": BOOL}
+)
 
 
 class AclView(PVEAPIView):
-    def get(self, request: Request, **kwargs: Any) -> Response:
-        """Entries on paths where the caller may modify permissions, or all with Sys.Audit on /access."""
+    @endpoint(
+        "The access control list.",
+        Permission(
+            user="all", description="Entries on paths where you may modify permissions; all with Sys.Audit on /access."
+        ),
+        returns=array(ACL_ENTRY),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
         audit = has_privileges(request.user, "/access", ["Sys.Audit"])
         visible: dict[str, bool] = {}
         entries = []

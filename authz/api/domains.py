@@ -21,6 +21,7 @@ from authz.permissions import check, principal_of
 from authz.services.realms import LDAP_OPTIONS
 from portal.api import params
 from portal.api.errors import ParameterError
+from portal.api.schema import BOOL, STR, Permission, array, endpoint, obj
 from portal.api.views import PVEAPIView, ok
 from portal.tasks.index import run_api_task
 
@@ -53,7 +54,12 @@ class DomainsView(PVEAPIView):
         self.public = request.method in ("GET", "HEAD")  # creating a realm needs a login, of course
         super().initial(request, *args, **kwargs)
 
-    def get(self, request: Request, **kwargs: Any) -> Response:
+    @endpoint(
+        "The authentication realms (for the login form).",
+        Permission(user="world"),
+        returns=array(obj({"realm": STR, "type": STR}, comment=STR, default=BOOL)),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
         entries = []
         for realm in Realm.objects.all():
             entry: dict[str, Any] = {"realm": realm.realm, "type": realm.type, "comment": realm.comment}

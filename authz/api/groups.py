@@ -12,11 +12,17 @@ from authz.exceptions import AccessError
 from authz.models import Group
 from authz.restrict import restrict
 from portal.api import params
+from portal.api.schema import STR, Permission, array, endpoint, obj
 from portal.api.views import PVEAPIView, ok
 
 
 class GroupsView(PVEAPIView):
-    def get(self, request: Request, **kwargs: Any) -> Response:
+    @endpoint(
+        "Group index.",
+        Permission(user="all", description="Groups with Sys.Audit, Group.Allocate or User.Modify on them."),
+        returns=array(obj({"groupid": STR}, comment=STR, users=STR)),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
         privs = ["Sys.Audit", "Group.Allocate", "User.Modify"]
         return ok(
             [

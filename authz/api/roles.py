@@ -12,11 +12,17 @@ from authz.models import Role
 from authz.privileges import BUILTIN_ROLES
 from authz.services.roles import role_privileges
 from portal.api import params
+from portal.api.schema import ANY_USER, BOOL, STR, array, endpoint, obj
 from portal.api.views import PVEAPIView, ok
 
 
 class RolesView(PVEAPIView):
-    def get(self, request: Request, **kwargs: Any) -> Response:
+    @endpoint(
+        "Role index: the built-in roles (special 1) and the custom ones.",
+        ANY_USER,
+        returns=array(obj({"roleid": STR, "privs": STR, "special": BOOL})),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
         roles = [{"roleid": r, "privs": ",".join(sorted(p)), "special": 1} for r, p in sorted(BUILTIN_ROLES.items())]
         roles += [{"roleid": r.roleid, "privs": ",".join(sorted(r.privs)), "special": 0} for r in Role.objects.all()]
         return ok(roles)

@@ -13,17 +13,26 @@ from rest_framework.response import Response
 
 from authz.permissions import has_privileges, principal_of
 from cluster.models import ClusterLogEntry
-from portal.api import params
+from portal.api.schema import INT, STR, Permission, array, endpoint, integer, obj
 from portal.api.views import PVEAPIView, ok
 
 DEFAULT_MAX = 50
 
 
+ENTRY = obj(
+    {"uid": STR, "time": INT, "pri": INT, "tag": STR, "pid": INT, "node": STR, "user": STR, "msg": STR, "id": STR}
+)
+
+
 class ClusterLogView(PVEAPIView):
-    def get(self, request: Request, **kwargs: Any) -> Response:
-        values = params.collect(request, kwargs)
-        with params.ParamCollector(values) as p:
-            count = p.integer("max", minimum=0, maximum=100_000, default=0) or DEFAULT_MAX
+    @endpoint(
+        "Read the cluster log, newest first.",
+        Permission(user="all", description="Every entry with Sys.Syslog on /; else only your own."),
+        {"max": integer("At most this many entries (0: 50).", minimum=0, maximum=100_000, optional=True, default=0)},
+        returns=array(ENTRY),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
+        count = values["max"] or DEFAULT_MAX
         entries = ClusterLogEntry.objects.order_by("-time", "-version", "-uid")  # version: the order written
         if not has_privileges(request.user, "/", ["Sys.Syslog"]):
             entries = entries.filter(user=(principal_of(request.user) or "").partition("!")[0])

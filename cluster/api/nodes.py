@@ -8,10 +8,11 @@ from django.conf import settings
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from authz.permissions import check, has_privileges
+from authz.permissions import has_privileges
 from cluster.models import Node
 from cluster.status import clock, nodestatus
 from portal.api.errors import APIError, ParameterError
+from portal.api.schema import ANY_USER, BOOL, INT, NUM, STR, Permission, array, endpoint, obj
 from portal.api.views import PVEAPIView, ok
 from replicator import client
 from replicator.exceptions import ReplicationError
@@ -32,17 +33,44 @@ def local_node_or_error(node: str) -> Node:
 class RootIndexView(PVEAPIView):
     """``GET /``: the top-level directories (Proxmox's API2 index; any authenticated user)."""
 
-    def get(self, request: Request, **kwargs: Any) -> Response:
+    @endpoint("Directory index.", ANY_USER, returns=array(obj({"subdir": STR})))
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
         return ok([{"subdir": name} for name in ("version", "cluster", "nodes", "storage", "access", "pools")])
 
 
 class VersionView(PVEAPIView):
-    def get(self, request: Request, **kwargs: Any) -> Response:
+    @endpoint(
+        "API version details.",
+        ANY_USER,
+        returns=obj({"version": STR, "release": STR, "repoid": STR}, console=STR),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
         return ok(dict(VERSION))
 
 
+NODE_ENTRY = obj(
+    {"node": STR, "status": {"enum": ["online", "offline", "unknown"]}},
+    type=STR,
+    id=STR,
+    level=STR,
+    ssl_fingerprint=STR,
+    cpu=NUM,
+    maxcpu=INT,
+    mem=INT,
+    maxmem=INT,
+    disk=INT,
+    maxdisk=INT,
+    uptime=INT,
+)
+
+
 class NodesView(PVEAPIView):
-    def get(self, request: Request, **kwargs: Any) -> Response:
+    @endpoint(
+        "Cluster node index (usage figures where the caller has Sys.Audit on the node).",
+        ANY_USER,
+        returns=array(NODE_ENTRY),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
         entries = []
         for node in Node.objects.all():
             local = node.name == settings.PVE_NODE_NAME
@@ -61,9 +89,28 @@ class NodesView(PVEAPIView):
         return ok(entries)
 
 
+STATUS_ENTRY = obj(
+    {"type": {"enum": ["cluster", "node"]}, "id": STR, "name": STR},
+    nodes=INT,
+    quorate=BOOL,
+    version=INT,
+    nodeid=INT,
+    ip=STR,
+    local=BOOL,
+    online=BOOL,
+    level=STR,
+    clock_offset=NUM,
+    clock_warning=BOOL,
+)
+
+
 class ClusterStatusView(PVEAPIView):
-    def get(self, request: Request, **kwargs: Any) -> Response:
-        check(request.user, "/", ["Sys.Audit"])
+    @endpoint(
+        "Cluster information: the cluster and each node, with quorum and clock skew.",
+        Permission("/", ("Sys.Audit",)),
+        returns=array(STATUS_ENTRY),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
         nodes = list(Node.objects.all())
         live = live_status()
         board = live.get("nodes", {})

@@ -18,6 +18,7 @@ from cluster.exceptions import InvalidOptions
 from cluster.models import ClusterSettings
 from portal.api import params
 from portal.api.errors import ParameterError
+from portal.api.schema import Permission, endpoint
 from portal.api.views import PVEAPIView, ok
 
 KEYS = frozenset({
@@ -30,8 +31,12 @@ UNKNOWN = "property is not defined in schema and the schema does not allow addit
 
 
 class OptionsView(PVEAPIView):
-    def get(self, request: Request, **kwargs: Any) -> Response:
-        check(request.user, "/", ["Sys.Audit"])
+    @endpoint(
+        "The datacenter options (datacenter.cfg).",
+        Permission("/", ("Sys.Audit",)),
+        returns={"type": "object"},
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
         row = ClusterSettings.objects.filter(id="datacenter").first()
         return ok(dict(row.options) if row is not None else {})
 

@@ -19,25 +19,15 @@ from django.conf import settings
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from authz.permissions import check
 from cluster.api.nodes import local_node_or_error
 from portal import syslog
-from portal.api import params
 from portal.api.errors import ParameterError
+from portal.api.schema import INT, NODE, STR, Permission, array, endpoint, integer, obj, string
 from portal.api.views import PVEAPIView, ok
 
 DATETIME = r"\d{4}-\d{2}-\d{2}( \d{2}:\d{2}(:\d{2})?)?"  # Proxmox's since/until of syslog
 DEFAULT_LIMIT = 50
 CURSOR = re.compile(r"s=([0-9]{1,19})")
-SYSLOG_PARAMS = frozenset({"node", "start", "limit", "since", "until", "service"})
-JOURNAL_PARAMS = frozenset({"node", "since", "until", "lastentries", "startcursor", "endcursor"})
-
-
-def _reject_unknown(values: dict[str, Any], allowed: frozenset[str]) -> None:
-    unknown = sorted(set(values) - allowed)
-    if unknown:
-        message = "property is not defined in schema and the schema does not allow additional properties"
-        raise ParameterError(dict.fromkeys(unknown, message))
 
 
 def _local_epoch(value: str | None, name: str, end: bool) -> float | None:
@@ -59,24 +49,29 @@ def _between(records: Iterable[syslog.Record], since: float | None, until: float
     return [r for r in records if (since is None or r.time >= since) and (until is None or r.time < until)]
 
 
-def _checked_values(request: Request, node: str, allowed: frozenset[str]) -> dict[str, Any]:
-    """Sys.Syslog on the node, this node, and only the parameters the endpoint knows."""
-    check(request.user, f"/nodes/{node}", ["Sys.Syslog"])
-    local_node_or_error(node)
-    values = params.collect(request, {"node": node})
-    _reject_unknown(values, allowed)
-    return values
+PERMISSION = Permission("/nodes/{node}", ("Sys.Syslog",))
 
 
 class SyslogView(PVEAPIView):
-    def get(self, request: Request, node: str, **kwargs: Any) -> Response:
-        values = _checked_values(request, node, SYSLOG_PARAMS)
-        with params.ParamCollector(values) as p:
-            start = p.integer("start", minimum=0, default=0)
-            limit = p.integer("limit", minimum=0, default=0) or DEFAULT_LIMIT
-            since = p.string("since", pattern=DATETIME, default=None)
-            until = p.string("until", pattern=DATETIME, default=None)
-            service = p.string("service", max_length=128, default=None)
+    @endpoint(
+        "Read the node's system log.",
+        PERMISSION,
+        {
+            "node": NODE,
+            "start": integer("Skip this many lines.", minimum=0, optional=True, default=0),
+            "limit": integer("At most this many lines (0: the default, 50).", minimum=0, optional=True, default=0),
+            "since": string("Lines since this local time (YYYY-MM-DD[ HH:MM[:SS]]).", pattern=DATETIME, optional=True),
+            "until": string("Lines until this local time, inclusive.", pattern=DATETIME, optional=True),
+            "service": string("Only the lines of this service.", max_length=128, optional=True),
+        },
+        returns=array(obj({"n": INT, "t": STR})),
+        extra={"total": INT},
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
+        node = values["node"]
+        local_node_or_error(node)
+        start, limit, since, until = values["start"], values["limit"] or DEFAULT_LIMIT, values["since"], values["until"]
+        service = values["service"]
         matching = _between(
             syslog.records(settings.PVE_LOG_DIR),
             _local_epoch(since, "since", False),
@@ -91,17 +86,24 @@ class SyslogView(PVEAPIView):
 
 
 class JournalView(PVEAPIView):
-    def get(self, request: Request, node: str, **kwargs: Any) -> Response:
-        values = _checked_values(request, node, JOURNAL_PARAMS)
-        with params.ParamCollector(values) as p:
-            since = p.integer("since", minimum=0, default=None)
-            until = p.integer("until", minimum=0, default=None)
-            last = p.integer("lastentries", minimum=0, default=None)
-            after = p.string("startcursor", max_length=64, default=None)
-            before = p.string("endcursor", max_length=64, default=None)
-            for name, value in (("startcursor", after), ("endcursor", before)):
-                if value is not None and not CURSOR.fullmatch(value):
-                    p.add(name, f"invalid cursor '{value}'")
+    @endpoint(
+        "Read the node's journal: the first cursor, the lines, the last cursor.",
+        PERMISSION,
+        {
+            "node": NODE,
+            "since": integer("Entries since this UNIX epoch.", minimum=0, optional=True),
+            "until": integer("Entries until this UNIX epoch, inclusive.", minimum=0, optional=True),
+            "lastentries": integer("The last this many entries.", minimum=0, optional=True),
+            "startcursor": string("Entries after this cursor.", pattern=CURSOR.pattern, max_length=64, optional=True),
+            "endcursor": string("Entries before this cursor.", pattern=CURSOR.pattern, max_length=64, optional=True),
+        },
+        returns=array(STR),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
+        node = values["node"]
+        local_node_or_error(node)
+        since, until, last = values["since"], values["until"], values["lastentries"]
+        after, before = values["startcursor"], values["endcursor"]
         entries = _between(syslog.records(settings.PVE_LOG_DIR), since, None if until is None else until + 1)
         if after is not None:
             entries = [r for r in entries if r.seq > _seq(after)]

@@ -21,8 +21,8 @@ from rest_framework.response import Response
 from authz import ids
 from authz.permissions import check, has_privileges, principal_of
 from cluster.api.nodes import live_status, local_node_or_error
-from portal.api import params
 from portal.api.errors import APIError, ParameterError
+from portal.api.schema import ANY_USER, INT, NODE, STR, VMID, array, boolean, endpoint, enum, integer, obj, string
 from portal.api.views import PVEAPIView, ok
 from portal.models import Task
 from portal.tasks import entries as task_entries
@@ -30,18 +30,6 @@ from portal.tasks import runner
 from portal.tasks.logs import log_path, read_log
 from portal.tasks.upid import parse_upid
 
-LIST_PARAMETERS = {
-    "start",
-    "limit",
-    "userfilter",
-    "typefilter",
-    "vmid",
-    "errors",
-    "source",
-    "since",
-    "until",
-    "statusfilter",
-}
 STATUS_TYPES = ("ok", "warning", "error", "unknown")
 DOWNLOAD_COMPRESS_ABOVE = 1024  # bytes, as Proxmox
 
@@ -114,17 +102,6 @@ def owns(request: Request, task_user: str) -> bool:
     return caller(request) in (task_user, user) if token else caller(request) == user
 
 
-def _reject_unknown(values: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(values) - allowed)
-    if unknown:
-        raise ParameterError(
-            {
-                name: "property is not defined in schema and the schema does not allow additional properties"
-                for name in unknown
-            }
-        )
-
-
 def _task_or_error(node: str, upid: str) -> Task:
     local_node_or_error(node)
     try:
@@ -142,22 +119,57 @@ def _check_task(request: Request, task: Task, privilege: str) -> None:
         check(request.user, f"/nodes/{task.node}", [privilege])
 
 
+TASK = obj(
+    {"upid": STR, "node": STR, "pid": INT, "pstart": INT, "starttime": INT, "type": STR, "id": STR, "user": STR},
+    tokenid=STR,
+    endtime=INT,
+    status=STR,
+)
+UPID = string("The task's unique ID.", max_length=512)
+TASK_PERMISSION = "The caller's own tasks; others' with Sys.Audit (reading) or Sys.Modify (stopping) on /nodes/{node}."
+
+
 class TaskListView(PVEAPIView):
-    def get(self, request: Request, node: str, **kwargs: Any) -> Response:
+    @endpoint(
+        "Read the task list of one node (finished tasks).",
+        ANY_USER.with_description("List tasks you own, and everyone's with Sys.Audit on /nodes/{node}."),
+        {
+            "node": NODE,
+            "start": integer("List tasks beginning from this offset.", minimum=0, optional=True, default=0),
+            "limit": integer("Only list this number of tasks.", minimum=0, optional=True, default=50),
+            "userfilter": string("Only list tasks of this user.", max_length=128, optional=True, default=""),
+            "typefilter": string("Only list tasks of this type.", max_length=64, optional=True, default=""),
+            "vmid": VMID.but(optional=True, description="Only list tasks for this VM."),
+            "errors": boolean("Only list tasks with a status of ERROR.", optional=True, default=0),
+            "source": enum(
+                ("archive", "active", "all"), "List archived, active or all tasks.", optional=True, default="archive"
+            ),
+            "since": integer("Only list tasks since this UNIX epoch.", optional=True),
+            "until": integer("Only list tasks until this UNIX epoch.", optional=True),
+            "statusfilter": string(
+                "List of task states to show (ok, warning, error, unknown).", max_length=64, optional=True
+            ),
+        },
+        returns=array(TASK),
+        extra={"total": INT},
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
+        node = values["node"]
         local_node_or_error(node)
-        values = params.collect(request, {"node": node})
-        _reject_unknown(values, LIST_PARAMETERS | {"node"})
-        with params.ParamCollector(values) as p:
-            start = p.integer("start", minimum=0, default=0)
-            limit = p.integer("limit", minimum=0, default=50)
-            userfilter = p.string("userfilter", max_length=128, default="")
-            typefilter = p.string("typefilter", max_length=64, default="")
-            vmid = p.integer("vmid", minimum=100, maximum=999_999_999, default=None)
-            errors = p.boolean("errors", default=0)
-            source = p.enum("source", ("archive", "active", "all"), default="archive")
-            since = p.integer("since", default=None)
-            until = p.integer("until", default=None)
-            statusfilter = p.string("statusfilter", max_length=64, default=None)
+        start, limit, userfilter, typefilter = (
+            values["start"],
+            values["limit"],
+            values["userfilter"],
+            values["typefilter"],
+        )
+        vmid, errors, source, since, until = (
+            values["vmid"],
+            values["errors"],
+            values["source"],
+            values["since"],
+            values["until"],
+        )
+        statusfilter = values["statusfilter"]
         wanted = set(STATUS_TYPES)
         if errors:
             wanted.discard("ok")
@@ -176,41 +188,63 @@ class TaskListView(PVEAPIView):
         return ok([list_entry(task) for task in page], total=tasks.count())
 
 
+TASK_PARAMETERS = {"node": NODE, "upid": UPID}
+
+
 class TaskView(PVEAPIView):
-    def get(self, request: Request, node: str, upid: str, **kwargs: Any) -> Response:
-        _task_or_error(node, upid)
+    @endpoint("The task's subdirectories.", ANY_USER, TASK_PARAMETERS, returns=array(obj({"name": STR})))
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
+        _task_or_error(values["node"], values["upid"])
         return ok([{"name": "log"}, {"name": "status"}])
 
-    def delete(self, request: Request, node: str, upid: str, **kwargs: Any) -> Response:
-        """Stop the task (a queued one never starts); Sys.Modify on the node unless it is the caller's."""
-        task = _task_or_error(node, upid)
+    @endpoint(
+        "Stop a task (a queued one never starts).",
+        ANY_USER.with_description(TASK_PERMISSION),
+        TASK_PARAMETERS,
+        returns={"type": "null"},
+    )
+    def delete(self, request: Request, values: dict[str, Any]) -> Response:
+        task = _task_or_error(values["node"], values["upid"])
         _check_task(request, task, "Sys.Modify")
         runner.stop(task.upid)
         return ok(None)
 
 
 class TaskStatusView(PVEAPIView):
-    def get(self, request: Request, node: str, upid: str, **kwargs: Any) -> Response:
-        task = _task_or_error(node, upid)
+    @endpoint(
+        "Read a task's status: running, or stopped with its exit status.",
+        ANY_USER.with_description(TASK_PERMISSION),
+        TASK_PARAMETERS,
+        returns=obj({**TASK["properties"], "status": {"enum": ["running", "stopped"]}}, exitstatus=STR),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
+        task = _task_or_error(values["node"], values["upid"])
         _check_task(request, task, "Sys.Audit")
         return ok(status_entry(task))
 
 
 class TaskLogView(PVEAPIView):
-    def get(self, request: Request, node: str, upid: str, **kwargs: Any) -> HttpResponse:
-        task = _task_or_error(node, upid)
+    @endpoint(
+        "Read a task's log: lines numbered from 1, or the whole file with download.",
+        ANY_USER.with_description(TASK_PERMISSION),
+        {
+            **TASK_PARAMETERS,
+            "start": integer("Start at this line (0: the first).", minimum=0, optional=True),
+            "limit": integer("At most this many lines.", minimum=0, optional=True),
+            "download": boolean("The whole log as a file (not with start or limit).", optional=True, default=0),
+        },
+        returns=array(obj({"n": INT, "t": STR})),
+        extra={"total": INT},
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> HttpResponse:
+        task = _task_or_error(values["node"], values["upid"])
         _check_task(request, task, "Sys.Audit")
-        values = params.collect(request, {"node": node, "upid": upid})
-        _reject_unknown(values, {"node", "upid", "start", "limit", "download"})
-        with params.ParamCollector(values) as p:
-            start = p.integer("start", minimum=0, default=0)
-            limit = p.integer("limit", minimum=0, default=50)
-            download = p.boolean("download", default=0)
+        start, limit, download = values["start"], values["limit"], values["download"]
         if download:
-            if "start" in values or "limit" in values:
+            if start is not None or limit is not None:
                 raise APIError(500, "'download' cannot be used together with 'start' or 'limit' parameters")
             return _download(task)
-        lines, total = read_log(task.upid, start, limit)
+        lines, total = read_log(task.upid, start or 0, 50 if limit is None else limit)
         return ok(lines, total=total)
 
 
@@ -234,8 +268,12 @@ def _download(task: Task) -> HttpResponse:
 class ClusterTasksView(PVEAPIView):
     """Recent tasks of every online node: this node's from its index, the others' from their status."""
 
-    def get(self, request: Request, **kwargs: Any) -> Response:
-        _reject_unknown(params.collect(request, {}), set())
+    @endpoint(
+        "Recent tasks of every online node.",
+        ANY_USER.with_description("Your own tasks; everyone's with Sys.Audit on /."),
+        returns=array(TASK),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
         local = settings.PVE_NODE_NAME
         published: list[dict[str, Any]] = list(task_entries.recent_tasks())
         for name, status in live_status().get("nodes", {}).items():

@@ -12,8 +12,8 @@ from typing import Any
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from authz.permissions import check
 from cluster.api.nodes import local_node_or_error
+from portal.api.schema import ANY_USER, BOOL, NODE, STR, Permission, array, endpoint, obj
 from portal.api.views import PVEAPIView, ok
 from vms.qemu.command import QEMU_BINARY, X86_64_LEVELS
 
@@ -34,30 +34,46 @@ VENDORS = {
 }  # fmt: skip
 
 
+INDEX = array(obj({"name": STR}))
+AUDIT = Permission("/nodes/{node}", ("Sys.Audit",))
+
+
 class CapabilitiesView(PVEAPIView):
-    def get(self, request: Request, node: str, **kwargs: Any) -> Response:
-        local_node_or_error(node)
+    @endpoint("Node capabilities index.", ANY_USER, {"node": NODE}, returns=INDEX)
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
+        local_node_or_error(values["node"])
         return ok([{"name": "qemu"}])
 
 
 class QemuCapabilitiesView(PVEAPIView):
-    def get(self, request: Request, node: str, **kwargs: Any) -> Response:
-        local_node_or_error(node)
+    @endpoint("QEMU capabilities index.", ANY_USER, {"node": NODE}, returns=INDEX)
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
+        local_node_or_error(values["node"])
         return ok([{"name": "cpu"}, {"name": "machines"}])
 
 
 class CPUModelsView(PVEAPIView):
-    def get(self, request: Request, node: str, **kwargs: Any) -> Response:
-        check(request.user, f"/nodes/{node}", ["Sys.Audit"])
-        local_node_or_error(node)
+    @endpoint(
+        "The CPU models this node's QEMU offers.",
+        AUDIT,
+        {"node": NODE},
+        returns=array(obj({"name": STR, "vendor": STR, "custom": BOOL})),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
+        local_node_or_error(values["node"])
         models = [{"name": name, "vendor": vendor, "custom": 0} for vendor, names in VENDORS.items() for name in names]
         return ok(sorted(models, key=lambda model: str(model["name"]).lower()))
 
 
 class MachinesView(PVEAPIView):
-    def get(self, request: Request, node: str, **kwargs: Any) -> Response:
-        check(request.user, f"/nodes/{node}", ["Sys.Audit"])
-        local_node_or_error(node)
+    @endpoint(
+        "The machine types (and versions) this node's QEMU offers, newest first.",
+        AUDIT,
+        {"node": NODE},
+        returns=array(obj({"id": STR, "type": {"enum": ["i440fx", "q35"]}, "version": STR})),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
+        local_node_or_error(values["node"])
         return ok(list(machine_types()))
 
 

@@ -16,15 +16,44 @@ from authz.permissions import check, has_privileges
 from cluster.api.nodes import local_node_or_error
 from portal.api import params
 from portal.api.errors import APIError
+from portal.api.schema import BOOL, INT, NODE, STR, Permission, array, endpoint, enum, obj
 from portal.api.views import PVEAPIView, ok
 from vms import host_network
 
+INTERFACE = obj(
+    {"iface": STR, "type": STR},
+    active=BOOL,
+    autostart=BOOL,
+    families=array(STR),
+    method=STR,
+    method6=STR,
+    cidr=STR,
+    address=STR,
+    netmask=STR,
+    gateway=STR,
+    bridge_ports=STR,
+    bridge_stp=STR,
+    bridge_fd=STR,
+    comments=STR,
+    priority=INT,
+)
+
 
 class NetworkListView(PVEAPIView):
-    def get(self, request: Request, node: str, **kwargs: Any) -> Response:
+    @endpoint(
+        "The node's network interfaces.",
+        Permission(
+            user="all",
+            description="All with Sys.Audit on /nodes/{node}; else the bridges with SDN.Use on "
+            "/sdn/zones/localnetwork/{iface}.",
+        ),
+        {"node": NODE, "type": enum(tuple(host_network.TYPES), "Only interfaces of this type.", optional=True)},
+        returns=array(INTERFACE),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
+        node = values["node"]
         local_node_or_error(node)
-        values = params.collect(request, {"node": node})
-        kind = params.enum(values["type"], "type", host_network.TYPES) if values.get("type") else None
+        kind = values["type"] or None
         entries = host_network.interfaces(kind)
         if has_privileges(request.user, f"/nodes/{node}", ["Sys.Audit"]):
             return ok(entries)

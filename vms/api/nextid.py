@@ -7,8 +7,8 @@ from typing import Any
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from portal.api import params
 from portal.api.errors import ParameterError
+from portal.api.schema import ANY_USER, STR, endpoint, string
 from portal.api.views import PVEAPIView, ok
 from vms import lookups
 from vms.api.qemu import vmid_param
@@ -16,9 +16,14 @@ from vms.models import VM
 
 
 class NextIdView(PVEAPIView):
-    def get(self, request: Request, **kwargs: Any) -> Response:
-        values = params.collect(request, kwargs)
-        if values.get("vmid") not in (None, ""):
+    @endpoint(
+        "A free VMID: the one asked for if it is free, else the first free one.",
+        ANY_USER,
+        {"vmid": string("The VMID to check.", max_length=16, optional=True)},
+        returns=STR,
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
+        if values["vmid"] not in (None, ""):
             vmid = vmid_param(values["vmid"])
             if VM.objects.filter(vmid=vmid).exists():
                 raise ParameterError({"vmid": f"VM {vmid} already exists"})

@@ -17,14 +17,20 @@ from rest_framework.response import Response
 from authz import ids, services
 from authz.exceptions import AccessError
 from authz.models import Pool
-from authz.permissions import check, has_privileges
+from authz.permissions import has_privileges
 from portal.api import params
 from portal.api.errors import ParameterError
+from portal.api.schema import INT, NULL, STR, Permission, array, boolean, endpoint, enum, obj, string
 from portal.api.views import PVEAPIView, ok
 from vms.config_schema import STORAGE_RE
 from vms.services import pools
 
 AUDIT = ("Pool.Audit", "Pool.Allocate")
+POOLID = string("The pool's id.", max_length=64, pattern=ids.POOL_PATTERN)
+KIND = enum(("qemu", "lxc", "storage"), "Only members of this type.", optional=True)
+COMMENT = string("A comment.", max_length=4096, optional=True)
+MEMBER = obj({"id": STR, "type": STR}, vmid=INT, node=STR, storage=STR, name=STR, template=INT)
+POOL = obj({"poolid": STR}, comment=STR, members=array(MEMBER))
 
 
 def _listing(pool: Pool, with_members: bool) -> dict[str, Any]:
@@ -35,11 +41,14 @@ def _listing(pool: Pool, with_members: bool) -> dict[str, Any]:
 
 
 class PoolsView(PVEAPIView):
-    def get(self, request: Request, **kwargs: Any) -> Response:
-        values = params.collect(request, kwargs)
-        with params.ParamCollector(values) as p:
-            poolid = p.string("poolid", max_length=64, default=None)
-            kind = p.enum("type", ("qemu", "lxc", "storage"), default=None)
+    @endpoint(
+        "List the pools the caller may see (with poolid: that pool, with its members).",
+        Permission(description="Pools with Pool.Audit or Pool.Allocate on /pool/{poolid}.", user="all"),
+        {"poolid": POOLID.but(optional=True), "type": KIND},
+        returns=array(POOL),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
+        poolid, kind = values["poolid"], values["type"]
         found = Pool.objects.all() if poolid is None else Pool.objects.filter(poolid=poolid)
         listed = []
         for pool in found:
@@ -51,21 +60,27 @@ class PoolsView(PVEAPIView):
             listed.append(entry)
         return ok(listed)
 
-    def post(self, request: Request, **kwargs: Any) -> Response:
-        values = params.collect(request, kwargs)
-        with params.ParamCollector(values) as p:
-            poolid = p.string("poolid", max_length=64)
-            comment = p.string("comment", max_length=4096, default="")
+    @endpoint(
+        "Create a pool.",
+        Permission("/pool/{poolid}", ("Pool.Allocate",)),
+        {"poolid": POOLID, "comment": COMMENT.but(default="")},
+        returns=NULL,
+    )
+    def post(self, request: Request, values: dict[str, Any]) -> Response:
+        poolid, comment = values["poolid"], values["comment"]
         services.add_pool(poolid, actor=request.user, comment=comment)
         return ok(None)
 
 
 class PoolView(PVEAPIView):
-    def get(self, request: Request, poolid: str, **kwargs: Any) -> Response:
-        check(request.user, f"/pool/{poolid}", ["Pool.Audit"])
-        values = params.collect(request, {"poolid": poolid, **kwargs})
-        with params.ParamCollector(values) as p:
-            kind = p.enum("type", ("qemu", "lxc", "storage"), default=None)
+    @endpoint(
+        "A pool's comment and members.",
+        Permission("/pool/{poolid}", ("Pool.Audit",)),
+        {"poolid": POOLID, "type": KIND},
+        returns=obj({"members": array(MEMBER)}, comment=STR),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
+        poolid, kind = values["poolid"], values["type"]
         pool = Pool.objects.filter(poolid=poolid).first()
         if pool is None:
             raise AccessError(f"pool '{poolid}' does not exist")
@@ -75,12 +90,31 @@ class PoolView(PVEAPIView):
             answer["comment"] = pool.comment
         return ok(answer)
 
-    def put(self, request: Request, poolid: str, **kwargs: Any) -> Response:
-        values = params.collect(request, {"poolid": poolid, **kwargs})
-        with params.ParamCollector(values) as p:
-            comment = p.string("comment", max_length=4096, default=None)
-            delete = p.boolean("delete", default=0)
-            allow_move = p.boolean("allow-move", default=0)
+    @endpoint(
+        "Change a pool's comment; add its members, or with delete remove them.",
+        Permission(
+            "/pool/{poolid}",
+            ("Pool.Allocate",),
+            description="And VM.Allocate on each VM, Datastore.Allocate or Permissions.Modify on each storage; "
+            "allow-move: Pool.Allocate on the pool they leave.",
+        ),
+        {
+            "poolid": POOLID,
+            "comment": COMMENT,
+            "vms": string("VMIDs to add (or remove).", optional=True),
+            "storage": string("Storage ids to add (or remove).", optional=True),
+            "delete": boolean("Remove the listed members instead.", optional=True, default=0),
+            "allow-move": boolean("Take members out of the pool they are in.", optional=True, default=0),
+        },
+        returns=NULL,
+    )
+    def put(self, request: Request, values: dict[str, Any]) -> Response:
+        poolid, comment, delete, allow_move = (
+            values["poolid"],
+            values["comment"],
+            values["delete"],
+            values["allow-move"],
+        )
         vms, storages = params.id_list(values.get("vms")), params.id_list(values.get("storage"))
         for vmid in vms:
             if not vmid.isdigit() or not 100 <= int(vmid) <= 999_999_999:
@@ -102,6 +136,12 @@ class PoolView(PVEAPIView):
         )
         return ok(None)
 
-    def delete(self, request: Request, poolid: str, **kwargs: Any) -> Response:
-        services.delete_pool(poolid, actor=request.user)
+    @endpoint(
+        "Remove an empty pool.",
+        Permission("/pool/{poolid}", ("Pool.Allocate",)),
+        {"poolid": POOLID},
+        returns=NULL,
+    )
+    def delete(self, request: Request, values: dict[str, Any]) -> Response:
+        services.delete_pool(values["poolid"], actor=request.user)
         return ok(None)

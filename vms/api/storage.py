@@ -13,8 +13,10 @@ from cluster.api.nodes import local_node_or_error
 from cluster.models import Node
 from portal.api import params
 from portal.api.errors import APIError, ParameterError
+from portal.api.schema import BOOL, INT, NODE, NUM, STR, Permission, array, boolean, endpoint, enum, obj, string
 from portal.api.views import PVEAPIView, ok
 from vms import services
+from vms.config_schema import STORAGE_RE
 from vms.models import Storage
 from vms.services.storage import CONTENT_TYPES, TYPES
 from vms.storage import volumes as storage_volumes
@@ -23,6 +25,22 @@ AUDIT = ["Datastore.Audit", "Datastore.AllocateSpace"]
 CREATE_PARAMS = ("storage", "type", "path", "content", "nodes", "shared", "disable", "format")
 UPDATE_PARAMS = ("storage", "content", "nodes", "shared", "disable", "format", "delete", "digest")
 DELETABLE = ("content", "nodes", "shared", "disable", "format")
+STORAGE_ID = string("The storage identifier.", pattern=STORAGE_RE.pattern, max_length=64)
+LISTED = Permission(user="all", description="Only storages with Datastore.Audit or Datastore.AllocateSpace on them.")
+CONFIG = obj({"storage": STR, "type": STR}, path=STR, content=STR, nodes=STR, format=STR, shared=BOOL, disable=BOOL)
+STATUS = obj(
+    {"storage": STR},
+    type=STR,
+    content=STR,
+    shared=BOOL,
+    enabled=BOOL,
+    active=BOOL,
+    total=INT,
+    used=INT,
+    avail=INT,
+    used_fraction=NUM,
+    formats=obj({"default": STR, "supported": array(STR)}),
+)
 
 
 def storage_or_error(storeid: str) -> Storage:
@@ -63,9 +81,14 @@ def _fields(values: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
 class StorageListView(PVEAPIView):
     proxyto = None
 
-    def get(self, request: Request, **kwargs: Any) -> Response:
-        values = params.collect(request, {})
-        kind = params.enum(values["type"], "type", TYPES) if "type" in values else None
+    @endpoint(
+        "The storage configuration (storage.cfg).",
+        LISTED,
+        {"type": enum(tuple(TYPES), "Only storages of this type.", optional=True)},
+        returns=array(CONFIG),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
+        kind = values["type"]
         rows = Storage.objects.all() if kind is None else Storage.objects.filter(type=kind)
         permitted = restrict(rows, request.user, "/storage/{storeid}", AUDIT, any_of=True)
         return ok([storage_config(s) for s in permitted])
@@ -113,13 +136,24 @@ def _on_node(storage: Storage, node: str) -> bool:
 
 
 class NodeStorageListView(PVEAPIView):
-    def get(self, request: Request, node: str, **kwargs: Any) -> Response:
+    @endpoint(
+        "The storages this node sees, with their usage.",
+        LISTED,
+        {
+            "node": NODE,
+            "content": enum(tuple(CONTENT_TYPES), "Only storages holding this content type.", optional=True),
+            "enabled": boolean("Only enabled storages.", optional=True, default=0),
+            "format": boolean("With the formats each supports.", optional=True, default=0),
+            "storage": STORAGE_ID.but(optional=True, description="Only this storage."),
+            "target": NODE.but(optional=True, description="Only storages shared with this node."),
+        },
+        returns=array(STATUS),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
+        node = values["node"]
         local_node_or_error(node)
-        values = params.collect(request, {"node": node})
-        content = params.enum(values["content"], "content", CONTENT_TYPES) if "content" in values else None
-        enabled = params.boolean(values.get("enabled", 0), "enabled")
-        with_formats = params.boolean(values.get("format", 0), "format")
-        target = str(values["target"]) if values.get("target") not in (None, "", node, "localhost") else None
+        content, enabled, with_formats = values["content"], values["enabled"], values["format"]
+        target = values["target"] if values["target"] not in (None, "", node, "localhost") else None
         if target is not None and not Node.objects.filter(name=target).exists():
             raise ParameterError({"target": f"no such cluster node '{target}'"})
         wanted = values.get("storage")

@@ -1,8 +1,6 @@
 """The VM endpoints under ``/api2/json`` (gathered by ``portal.urls``)."""
 
-from django.urls import re_path
-
-from portal.api.routing import PREFIX, api_path
+from portal.api.routing import api_path
 from vms.api import (
     agent,
     backup,
@@ -82,9 +80,10 @@ urlpatterns = [
     api_path("nodes/{node}/storage/{storage}/upload", storage_content.UploadView.as_view()),
     api_path("nodes/{node}/storage/{storage}/download-url", storage_content.DownloadURLView.as_view()),
     # A volume id holds '/' (``local:100/vm-100-disk-0.qcow2``, its %2F decoded before routing): the rest of the path.
-    re_path(
-        rf"^{PREFIX}nodes/(?P<node>[^/]+)/storage/(?P<storage>[^/]+)/content/(?P<volume>.+?)/?$",
+    api_path(
+        "nodes/{node}/storage/{storage}/content/{volume}",
         storage_content.VolumeView.as_view(),
+        rest=frozenset({"volume"}),
     ),
     api_path("nodes/{node}/qemu/{vmid}/status/current", status.QemuStatusCurrentView.as_view()),
     api_path("nodes/{node}/qemu/{vmid}/rrddata", status.QemuRRDDataView.as_view()),

@@ -21,6 +21,7 @@ from cluster.api.nodes import VERSION, local_node_or_error
 from portal.api import params
 from portal.api.compression import accepts_gzip, json_answer
 from portal.api.errors import ParameterError
+from portal.api.schema import BOOL, INT, NUM, STR, Permission, array, endpoint, enum, obj
 from portal.api.views import PVEAPIView, ok
 from vms import lookups, runtime_paths
 from vms.config import ConfigError, validate_vmid
@@ -80,10 +81,45 @@ def live_vm(vmid: int, snapshot: dict[str, Any] | None) -> dict[str, Any] | None
     return {"pid": pid, "qmpstatus": "unknown"}
 
 
+RESOURCE = obj(
+    {"id": STR, "type": {"enum": ["qemu", "storage", "node", "pool"]}},
+    node=STR,
+    vmid=INT,
+    name=STR,
+    status=STR,
+    storage=STR,
+    pool=STR,
+    cpu=NUM,
+    maxcpu=NUM,
+    mem=INT,
+    maxmem=INT,
+    disk=INT,
+    maxdisk=INT,
+    uptime=INT,
+    template=BOOL,
+    netin=INT,
+    netout=INT,
+    diskread=INT,
+    diskwrite=INT,
+    lock=STR,
+    tags=STR,
+    hastate=STR,
+    content=STR,
+    plugintype=STR,
+    shared=BOOL,
+    level=STR,
+)
+
+
 class ClusterResourcesView(PVEAPIView):
-    def get(self, request: Request, **kwargs: Any) -> HttpResponse:
-        values = params.collect(request, {})
-        kind = params.enum(values["type"], "type", RESOURCE_TYPES) if values.get("type") else None
+    @endpoint(
+        "Resources of the whole cluster: VMs, storages, nodes and pools, with their live figures.",
+        Permission(user="all", description="Each resource the caller may audit (VM.Audit, Datastore.Audit, ...)."),
+        {"type": enum(RESOURCE_TYPES, "Only resources of this type.", optional=True)},
+        returns=array(RESOURCE),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> HttpResponse:
+        kind = values["type"] or None
         if kind == "sdn":
             return ok([])
         return json_answer(*resources_body(request.user, kind, gzipped=accepts_gzip(request)))
