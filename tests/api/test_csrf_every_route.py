@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 from django.test import Client
-from django.urls import URLPattern, URLResolver
 
 from portal.api.views import PVEAPIView
+from tests.api.routes import api_route_regexes
 from tests.api_client import API
 
 pytestmark = [pytest.mark.usefixtures("replicator")]
@@ -26,17 +26,7 @@ VALUES = {"node": "testnode", "vmid": "100", "upid": "UPID:testnode:00000001:000
 
 def api_routes() -> Iterator[tuple[str, type]]:
     """(path with placeholders filled, view class) for each route under /api2/, the catch-all aside."""
-    from portal.urls import api
-
-    def walk(patterns: list, prefix: str) -> Iterator[tuple[str, object]]:
-        for entry in patterns:
-            regex = prefix + entry.pattern.regex.pattern.lstrip("^")
-            if isinstance(entry, URLResolver):
-                yield from walk(entry.url_patterns, regex)
-            elif isinstance(entry, URLPattern) and entry.name != "api-not-implemented":
-                yield regex, entry.callback
-
-    for regex, callback in walk(api, ""):
+    for regex, callback in api_route_regexes():
         prefix = re.match(r"api2/(?:\(\?:json\|extjs\)|json)", regex)
         assert prefix and regex.endswith("/?$"), regex
         body = regex[prefix.end() : -len("/?$")]
