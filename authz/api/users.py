@@ -16,6 +16,7 @@ from authz import delegation, services
 from authz.exceptions import AccessError
 from authz.models import APIToken, User
 from portal.api import params
+from portal.api.schema import BOOL, INT, STR, Permission, array, boolean, endpoint, obj
 from portal.api.views import PVEAPIView, ok
 
 
@@ -61,10 +62,34 @@ def _user_fields(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+USER = obj(
+    {"userid": STR},
+    enable=BOOL,
+    expire=INT,
+    firstname=STR,
+    lastname=STR,
+    email=STR,
+    comment=STR,
+    keys=STR,
+    groups=array(STR),
+    tokens=array(obj({"tokenid": STR}, expire=INT, privsep=BOOL, comment=STR)),
+)
+
+
 class UsersView(PVEAPIView):
-    def get(self, request: Request, **kwargs: Any) -> Response:
-        """Users the caller may modify or audit (all, or members of such groups), and always itself."""
+    @endpoint(
+        "User index: the users the caller may modify or audit, and always itself.",
+        Permission(user="all", description="Users with User.Modify or Sys.Audit on /access/groups/{group} of theirs."),
+        {
+            "enabled": boolean("Only enabled users.", optional=True, default=0),
+            "full": boolean("With groups and tokens (always included here).", optional=True, default=0),
+        },
+        returns=array(USER),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
         users = User.objects.all()
+        if values["enabled"]:
+            users = users.filter(enable=True)
         visible = delegation.visible_users(request.user, ["User.Modify", "Sys.Audit"])
         if visible is not None:
             users = users.filter(userid__in=visible)

@@ -224,6 +224,13 @@ def test_access_api_as_proxmox_clients_use_it(world):
     assert root.get(f"{API}/access/roles/ApiRole").json()["data"] == {"VM.Audit": 1, "VM.Console": 1}
     user = root.get(f"{API}/access/users/fred@pve").json()["data"]
     assert user["groups"] == ["apiteam"] and user["email"] == "f@x.org"
+    # Ansible's proxmox_user_info lists with full=1; enabled=1 leaves out disabled users
+    listed = {u["userid"]: u for u in root.get(f"{API}/access/users?full=1").json()["data"]}
+    assert listed["fred@pve"]["groups"] == ["apiteam"] and listed["fred@pve"]["tokens"] == []
+    assert call("put", "/access/users/fred@pve", "enable=0").status_code == 200
+    enabled = [u["userid"] for u in root.get(f"{API}/access/users?enabled=1").json()["data"]]
+    assert "fred@pve" not in enabled and "root@pam" in enabled
+    assert call("put", "/access/users/fred@pve", "enable=1").status_code == 200
     created = call("post", "/access/users/fred@pve/token/tf", "privsep=0").json()["data"]
     assert created["full-tokenid"] == "fred@pve!tf" and len(created["value"]) == 36
     token = {"HTTP_AUTHORIZATION": f"PVEAPIToken=fred@pve!tf={created['value']}"}

@@ -12,6 +12,7 @@ from authz.permissions import check, has_privileges, principal_of
 from cluster.api.nodes import local_node_or_error
 from portal.api import params
 from portal.api.errors import APIError, ParameterError
+from portal.api.schema import NODE, Permission, array, boolean, endpoint
 from portal.api.views import PVEAPIView, ok
 from portal.tasks.index import run_api_task
 from replicator.exceptions import ConflictError
@@ -22,7 +23,7 @@ from vms.config import ConfigError, validate_vmid
 from vms.config_schema import typed_value
 from vms.models import VM
 from vms.permissions import CONFIG_PRIVILEGES
-from vms.status.api import vm_list
+from vms.status.api import VM_ENTRY, vm_list
 
 # Parameters of the create/update calls that are not config keys.
 CREATE_CONTROL = ("vmid", "node", "start", "storage", "pool", "force", "unique", "archive", "bwlimit", "live-restore")
@@ -53,8 +54,14 @@ def _principal(request: Request) -> str:
 
 
 class QemuListView(PVEAPIView):
-    def get(self, request: Request, node: str, **kwargs: Any) -> Response:
-        return ok(vm_list(request, node))  # the live fields: vms.status
+    @endpoint(
+        "The VMs on this node the caller may audit, with their live figures.",
+        Permission(user="all", description="Only VMs with VM.Audit on /vms/{vmid}."),
+        {"node": NODE, "full": boolean("Determine the full status of active VMs.", optional=True, default=0)},
+        returns=array(VM_ENTRY),
+    )
+    def get(self, request: Request, values: dict[str, Any]) -> Response:
+        return ok(vm_list(request, values["node"], values["full"]))  # the live fields: vms.status
 
     def post(self, request: Request, node: str, **kwargs: Any) -> Response:
         """Create: every check (VM.Allocate, each key's privilege, pool, storage) answers before the task starts."""

@@ -132,11 +132,32 @@ def vmid_param(value: object) -> int:
         raise ParameterError(exc.errors) from None
 
 
-def vm_list(request: Request, node: str) -> list[dict[str, Any]]:
+VM_ENTRY = obj(
+    {"vmid": INT, "status": {"enum": ["running", "stopped"]}},
+    name=STR,
+    cpus=NUM,
+    cpu=NUM,
+    maxmem=INT,
+    mem=INT,
+    maxdisk=INT,
+    disk=INT,
+    uptime=INT,
+    netin=INT,
+    netout=INT,
+    diskread=INT,
+    diskwrite=INT,
+    pid=INT,
+    balloon=INT,
+    lock=STR,
+    tags=STR,
+    template=BOOL,
+    qmpstatus=STR,
+)
+
+
+def vm_list(request: Request, node: str, full: int) -> list[dict[str, Any]]:
     """``GET /nodes/{node}/qemu``: this node's VMs the caller may audit, with their live values."""
     local_node_or_error(node)
-    values = params.collect(request, {"node": node})
-    full = params.boolean(values.get("full", 0), "full")
     rule = visible(request.user, "/vms", ("VM.Audit",))
     snapshot = collector.latest()
     entries = []
