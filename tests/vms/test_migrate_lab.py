@@ -47,15 +47,22 @@ def whole_nodes(cluster: LabCluster) -> None:
         node.env.update(services.web_environment(node.address))
 
 
-def ssh_lab(lab_cluster, size: int, name: str, *, whole: bool = False):  # type: ignore[no-untyped-def]
+def ssh_lab(lab_cluster, size: int, name: str, *, whole: bool = False, before=None):  # type: ignore[no-untyped-def]
     """A lab of ``size`` nodes, each with its own sshd, once every node trusts every node's host key.
 
     ``whole``: each node runs everything (web, worker, beat), and its API answers; else only
-    the replicator, so a live migration reaches its target over node SSH (the fallback)."""
+    the replicator, so a live migration reaches its target over node SSH (the fallback).
+    ``before(cluster)``: runs first (node environments are still open to change)."""
+
+    def prepare(cluster: LabCluster) -> None:
+        if before is not None:
+            before(cluster)
+        (whole_nodes if whole else _sshd_per_node)(cluster)
+
     if whole:
-        cluster = lab_cluster(size, name=name, prepare=whole_nodes, kind="node", timeout=180)
+        cluster = lab_cluster(size, name=name, prepare=prepare, kind="node", timeout=180)
     else:
-        cluster = lab_cluster(size, name=name, prepare=_sshd_per_node, timeout=180)
+        cluster = lab_cluster(size, name=name, prepare=prepare, timeout=180)
     for node in cluster.nodes:
         known = node.directory / "etc" / "pve" / "priv" / "known_hosts"
         wait_for(lambda known=known: known.exists() and known.read_text().count("\n") == size, 60, what=f"{known}")
