@@ -58,6 +58,21 @@ def records(log_dir: Path) -> Iterator[Record]:
             continue
 
 
+def _last_seq(log_dir: Path, window: int = 65536) -> int:
+    """The newest record's number: read from the end of the current file, else of the rotated one."""
+    for path in (log_dir / FILENAME, log_dir / f"{FILENAME}.1"):
+        try:
+            with open(path, "rb") as stream:
+                stream.seek(max(0, stream.seek(0, os.SEEK_END) - window))
+                tail = stream.read().splitlines()
+        except FileNotFoundError:
+            continue
+        numbers = [record.seq for record in map(_parse, tail) if record is not None]
+        if numbers:
+            return max(numbers)
+    return 0
+
+
 class Writer:
     """Appends records for the runner's tee threads (one lock; a record is one ``write``)."""
 
@@ -65,7 +80,7 @@ class Writer:
         self.path = log_dir / FILENAME
         self.max_bytes = max_bytes
         self.lock = threading.Lock()
-        self.seq = max((r.seq for r in records(log_dir)), default=0)  # cursors keep rising across restarts
+        self.seq = _last_seq(log_dir)  # cursors keep rising across restarts
         self.fd = self._open()
 
     def _open(self) -> int:

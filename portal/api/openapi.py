@@ -15,11 +15,11 @@ from typing import Any
 
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from portal.api.routing import PLACEHOLDER
 from portal.api.schema import Endpoint, Param, declaration
 
 METHODS = ("get", "post", "put", "delete")
 BODY_METHODS = frozenset({"post", "put"})
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 VERSION = "9.1"
 
 ERROR = {
@@ -58,11 +58,7 @@ def routes() -> Iterator[tuple[str, type]]:
             elif isinstance(entry, URLPattern) and hasattr(entry, "pve_template"):
                 yield entry.pve_template, entry.callback.cls  # type: ignore[attr-defined]  # set by api_path
 
-    seen: set[str] = set()
-    for template, view in walk(get_resolver().url_patterns):
-        if template not in seen:
-            seen.add(template)
-            yield template, view
+    yield from walk(get_resolver().url_patterns)
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -99,7 +95,7 @@ def _body(declared: Endpoint, in_path: set[str]) -> dict[str, Any]:
 def operation(template: str, view: type, method: str) -> dict[str, Any]:
     """One method of one path as an OpenAPI operation."""
     declared = declaration(view, method)
-    in_path = _PLACEHOLDER.findall(template)
+    in_path = PLACEHOLDER.findall(template)
     known = declared.parameters if declared is not None else {}
     described: dict[str, Any] = {
         "operationId": f"{method}{re.sub(r'[^A-Za-z0-9-]+', '_', template)}".rstrip("_"),

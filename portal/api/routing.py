@@ -18,7 +18,7 @@ from portal.api.errors import not_implemented
 
 PREFIX = "api2/json/"
 FORMATS = r"api2/(?:json|extjs)"  # the same handlers; :mod:`portal.api.extjs` re-wraps the extjs answers
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")  # also read by the declarations and the description
 SEGMENT = r"[^/]+"
 
 
@@ -27,7 +27,7 @@ def template_regex(template: str, rest: frozenset[str] = frozenset()) -> str:
     named in ``rest`` takes the rest of the path, slashes and all (a volume id)."""
     parts: list[str] = []
     position = 0
-    for match in [*_PLACEHOLDER.finditer(template), None]:
+    for match in [*PLACEHOLDER.finditer(template), None]:
         literal = template[position : match.start() if match else len(template)]
         if "{" in literal or "}" in literal:
             raise ValueError(f"bad placeholder in API path template {template!r}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,9 +20,9 @@ from rest_framework.response import Response
 
 from portal.api import params
 from portal.api.errors import APIError
+from portal.api.routing import PLACEHOLDER
 
 UNKNOWN = "property is not defined in schema and the schema does not allow additional properties"
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ class Permission:
             return
         if _privilege_check is None:  # fail closed: a declared check never passes unchecked
             raise APIError(500, "no privilege check registered")
-        path = _PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), "")), self.path)
+        path = PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), "")), self.path)
         _privilege_check(request.user, path, self.privs, self.any_of)
 
     def with_description(self, description: str) -> Permission:
@@ -194,12 +193,12 @@ def endpoint(
 ) -> Callable[[Handler], Callable[..., Any]]:
     """Declare a view method; it is then called as ``handler(self, request, values)``."""
     declared = Endpoint(description, permission, dict(parameters or {}), dict(returns or {}), dict(extra or {}))
+    named = set(PLACEHOLDER.findall(permission.path or ""))  # the parameters the permission path names
 
     def wrap(handler: Handler) -> Callable[..., Any]:
         @functools.wraps(handler)
         def run(self: Any, request: Request, **path: Any) -> Response:
             values = params.collect(request, path)
-            named = set(_PLACEHOLDER.findall(declared.permission.path or ""))
             declared.verify(values, only=named)  # a bad id in the checked path is a 400, not a 403
             declared.permission.check(request, values)
             return handler(self, request, declared.verify(values))
